@@ -1,0 +1,1 @@
+//! Decoding of data-abort syndromes into MMIO accesses.

@@ -1,0 +1,2 @@
+//! Architecture layer. Only this module tree knows AArch64.
+pub mod aarch64;

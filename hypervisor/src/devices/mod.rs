@@ -1,0 +1,1 @@
+//! Emulated devices: plain logic over a guest-memory trait, host-tested.
