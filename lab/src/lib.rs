@@ -1,1 +1,4 @@
+//! The lab: builds the hypervisor, fetches guest images, runs QEMU scenarios
+//! and checks what the consoles print. `main.rs` only parses arguments.
 
+pub mod images;
