@@ -2,3 +2,4 @@
 //! and checks what the consoles print. `main.rs` only parses arguments.
 
 pub mod images;
+pub mod scenario;

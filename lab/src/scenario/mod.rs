@@ -1,0 +1,324 @@
+//! Scenario files (`scenarios/*.yaml`, schema v1): the closed schema, loading
+//! with errors that name `file:line:column` and the field, and the checks that
+//! span fields (name = file stem, console names, boot mode and VM count).
+//! `scenarios/README.md` documents the schema for authors.
+
+mod de;
+mod error;
+mod template;
+
+pub use error::ScenarioError;
+pub use template::{expand as expand_template, TemplateVars};
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The only schema version this lab reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Seconds an `expect` or `expect-exit` step waits when it names no timeout.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+
+/// One scenario file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Scenario {
+    pub schema: u32,
+    pub name: String,
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub machine: Machine,
+    #[serde(default)]
+    pub boot: BootMode,
+    #[serde(default)]
+    pub vms: Vec<Vm>,
+    pub steps: Vec<Step>,
+}
+
+/// The QEMU host machine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Machine {
+    pub cpus: u32,
+    pub memory_mib: u64,
+    #[serde(default)]
+    pub cpu: CpuModel,
+    #[serde(default)]
+    pub secure_world: bool,
+    /// Command line for the hypervisor (QEMU `-append`), e.g. `hv.debug=panic`.
+    #[serde(default)]
+    pub hypervisor_args: Option<String>,
+}
+
+/// QEMU `-cpu` models the lab supports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CpuModel {
+    /// ARMv8.0 with a GICv3 CPU interface: nothing beyond what the hypervisor switches.
+    #[default]
+    CortexA72,
+    /// Everything QEMU's TCG implements.
+    Max,
+}
+
+impl CpuModel {
+    /// The name QEMU's `-cpu` takes.
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            CpuModel::CortexA72 => "cortex-a72",
+            CpuModel::Max => "max",
+        }
+    }
+}
+
+/// Who boots the guests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootMode {
+    /// QEMU boots the hypervisor, which runs the VMs from the boot bundle.
+    #[default]
+    Hypervisor,
+    /// No hypervisor: QEMU boots the single VM's kernel itself (the baseline).
+    Direct,
+}
+
+/// One virtual machine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Vm {
+    pub name: String,
+    pub kernel: KernelSource,
+    #[serde(default)]
+    pub initramfs: bool,
+    #[serde(default)]
+    pub cmdline: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+}
+
+/// Where a VM's kernel comes from: `{ image: NAME }` or `{ crate: NAME }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelSource {
+    /// A name in `guest-images/images.yaml`.
+    Image(String),
+    /// An in-tree bare-metal guest crate the lab builds.
+    Crate(String),
+}
+
+/// One step of the console script: a map with exactly one of `expect`,
+/// `send`, `expect-exit` (see `de.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Wait until the regex (after `{variable}` expansion) matches the console.
+    Expect {
+        pattern: String,
+        timeout_secs: u64,
+        console: Option<String>,
+    },
+    /// Send a line (the lab appends `\n`).
+    Send {
+        line: String,
+        console: Option<String>,
+    },
+    /// Wait until QEMU exits (the machine powered off) with this status.
+    ExpectExit { status: i32, timeout_secs: u64 },
+}
+
+impl Step {
+    /// The console the step reads or writes, if it names one.
+    pub fn console(&self) -> Option<&str> {
+        match self {
+            Step::Expect { console, .. } | Step::Send { console, .. } => console.as_deref(),
+            Step::ExpectExit { .. } => None,
+        }
+    }
+}
+
+impl Scenario {
+    /// Parses scenario text; `file` names it in errors and its stem must be
+    /// the scenario's `name`.
+    pub fn parse(file: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+        let scenario: Scenario =
+            serde_yaml::from_str(text).map_err(|e| ScenarioError::from_yaml(file, &e))?;
+        scenario.check(file, text)?;
+        Ok(scenario)
+    }
+
+    /// Reads and parses one scenario file.
+    pub fn load(file: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ScenarioError::io(file, &e))?;
+        Scenario::parse(file, &text)
+    }
+
+    /// The variables `expect` patterns may use.
+    pub fn template_vars(&self) -> TemplateVars {
+        TemplateVars::new(self)
+    }
+
+    /// The `expect` pattern of a step with its variables expanded.
+    pub fn expect_regex(&self, pattern: &str) -> Result<Regex, String> {
+        let expanded = template::expand(pattern, &self.template_vars())?;
+        Regex::new(&expanded).map_err(|e| e.to_string())
+    }
+
+    /// Whether the last step waits for QEMU to exit.
+    pub fn expects_exit(&self) -> bool {
+        matches!(self.steps.last(), Some(Step::ExpectExit { .. }))
+    }
+
+    /// The checks serde cannot make: they relate fields to each other or to
+    /// the file name. Each error points at the offending text.
+    fn check(&self, file: &Path, text: &str) -> Result<(), ScenarioError> {
+        let at = |key: &str, value: &str, field: &str, message: String| {
+            let (line, column) = error::locate(text, key, value);
+            Err(ScenarioError::at(file, line, column, field, message))
+        };
+        if self.schema != SCHEMA_VERSION {
+            return at(
+                "schema",
+                &self.schema.to_string(),
+                "schema",
+                format!(
+                    "schema version {} is not supported (this lab reads {SCHEMA_VERSION})",
+                    self.schema
+                ),
+            );
+        }
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if self.name != stem {
+            return at(
+                "name",
+                &self.name,
+                "name",
+                format!("`{}` must equal the file stem `{stem}`", self.name),
+            );
+        }
+        if self.machine.cpus == 0 || self.machine.memory_mib == 0 {
+            return at(
+                "machine",
+                "",
+                "machine",
+                "cpus and memory-mib must be at least 1".into(),
+            );
+        }
+        for (i, vm) in self.vms.iter().enumerate() {
+            if self.vms[..i].iter().any(|other| other.name == vm.name) {
+                return at(
+                    "name",
+                    &vm.name,
+                    &format!("vms[{i}].name"),
+                    format!("duplicate VM name `{}`", vm.name),
+                );
+            }
+            if vm.vcpus == 0 || vm.vcpus > self.machine.cpus {
+                return at(
+                    "vcpus",
+                    &vm.vcpus.to_string(),
+                    &format!("vms[{i}].vcpus"),
+                    format!("must be between 1 and machine.cpus ({})", self.machine.cpus),
+                );
+            }
+            if vm.memory_mib == 0 || vm.memory_mib > self.machine.memory_mib {
+                return at(
+                    "memory-mib",
+                    &vm.memory_mib.to_string(),
+                    &format!("vms[{i}].memory-mib"),
+                    format!(
+                        "must be between 1 and machine.memory-mib ({})",
+                        self.machine.memory_mib
+                    ),
+                );
+            }
+        }
+        if self.boot == BootMode::Direct && self.vms.len() != 1 {
+            return at(
+                "boot",
+                "direct",
+                "boot",
+                format!(
+                    "`boot: direct` boots exactly one VM, this scenario has {}",
+                    self.vms.len()
+                ),
+            );
+        }
+        let vars = self.template_vars();
+        for (i, step) in self.steps.iter().enumerate() {
+            if let Some(console) = step.console() {
+                if !self.vms.iter().any(|vm| vm.name == console) {
+                    return at(
+                        "console",
+                        console,
+                        &format!("steps[{i}].console"),
+                        format!("no VM named `{console}` in `vms`"),
+                    );
+                }
+            }
+            if let Step::Expect { pattern, .. } = step {
+                if let Err(message) = template::expand(pattern, &vars) {
+                    return at("expect", pattern, &format!("steps[{i}].expect"), message);
+                }
+            }
+            if matches!(step, Step::ExpectExit { .. }) && i + 1 != self.steps.len() {
+                return at(
+                    "expect-exit",
+                    "",
+                    &format!("steps[{i}]"),
+                    "`expect-exit` must be the last step".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every `scenarios/*.yaml` file of a workspace, sorted by name.
+pub fn scenario_files(workspace_root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    use anyhow::Context;
+    let dir = scenarios_dir(workspace_root);
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        if path.extension().is_some_and(|ext| ext == "yaml") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Loads every scenario of a workspace; the first bad file is the error.
+pub fn load_all(workspace_root: &Path) -> anyhow::Result<Vec<Scenario>> {
+    scenario_files(workspace_root)?
+        .iter()
+        .map(|file| Scenario::load(file).map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// Loads the scenario `name` from `scenarios/NAME.yaml`.
+pub fn load_by_name(workspace_root: &Path, name: &str) -> anyhow::Result<Scenario> {
+    let file = scenarios_dir(workspace_root).join(format!("{name}.yaml"));
+    if !file.is_file() {
+        let known: Vec<String> = scenario_files(workspace_root)?
+            .iter()
+            .filter_map(|f| f.file_stem()?.to_str().map(str::to_owned))
+            .collect();
+        anyhow::bail!(
+            "no scenario `{name}`: {} does not exist (known: {})",
+            file.display(),
+            known.join(", ")
+        );
+    }
+    Ok(Scenario::load(&file)?)
+}
+
+/// `scenarios/` of a workspace.
+pub fn scenarios_dir(workspace_root: &Path) -> PathBuf {
+    workspace_root.join("scenarios")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,134 @@
+//! Schema tests against the fixture files in `lab/tests/fixtures/scenarios`.
+
+use super::*;
+
+fn fixture(kind: &str, name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/scenarios")
+        .join(kind)
+        .join(format!("{name}.yaml"))
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn full_file_parses_every_field() {
+    let s = Scenario::load(&fixture("good", "full")).unwrap();
+    assert_eq!(s.name, "full");
+    assert_eq!(s.tags, ["linux", "smoke"]);
+    assert_eq!(s.machine.cpus, 4);
+    assert_eq!(s.machine.memory_mib, 2048);
+    assert_eq!(s.machine.cpu, CpuModel::Max);
+    assert_eq!(s.machine.hypervisor_args.as_deref(), Some("hv.log=debug"));
+    assert_eq!(s.boot, BootMode::Hypervisor);
+    assert_eq!(s.vms.len(), 2);
+    assert_eq!(s.vms[0].kernel, KernelSource::Image("linux-cloud".into()));
+    assert!(s.vms[0].initramfs);
+    assert_eq!(s.vms[1].kernel, KernelSource::Crate("testguest".into()));
+    assert!(!s.vms[1].initramfs);
+    assert_eq!(
+        s.steps[2],
+        Step::Send {
+            line: "uname -a".into(),
+            console: Some("vm0".into())
+        }
+    );
+    assert_eq!(
+        s.steps[3],
+        Step::Expect {
+            pattern: "Linux .* aarch64".into(),
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            console: None
+        }
+    );
+    assert_eq!(
+        s.steps[4],
+        Step::ExpectExit {
+            status: 0,
+            timeout_secs: 5
+        }
+    );
+    assert!(s.expects_exit());
+}
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let s = Scenario::load(&fixture("good", "minimal")).unwrap();
+    assert!(s.tags.is_empty());
+    assert_eq!(s.machine.cpu, CpuModel::CortexA72);
+    assert!(!s.machine.secure_world);
+    assert_eq!(s.machine.hypervisor_args, None);
+    assert_eq!(s.boot, BootMode::Hypervisor);
+    assert!(s.vms.is_empty());
+    assert!(!s.expects_exit());
+}
+
+#[test]
+fn expect_patterns_expand_machine_values() {
+    let s = Scenario::load(&fixture("good", "full")).unwrap();
+    let Step::Expect { pattern, .. } = &s.steps[0] else {
+        panic!("first step is an expect");
+    };
+    let re = s.expect_regex(pattern).unwrap();
+    assert!(re.is_match("hypervisor 0.1.0: EL2, 4 CPUs, 2048 MiB RAM"));
+    assert!(!re.is_match("hypervisor 0.1.0: EL2, 2 CPUs, 2048 MiB RAM"));
+}
+
+/// Each bad fixture: where the error points and what it says.
+#[test]
+fn bad_files_name_line_column_and_field() {
+    let cases: &[(&str, (usize, usize), &str)] = &[
+        ("bad_yaml", (6, 1), "found unexpected end of stream, while scanning a quoted scalar at line 3 column 14"),
+        ("unknown_field", (6, 3), "machine: unknown field `memroy-mib`"),
+        ("wrong_type", (5, 9), "machine.cpus: invalid type: string \"two\""),
+        ("missing_field", (1, 1), "missing field `description`"),
+        ("name_mismatch", (2, 1), "name: `something_else` must equal the file stem `name_mismatch`"),
+        ("bad_cpu", (4, 43), "machine.cpu: unknown variant `cortex-a53`"),
+        ("two_actions", (7, 5), "steps[1]: a step has exactly one of"),
+        ("bad_regex", (6, 5), "steps[0]: `expect` is not a valid regex"),
+        ("unknown_variable", (7, 5), "steps[1].expect: unknown variable `{memory}`"),
+        ("unknown_console", (12, 5), "steps[0].console: no VM named `vm1`"),
+        ("direct_two_vms", (5, 1), "boot: `boot: direct` boots exactly one VM, this scenario has 2"),
+        ("exit_not_last", (6, 5), "steps[0]: `expect-exit` must be the last step"),
+        ("bad_kernel", (7, 13), "vms[0].kernel: unknown field `url`, expected `image` or `crate`"),
+    ];
+    let mut wrong = Vec::new();
+    for (name, (line, column), message) in cases {
+        let file = fixture("bad", name);
+        let err = Scenario::load(&file).unwrap_err();
+        let shown = err.to_string();
+        let prefix = format!("{}:{line}:{column}: ", file.display());
+        if !(shown.starts_with(&prefix) && err.message.contains(message)) {
+            wrong.push(format!("{name}: expected {line}:{column} `{message}`, got {shown}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn every_bad_fixture_has_a_case() {
+    let dir = fixture("bad", "x").parent().unwrap().to_owned();
+    let count = std::fs::read_dir(dir).unwrap().count();
+    assert_eq!(count, 13, "add the new bad fixture to bad_files_name_line_column_and_field");
+}
+
+#[test]
+fn every_shipped_scenario_parses() {
+    let files = scenario_files(&workspace_root()).unwrap();
+    assert!(!files.is_empty(), "scenarios/ has no *.yaml");
+    for file in files {
+        if let Err(err) = Scenario::load(&file) {
+            panic!("{err}");
+        }
+    }
+}
+
+#[test]
+fn unknown_scenario_lists_known_ones() {
+    let err = load_by_name(&workspace_root(), "no_such_scenario").unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("no scenario `no_such_scenario`"), "{message}");
+    assert!(message.contains("hv_boot"), "{message}");
+}
