@@ -2,4 +2,5 @@
 //! and checks what the consoles print. `main.rs` only parses arguments.
 
 pub mod images;
+pub mod qemu;
 pub mod scenario;

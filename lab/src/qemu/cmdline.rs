@@ -1,0 +1,253 @@
+//! The QEMU command line of a scenario, built from small pure functions.
+//!
+//! Paths enter the command as [`LabeledPath`]s: the lab knows which argument
+//! is which file, so [`QemuCommand::redacted`] prints `<hypervisor.bin>`
+//! instead of a host path. Snapshots use that rendering; nothing is scrubbed
+//! after the fact.
+
+use crate::scenario::{BootMode, Scenario};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// The QEMU binary the lab runs.
+pub const QEMU_BINARY: &str = "qemu-system-aarch64";
+
+/// A host file with the stable name snapshots show for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabeledPath {
+    pub label: String,
+    pub path: PathBuf,
+}
+
+impl LabeledPath {
+    pub fn new(label: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        LabeledPath {
+            label: label.into(),
+            path: path.into(),
+        }
+    }
+}
+
+/// What QEMU loads: `-kernel` and optionally `-initrd`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootFiles {
+    pub kernel: LabeledPath,
+    pub initrd: Option<LabeledPath>,
+}
+
+/// One argument: text, or a file the lab produced or resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QemuArg {
+    Text(String),
+    File(LabeledPath),
+}
+
+/// A QEMU invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuCommand {
+    pub program: PathBuf,
+    pub args: Vec<QemuArg>,
+}
+
+impl QemuCommand {
+    /// The arguments as the process gets them.
+    pub fn argv(&self) -> Vec<OsString> {
+        self.args
+            .iter()
+            .map(|arg| match arg {
+                QemuArg::Text(text) => OsString::from(text),
+                QemuArg::File(file) => file.path.clone().into_os_string(),
+            })
+            .collect()
+    }
+
+    /// One shell line that runs exactly this command (`qemu-cmdline.txt`).
+    pub fn shell_line(&self) -> String {
+        let mut words = vec![shell_quote(&self.program.to_string_lossy())];
+        words.extend(
+            self.argv()
+                .iter()
+                .map(|arg| shell_quote(&arg.to_string_lossy())),
+        );
+        words.join(" ")
+    }
+
+    /// Host-independent rendering, one option per line: the program by its
+    /// name and every file by its label.
+    pub fn redacted(&self) -> String {
+        let program = self
+            .program
+            .file_name()
+            .map_or_else(|| QEMU_BINARY.into(), |name| name.to_string_lossy());
+        let mut out = shell_quote(&program);
+        for arg in &self.args {
+            let word = match arg {
+                QemuArg::Text(text) => shell_quote(text),
+                QemuArg::File(file) => format!("<{}>", file.label),
+            };
+            let starts_option = matches!(arg, QemuArg::Text(t) if t.starts_with('-'));
+            out.push_str(if starts_option { " \\\n  " } else { " " });
+            out.push_str(&word);
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// `-M` for a boot mode: the hypervisor needs EL2 (`virtualization=on`); a
+/// direct boot enters the guest kernel at EL1.
+pub fn machine_option(boot: BootMode, secure_world: bool) -> String {
+    let mut option = String::from("virt");
+    if boot == BootMode::Hypervisor {
+        option.push_str(",virtualization=on");
+    }
+    if secure_world {
+        option.push_str(",secure=on");
+    }
+    option.push_str(",gic-version=3");
+    option
+}
+
+/// CPUs and MiB QEMU gives the machine. A direct boot gives QEMU the VM's
+/// own shape, so the baseline guest sees what it would see as a VM.
+pub fn machine_shape(scenario: &Scenario) -> (u32, u64) {
+    match (scenario.boot, scenario.vms.first()) {
+        (BootMode::Direct, Some(vm)) => (vm.vcpus, vm.memory_mib),
+        _ => (scenario.machine.cpus, scenario.machine.memory_mib),
+    }
+}
+
+/// The kernel command line (`-append`), if any: the hypervisor's arguments,
+/// or for a direct boot the lab's Linux arguments plus the VM's own.
+pub fn kernel_append(scenario: &Scenario) -> Option<String> {
+    match (scenario.boot, scenario.vms.first()) {
+        (BootMode::Direct, Some(vm)) => {
+            let mut line = format!("console=ttyAMA0 lab.name={}", vm.name);
+            if !vm.cmdline.trim().is_empty() {
+                line.push(' ');
+                line.push_str(vm.cmdline.trim());
+            }
+            Some(line)
+        }
+        _ => scenario
+            .machine
+            .hypervisor_args
+            .as_deref()
+            .map(str::trim)
+            .filter(|args| !args.is_empty())
+            .map(str::to_owned),
+    }
+}
+
+/// The whole command line for a scenario and the files it boots.
+pub fn qemu_command(program: &Path, scenario: &Scenario, files: &BootFiles) -> QemuCommand {
+    let (cpus, memory_mib) = machine_shape(scenario);
+    let text = |s: &str| QemuArg::Text(s.to_owned());
+    let mut args = vec![
+        text("-M"),
+        QemuArg::Text(machine_option(scenario.boot, scenario.machine.secure_world)),
+        text("-cpu"),
+        text(scenario.machine.cpu.qemu_name()),
+        text("-smp"),
+        QemuArg::Text(cpus.to_string()),
+        text("-m"),
+        QemuArg::Text(format!("{memory_mib}M")),
+        text("-nographic"),
+        // A guest reset ends the run instead of booting again.
+        text("-no-reboot"),
+        text("-kernel"),
+        QemuArg::File(files.kernel.clone()),
+    ];
+    if let Some(initrd) = &files.initrd {
+        args.push(text("-initrd"));
+        args.push(QemuArg::File(initrd.clone()));
+    }
+    if let Some(append) = kernel_append(scenario) {
+        args.push(text("-append"));
+        args.push(QemuArg::Text(append));
+    }
+    QemuCommand {
+        program: program.to_owned(),
+        args,
+    }
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./,=:+@%".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(yaml: &str) -> Scenario {
+        Scenario::parse(Path::new("t.yaml"), yaml).unwrap()
+    }
+
+    const HV: &str = "schema: 1\nname: t\ndescription: d\nmachine: { cpus: 2, memory-mib: 512 }\nsteps: []\n";
+    const DIRECT: &str = "schema: 1\nname: t\ndescription: d\nmachine: { cpus: 4, memory-mib: 2048 }\nboot: direct\nvms:\n  - { name: vm0, kernel: { image: k }, cmdline: ' quiet ', vcpus: 1, memory-mib: 256 }\nsteps: []\n";
+
+    #[test]
+    fn machine_option_table() {
+        let cases = [
+            (BootMode::Hypervisor, false, "virt,virtualization=on,gic-version=3"),
+            (BootMode::Hypervisor, true, "virt,virtualization=on,secure=on,gic-version=3"),
+            (BootMode::Direct, false, "virt,gic-version=3"),
+        ];
+        for (boot, secure, expected) in cases {
+            assert_eq!(machine_option(boot, secure), expected);
+        }
+    }
+
+    #[test]
+    fn shape_and_append_follow_the_boot_mode() {
+        let hv = scenario(HV);
+        assert_eq!(machine_shape(&hv), (2, 512));
+        assert_eq!(kernel_append(&hv), None);
+        let direct = scenario(DIRECT);
+        assert_eq!(machine_shape(&direct), (1, 256));
+        assert_eq!(
+            kernel_append(&direct).as_deref(),
+            Some("console=ttyAMA0 lab.name=vm0 quiet")
+        );
+        let args = scenario(&HV.replace("512 }", "512, hypervisor-args: 'hv.debug=panic' }"));
+        assert_eq!(kernel_append(&args).as_deref(), Some("hv.debug=panic"));
+    }
+
+    #[test]
+    fn argv_has_paths_and_redacted_has_labels() {
+        let files = BootFiles {
+            kernel: LabeledPath::new("hypervisor.bin", "/t/hypervisor.bin"),
+            initrd: Some(LabeledPath::new("bundle.cpio", "/t/b c.cpio")),
+        };
+        let cmd = qemu_command(Path::new("/usr/bin/qemu-system-aarch64"), &scenario(HV), &files);
+        let argv = cmd.argv();
+        assert!(argv.contains(&OsString::from("/t/hypervisor.bin")));
+        assert!(cmd.shell_line().contains("-initrd '/t/b c.cpio'"));
+        assert!(cmd.shell_line().starts_with("/usr/bin/qemu-system-aarch64 -M "));
+        let redacted = cmd.redacted();
+        assert!(redacted.contains("-kernel <hypervisor.bin>"), "{redacted}");
+        assert!(!redacted.contains("/t/"), "{redacted}");
+    }
+
+    #[test]
+    fn shell_quote_table() {
+        for (word, quoted) in [
+            ("plain-1.0", "plain-1.0"),
+            ("a b", "'a b'"),
+            ("it's", r"'it'\''s'"),
+            ("", "''"),
+        ] {
+            assert_eq!(shell_quote(word), quoted);
+        }
+    }
+}
