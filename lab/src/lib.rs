@@ -1,6 +1,7 @@
 //! The lab: builds the hypervisor, fetches guest images, runs QEMU scenarios
 //! and checks what the consoles print. `main.rs` only parses arguments.
 
+pub mod build;
 pub mod images;
 pub mod qemu;
 pub mod scenario;
