@@ -1,7 +1,18 @@
-//! The hypervisor's portable core: everything that is plain logic (DTB
-//! discovery, device models, manifest parsing, table encodings) lives here so
-//! `cargo test` exercises it on the host. The EL2 binary is `main.rs`.
+//! The hypervisor: an AArch64 Type-1 hypervisor running at EL2 on QEMU's
+//! `virt` board. Everything that is plain logic (DTB discovery, allocators,
+//! table building, device models, manifest parsing) lives in this library so
+//! `cargo test` exercises it on the host; the hardware layer is `arch`, the
+//! bare-metal binary is `main.rs`.
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
+pub mod addr;
 pub mod arch;
+pub mod console;
 pub mod devices;
+pub mod fixed_vec;
+pub mod kmain;
+pub mod mm;
+pub mod platform;
+pub mod power;

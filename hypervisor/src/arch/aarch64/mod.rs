@@ -1,2 +1,7 @@
-//! AArch64: encodings and decoders (host-testable) and the EL2 hardware layer.
+//! AArch64: encodings and decoders that are plain logic (host-tested), and,
+//! on the bare-metal target only, the EL2 hardware layer (`hw`).
 pub mod mmio_decode;
+pub mod pte;
+
+#[cfg(target_os = "none")]
+pub mod hw;

@@ -1,0 +1,105 @@
+//! The hypervisor's own EL2 stage-1 MMU: register setup for the tables that
+//! `mm::pagetable` builds, and `IdentityTables`, the `TableMemory` that
+//! stores tables in host RAM through the identity map (or, before the MMU is
+//! on, through physical addresses, which are the same numbers).
+
+use core::arch::asm;
+
+use aarch64_cpu::registers::{Readable, ID_AA64MMFR0_EL1};
+
+use super::super::pte::MAIR_EL2_VALUE;
+use crate::addr::{PhysAddr, PAGE_SIZE};
+use crate::mm::frames::FrameAllocator;
+use crate::mm::pagetable::{TableMemory, ENTRIES, INPUT_BITS};
+
+/// TCR_EL2 RES1 bits (non-VHE): 23 and 31.
+const TCR_EL2_RES1: u64 = (1 << 23) | (1 << 31);
+/// TCR_EL2: inner and outer write-back write-allocate walks, inner shareable,
+/// 4 KiB granule (TG0 = 0).
+const TCR_EL2_WALK_WB_ISH: u64 = (0b01 << 8) | (0b01 << 10) | (0b11 << 12);
+/// TCR_EL2.PS field shift.
+const TCR_EL2_PS_SHIFT: u64 = 16;
+/// Largest PS encoding for a 4 KiB granule without FEAT_LPA2 (48 bits).
+const PS_MAX: u64 = 0b101;
+/// SCTLR_EL2.M (MMU) and .C (data cache).
+const SCTLR_EL2_M_C: u64 = (1 << 0) | (1 << 2);
+
+/// The physical-address-size encoding this CPU supports (PARange), capped
+/// for a 4 KiB granule; used for TCR_EL2.PS and VTCR_EL2.PS.
+pub fn pa_size_encoding() -> u64 {
+    ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(PS_MAX)
+}
+
+/// Turns on the EL2 stage-1 MMU with the tables rooted at `root`.
+pub fn enable_mmu(root: PhysAddr) {
+    let tcr = u64::from(64 - INPUT_BITS)
+        | TCR_EL2_WALK_WB_ISH
+        | (pa_size_encoding() << TCR_EL2_PS_SHIFT)
+        | TCR_EL2_RES1;
+    // SAFETY: `root` holds complete tables that identity-map the image,
+    // the stack, the DTB and the devices in use, so execution continues at
+    // the same addresses once translation is on. The barriers make the
+    // table writes visible to the walker and discard stale TLB entries.
+    unsafe {
+        asm!(
+            "dsb ish",
+            "msr mair_el2, {mair}",
+            "msr tcr_el2, {tcr}",
+            "msr ttbr0_el2, {root}",
+            "isb",
+            "tlbi alle2",
+            "dsb ish",
+            "isb",
+            "mrs {tmp}, sctlr_el2",
+            "orr {tmp}, {tmp}, {mc}",
+            "msr sctlr_el2, {tmp}",
+            "isb",
+            mair = in(reg) MAIR_EL2_VALUE,
+            tcr = in(reg) tcr,
+            root = in(reg) root.as_u64(),
+            mc = in(reg) SCTLR_EL2_M_C,
+            tmp = out(reg) _,
+            options(nostack),
+        );
+    }
+}
+
+/// Translation tables in host RAM, pages taken from `frames`.
+pub struct IdentityTables<'a> {
+    /// Where table pages come from.
+    pub frames: &'a mut FrameAllocator,
+}
+
+fn entry_ptr(table: PhysAddr, index: usize) -> *mut u64 {
+    let index = index.min(ENTRIES - 1);
+    (table.to_identity_virt().as_u64() as *mut u64).wrapping_add(index)
+}
+
+impl TableMemory for IdentityTables<'_> {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        let page = self.frames.alloc_page().ok()?;
+        let base = page.to_identity_virt().as_u64() as *mut u64;
+        for i in 0..(PAGE_SIZE / 8) as usize {
+            // SAFETY: the page was just taken from the free host RAM, so
+            // nothing else refers to it; it is identity-mapped (or the MMU is
+            // still off) and 4 KiB long.
+            unsafe { core::ptr::write_volatile(base.add(i), 0) };
+        }
+        Some(page)
+    }
+
+    fn read(&self, table: PhysAddr, index: usize) -> u64 {
+        // SAFETY: `table` came from `alloc_table`, a page of RAM owned by
+        // these tables; `entry_ptr` keeps the index inside it.
+        unsafe { core::ptr::read_volatile(entry_ptr(table, index)) }
+    }
+
+    fn write(&mut self, table: PhysAddr, index: usize, raw: u64) {
+        // SAFETY: as in `read`. The barrier orders the descriptor before any
+        // later walk or TLB maintenance.
+        unsafe {
+            core::ptr::write_volatile(entry_ptr(table, index), raw);
+            asm!("dsb ishst", options(nostack, preserves_flags));
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The primary CPU's boot flow, after the arch layer's assembly: discover the
+//! platform from the host DTB, build and enable the EL2 identity map, start
+//! the console, print the banner, set up the heap, and run (or power off when
+//! there is nothing to run).
+//!
+//! Console contract (the lab's `hv_boot` scenario matches these lines):
+//! ```text
+//! hypervisor 0.1.0: EL2, <N> CPUs, <M> MiB RAM at 0x<base>
+//! hypervisor: gicv3 dist 0x<a> redist 0x<b>, pl011 0x<c>, psci <smc|hvc>
+//! hypervisor: no VMs to run, powering off
+//! ```
+//!
+//! Fault injection for the lab's failure tests: when the host command line
+//! (`/chosen/bootargs`, QEMU `-append`) holds the word `hv.debug=panic`, the
+//! hypervisor panics right after the banner; the panic handler prints
+//! `hypervisor panic at <file>:<line>: <message>` and powers off.
+
+use crate::addr::{PhysAddr, PhysRange, BLOCK_2M, PAGE_SIZE};
+use crate::arch::{self, aarch64::pte::El2Stage1, IdentityTables};
+use crate::console;
+use crate::fixed_vec::FixedVec;
+use crate::mm::frames::FrameAllocator;
+use crate::mm::pagetable::{MapAttrs, MapError, PageTable};
+use crate::platform::PlatformInfo;
+use crate::power;
+use crate::println;
+
+/// The fault-injection word on the host command line.
+pub const DEBUG_PANIC_BOOTARG: &str = "hv.debug=panic";
+/// Heap size we ask for (the arch layer caps it to what it can manage).
+const HEAP_SIZE: u64 = 16 * 1024 * 1024;
+
+/// Entered once, on the primary CPU, with the MMU off.
+pub fn boot_primary(dtb_addr: PhysAddr, dtb: &'static [u8], image: PhysRange) -> ! {
+    // No console yet: without a platform description there is nothing to
+    // print on, so power off through the conduit QEMU uses.
+    let Ok(platform) = PlatformInfo::from_dtb(dtb) else {
+        power::system_off()
+    };
+    let dtb_len = u64::try_from(dtb.len()).unwrap_or(u64::MAX);
+    let dtb_range = PhysRange::from_start_size(dtb_addr, dtb_len).unwrap_or_default();
+    let mut reserved: FixedVec<PhysRange, 3> = FixedVec::new();
+    for r in [Some(image), Some(dtb_range), platform.initrd]
+        .into_iter()
+        .flatten()
+    {
+        // Capacity is exactly the three candidates above.
+        let _ = reserved.push(r);
+    }
+    let Ok(mut frames) = FrameAllocator::new(platform.memory.as_slice(), reserved.as_slice())
+    else {
+        power::system_off_via(platform.psci)
+    };
+    let Ok(root) = build_identity_map(&platform, &mut frames) else {
+        power::system_off_via(platform.psci)
+    };
+    arch::enable_mmu(root);
+
+    power::set_conduit(platform.psci);
+    if let Some(uart) = platform.pl011 {
+        console::init(uart.start);
+    }
+    print_banner(&platform);
+    if platform.has_bootarg(DEBUG_PANIC_BOOTARG) {
+        panic!("{DEBUG_PANIC_BOOTARG} on the command line: injected fault after the banner");
+    }
+
+    let heap_size = HEAP_SIZE
+        .min(frames.free_bytes() / 8)
+        .next_multiple_of(BLOCK_2M);
+    match frames.alloc(heap_size, BLOCK_2M) {
+        Ok(range) => {
+            arch::heap_init(range);
+        }
+        Err(e) => {
+            println!("hypervisor: no memory for the heap ({e:?}), powering off");
+            power::system_off()
+        }
+    }
+
+    println!("hypervisor: no VMs to run, powering off");
+    power::system_off()
+}
+
+fn print_banner(platform: &PlatformInfo<'_>) {
+    println!(
+        "hypervisor {}: EL{}, {} CPUs, {} MiB RAM at {:#x}",
+        env!("CARGO_PKG_VERSION"),
+        arch::current_el(),
+        platform.cpu_count(),
+        platform.total_memory() / (1024 * 1024),
+        platform.memory_base()
+    );
+    match platform.pl011 {
+        Some(uart) => println!(
+            "hypervisor: gicv3 dist {:#x} redist {:#x}, pl011 {:#x}, psci {}",
+            platform.gic.dist.start,
+            platform.gic.redist.start,
+            uart.start,
+            platform.psci.as_str()
+        ),
+        None => println!(
+            "hypervisor: gicv3 dist {:#x} redist {:#x}, psci {}",
+            platform.gic.dist.start,
+            platform.gic.redist.start,
+            platform.psci.as_str()
+        ),
+    }
+}
+
+/// The EL2 stage-1 identity map: RAM as normal memory, the devices the
+/// hypervisor drives as device memory.
+fn build_identity_map(
+    platform: &PlatformInfo<'_>,
+    frames: &mut FrameAllocator,
+) -> Result<PhysAddr, MapError> {
+    let mut mem = IdentityTables { frames };
+    let mut tables = PageTable::new(&mut mem)?;
+    for ram in platform.memory.iter() {
+        let (Some(start), end) = (ram.start.align_up(PAGE_SIZE), ram.end.align_down(PAGE_SIZE))
+        else {
+            continue;
+        };
+        if let Some(size) = end.checked_offset_from(start).filter(|s| *s > 0) {
+            tables.map::<El2Stage1>(&mut mem, start.as_u64(), start, size, MapAttrs::RAM)?;
+        }
+    }
+    for dev in platform.device_ranges().iter() {
+        let start = dev.start.align_down(PAGE_SIZE);
+        let end = dev.end.align_up(PAGE_SIZE).ok_or(MapError::BadRange)?;
+        let size = end.checked_offset_from(start).ok_or(MapError::BadRange)?;
+        match tables.map::<El2Stage1>(&mut mem, start.as_u64(), start, size, MapAttrs::DEVICE) {
+            // Two devices share a page: map what is left page by page.
+            Err(MapError::AlreadyMapped) => {
+                let mut page = start;
+                while page < end {
+                    match tables.map::<El2Stage1>(
+                        &mut mem,
+                        page.as_u64(),
+                        page,
+                        PAGE_SIZE,
+                        MapAttrs::DEVICE,
+                    ) {
+                        Ok(()) | Err(MapError::AlreadyMapped) => {}
+                        Err(e) => return Err(e),
+                    }
+                    page = page.checked_add(PAGE_SIZE).ok_or(MapError::BadRange)?;
+                }
+            }
+            other => other?,
+        }
+    }
+    Ok(tables.root())
+}
