@@ -1,1 +1,148 @@
-fn main() {}
+//! A bare-metal AArch64 guest that checks the machine it runs on: the PL011
+//! console, the device tree in x0, PSCI and SMCCC through the DT's conduit,
+//! the GICv3, the EL1 virtual timer's interrupt and the PL031. It prints one
+//! `TESTGUEST <check>: PASS|FAIL <detail>` line per check, then
+//! `TESTGUEST DONE passed=<n> failed=<m>`, and powers off through PSCI.
+//!
+//! With `testguest.misbehave` in `/chosen/bootargs` it also makes an access
+//! nothing backs and a call nobody implements, and checks it gets the
+//! architected answers (external abort, NOT_SUPPORTED).
+//!
+//! It boots like a Linux Image (header in `arch/boot.rs`, layout in
+//! `linker/testguest.ld`), at EL1h, MMU off. On the host the crate only
+//! compiles its portable parts for `cargo test`.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod arch;
+#[cfg(target_os = "none")]
+mod checks;
+#[cfg(any(test, target_os = "none"))]
+mod civil;
+#[cfg(target_os = "none")]
+mod console;
+#[cfg(any(test, target_os = "none"))]
+mod platform;
+#[cfg(any(test, target_os = "none"))]
+mod report;
+#[cfg(any(test, target_os = "none"))]
+mod smccc;
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!(
+        "testguest is a bare-metal guest; build it with\n  \
+         cargo build -p testguest --target aarch64-unknown-none --release\n\
+         and boot it with `cargo run -p lab -- scenario testguest_bare`"
+    );
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "none")]
+mod guest {
+    use core::fmt::Write;
+
+    use crate::arch::{self, sysreg};
+    use crate::checks;
+    use crate::console::{self, Pl011};
+    use crate::platform::{Conduit, Platform, Window};
+    use crate::report::Report;
+    use crate::smccc;
+
+    /// Where QEMU's virt board has its PL011: used only to report that the
+    /// device tree could not be read, which is then a failure.
+    const FALLBACK_UART: Window = Window {
+        base: 0x0900_0000,
+        size: 0x1000,
+    };
+    /// An IPA inside QEMU virt's platform-bus hole: no device tree node and
+    /// no Stage-2 mapping covers it.
+    const UNMAPPED_IPA: usize = 0x0C00_0000;
+
+    #[no_mangle]
+    extern "C" fn testguest_main(dtb: usize) -> ! {
+        let fdt = arch::device_tree(dtb);
+        let platform = match &fdt {
+            Ok(fdt) => Platform::discover(fdt).map_err(Some),
+            Err(_) => Err(None),
+        };
+        let uart_window = platform.as_ref().map_or(FALLBACK_UART, |p| p.uart);
+        let Some(uart) = Pl011::new(uart_window) else {
+            arch::halt()
+        };
+        console::install(uart);
+        let mut report = Report::new(uart);
+
+        let (periph, cell) = uart.ids();
+        report.pass(
+            "uart",
+            format_args!(
+                "pl011 at {:#x} PeriphID={periph:#010x} PCellID={cell:#010x} EL{}",
+                uart.base(),
+                (sysreg::current_el() >> 2) & 3
+            ),
+        );
+        let platform = match platform {
+            Ok(platform) => platform,
+            Err(error) => {
+                match (error, &fdt) {
+                    (Some(error), _) => report.fail("dtb", format_args!("{error}")),
+                    (None, Err(error)) => {
+                        report.fail("dtb", format_args!("no DTB at {dtb:#x}: {error:?}"))
+                    }
+                    (None, Ok(_)) => report.fail("dtb", format_args!("unreadable")),
+                }
+                report.done();
+                arch::halt()
+            }
+        };
+        report.pass(
+            "dtb",
+            format_args!(
+                "at {dtb:#x}: pl011 {:#x} gicd {:#x} gicr {:#x}+{:#x} pl031 {:#x} psci {} vtimer INTID {}{}",
+                platform.uart.base,
+                platform.gicd.base,
+                platform.gicr.base,
+                platform.gicr.size,
+                platform.rtc.base,
+                platform.conduit,
+                platform.vtimer_intid,
+                if platform.misbehave { " misbehave" } else { "" },
+            ),
+        );
+        checks::psci_version(&mut report, platform.conduit);
+        checks::smccc_version(&mut report, platform.conduit);
+        let redistributor = checks::gic(&mut report, &platform);
+        checks::vtimer(&mut report, &platform, redistributor);
+        checks::pl031(&mut report, &platform);
+        if platform.misbehave {
+            checks::unmapped_access(&mut report, UNMAPPED_IPA);
+            checks::bogus_call(&mut report, platform.conduit);
+        }
+        report.done();
+        power_off(platform.conduit)
+    }
+
+    fn power_off(conduit: Conduit) -> ! {
+        let status = smccc::status(arch::smccc_call(conduit, smccc::PSCI_SYSTEM_OFF, [0; 3])[0]);
+        if let Some(mut console) = console::get() {
+            let _ = writeln!(console, "TESTGUEST: PSCI SYSTEM_OFF returned {status}");
+        }
+        arch::halt()
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        crate::fatal(format_args!("panic: {}", info.message()))
+    }
+}
+
+/// Reports a failure the checks could not contain, then stops.
+#[cfg(target_os = "none")]
+fn fatal(detail: core::fmt::Arguments<'_>) -> ! {
+    use core::fmt::Write;
+    if let Some(mut console) = console::get() {
+        let _ = writeln!(console, "TESTGUEST fatal: FAIL {detail}");
+    }
+    arch::halt()
+}

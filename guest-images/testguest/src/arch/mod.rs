@@ -1,0 +1,158 @@
+//! The test guest's only contact with the hardware: boot code, exception
+//! vectors, system registers, MMIO windows and the SMCCC conduits. Every
+//! `unsafe` block and `asm!` of the crate lives in this module tree.
+//!
+//! The guest runs at EL1h with the MMU off, so every data access is to
+//! Device-nGnRnE memory: accesses stay naturally aligned (the target is
+//! `+strict-align`) and need no cache maintenance.
+
+mod boot;
+mod exceptions;
+pub mod sysreg;
+
+use core::arch::asm;
+use core::ptr;
+
+use fdt::{Fdt, FdtError};
+
+pub use exceptions::{guarded, irq_stats, Fault};
+
+use crate::platform::{Conduit, Window};
+
+unsafe extern "C" {
+    /// First and one-past-last byte the guest occupies (linker/testguest.ld).
+    static _image_start: u8;
+    static _image_end: u8;
+}
+
+fn image_range() -> (usize, usize) {
+    (
+        ptr::addr_of!(_image_start) as usize,
+        ptr::addr_of!(_image_end) as usize,
+    )
+}
+
+/// Parses the DTB the loader passed in x0.
+pub fn device_tree(dtb: usize) -> Result<Fdt<'static>, FdtError> {
+    // SAFETY: the boot protocol (QEMU's -kernel, the hypervisor's
+    // linux-image loader) puts a DTB at x0 and never reuses that memory; the
+    // crate reads the header's totalsize before building the slice, and the
+    // guest never writes outside its own image.
+    unsafe { Fdt::from_ptr(dtb as *const u8) }
+}
+
+/// A device's register window: accesses are bounds-checked against the
+/// window the device tree gave and must be naturally aligned.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceWindow {
+    base: usize,
+    size: usize,
+}
+
+impl DeviceWindow {
+    /// Refuses an empty or wrapping window and one that overlaps the
+    /// guest's own image (it would alias Rust-owned memory).
+    pub fn new(window: Window) -> Option<Self> {
+        let end = window.base.checked_add(window.size)?;
+        let (image_start, image_end) = image_range();
+        if window.size == 0 || (window.base < image_end && image_start < end) {
+            return None;
+        }
+        Some(DeviceWindow {
+            base: window.base,
+            size: window.size,
+        })
+    }
+
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    fn register(&self, offset: usize, width: usize) -> usize {
+        assert!(
+            offset.is_multiple_of(width)
+                && offset
+                    .checked_add(width)
+                    .is_some_and(|end| end <= self.size),
+            "register {offset:#x}/{width} outside window {:#x}+{:#x}",
+            self.base,
+            self.size
+        );
+        self.base + offset
+    }
+
+    pub fn read32(&self, offset: usize) -> u32 {
+        let address = self.register(offset, 4);
+        // SAFETY: `address` is an aligned register inside a device window
+        // from the device tree that does not overlap the guest's memory
+        // (checked in `new` and `register`); MMU off makes it Device memory.
+        unsafe { ptr::read_volatile(address as *const u32) }
+    }
+
+    pub fn write32(&self, offset: usize, value: u32) {
+        let address = self.register(offset, 4);
+        // SAFETY: as in `read32`.
+        unsafe { ptr::write_volatile(address as *mut u32, value) }
+    }
+
+    pub fn read64(&self, offset: usize) -> u64 {
+        let address = self.register(offset, 8);
+        // SAFETY: as in `read32`.
+        unsafe { ptr::read_volatile(address as *const u64) }
+    }
+}
+
+/// Reads a word at an address no device or memory claims; the expected
+/// synchronous external abort is caught and returned as the error.
+pub fn probe_unmapped_read(address: usize) -> Result<u32, Fault> {
+    let (image_start, image_end) = image_range();
+    assert!(
+        !(image_start..image_end).contains(&address),
+        "probe inside the guest image"
+    );
+    guarded(|| {
+        let value: u32;
+        // SAFETY: one load from an address outside the guest's memory; if it
+        // aborts, the vector handler (armed by `guarded`) skips this single
+        // instruction, leaving `value` unspecified but initialised.
+        unsafe {
+            asm!("ldr {value:w}, [{address}]", address = in(reg) address, value = out(reg) value, options(nostack, readonly));
+        }
+        value
+    })
+}
+
+/// An SMCCC fast call through `conduit`; returns x0..x3.
+pub fn smccc_call(conduit: Conduit, function: u32, args: [u64; 3]) -> [u64; 4] {
+    let (mut x0, mut x1, mut x2, mut x3) = (u64::from(function), args[0], args[1], args[2]);
+    match conduit {
+        // SAFETY: an SMCCC call changes no memory the guest owns; SMCCC v1.0
+        // may clobber x4..x17, which `clobber_abi("C")` covers.
+        Conduit::Hvc => unsafe {
+            asm!("hvc #0", inout("x0") x0, inout("x1") x1, inout("x2") x2, inout("x3") x3, clobber_abi("C"), options(nostack));
+        },
+        // SAFETY: as for HVC.
+        Conduit::Smc => unsafe {
+            asm!("smc #0", inout("x0") x0, inout("x1") x1, inout("x2") x2, inout("x3") x3, clobber_abi("C"), options(nostack));
+        },
+    }
+    [x0, x1, x2, x3]
+}
+
+/// An SMCCC call that may be UNDEFINED (no EL2/EL3 behind the conduit).
+pub fn guarded_smccc_call(
+    conduit: Conduit,
+    function: u32,
+    args: [u64; 3],
+) -> Result<[u64; 4], Fault> {
+    guarded(|| smccc_call(conduit, function, args))
+}
+
+/// Waits for interrupts forever (after SYSTEM_OFF failed, or without PSCI).
+pub fn halt() -> ! {
+    sysreg::irq_mask();
+    loop {
+        // SAFETY: WFI only waits; it touches no memory.
+        unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) }
+    }
+}
