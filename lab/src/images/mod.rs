@@ -1,2 +1,338 @@
-//! Guest images: public sources pinned in `guest-images/images.lock`, a
-//! verified content-addressed cache, and the initramfs the lab assembles.
+//! Guest images: public sources declared in `guest-images/images.yaml`,
+//! pinned in `guest-images/images.lock`, kept in a verified content-addressed
+//! cache, and the initramfs the lab assembles from them.
+//!
+//! The runner calls [`prepare_linux_guest`]; `lab fetch` calls
+//! [`fetch_command`]. Both take [`ImageOptions`]; a [`Session`] with a fake
+//! [`Fetcher`] runs the same code without network in tests.
+
+pub mod cache;
+pub mod deb;
+pub mod debian;
+pub mod fetch;
+pub mod initramfs;
+pub mod lock;
+pub mod manifest;
+pub mod modules;
+pub mod resolve;
+mod scenarios;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use cache::{Cache, sha256_hex};
+pub use fetch::{FetchError, Fetcher, HttpFetcher};
+use lock::{LockFile, LockedImage, source_key};
+use manifest::{ImageKind, Manifest, Source};
+use resolve::{Archive, derived_key};
+
+/// Where the initramfs `/init` script lives in the workspace.
+pub const INIT_SCRIPT_PATH: &str = "guest-images/init/init";
+
+/// The arm64 Image header magic, `ARM\x64` at offset 0x38.
+const ARM64_IMAGE_MAGIC: &[u8; 4] = b"ARM\x64";
+const ARM64_IMAGE_MAGIC_OFFSET: usize = 0x38;
+const GZIP_MAGIC: &[u8; 2] = &[0x1f, 0x8b];
+
+/// How images are obtained.
+#[derive(Debug, Clone, Default)]
+pub struct ImageOptions {
+    /// Use only the cache; a miss is an error.
+    pub offline: bool,
+    /// The cache root; `None` means `$LAB_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/hvlab`, else `~/.cache/hvlab`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Host paths of what a Linux VM boots (inside the cache; do not modify).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestFiles {
+    /// A raw (uncompressed) arm64 `Image`.
+    pub kernel: PathBuf,
+    /// The lab's gzip'd cpio initramfs, when asked for.
+    pub initramfs: Option<PathBuf>,
+}
+
+/// The kernel of `image` and, if `with_initramfs`, the lab's initramfs with
+/// that kernel's modules, fetched and built through the cache.
+pub fn prepare_linux_guest(
+    workspace_root: &Path,
+    image: &str,
+    with_initramfs: bool,
+    opts: &ImageOptions,
+) -> Result<GuestFiles> {
+    let fetcher = HttpFetcher::new();
+    Session::open(workspace_root, opts, &fetcher)?.prepare_linux_guest(image, with_initramfs)
+}
+
+/// `lab fetch [--update] [--offline]`: with `update`, re-resolves every
+/// image and rewrites images.lock; then fetches and builds everything the
+/// scenarios under `scenarios/` use.
+pub fn fetch_command(workspace_root: &Path, update: bool, opts: &ImageOptions) -> Result<()> {
+    let start = Instant::now();
+    let fetcher = HttpFetcher::new();
+    let mut session = Session::open(workspace_root, opts, &fetcher)?;
+    if update {
+        session.update_lock()?;
+    }
+    let uses = scenarios::image_uses(workspace_root)?;
+    for (image, with_initramfs) in &uses {
+        let kind = session.manifest.require(image)?.kind;
+        let files = if kind == ImageKind::LinuxKernel {
+            session.prepare_linux_guest(image, *with_initramfs)?
+        } else {
+            GuestFiles {
+                kernel: session.image_file(image)?,
+                initramfs: None,
+            }
+        };
+        eprintln!("fetch: {image} ready: {}", files.kernel.display());
+        if let Some(initramfs) = &files.initramfs {
+            eprintln!("fetch: {image} initramfs ready: {}", initramfs.display());
+        }
+    }
+    eprintln!(
+        "fetch: {} image(s) ready in {} ({:.1}s)",
+        uses.len(),
+        session.cache.root().display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// images.yaml, images.lock and the cache, opened once.
+pub struct Session<'f> {
+    root: PathBuf,
+    pub manifest: Manifest,
+    pub lock: LockFile,
+    pub cache: Cache,
+    fetcher: &'f dyn Fetcher,
+    offline: bool,
+}
+
+impl<'f> Session<'f> {
+    pub fn open(
+        workspace_root: &Path,
+        opts: &ImageOptions,
+        fetcher: &'f dyn Fetcher,
+    ) -> Result<Session<'f>> {
+        let manifest = Manifest::load(workspace_root)?;
+        let lock = LockFile::load(workspace_root)?;
+        let cache_dir = match &opts.cache_dir {
+            Some(dir) => dir.clone(),
+            None => cache::default_cache_dir()?,
+        };
+        Ok(Session {
+            root: workspace_root.to_owned(),
+            manifest,
+            lock,
+            cache: Cache::open(&cache_dir)?,
+            fetcher,
+            offline: opts.offline,
+        })
+    }
+
+    /// See [`prepare_linux_guest`].
+    pub fn prepare_linux_guest(&mut self, image: &str, with_initramfs: bool) -> Result<GuestFiles> {
+        let spec = self.manifest.require(image)?.clone();
+        if spec.kind != ImageKind::LinuxKernel {
+            bail!(
+                "image {image} is a {:?} image, not a Linux kernel",
+                spec.kind
+            );
+        }
+        let (kernel_file, modules) = match &spec.source {
+            Source::Path(path) => (self.local_file(image, path)?, Vec::new()),
+            _ => {
+                let locked = self.locked(image)?;
+                let kernel = self.cache.object_path(&locked.file.sha256);
+                let modules = locked
+                    .modules
+                    .iter()
+                    .map(|m| (m.name.clone(), m.path.clone(), m.sha256.clone()))
+                    .collect();
+                (kernel, modules)
+            }
+        };
+        let kernel = self.raw_kernel(image, &kernel_file)?;
+        let initramfs = if with_initramfs {
+            Some(self.initramfs(image, &modules)?)
+        } else {
+            None
+        };
+        Ok(GuestFiles { kernel, initramfs })
+    }
+
+    /// The file of any image, verified, as stored (not decompressed).
+    pub fn image_file(&mut self, image: &str) -> Result<PathBuf> {
+        let spec = self.manifest.require(image)?.clone();
+        match &spec.source {
+            Source::Path(path) => self.local_file(image, path),
+            _ => {
+                let locked = self.locked(image)?;
+                Ok(self.cache.object_path(&locked.file.sha256))
+            }
+        }
+    }
+
+    /// Re-resolves every image with a public source and rewrites the lock.
+    pub fn update_lock(&mut self) -> Result<()> {
+        if self.offline {
+            bail!(
+                "`fetch --update` resolves images against the archive; it cannot run with --offline"
+            );
+        }
+        let mut archive = Archive::new(self.fetcher, &self.cache, false);
+        let mut lock = LockFile {
+            schema: 1,
+            images: Default::default(),
+        };
+        for image in &self.manifest.images {
+            if matches!(image.source, Source::Path(_)) {
+                continue;
+            }
+            let locked = archive.resolve(&image.name, &image.source)?;
+            report_resolved(&image.name, self.lock.images.get(&image.name), &locked);
+            lock.images.insert(image.name.clone(), locked);
+        }
+        lock.save(&self.root)?;
+        self.lock = lock;
+        Ok(())
+    }
+
+    /// The lock entry of `image`, its files intact in the cache. An image the
+    /// lock lacks, or whose images.yaml source changed, is resolved and the
+    /// lock rewritten.
+    fn locked(&mut self, image: &str) -> Result<LockedImage> {
+        let spec = self.manifest.require(image)?;
+        let current = self
+            .lock
+            .images
+            .get(image)
+            .filter(|l| l.source == source_key(&spec.source))
+            .cloned();
+        let mut archive = Archive::new(self.fetcher, &self.cache, self.offline);
+        let locked = match current {
+            Some(locked) => {
+                archive.materialize(image, &locked)?;
+                locked
+            }
+            None => {
+                if self.offline {
+                    bail!(
+                        "image {image} has no current entry in guest-images/images.lock, and --offline forbids resolving it; run `cargo run -p lab -- fetch` while online"
+                    );
+                }
+                eprintln!(
+                    "fetch: image {image} is not pinned in guest-images/images.lock yet; resolving it"
+                );
+                let locked = archive.resolve(image, &spec.source)?;
+                self.lock.images.insert(image.to_owned(), locked.clone());
+                self.lock.save(&self.root)?;
+                locked
+            }
+        };
+        Ok(locked)
+    }
+
+    fn local_file(&self, image: &str, path: &Path) -> Result<PathBuf> {
+        let path = self.root.join(path);
+        if !path.is_file() {
+            bail!(
+                "image {image}: {} does not exist; fix `path` in guest-images/images.yaml",
+                path.display()
+            );
+        }
+        Ok(path)
+    }
+
+    /// A raw arm64 Image from a gzip'd or raw kernel file.
+    fn raw_kernel(&self, image: &str, file: &Path) -> Result<PathBuf> {
+        let data = std::fs::read(file)
+            .with_context(|| format!("cannot read the kernel of image {image}"))?;
+        if !data.starts_with(GZIP_MAGIC) {
+            check_arm64_image(image, &data)?;
+            return Ok(file.to_owned());
+        }
+        let key = derived_key("raw-kernel-v1", &[&sha256_hex(&data)]);
+        if let Some(path) = self
+            .cache
+            .get_derived(&key, &format!("kernel Image of {image}"))?
+        {
+            return Ok(path);
+        }
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[..]), &mut raw)
+            .with_context(|| format!("cannot un-gzip the kernel of image {image}"))?;
+        check_arm64_image(image, &raw)?;
+        self.cache.insert_derived(&key, &raw)
+    }
+
+    /// The initramfs with busybox, `/init` and `modules` (`(name, path in
+    /// the package, sha256)` in load order), built once per set of inputs.
+    fn initramfs(&mut self, image: &str, modules: &[(String, String, String)]) -> Result<PathBuf> {
+        let busybox_image = self.manifest.busybox.clone();
+        let busybox = self.image_file(&busybox_image)?;
+        let busybox = std::fs::read(&busybox)
+            .with_context(|| format!("cannot read {}", busybox.display()))?;
+        let init_path = self.root.join(INIT_SCRIPT_PATH);
+        let init = std::fs::read(&init_path)
+            .with_context(|| format!("cannot read {}", init_path.display()))?;
+        let mut inputs = vec![sha256_hex(&busybox), sha256_hex(&init)];
+        inputs.extend(
+            modules
+                .iter()
+                .map(|(name, _, sha256)| format!("{name} {sha256}")),
+        );
+        let key = derived_key(
+            "initramfs-v1",
+            &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let what = format!("initramfs for image {image}");
+        if let Some(path) = self.cache.get_derived(&key, &what)? {
+            return Ok(path);
+        }
+        let mut elves = Vec::new();
+        for (name, path, sha256) in modules {
+            let file = self.cache.object_path(sha256);
+            let data =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            elves.push((
+                name.clone(),
+                modules::decompress(path, &data).with_context(|| format!("module {name}"))?,
+            ));
+        }
+        let archive = initramfs::build(initramfs::Inputs {
+            busybox,
+            init,
+            modules: elves,
+        })
+        .with_context(|| format!("cannot build the {what}"))?;
+        self.cache.insert_derived(&key, &archive)
+    }
+}
+
+fn check_arm64_image(image: &str, data: &[u8]) -> Result<()> {
+    let magic =
+        data.get(ARM64_IMAGE_MAGIC_OFFSET..ARM64_IMAGE_MAGIC_OFFSET + ARM64_IMAGE_MAGIC.len());
+    if magic != Some(&ARM64_IMAGE_MAGIC[..]) {
+        bail!(
+            "the kernel of image {image} is not an arm64 Linux Image (no ARM\\x64 magic at 0x38)"
+        );
+    }
+    Ok(())
+}
+
+fn report_resolved(image: &str, old: Option<&LockedImage>, new: &LockedImage) {
+    let describe = |l: &LockedImage| match (&l.package, &l.version) {
+        (Some(p), Some(v)) => format!("{p} {v}"),
+        _ => l.url.clone(),
+    };
+    match old {
+        Some(old) if old == new => eprintln!("fetch: {image}: {} (unchanged)", describe(new)),
+        Some(old) => eprintln!("fetch: {image}: {} -> {}", describe(old), describe(new)),
+        None => eprintln!("fetch: {image}: {}", describe(new)),
+    }
+}
