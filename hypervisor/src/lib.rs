@@ -9,10 +9,12 @@ extern crate alloc;
 
 pub mod addr;
 pub mod arch;
+pub mod boot;
 pub mod console;
 pub mod devices;
 pub mod fixed_vec;
 pub mod kmain;
+pub mod layout;
 pub mod mm;
 pub mod platform;
 pub mod power;

@@ -2,6 +2,9 @@
 //! and checks what the consoles print. `main.rs` only parses arguments.
 
 pub mod build;
+pub mod cli;
+pub mod doctor;
 pub mod images;
 pub mod qemu;
+pub mod run;
 pub mod scenario;

@@ -1,1 +1,7 @@
-fn main() {}
+//! `lab`: parses the command line and hands it to the library.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    lab::cli::Cli::parse().exec()
+}

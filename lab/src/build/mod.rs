@@ -49,9 +49,16 @@ pub fn target_dir(workspace_root: &Path) -> Result<PathBuf> {
 
 /// The `cargo build` arguments for one bare-metal crate.
 pub fn build_args(krate: &str) -> Vec<String> {
-    ["build", "-p", krate, "--target", BARE_METAL_TARGET, "--release"]
-        .map(str::to_owned)
-        .to_vec()
+    [
+        "build",
+        "-p",
+        krate,
+        "--target",
+        BARE_METAL_TARGET,
+        "--release",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// Builds a bare-metal crate and writes its flat binary to
@@ -79,7 +86,8 @@ pub fn build_flat_binary(
         .join(BARE_METAL_TARGET)
         .join("release")
         .join(krate);
-    let elf = std::fs::read(&elf_path).with_context(|| format!("reading {}", elf_path.display()))?;
+    let elf =
+        std::fs::read(&elf_path).with_context(|| format!("reading {}", elf_path.display()))?;
     let flat = elf_to_flat(&elf).with_context(|| format!("converting {}", elf_path.display()))?;
     let dir = target_dir.join("lab").join("bin");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -98,6 +106,12 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
         .with_context(|| format!("creating a file in {}", dir.display()))?;
     tmp.write_all(data)
         .with_context(|| format!("writing {}", path.display()))?;
+    // Temporary files are private; artifacts are ordinary files.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
     tmp.persist(path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())

@@ -1,0 +1,37 @@
+//! The machine every VM sees: QEMU `virt`'s layout (DESIGN.md), so stock
+//! kernels and firmware run unmodified. Guest-physical addresses and guest
+//! interrupt IDs only.
+#![forbid(unsafe_code)]
+
+use crate::addr::IntermediatePhysAddr;
+
+/// Guest RAM starts here.
+pub const RAM_BASE: IntermediatePhysAddr = IntermediatePhysAddr::new(0x4000_0000);
+/// Emulated GICv3 distributor.
+pub const GICD_BASE: IntermediatePhysAddr = IntermediatePhysAddr::new(0x0800_0000);
+/// Size of the distributor frame.
+pub const GICD_SIZE: u64 = 0x1_0000;
+/// Emulated GICv3 redistributors, one [`GICR_STRIDE`] frame pair per vCPU.
+pub const GICR_BASE: IntermediatePhysAddr = IntermediatePhysAddr::new(0x080a_0000);
+/// Bytes of redistributor per vCPU (RD_base + SGI_base frames).
+pub const GICR_STRIDE: u64 = 0x2_0000;
+/// Emulated PL011 UART.
+pub const PL011_BASE: IntermediatePhysAddr = IntermediatePhysAddr::new(0x0900_0000);
+/// Size of one PrimeCell device window.
+pub const PRIMECELL_SIZE: u64 = 0x1000;
+/// Emulated PL031 RTC.
+pub const PL031_BASE: IntermediatePhysAddr = IntermediatePhysAddr::new(0x0901_0000);
+/// First virtio-mmio slot.
+pub const VIRTIO_BASE: IntermediatePhysAddr = IntermediatePhysAddr::new(0x0a00_0000);
+
+/// Guest INTID of the PL011 (SPI 1).
+pub const PL011_INTID: u32 = 33;
+/// Guest INTID of the PL031 (SPI 2).
+pub const PL031_INTID: u32 = 34;
+/// Virtual timer PPI.
+pub const VTIMER_INTID: u32 = 27;
+/// GIC maintenance PPI.
+pub const MAINTENANCE_INTID: u32 = 25;
+
+/// Most vCPUs one VM may have.
+pub const MAX_VCPUS: u32 = 8;

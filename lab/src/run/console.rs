@@ -1,0 +1,145 @@
+//! The console tee: sits between QEMU's pty and rexpect's reader, so every
+//! byte reaches `console.log` the moment it arrives and every complete line
+//! becomes a `ConsoleLine` event, whatever the steps are waiting for.
+
+use super::events::{Emitter, EventKind};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+/// Longest line kept whole; a guest printing without newlines still
+/// produces events.
+const MAX_LINE: usize = 4096;
+
+/// Reads from `inner`, copies to the log, emits lines. Its end (EOF, or the
+/// EIO a pty master returns once QEMU has gone) reads as EOF, after the last
+/// partial line is emitted and `closed` is signalled.
+pub struct ConsoleTee<R> {
+    inner: R,
+    log: File,
+    console: Arc<str>,
+    emitter: Emitter,
+    line: Vec<u8>,
+    closed: Option<Sender<()>>,
+}
+
+impl<R> ConsoleTee<R> {
+    pub fn new(inner: R, log: File, console: &str, emitter: Emitter, closed: Sender<()>) -> Self {
+        ConsoleTee {
+            inner,
+            log,
+            console: console.into(),
+            emitter,
+            line: Vec::new(),
+            closed: Some(closed),
+        }
+    }
+
+    fn take_in(&mut self, bytes: &[u8]) {
+        // The log is best effort: a full disk must not hang the run.
+        let _ = self.log.write_all(bytes);
+        for &byte in bytes {
+            if byte == b'\n' {
+                self.emit_line();
+            } else {
+                self.line.push(byte);
+                if self.line.len() >= MAX_LINE {
+                    self.emit_line();
+                }
+            }
+        }
+    }
+
+    fn emit_line(&mut self) {
+        let mut text = String::from_utf8_lossy(&self.line).into_owned();
+        self.line.clear();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+        self.emitter.emit(EventKind::ConsoleLine {
+            console: self.console.clone(),
+            line: text,
+        });
+    }
+
+    fn close(&mut self) {
+        if self.closed.is_none() {
+            return;
+        }
+        if !self.line.is_empty() {
+            self.emit_line();
+        }
+        let _ = self.log.flush();
+        self.closed = None;
+    }
+}
+
+impl<R: Read> Read for ConsoleTee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.closed.is_none() {
+            return Ok(0);
+        }
+        loop {
+            match self.inner.read(buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.take_in(&buf[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // EIO: the pty's other side is closed, QEMU is gone.
+                Err(_) => break,
+            }
+        }
+        self.close();
+        Ok(0)
+    }
+}
+
+impl<R> Drop for ConsoleTee<R> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::events::Event;
+    use std::sync::mpsc;
+
+    #[test]
+    fn logs_bytes_and_emits_lines_then_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let (tx, rx) = mpsc::channel::<Event>();
+        let (closed_tx, closed_rx) = mpsc::channel();
+        let input: &[u8] = b"one\r\ntwo\npartial";
+        let mut tee = ConsoleTee::new(
+            input,
+            File::create(&path).unwrap(),
+            "vm0",
+            Emitter::new(tx, "s"),
+            closed_tx,
+        );
+        let mut out = Vec::new();
+        tee.read_to_end(&mut out).unwrap();
+        assert_eq!(out, input);
+        assert!(closed_rx.try_recv().is_err(), "sender dropped, not sent");
+        assert!(matches!(
+            closed_rx.try_recv(),
+            Err(mpsc::TryRecvError::Disconnected)
+        ));
+        drop(tee);
+        let lines: Vec<String> = rx
+            .try_iter()
+            .map(|e| match e.kind {
+                EventKind::ConsoleLine { console, line } => format!("{console}: {line}"),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(lines, ["vm0: one", "vm0: two", "vm0: partial"]);
+        assert_eq!(std::fs::read(&path).unwrap(), input);
+    }
+}

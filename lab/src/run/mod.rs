@@ -1,0 +1,366 @@
+//! Running one scenario: prepare what QEMU boots, start QEMU, drive the
+//! steps, stop QEMU, leave the artifacts. Everything the run has to say
+//! goes out as [`events::Event`]s on a channel; the consumers (display,
+//! `result.json`) run on their own thread and read the same stream.
+
+pub mod artifacts;
+mod console;
+pub mod display;
+pub mod events;
+mod qemu_process;
+pub mod record;
+
+use crate::build;
+use crate::images::{self, ImageOptions};
+use crate::qemu::{qemu_command, BootFiles, LabeledPath, QemuCommand};
+use crate::scenario::{BootMode, KernelSource, Scenario, Step};
+use anyhow::{bail, Context, Result};
+use events::{Consumer, Emitter, EventKind, ExitReason, StepFailure, Verdict};
+use qemu_process::{QemuProcess, WaitEnd};
+use regex::Regex;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The name of the machine's one console until the hypervisor tags lines
+/// per VM.
+pub const MACHINE_CONSOLE: &str = "serial";
+
+/// Where the lab works: the workspace and cargo's target directory.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    pub root: PathBuf,
+    pub target_dir: PathBuf,
+}
+
+impl Lab {
+    /// The workspace around the working directory (a directory with
+    /// `Cargo.toml` and `scenarios/`), else the one this lab was built in.
+    pub fn discover() -> Result<Lab> {
+        let cwd = std::env::current_dir().context("reading the working directory")?;
+        let root = cwd
+            .ancestors()
+            .find(|dir| dir.join("Cargo.toml").is_file() && dir.join("scenarios").is_dir())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+        let target_dir = build::target_dir(&root)?;
+        Ok(Lab { root, target_dir })
+    }
+}
+
+/// Set once to stop a run (Ctrl-C); the run notices within 100 ms.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Use only the image cache.
+    pub offline: bool,
+    /// The command that reproduces this run, shown on failure.
+    pub rerun: String,
+    pub cancel: Cancel,
+}
+
+/// What a finished run reports to its caller.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub verdict: Verdict,
+    pub run_dir: PathBuf,
+}
+
+/// Runs a scenario with the given consumers of its events. An error means
+/// the lab could not run it (exit 2); the consumers have then still seen a
+/// `RunFinished` with `Verdict::Error` if the run directory existed.
+pub fn run_scenario(
+    lab: &Lab,
+    scenario: &Scenario,
+    qemu: &Path,
+    options: &RunOptions,
+    consumers: Vec<Box<dyn Consumer>>,
+) -> Result<RunSummary> {
+    let run_id = artifacts::run_id(SystemTime::now());
+    let run_dir = artifacts::create_run_dir(
+        &artifacts::runs_root(&lab.target_dir),
+        &scenario.name,
+        &run_id,
+    )?;
+    let (tx, rx) = mpsc::channel();
+    let dispatcher = std::thread::spawn(move || {
+        let mut consumers = consumers;
+        for event in rx {
+            for consumer in &mut consumers {
+                consumer.on_event(&event);
+            }
+        }
+        consumers
+            .into_iter()
+            .map(|c| c.finish())
+            .collect::<Result<Vec<()>>>()
+    });
+    let emitter = Emitter::new(tx, &scenario.name);
+    emitter.emit(EventKind::RunStarted {
+        run_id,
+        run_dir: run_dir.clone(),
+        steps: scenario.steps.iter().map(describe_step).collect(),
+        rerun: options.rerun.clone(),
+    });
+    let outcome = prepare_and_drive(lab, scenario, qemu, options, &run_dir, &emitter);
+    let (verdict, reason) = match &outcome {
+        Ok(ExitReason::StepsPassed) => (Verdict::Passed, ExitReason::StepsPassed),
+        Ok(reason) => (Verdict::Failed, reason.clone()),
+        Err(e) => (
+            Verdict::Error,
+            ExitReason::Error {
+                message: format!("{e:#}"),
+            },
+        ),
+    };
+    emitter.emit(EventKind::RunFinished {
+        verdict,
+        reason,
+        duration: emitter.elapsed(),
+    });
+    drop(emitter);
+    let consumed = dispatcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("an event consumer panicked"))?;
+    outcome?;
+    consumed?;
+    Ok(RunSummary { verdict, run_dir })
+}
+
+fn prepare_and_drive(
+    lab: &Lab,
+    scenario: &Scenario,
+    qemu: &Path,
+    options: &RunOptions,
+    run_dir: &Path,
+    emitter: &Emitter,
+) -> Result<ExitReason> {
+    let files = boot_files(lab, scenario, options, emitter)?;
+    let command = qemu_command(qemu, scenario, &files);
+    std::fs::write(
+        run_dir.join(artifacts::QEMU_CMDLINE),
+        command.shell_line() + "\n",
+    )
+    .with_context(|| format!("writing {}", run_dir.display()))?;
+    let expects = compile_expects(scenario)?;
+    drive(scenario, &command, &expects, run_dir, options, emitter)
+}
+
+/// Times a preparation stage and reports it.
+fn stage<T>(emitter: &Emitter, name: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let start = Instant::now();
+    let value = work().with_context(|| format!("{name} failed"))?;
+    emitter.emit(EventKind::StageFinished {
+        stage: name.to_owned(),
+        duration: start.elapsed(),
+    });
+    Ok(value)
+}
+
+/// Builds or resolves what QEMU boots.
+fn boot_files(
+    lab: &Lab,
+    scenario: &Scenario,
+    options: &RunOptions,
+    emitter: &Emitter,
+) -> Result<BootFiles> {
+    if scenario.machine.secure_world {
+        bail!("`secure-world: true` needs TF-A and OP-TEE, which this lab does not build yet");
+    }
+    let build_crate = |krate: &str| {
+        stage(emitter, &format!("build {krate}"), || {
+            build::build_flat_binary(&lab.root, &lab.target_dir, krate)
+        })
+    };
+    match scenario.boot {
+        BootMode::Hypervisor => {
+            if !scenario.vms.is_empty() {
+                bail!(
+                    "VMs under the hypervisor need the boot bundle (manifest + images), \
+                     which this lab does not pack yet"
+                );
+            }
+            Ok(BootFiles {
+                kernel: build_crate(build::HYPERVISOR_CRATE)?,
+                initrd: None,
+            })
+        }
+        BootMode::Direct => {
+            let vm = scenario
+                .vms
+                .first()
+                .context("`boot: direct` needs one VM")?;
+            match &vm.kernel {
+                KernelSource::Crate(krate) => {
+                    if vm.initramfs {
+                        bail!(
+                            "VM {}: `initramfs: true` needs a Linux image kernel",
+                            vm.name
+                        );
+                    }
+                    Ok(BootFiles {
+                        kernel: build_crate(krate)?,
+                        initrd: None,
+                    })
+                }
+                KernelSource::Image(image) => {
+                    let image_options = ImageOptions {
+                        offline: options.offline,
+                        cache_dir: None,
+                    };
+                    let files = stage(emitter, &format!("prepare image {image}"), || {
+                        images::prepare_linux_guest(&lab.root, image, vm.initramfs, &image_options)
+                    })?;
+                    Ok(BootFiles {
+                        kernel: LabeledPath::new(format!("{image}/kernel"), files.kernel),
+                        initrd: files
+                            .initramfs
+                            .map(|path| LabeledPath::new(format!("{image}/initramfs"), path)),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Each `expect` step's regex, by step index.
+fn compile_expects(scenario: &Scenario) -> Result<Vec<Option<Regex>>> {
+    scenario
+        .steps
+        .iter()
+        .map(|step| match step {
+            Step::Expect { pattern, .. } => scenario
+                .expect_regex(pattern)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("{}: expect `{pattern}`: {e}", scenario.name)),
+            _ => Ok(None),
+        })
+        .collect()
+}
+
+/// Starts QEMU, runs the steps, stops QEMU.
+fn drive(
+    scenario: &Scenario,
+    command: &QemuCommand,
+    expects: &[Option<Regex>],
+    run_dir: &Path,
+    options: &RunOptions,
+    emitter: &Emitter,
+) -> Result<ExitReason> {
+    let log_path = run_dir.join(artifacts::CONSOLE_LOG);
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let mut qemu = QemuProcess::spawn(command, run_dir, log, MACHINE_CONSOLE, emitter.clone())?;
+    emitter.emit(EventKind::QemuStarted {
+        command: command.shell_line(),
+        pid: qemu.pid().map(|pid| pid.as_raw()),
+    });
+    let mut reason = ExitReason::StepsPassed;
+    for (index, step) in scenario.steps.iter().enumerate() {
+        emitter.emit(EventKind::StepStarted { index });
+        let start = Instant::now();
+        let result = run_step(&mut qemu, step, expects[index].as_ref(), &options.cancel);
+        let duration = start.elapsed();
+        match result {
+            Ok(()) => emitter.emit(EventKind::StepPassed { index, duration }),
+            Err(failure) => {
+                emitter.emit(EventKind::StepFailed {
+                    index,
+                    duration,
+                    failure: failure.clone(),
+                });
+                reason = ExitReason::StepFailed {
+                    step: index,
+                    failure,
+                };
+                break;
+            }
+        }
+    }
+    let status = qemu.stop();
+    emitter.emit(EventKind::QemuStopped { status });
+    Ok(reason)
+}
+
+fn run_step(
+    qemu: &mut QemuProcess,
+    step: &Step,
+    regex: Option<&Regex>,
+    cancel: &Cancel,
+) -> Result<(), StepFailure> {
+    let timeout = |secs: u64| Duration::from_secs(secs);
+    let failure = |qemu: &mut QemuProcess, end: WaitEnd, timeout_secs: u64| match end {
+        WaitEnd::Timeout => StepFailure::Timeout { timeout_secs },
+        WaitEnd::Interrupted => StepFailure::Interrupted,
+        WaitEnd::Closed => StepFailure::QemuExited {
+            status: qemu.wait_exit(Duration::ZERO, cancel).unwrap_or_else(|_| {
+                events::QemuStatus::Signaled {
+                    signal: "unknown".into(),
+                    by_lab: false,
+                }
+            }),
+        },
+    };
+    match (step, regex) {
+        (Step::Expect { timeout_secs, .. }, Some(regex)) => qemu
+            .expect(regex, timeout(*timeout_secs), cancel)
+            .map_err(|end| failure(qemu, end, *timeout_secs)),
+        (Step::Send { line, .. }, _) => qemu
+            .send_line(line)
+            .map_err(|message| StepFailure::SendFailed { message }),
+        (
+            Step::ExpectExit {
+                status: expected,
+                timeout_secs,
+            },
+            _,
+        ) => {
+            let status = qemu
+                .wait_exit(timeout(*timeout_secs), cancel)
+                .map_err(|end| failure(qemu, end, *timeout_secs))?;
+            match status {
+                events::QemuStatus::Exited { code } if code == *expected => Ok(()),
+                status => Err(StepFailure::WrongExitStatus {
+                    expected: *expected,
+                    status,
+                }),
+            }
+        }
+        (Step::Expect { .. }, None) => unreachable!("compile_expects covers every expect step"),
+    }
+}
+
+/// One line per step for displays and records.
+pub fn describe_step(step: &Step) -> String {
+    let on = |console: &Option<String>| {
+        console
+            .as_ref()
+            .map(|c| format!(" on {c}"))
+            .unwrap_or_default()
+    };
+    match step {
+        Step::Expect {
+            pattern,
+            timeout_secs,
+            console,
+        } => format!("expect /{pattern}/{} within {timeout_secs}s", on(console)),
+        Step::Send { line, console } => format!("send {line:?}{}", on(console)),
+        Step::ExpectExit {
+            status,
+            timeout_secs,
+        } => format!("expect QEMU exit {status} within {timeout_secs}s"),
+    }
+}

@@ -1,0 +1,257 @@
+//! One QEMU process under rexpect: spawned on its own pty and in its own
+//! session (so its process group is its pid and no terminal signal reaches
+//! it), read through the console tee, killed as a whole group, and always
+//! reaped — also when the run ends early and this value is dropped.
+
+use super::console::ConsoleTee;
+use super::events::{Emitter, QemuStatus};
+use super::Cancel;
+use crate::qemu::QemuCommand;
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+use regex::Regex;
+use rexpect::error::Error as ExpectError;
+use rexpect::process::PtyProcess;
+use rexpect::session::{Options, StreamSession};
+use rexpect::ReadUntil;
+use std::fs::File;
+use std::path::Path;
+use std::process::Command;
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long one rexpect wait lasts before the lab checks its own deadline
+/// and the cancel flag again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// How long QEMU gets to close its console after it has been killed.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Why a wait on the console ended without its match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitEnd {
+    Timeout,
+    /// The console closed: QEMU has exited.
+    Closed,
+    Interrupted,
+}
+
+pub struct QemuProcess {
+    process: PtyProcess,
+    session: StreamSession<File>,
+    /// QEMU's process group; `None` if it exited before the lab read it.
+    group: Option<Pid>,
+    status: Option<QemuStatus>,
+    console_closed: Receiver<()>,
+}
+
+impl QemuProcess {
+    /// Starts QEMU in `dir`; the console goes to `log` and to `emitter` as
+    /// lines of the console `console`.
+    pub fn spawn(
+        command: &QemuCommand,
+        dir: &Path,
+        log: File,
+        console: &str,
+        emitter: Emitter,
+    ) -> Result<QemuProcess> {
+        // rexpect forks and then execs; a program that cannot be executed
+        // would leave the forked child running the lab, so check first.
+        if !command.program.is_file() {
+            bail!("QEMU binary {} does not exist", command.program.display());
+        }
+        let mut cmd = Command::new(&command.program);
+        cmd.args(command.argv()).current_dir(dir);
+        let process = PtyProcess::new(cmd).context("starting QEMU on a pty")?;
+        let pty = process.get_file_handle().context("opening QEMU's pty")?;
+        let (group, status) = session_group(&process, &pty)?;
+        let (closed_tx, console_closed) = mpsc::channel();
+        let reader = ConsoleTee::new(
+            pty.try_clone().context("opening QEMU's pty")?,
+            log,
+            console,
+            emitter,
+            closed_tx,
+        );
+        let options = Options::new().timeout_ms(Some(POLL.as_millis() as u64));
+        let session = StreamSession::new(reader, pty, options);
+        Ok(QemuProcess {
+            process,
+            session,
+            group,
+            status,
+            console_closed,
+        })
+    }
+
+    /// QEMU's process id (= its process group), unless it is long gone.
+    pub fn pid(&self) -> Option<Pid> {
+        self.group
+    }
+
+    /// Waits until `regex` matches console output not consumed by an
+    /// earlier match.
+    pub fn expect(
+        &mut self,
+        regex: &Regex,
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> Result<(), WaitEnd> {
+        self.wait_for(ReadUntil::Regex(regex.clone()), timeout, cancel)
+    }
+
+    /// Waits until QEMU exits, and returns how.
+    pub fn wait_exit(&mut self, timeout: Duration, cancel: &Cancel) -> Result<QemuStatus, WaitEnd> {
+        let deadline = Instant::now() + timeout;
+        match self.wait_for(ReadUntil::EOF, timeout, cancel) {
+            Ok(()) | Err(WaitEnd::Closed) => {}
+            Err(end) => return Err(end),
+        }
+        let grace = deadline
+            .saturating_duration_since(Instant::now())
+            .max(CLOSE_GRACE);
+        self.reap_within(grace).ok_or(WaitEnd::Timeout)
+    }
+
+    /// Sends one line (the lab appends `\n`).
+    pub fn send_line(&mut self, line: &str) -> Result<(), String> {
+        self.session
+            .send_line(line)
+            .and_then(|_| self.session.flush())
+            .map_err(|e| e.to_string())
+    }
+
+    fn wait_for(
+        &mut self,
+        needle: ReadUntil,
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> Result<(), WaitEnd> {
+        let deadline = Instant::now() + timeout;
+        let eof = matches!(needle, ReadUntil::EOF);
+        loop {
+            let attempt = match &needle {
+                ReadUntil::Regex(re) => self.session.exp_any(vec![ReadUntil::Regex(re.clone())]),
+                _ => self.session.exp_eof().map(|rest| (String::new(), rest)),
+            };
+            match attempt {
+                Ok(_) => return Ok(()),
+                Err(ExpectError::EOF { .. }) if !eof => return Err(WaitEnd::Closed),
+                Err(ExpectError::Timeout { .. }) => {}
+                Err(_) => return Err(WaitEnd::Closed),
+            }
+            if cancel.is_cancelled() {
+                return Err(WaitEnd::Interrupted);
+            }
+            if Instant::now() >= deadline {
+                return Err(WaitEnd::Timeout);
+            }
+        }
+    }
+
+    /// Ends QEMU if it still runs (SIGKILL to its whole process group),
+    /// reaps it, and waits for the console to drain into the log.
+    pub fn stop(mut self) -> QemuStatus {
+        let status = self.kill_and_reap();
+        // The tee closes when the pty reports the other side gone; keep
+        // reading until then so the last lines reach the log and events.
+        let closed_by = Instant::now() + CLOSE_GRACE;
+        while Instant::now() < closed_by {
+            let _ = self.session.exp_eof();
+            if !matches!(
+                self.console_closed.try_recv(),
+                Err(mpsc::TryRecvError::Empty)
+            ) {
+                break;
+            }
+        }
+        status
+    }
+
+    fn kill_and_reap(&mut self) -> QemuStatus {
+        if let Some(status) = self.reap_within(Duration::ZERO) {
+            return status;
+        }
+        if let Some(group) = self.group {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        let status = match self.process.wait() {
+            Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)) => QemuStatus::Signaled {
+                signal: "SIGKILL".into(),
+                by_lab: true,
+            },
+            Ok(other) => to_status(other).unwrap_or(QemuStatus::Signaled {
+                signal: format!("{other:?}"),
+                by_lab: true,
+            }),
+            // Reaped elsewhere (cannot happen: this value owns the child).
+            Err(_) => QemuStatus::Signaled {
+                signal: "SIGKILL".into(),
+                by_lab: true,
+            },
+        };
+        self.status = Some(status.clone());
+        status
+    }
+
+    /// Reaps QEMU if it exits within `limit`.
+    fn reap_within(&mut self, limit: Duration) -> Option<QemuStatus> {
+        if let Some(status) = &self.status {
+            return Some(status.clone());
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.process.status().and_then(to_status) {
+                self.status = Some(status.clone());
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for QemuProcess {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            self.kill_and_reap();
+        }
+    }
+}
+
+fn to_status(status: WaitStatus) -> Option<QemuStatus> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(QemuStatus::Exited { code }),
+        WaitStatus::Signaled(_, signal, _) => Some(QemuStatus::Signaled {
+            signal: signal.as_str().to_owned(),
+            by_lab: false,
+        }),
+        _ => None,
+    }
+}
+
+/// The process group of the session on the pty: rexpect's child calls
+/// setsid() and opens the pty, so the pty's foreground group is QEMU's pid.
+/// Until the child has done that the group reads as 0. A QEMU that has
+/// already exited (bad arguments) has no group left: its status instead.
+fn session_group(process: &PtyProcess, pty: &File) -> Result<(Option<Pid>, Option<QemuStatus>)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match nix::unistd::tcgetpgrp(pty) {
+            Ok(pid) if pid.as_raw() > 1 => return Ok((Some(pid), None)),
+            _ => {}
+        }
+        if let Some(status) = process.status().and_then(to_status) {
+            return Ok((None, Some(status)));
+        }
+        if Instant::now() >= deadline {
+            bail!("QEMU did not take its pty within 5s");
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
