@@ -17,10 +17,7 @@ pub fn elf_to_flat(elf: &[u8]) -> Result<Vec<u8>> {
     let header = FileHeader64::<Endianness>::parse(elf).context("not an ELF64 file")?;
     let endian = header.endian().context("bad ELF byte order")?;
     if header.e_machine(endian) != EM_AARCH64 {
-        bail!(
-            "ELF machine is {}, not AArch64",
-            header.e_machine(endian)
-        );
+        bail!("ELF machine is {}, not AArch64", header.e_machine(endian));
     }
     let segments: Vec<_> = header
         .program_headers(endian, elf)

@@ -193,14 +193,23 @@ mod tests {
         Scenario::parse(Path::new("t.yaml"), yaml).unwrap()
     }
 
-    const HV: &str = "schema: 1\nname: t\ndescription: d\nmachine: { cpus: 2, memory-mib: 512 }\nsteps: []\n";
+    const HV: &str =
+        "schema: 1\nname: t\ndescription: d\nmachine: { cpus: 2, memory-mib: 512 }\nsteps: []\n";
     const DIRECT: &str = "schema: 1\nname: t\ndescription: d\nmachine: { cpus: 4, memory-mib: 2048 }\nboot: direct\nvms:\n  - { name: vm0, kernel: { image: k }, cmdline: ' quiet ', vcpus: 1, memory-mib: 256 }\nsteps: []\n";
 
     #[test]
     fn machine_option_table() {
         let cases = [
-            (BootMode::Hypervisor, false, "virt,virtualization=on,gic-version=3"),
-            (BootMode::Hypervisor, true, "virt,virtualization=on,secure=on,gic-version=3"),
+            (
+                BootMode::Hypervisor,
+                false,
+                "virt,virtualization=on,gic-version=3",
+            ),
+            (
+                BootMode::Hypervisor,
+                true,
+                "virt,virtualization=on,secure=on,gic-version=3",
+            ),
             (BootMode::Direct, false, "virt,gic-version=3"),
         ];
         for (boot, secure, expected) in cases {
@@ -229,11 +238,17 @@ mod tests {
             kernel: LabeledPath::new("hypervisor.bin", "/t/hypervisor.bin"),
             initrd: Some(LabeledPath::new("bundle.cpio", "/t/b c.cpio")),
         };
-        let cmd = qemu_command(Path::new("/usr/bin/qemu-system-aarch64"), &scenario(HV), &files);
+        let cmd = qemu_command(
+            Path::new("/usr/bin/qemu-system-aarch64"),
+            &scenario(HV),
+            &files,
+        );
         let argv = cmd.argv();
         assert!(argv.contains(&OsString::from("/t/hypervisor.bin")));
         assert!(cmd.shell_line().contains("-initrd '/t/b c.cpio'"));
-        assert!(cmd.shell_line().starts_with("/usr/bin/qemu-system-aarch64 -M "));
+        assert!(cmd
+            .shell_line()
+            .starts_with("/usr/bin/qemu-system-aarch64 -M "));
         let redacted = cmd.redacted();
         assert!(redacted.contains("-kernel <hypervisor.bin>"), "{redacted}");
         assert!(!redacted.contains("/t/"), "{redacted}");

@@ -221,7 +221,8 @@ pub fn qemu_version(qemu: &Path) -> Result<String> {
 mod tests {
     use super::*;
 
-    const BOOKWORM: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_CODENAME=bookworm\n";
+    const BOOKWORM: &str =
+        "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_CODENAME=bookworm\n";
     const NOBLE: &str = "ID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=noble\n";
     const FEDORA: &str = "ID=fedora\nVERSION_CODENAME=\"\"\n";
 
@@ -299,6 +300,9 @@ mod tests {
         let Plan::Manual(message) = plan(&facts(FEDORA, true, false)) else {
             panic!("expected a manual plan");
         };
-        assert!(message.contains("dnf install qemu-system-aarch64"), "{message}");
+        assert!(
+            message.contains("dnf install qemu-system-aarch64"),
+            "{message}"
+        );
     }
 }

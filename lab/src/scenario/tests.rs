@@ -80,19 +80,63 @@ fn expect_patterns_expand_machine_values() {
 #[test]
 fn bad_files_name_line_column_and_field() {
     let cases: &[(&str, (usize, usize), &str)] = &[
-        ("bad_yaml", (6, 1), "found unexpected end of stream, while scanning a quoted scalar at line 3 column 14"),
-        ("unknown_field", (6, 3), "machine: unknown field `memroy-mib`"),
-        ("wrong_type", (5, 9), "machine.cpus: invalid type: string \"two\""),
+        (
+            "bad_yaml",
+            (6, 1),
+            "found unexpected end of stream, while scanning a quoted scalar at line 3 column 14",
+        ),
+        (
+            "unknown_field",
+            (6, 3),
+            "machine: unknown field `memroy-mib`",
+        ),
+        (
+            "wrong_type",
+            (5, 9),
+            "machine.cpus: invalid type: string \"two\"",
+        ),
         ("missing_field", (1, 1), "missing field `description`"),
-        ("name_mismatch", (2, 1), "name: `something_else` must equal the file stem `name_mismatch`"),
-        ("bad_cpu", (4, 43), "machine.cpu: unknown variant `cortex-a53`"),
+        (
+            "name_mismatch",
+            (2, 1),
+            "name: `something_else` must equal the file stem `name_mismatch`",
+        ),
+        (
+            "bad_cpu",
+            (4, 43),
+            "machine.cpu: unknown variant `cortex-a53`",
+        ),
         ("two_actions", (7, 5), "steps[1]: a step has exactly one of"),
-        ("bad_regex", (6, 5), "steps[0]: `expect` is not a valid regex"),
-        ("unknown_variable", (7, 5), "steps[1].expect: unknown variable `{memory}`"),
-        ("unknown_console", (12, 5), "steps[0].console: no VM named `vm1`"),
-        ("direct_two_vms", (5, 1), "boot: `boot: direct` boots exactly one VM, this scenario has 2"),
-        ("exit_not_last", (6, 5), "steps[0]: `expect-exit` must be the last step"),
-        ("bad_kernel", (7, 13), "vms[0].kernel: unknown field `url`, expected `image` or `crate`"),
+        (
+            "bad_regex",
+            (6, 5),
+            "steps[0]: `expect` is not a valid regex",
+        ),
+        (
+            "unknown_variable",
+            (7, 5),
+            "steps[1].expect: unknown variable `{memory}`",
+        ),
+        (
+            "unknown_console",
+            (12, 5),
+            "steps[0].console: no VM named `vm1`",
+        ),
+        (
+            "direct_two_vms",
+            (5, 1),
+            "boot: `boot: direct` boots exactly one VM, this scenario has 2",
+        ),
+        (
+            "exit_not_last",
+            (6, 5),
+            "steps[0]: `expect-exit` must be the last step",
+        ),
+        (
+            "bad_kernel",
+            (7, 13),
+            "vms[0].kernel: unknown field `url`, expected `image` or `crate`",
+        ),
     ];
     let mut wrong = Vec::new();
     for (name, (line, column), message) in cases {
@@ -101,7 +145,9 @@ fn bad_files_name_line_column_and_field() {
         let shown = err.to_string();
         let prefix = format!("{}:{line}:{column}: ", file.display());
         if !(shown.starts_with(&prefix) && err.message.contains(message)) {
-            wrong.push(format!("{name}: expected {line}:{column} `{message}`, got {shown}"));
+            wrong.push(format!(
+                "{name}: expected {line}:{column} `{message}`, got {shown}"
+            ));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -111,7 +157,10 @@ fn bad_files_name_line_column_and_field() {
 fn every_bad_fixture_has_a_case() {
     let dir = fixture("bad", "x").parent().unwrap().to_owned();
     let count = std::fs::read_dir(dir).unwrap().count();
-    assert_eq!(count, 13, "add the new bad fixture to bad_files_name_line_column_and_field");
+    assert_eq!(
+        count, 13,
+        "add the new bad fixture to bad_files_name_line_column_and_field"
+    );
 }
 
 #[test]
@@ -129,6 +178,9 @@ fn every_shipped_scenario_parses() {
 fn unknown_scenario_lists_known_ones() {
     let err = load_by_name(&workspace_root(), "no_such_scenario").unwrap_err();
     let message = format!("{err:#}");
-    assert!(message.contains("no scenario `no_such_scenario`"), "{message}");
+    assert!(
+        message.contains("no scenario `no_such_scenario`"),
+        "{message}"
+    );
     assert!(message.contains("hv_boot"), "{message}");
 }
