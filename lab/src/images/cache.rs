@@ -11,10 +11,11 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::fetch::{FetchError, Fetcher};
@@ -234,6 +235,7 @@ impl Cache {
     fn temp_file(&self, dir: &Path) -> Result<tempfile::NamedTempFile> {
         tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
+            .permissions(std::fs::Permissions::from_mode(0o644))
             .tempfile_in(dir)
             .with_context(|| format!("cannot create a temporary file in {}", dir.display()))
     }
@@ -275,6 +277,7 @@ pub fn write_file_atomically(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().context("path without a directory")?;
     let mut temp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
+        .permissions(std::fs::Permissions::from_mode(0o644))
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     temp.write_all(data)

@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{bail, Context, Result};
 
 /// Calls `visit(path, contents)` for every regular file in the package's data
 /// member, in archive order. Paths lose their leading `./`.

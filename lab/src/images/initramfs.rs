@@ -7,8 +7,8 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use cpio::newc::{Builder, ModeFileType};
-use flate2::Compression;
 use flate2::write::GzEncoder;
+use flate2::Compression;
 
 /// Where the module list lives in the initramfs; `/init` reads it.
 pub const LOAD_ORDER_FILE: &str = "lib/modules/load-order";

@@ -20,13 +20,13 @@ mod scenarios;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{bail, Context, Result};
 
-use cache::{Cache, sha256_hex};
+use cache::{sha256_hex, Cache};
 pub use fetch::{FetchError, Fetcher, HttpFetcher};
-use lock::{LockFile, LockedImage, source_key};
+use lock::{source_key, LockFile, LockedImage};
 use manifest::{ImageKind, Manifest, Source};
-use resolve::{Archive, derived_key};
+use resolve::{derived_key, Archive, Indexes};
 
 /// Where the initramfs `/init` script lives in the workspace.
 pub const INIT_SCRIPT_PATH: &str = "guest-images/init/init";
@@ -110,6 +110,7 @@ pub struct Session<'f> {
     pub cache: Cache,
     fetcher: &'f dyn Fetcher,
     offline: bool,
+    indexes: Indexes,
 }
 
 impl<'f> Session<'f> {
@@ -131,6 +132,7 @@ impl<'f> Session<'f> {
             cache: Cache::open(&cache_dir)?,
             fetcher,
             offline: opts.offline,
+            indexes: Indexes::new(),
         })
     }
 
@@ -184,7 +186,7 @@ impl<'f> Session<'f> {
                 "`fetch --update` resolves images against the archive; it cannot run with --offline"
             );
         }
-        let mut archive = Archive::new(self.fetcher, &self.cache, false);
+        let mut archive = Archive::new(self.fetcher, &self.cache, false, &mut self.indexes);
         let mut lock = LockFile {
             schema: 1,
             images: Default::default(),
@@ -213,7 +215,7 @@ impl<'f> Session<'f> {
             .get(image)
             .filter(|l| l.source == source_key(&spec.source))
             .cloned();
-        let mut archive = Archive::new(self.fetcher, &self.cache, self.offline);
+        let mut archive = Archive::new(self.fetcher, &self.cache, self.offline, &mut self.indexes);
         let locked = match current {
             Some(locked) => {
                 archive.materialize(image, &locked)?;

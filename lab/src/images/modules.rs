@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{bail, Context, Result};
 use object::read::elf::ElfFile64;
 use object::{Endianness, Object, ObjectSection};
 

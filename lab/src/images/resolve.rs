@@ -9,34 +9,42 @@ use std::io::{BufReader, Read};
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{bail, Context, Result};
 
-use super::cache::{Cache, FetchRequest, sha256_hex};
+use super::cache::{sha256_hex, Cache, FetchRequest};
 use super::deb::{for_each_file, path_matches};
-use super::debian::{DEFAULT_MIRROR, MIRROR_ENV, PackageIndex, mirror, parse_release};
+use super::debian::{mirror, parse_release, PackageIndex, DEFAULT_MIRROR, MIRROR_ENV};
 use super::fetch::{FetchError, Fetcher};
-use super::lock::{LockedFile, LockedImage, LockedModule, source_key};
+use super::lock::{source_key, LockedFile, LockedImage, LockedModule};
 use super::manifest::{DebianSource, Source};
 use super::modules::{self, is_module_path, load_order, module_name};
 
 /// What to run when the lock no longer matches the archive.
 pub const UPDATE_HINT: &str = "run `cargo run -p lab -- fetch --update` to re-resolve the images and rewrite guest-images/images.lock";
 
+/// Package indexes parsed in this run, by suite and architecture.
+pub type Indexes = HashMap<(String, String), Rc<PackageIndex>>;
+
 /// Downloads through the cache, remembering the package indexes it parsed.
 pub struct Archive<'a> {
     pub fetcher: &'a dyn Fetcher,
     pub cache: &'a Cache,
     pub offline: bool,
-    indexes: HashMap<(String, String), Rc<PackageIndex>>,
+    indexes: &'a mut Indexes,
 }
 
 impl<'a> Archive<'a> {
-    pub fn new(fetcher: &'a dyn Fetcher, cache: &'a Cache, offline: bool) -> Archive<'a> {
+    pub fn new(
+        fetcher: &'a dyn Fetcher,
+        cache: &'a Cache,
+        offline: bool,
+        indexes: &'a mut Indexes,
+    ) -> Archive<'a> {
         Archive {
             fetcher,
             cache,
             offline,
-            indexes: HashMap::new(),
+            indexes,
         }
     }
 
