@@ -133,6 +133,7 @@ fn run_one(name: &str, offline: bool, verbose: bool) -> Result<ExitCode> {
         offline,
         rerun,
         cancel: interrupt_on_ctrl_c(),
+        boot_files: None,
     };
     let consumers: Vec<Box<dyn run::events::Consumer>> = vec![
         Box::new(Display::new(Box::new(std::io::stdout()), verbose)),

@@ -4,6 +4,7 @@
 //! `result.json`) run on their own thread and read the same stream.
 
 pub mod artifacts;
+pub mod boot;
 mod console;
 pub mod display;
 pub mod events;
@@ -11,10 +12,9 @@ mod qemu_process;
 pub mod record;
 
 use crate::build;
-use crate::images::{self, ImageOptions};
-use crate::qemu::{qemu_command, BootFiles, LabeledPath, QemuCommand};
-use crate::scenario::{BootMode, KernelSource, Scenario, Step};
-use anyhow::{bail, Context, Result};
+use crate::qemu::{qemu_command, BootFiles, QemuCommand};
+use crate::scenario::{Scenario, Step};
+use anyhow::{Context, Result};
 use events::{Consumer, Emitter, EventKind, ExitReason, StepFailure, Verdict};
 use qemu_process::{QemuProcess, WaitEnd};
 use regex::Regex;
@@ -70,6 +70,9 @@ pub struct RunOptions {
     /// The command that reproduces this run, shown on failure.
     pub rerun: String,
     pub cancel: Cancel,
+    /// Boot these files instead of building and preparing them (replays of
+    /// a recorded run, tests that need a guest which misbehaves).
+    pub boot_files: Option<BootFiles>,
 }
 
 /// What a finished run reports to its caller.
@@ -148,7 +151,10 @@ fn prepare_and_drive(
     run_dir: &Path,
     emitter: &Emitter,
 ) -> Result<ExitReason> {
-    let files = boot_files(lab, scenario, options, emitter)?;
+    let files = match &options.boot_files {
+        Some(files) => files.clone(),
+        None => boot::resolve(lab, scenario, options.offline, emitter)?,
+    };
     let command = qemu_command(qemu, scenario, &files);
     std::fs::write(
         run_dir.join(artifacts::QEMU_CMDLINE),
@@ -157,83 +163,6 @@ fn prepare_and_drive(
     .with_context(|| format!("writing {}", run_dir.display()))?;
     let expects = compile_expects(scenario)?;
     drive(scenario, &command, &expects, run_dir, options, emitter)
-}
-
-/// Times a preparation stage and reports it.
-fn stage<T>(emitter: &Emitter, name: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
-    let start = Instant::now();
-    let value = work().with_context(|| format!("{name} failed"))?;
-    emitter.emit(EventKind::StageFinished {
-        stage: name.to_owned(),
-        duration: start.elapsed(),
-    });
-    Ok(value)
-}
-
-/// Builds or resolves what QEMU boots.
-fn boot_files(
-    lab: &Lab,
-    scenario: &Scenario,
-    options: &RunOptions,
-    emitter: &Emitter,
-) -> Result<BootFiles> {
-    if scenario.machine.secure_world {
-        bail!("`secure-world: true` needs TF-A and OP-TEE, which this lab does not build yet");
-    }
-    let build_crate = |krate: &str| {
-        stage(emitter, &format!("build {krate}"), || {
-            build::build_flat_binary(&lab.root, &lab.target_dir, krate)
-        })
-    };
-    match scenario.boot {
-        BootMode::Hypervisor => {
-            if !scenario.vms.is_empty() {
-                bail!(
-                    "VMs under the hypervisor need the boot bundle (manifest + images), \
-                     which this lab does not pack yet"
-                );
-            }
-            Ok(BootFiles {
-                kernel: build_crate(build::HYPERVISOR_CRATE)?,
-                initrd: None,
-            })
-        }
-        BootMode::Direct => {
-            let vm = scenario
-                .vms
-                .first()
-                .context("`boot: direct` needs one VM")?;
-            match &vm.kernel {
-                KernelSource::Crate(krate) => {
-                    if vm.initramfs {
-                        bail!(
-                            "VM {}: `initramfs: true` needs a Linux image kernel",
-                            vm.name
-                        );
-                    }
-                    Ok(BootFiles {
-                        kernel: build_crate(krate)?,
-                        initrd: None,
-                    })
-                }
-                KernelSource::Image(image) => {
-                    let image_options = ImageOptions {
-                        offline: options.offline,
-                        cache_dir: None,
-                    };
-                    let files = stage(emitter, &format!("prepare image {image}"), || {
-                        images::prepare_linux_guest(&lab.root, image, vm.initramfs, &image_options)
-                    })?;
-                    Ok(BootFiles {
-                        kernel: LabeledPath::new(format!("{image}/kernel"), files.kernel),
-                        initrd: files
-                            .initramfs
-                            .map(|path| LabeledPath::new(format!("{image}/initramfs"), path)),
-                    })
-                }
-            }
-        }
-    }
 }
 
 /// Each `expect` step's regex, by step index.

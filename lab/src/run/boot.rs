@@ -1,0 +1,161 @@
+//! What QEMU boots for a scenario: first a pure plan of the files
+//! ([`BootPlan`], labelled as snapshots show them), then their resolution
+//! into host paths by building crates and preparing images. The plan alone
+//! gives the QEMU command line, so it is snapshot-tested without building.
+
+use super::events::{Emitter, EventKind};
+use super::Lab;
+use crate::build;
+use crate::images::{self, ImageOptions};
+use crate::qemu::{qemu_command, BootFiles, LabeledPath, QemuCommand};
+use crate::scenario::{BootMode, KernelSource, Scenario};
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::time::Instant;
+
+/// A file QEMU boots, before it exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Artifact {
+    /// A bare-metal crate of this workspace, flattened.
+    Crate(String),
+    /// The kernel of an image in `guest-images/images.yaml`.
+    ImageKernel(String),
+    /// The lab's initramfs with the modules of that image's kernel.
+    ImageInitramfs(String),
+    /// The hypervisor's boot bundle (manifest + per-VM files).
+    Bundle,
+}
+
+impl Artifact {
+    /// The stable name of the file in snapshots and command lines.
+    pub fn label(&self) -> String {
+        match self {
+            Artifact::Crate(krate) => format!("{krate}.bin"),
+            Artifact::ImageKernel(image) => format!("{image}/kernel"),
+            Artifact::ImageInitramfs(image) => format!("{image}/initramfs"),
+            Artifact::Bundle => "bundle.cpio".into(),
+        }
+    }
+}
+
+/// `-kernel` and `-initrd` of a scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootPlan {
+    pub kernel: Artifact,
+    pub initrd: Option<Artifact>,
+}
+
+/// The files a scenario boots.
+pub fn plan(scenario: &Scenario) -> Result<BootPlan> {
+    match scenario.boot {
+        BootMode::Hypervisor => Ok(BootPlan {
+            kernel: Artifact::Crate(build::HYPERVISOR_CRATE.into()),
+            initrd: (!scenario.vms.is_empty()).then_some(Artifact::Bundle),
+        }),
+        BootMode::Direct => {
+            let vm = scenario
+                .vms
+                .first()
+                .context("`boot: direct` needs one VM")?;
+            match &vm.kernel {
+                KernelSource::Crate(_) if vm.initramfs => {
+                    bail!(
+                        "VM {}: `initramfs: true` needs a Linux image kernel",
+                        vm.name
+                    )
+                }
+                KernelSource::Crate(krate) => Ok(BootPlan {
+                    kernel: Artifact::Crate(krate.clone()),
+                    initrd: None,
+                }),
+                KernelSource::Image(image) => Ok(BootPlan {
+                    kernel: Artifact::ImageKernel(image.clone()),
+                    initrd: vm
+                        .initramfs
+                        .then(|| Artifact::ImageInitramfs(image.clone())),
+                }),
+            }
+        }
+    }
+}
+
+/// The command line of a plan with placeholder paths: for snapshots, which
+/// show only the labels.
+pub fn planned_command(qemu: &Path, scenario: &Scenario) -> Result<QemuCommand> {
+    let plan = plan(scenario)?;
+    let placeholder = |artifact: &Artifact| LabeledPath::new(artifact.label(), "/unresolved");
+    let files = BootFiles {
+        kernel: placeholder(&plan.kernel),
+        initrd: plan.initrd.as_ref().map(placeholder),
+    };
+    Ok(qemu_command(qemu, scenario, &files))
+}
+
+/// Builds and fetches what the plan names.
+pub fn resolve(
+    lab: &Lab,
+    scenario: &Scenario,
+    offline: bool,
+    emitter: &Emitter,
+) -> Result<BootFiles> {
+    if scenario.machine.secure_world {
+        bail!("`secure-world: true` needs TF-A and OP-TEE, which this lab does not build yet");
+    }
+    let plan = plan(scenario)?;
+    let image_options = ImageOptions {
+        offline,
+        cache_dir: None,
+    };
+    let mut guest = None;
+    let mut resolve_one = |artifact: &Artifact| -> Result<LabeledPath> {
+        let label = artifact.label();
+        let path = match artifact {
+            Artifact::Crate(krate) => {
+                stage(emitter, &format!("build {krate}"), || {
+                    build::build_flat_binary(&lab.root, &lab.target_dir, krate)
+                })?
+                .path
+            }
+            Artifact::ImageKernel(image) | Artifact::ImageInitramfs(image) => {
+                if guest.is_none() {
+                    let with_initramfs = plan.initrd.is_some();
+                    guest = Some(stage(emitter, &format!("prepare image {image}"), || {
+                        images::prepare_linux_guest(
+                            &lab.root,
+                            image,
+                            with_initramfs,
+                            &image_options,
+                        )
+                    })?);
+                }
+                let files = guest.as_ref().context("image prepared above")?;
+                match artifact {
+                    Artifact::ImageKernel(_) => files.kernel.clone(),
+                    _ => files
+                        .initramfs
+                        .clone()
+                        .context("the image came without an initramfs")?,
+                }
+            }
+            Artifact::Bundle => bail!(
+                "VMs under the hypervisor need the boot bundle (manifest + images), \
+                 which this lab does not pack yet"
+            ),
+        };
+        Ok(LabeledPath::new(label, path))
+    };
+    let kernel = resolve_one(&plan.kernel)?;
+    let initrd = plan.initrd.as_ref().map(&mut resolve_one).transpose()?;
+    Ok(BootFiles { kernel, initrd })
+}
+
+/// Times a preparation stage and reports it.
+fn stage<T>(emitter: &Emitter, name: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let start = Instant::now();
+    let value = work().with_context(|| format!("{name} failed"))?;
+    emitter.emit(EventKind::StageFinished {
+        stage: name.to_owned(),
+        duration: start.elapsed(),
+    });
+    Ok(value)
+}

@@ -1,0 +1,205 @@
+//! Real QEMU runs through the library: a passing scenario, a broken one, a
+//! hanging one and a hypervisor panic. Each checks the verdict, the
+//! artifacts, and that no QEMU process is left behind.
+
+use lab::qemu::{BootFiles, LabeledPath};
+use lab::run::artifacts::{CONSOLE_LOG, QEMU_CMDLINE, RESULT_JSON};
+use lab::run::events::{Consumer, Event, EventKind, ExitReason, StepFailure, Verdict};
+use lab::run::record::{ResultWriter, RunRecord};
+use lab::run::{run_scenario, Cancel, Lab, RunOptions, RunSummary};
+use lab::scenario::Scenario;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Keeps every event for the test to inspect.
+#[derive(Clone, Default)]
+struct Collector(Arc<Mutex<Vec<Event>>>);
+
+impl Consumer for Collector {
+    fn on_event(&mut self, event: &Event) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+struct Outcome {
+    summary: RunSummary,
+    events: Vec<Event>,
+    record: RunRecord,
+    console: String,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn qemu_pid(&self) -> i32 {
+        self.events
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::QemuStarted { pid, .. } => *pid,
+                _ => None,
+            })
+            .expect("QEMU started with a pid")
+    }
+
+    fn assert_qemu_gone(&self) {
+        let pid = self.qemu_pid();
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "QEMU (pid {pid}) is still there"
+        );
+    }
+
+    fn reason(&self) -> &ExitReason {
+        self.events
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::RunFinished { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .expect("RunFinished")
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/scenarios/run/{name}.yaml"))
+}
+
+fn run(file: &Path, boot_files: Option<BootFiles>) -> Outcome {
+    let lab = Lab::discover().unwrap();
+    let scenario = Scenario::load(file).unwrap();
+    let qemu = lab::qemu::provision::ensure_qemu().unwrap();
+    let collector = Collector::default();
+    let options = RunOptions {
+        offline: true,
+        rerun: format!("cargo run -p lab -- scenario {}", file.display()),
+        cancel: Cancel::default(),
+        boot_files,
+    };
+    let start = Instant::now();
+    let summary = run_scenario(
+        &lab,
+        &scenario,
+        &qemu,
+        &options,
+        vec![
+            Box::new(collector.clone()),
+            Box::new(ResultWriter::default()),
+        ],
+    )
+    .unwrap();
+    let elapsed = start.elapsed();
+    let events = collector.0.lock().unwrap().clone();
+    for artifact in [CONSOLE_LOG, QEMU_CMDLINE, RESULT_JSON] {
+        assert!(
+            summary.run_dir.join(artifact).is_file(),
+            "{artifact} missing"
+        );
+    }
+    let record: RunRecord =
+        serde_json::from_slice(&std::fs::read(summary.run_dir.join(RESULT_JSON)).unwrap()).unwrap();
+    let console = std::fs::read_to_string(summary.run_dir.join(CONSOLE_LOG)).unwrap();
+    assert_eq!(record.verdict, summary.verdict);
+    assert_eq!(record.scenario, scenario.name);
+    Outcome {
+        summary,
+        events,
+        record,
+        console,
+        elapsed,
+    }
+}
+
+#[test]
+fn hv_boot_passes() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/hv_boot.yaml");
+    let out = run(&file, None);
+    assert_eq!(out.summary.verdict, Verdict::Passed, "{}", out.console);
+    assert!(out
+        .console
+        .contains("hypervisor 0.1.0: EL2, 2 CPUs, 512 MiB RAM at 0x40000000"));
+    assert_eq!(out.record.exit_reason, ExitReason::StepsPassed);
+    assert_eq!(
+        out.record.qemu,
+        Some(lab::run::events::QemuStatus::Exited { code: 0 })
+    );
+    assert!(out.record.steps.iter().all(|s| s.duration_ms.is_some()));
+    out.assert_qemu_gone();
+    let latest = out.summary.run_dir.parent().unwrap().join("latest");
+    assert!(latest.exists());
+}
+
+#[test]
+fn broken_scenario_fails_when_qemu_exits() {
+    let out = run(&fixture("hv_wrong_banner"), None);
+    assert_eq!(out.summary.verdict, Verdict::Failed);
+    assert!(
+        matches!(
+            out.reason(),
+            ExitReason::StepFailed {
+                step: 0,
+                failure: StepFailure::QemuExited { .. }
+            }
+        ),
+        "{:?}",
+        out.reason()
+    );
+    // The step's timeout is 60 s; QEMU's exit ends it long before.
+    assert!(out.elapsed < Duration::from_secs(30), "{:?}", out.elapsed);
+    assert!(out.console.contains("EL2, 2 CPUs"), "{}", out.console);
+    out.assert_qemu_gone();
+}
+
+#[test]
+fn hanging_qemu_is_killed_at_its_timeout() {
+    // A raw kernel that is one instruction, `b .`: QEMU runs it forever and
+    // prints nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let spin = dir.path().join("spin.bin");
+    std::fs::write(&spin, 0x1400_0000u32.to_le_bytes()).unwrap();
+    let files = BootFiles {
+        kernel: LabeledPath::new("spin.bin", spin),
+        initrd: None,
+    };
+    let out = run(&fixture("hang"), Some(files));
+    assert_eq!(out.summary.verdict, Verdict::Failed);
+    assert_eq!(
+        out.reason(),
+        &ExitReason::StepFailed {
+            step: 0,
+            failure: StepFailure::Timeout { timeout_secs: 2 }
+        }
+    );
+    let step = out.record.steps[0].duration_ms.unwrap();
+    assert!((2000..4000).contains(&step), "step took {step} ms");
+    assert!(
+        matches!(
+            &out.record.qemu,
+            Some(lab::run::events::QemuStatus::Signaled { by_lab: true, .. })
+        ),
+        "{:?}",
+        out.record.qemu
+    );
+    out.assert_qemu_gone();
+}
+
+#[test]
+fn hypervisor_panic_fails_fast_with_the_panic_line() {
+    let out = run(&fixture("hv_panic"), None);
+    assert_eq!(out.summary.verdict, Verdict::Failed);
+    assert!(
+        matches!(
+            out.reason(),
+            ExitReason::StepFailed {
+                step: 1,
+                failure: StepFailure::QemuExited { .. }
+            }
+        ),
+        "{:?}",
+        out.reason()
+    );
+    let panic_line = regex::Regex::new(r"hypervisor panic at \S+:\d+: ").unwrap();
+    assert!(panic_line.is_match(&out.console), "{}", out.console);
+    // Step 2 would wait 60 s; the power-off ends it at once.
+    assert!(out.record.steps[1].duration_ms.unwrap() < 10_000);
+    out.assert_qemu_gone();
+}
