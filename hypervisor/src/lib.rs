@@ -18,3 +18,4 @@ pub mod layout;
 pub mod mm;
 pub mod platform;
 pub mod power;
+pub mod psci;

@@ -78,16 +78,28 @@ _start:
     entry = sym primary_entry,
 );
 
-// The vector table: 16 entries of 0x80 bytes, 2 KiB aligned. Every entry
-// hands its index to `unexpected_exception`; the guest-exit entries of the
-// vCPU work replace the lower-EL ones.
+// The vector table: 16 entries of 0x80 bytes, 2 KiB aligned. Exceptions
+// from a guest (lower EL, AArch64) push the guest's x0/x1 and go to
+// `__hv_guest_exit` (in `guest.rs`) with the exit kind in x0; every other
+// entry hands its index to `unexpected_exception`.
 global_asm!(
     r#"
     .section .text.vectors, "ax"
     .balign 2048
     .global __hv_vectors
 __hv_vectors:
-    .irp index, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+    .irp index, 0,1,2,3,4,5,6,7
+    .balign 0x80
+    mov     x0, #\index
+    b       {unexpected}
+    .endr
+    .irp kind, 0,1,2,3
+    .balign 0x80
+    stp     x0, x1, [sp, #-16]!
+    mov     x0, #\kind
+    b       __hv_guest_exit
+    .endr
+    .irp index, 12,13,14,15
     .balign 0x80
     mov     x0, #\index
     b       {unexpected}

@@ -2,10 +2,15 @@
 //! exception vectors, the stage-1 MMU, PSCI calls, the PL011 and the global
 //! allocator. Everything here is re-exported by `crate::arch`.
 mod boot;
+mod guest;
 mod heap;
 mod mmu;
 mod panic;
 
+pub use guest::{
+    init_virtualization, inject_sync_exception, load_el1, load_stage2, run_guest, save_el1,
+    sync_icache, vtcr_el2, ExitInfo, ExitKind,
+};
 pub use heap::heap_init;
 pub use mmu::{enable_mmu, IdentityTables};
 

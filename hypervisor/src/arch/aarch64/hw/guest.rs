@@ -1,0 +1,431 @@
+//! Entering and leaving a guest: the world switch in assembly (register
+//! offsets from `context::GuestRegs` via `offset_of!`), the EL2 controls
+//! that make EL1 a virtual machine (HCR_EL2, VTCR/VTTBR, timers, GIC
+//! virtual interface), and the EL1 system-register switch.
+//!
+//! While a guest runs, TPIDR_EL2 points at its `GuestRegs`; the lower-EL
+//! vectors (in `boot.rs`) save the guest there and return from
+//! `__hv_enter_guest` on the hypervisor stack that called it.
+
+use core::arch::{asm, global_asm};
+use core::mem::offset_of;
+
+use super::super::context::{El1SysRegs, FpSimdState, GuestRegs};
+use super::mmu::pa_size_encoding;
+use crate::addr::PhysAddr;
+use crate::mm::pagetable::INPUT_BITS;
+
+/// Why the guest stopped running.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ExitKind {
+    /// A synchronous exception (ESR_EL2 says which).
+    Sync,
+    /// A physical IRQ.
+    Irq,
+    /// A physical FIQ.
+    Fiq,
+    /// An SError.
+    SError,
+}
+
+/// What the exit path captured besides the registers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ExitInfo {
+    /// The kind of exception.
+    pub kind: ExitKind,
+    /// ESR_EL2.
+    pub esr: u64,
+    /// FAR_EL2 (faulting virtual address).
+    pub far: u64,
+    /// HPFAR_EL2 (faulting IPA >> 12, in bits 43:4).
+    pub hpfar: u64,
+}
+
+const GUEST_X: usize = offset_of!(GuestRegs, x);
+const GUEST_PC: usize = offset_of!(GuestRegs, pc);
+const GUEST_FP: usize = offset_of!(GuestRegs, fp);
+const FP_FPSR: usize = offset_of!(FpSimdState, fpsr);
+/// Bytes the entry path pushes: x19-x30 and d8-d15.
+const HOST_FRAME: usize = 160;
+
+global_asm!(
+    r#"
+    .section .text.guest, "ax"
+    .global __hv_enter_guest
+    // x0: *mut GuestRegs. Returns the exit kind (0 sync, 1 IRQ, 2 FIQ, 3 SError).
+__hv_enter_guest:
+    sub     sp, sp, #{frame}
+    stp     x19, x20, [sp, #0]
+    stp     x21, x22, [sp, #16]
+    stp     x23, x24, [sp, #32]
+    stp     x25, x26, [sp, #48]
+    stp     x27, x28, [sp, #64]
+    stp     x29, x30, [sp, #80]
+    stp     d8, d9, [sp, #96]
+    stp     d10, d11, [sp, #112]
+    stp     d12, d13, [sp, #128]
+    stp     d14, d15, [sp, #144]
+    msr     tpidr_el2, x0
+
+    add     x1, x0, #{fp}
+    ldp     q0, q1, [x1, #0]
+    ldp     q2, q3, [x1, #32]
+    ldp     q4, q5, [x1, #64]
+    ldp     q6, q7, [x1, #96]
+    ldp     q8, q9, [x1, #128]
+    ldp     q10, q11, [x1, #160]
+    ldp     q12, q13, [x1, #192]
+    ldp     q14, q15, [x1, #224]
+    ldp     q16, q17, [x1, #256]
+    ldp     q18, q19, [x1, #288]
+    ldp     q20, q21, [x1, #320]
+    ldp     q22, q23, [x1, #352]
+    ldp     q24, q25, [x1, #384]
+    ldp     q26, q27, [x1, #416]
+    ldp     q28, q29, [x1, #448]
+    ldp     q30, q31, [x1, #480]
+    add     x1, x1, #{fpsr}
+    ldp     x2, x3, [x1]
+    msr     fpsr, x2
+    msr     fpcr, x3
+
+    ldp     x2, x3, [x0, #{pc}]
+    msr     elr_el2, x2
+    msr     spsr_el2, x3
+
+    ldp     x2, x3, [x0, #({x} + 16)]
+    ldp     x4, x5, [x0, #({x} + 32)]
+    ldp     x6, x7, [x0, #({x} + 48)]
+    ldp     x8, x9, [x0, #({x} + 64)]
+    ldp     x10, x11, [x0, #({x} + 80)]
+    ldp     x12, x13, [x0, #({x} + 96)]
+    ldp     x14, x15, [x0, #({x} + 112)]
+    ldp     x16, x17, [x0, #({x} + 128)]
+    ldp     x18, x19, [x0, #({x} + 144)]
+    ldp     x20, x21, [x0, #({x} + 160)]
+    ldp     x22, x23, [x0, #({x} + 176)]
+    ldp     x24, x25, [x0, #({x} + 192)]
+    ldp     x26, x27, [x0, #({x} + 208)]
+    ldp     x28, x29, [x0, #({x} + 224)]
+    ldr     x30, [x0, #({x} + 240)]
+    ldp     x0, x1, [x0, #{x}]
+    eret
+    dsb     nsh
+    isb
+
+    // Reached from the lower-EL vectors with the guest's x0/x1 pushed on
+    // the hypervisor stack and the exit kind in x0.
+    .global __hv_guest_exit
+__hv_guest_exit:
+    mrs     x1, tpidr_el2
+    stp     x2, x3, [x1, #({x} + 16)]
+    stp     x4, x5, [x1, #({x} + 32)]
+    stp     x6, x7, [x1, #({x} + 48)]
+    stp     x8, x9, [x1, #({x} + 64)]
+    stp     x10, x11, [x1, #({x} + 80)]
+    stp     x12, x13, [x1, #({x} + 96)]
+    stp     x14, x15, [x1, #({x} + 112)]
+    stp     x16, x17, [x1, #({x} + 128)]
+    stp     x18, x19, [x1, #({x} + 144)]
+    stp     x20, x21, [x1, #({x} + 160)]
+    stp     x22, x23, [x1, #({x} + 176)]
+    stp     x24, x25, [x1, #({x} + 192)]
+    stp     x26, x27, [x1, #({x} + 208)]
+    stp     x28, x29, [x1, #({x} + 224)]
+    str     x30, [x1, #({x} + 240)]
+    ldp     x2, x3, [sp], #16
+    stp     x2, x3, [x1, #{x}]
+    mrs     x2, elr_el2
+    mrs     x3, spsr_el2
+    stp     x2, x3, [x1, #{pc}]
+
+    add     x2, x1, #{fp}
+    stp     q0, q1, [x2, #0]
+    stp     q2, q3, [x2, #32]
+    stp     q4, q5, [x2, #64]
+    stp     q6, q7, [x2, #96]
+    stp     q8, q9, [x2, #128]
+    stp     q10, q11, [x2, #160]
+    stp     q12, q13, [x2, #192]
+    stp     q14, q15, [x2, #224]
+    stp     q16, q17, [x2, #256]
+    stp     q18, q19, [x2, #288]
+    stp     q20, q21, [x2, #320]
+    stp     q22, q23, [x2, #352]
+    stp     q24, q25, [x2, #384]
+    stp     q26, q27, [x2, #416]
+    stp     q28, q29, [x2, #448]
+    stp     q30, q31, [x2, #480]
+    mrs     x3, fpsr
+    mrs     x4, fpcr
+    add     x2, x2, #{fpsr}
+    stp     x3, x4, [x2]
+
+    ldp     x19, x20, [sp, #0]
+    ldp     x21, x22, [sp, #16]
+    ldp     x23, x24, [sp, #32]
+    ldp     x25, x26, [sp, #48]
+    ldp     x27, x28, [sp, #64]
+    ldp     x29, x30, [sp, #80]
+    ldp     d8, d9, [sp, #96]
+    ldp     d10, d11, [sp, #112]
+    ldp     d12, d13, [sp, #128]
+    ldp     d14, d15, [sp, #144]
+    add     sp, sp, #{frame}
+    ret
+"#,
+    frame = const HOST_FRAME,
+    fp = const GUEST_FP,
+    fpsr = const FP_FPSR,
+    pc = const GUEST_PC,
+    x = const GUEST_X,
+);
+
+extern "C" {
+    fn __hv_enter_guest(regs: *mut GuestRegs) -> u64;
+}
+
+/// Runs the guest whose EL1 state and stage 2 are loaded on this CPU until
+/// its next exception to EL2.
+pub fn run_guest(regs: &mut GuestRegs) -> ExitInfo {
+    // SAFETY: `regs` is a valid, exclusively borrowed GuestRegs for the whole
+    // call; the assembly saves and restores every callee-saved register of
+    // the host (x19-x30, d8-d15) and returns on the same stack. The guest
+    // runs under stage 2 and cannot reach hypervisor memory.
+    let kind = unsafe { __hv_enter_guest(regs) };
+    let (esr, far, hpfar): (u64, u64, u64);
+    // SAFETY: reading the syndrome registers has no side effects; EL2 runs
+    // with interrupts masked, so they still describe this exit.
+    unsafe {
+        asm!("mrs {0}, esr_el2", "mrs {1}, far_el2", "mrs {2}, hpfar_el2",
+             out(reg) esr, out(reg) far, out(reg) hpfar, options(nomem, nostack));
+    }
+    let kind = match kind {
+        0 => ExitKind::Sync,
+        1 => ExitKind::Irq,
+        2 => ExitKind::Fiq,
+        _ => ExitKind::SError,
+    };
+    ExitInfo {
+        kind,
+        esr,
+        far,
+        hpfar,
+    }
+}
+
+/// HCR_EL2 for a running guest: VM (stage 2), SWIO, FMO/IMO/AMO (physical
+/// interrupts and SErrors to EL2, virtual ones to the guest), FB and BSU
+/// inner shareable (broadcast maintenance), TSC (trap SMC), RW (EL1 is
+/// AArch64).
+pub const HCR_EL2_GUEST: u64 = (1 << 0)
+    | (1 << 1)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 9)
+    | (0b01 << 10)
+    | (1 << 19)
+    | (1 << 31);
+
+/// VTCR_EL2 RES1 bit 31.
+const VTCR_EL2_RES1: u64 = 1 << 31;
+/// VTCR_EL2.SL0 = 1: start at level 1 (4 KiB granule).
+const VTCR_EL2_SL0_LEVEL1: u64 = 0b01 << 6;
+/// VTCR_EL2 walks: inner/outer write-back, inner shareable, 4 KiB granule.
+const VTCR_EL2_WALK_WB_ISH: u64 = (0b01 << 8) | (0b01 << 10) | (0b11 << 12);
+/// VTCR_EL2.PS shift.
+const VTCR_EL2_PS_SHIFT: u64 = 16;
+/// VTTBR_EL2.VMID shift.
+const VTTBR_VMID_SHIFT: u64 = 48;
+/// CNTHCTL_EL2 (non-VHE): EL1PCTEN, EL1 reads the physical counter.
+const CNTHCTL_EL2_EL1PCTEN: u64 = 1 << 0;
+/// ICH_HCR_EL2.En.
+const ICH_HCR_EL2_EN: u64 = 1 << 0;
+/// ICC_SRE_EL2: SRE, DFB, DIB, Enable (EL1 may use its own SRE).
+const ICC_SRE_EL2_VALUE: u64 = 0b1111;
+
+/// The VTCR_EL2 value for our stage-2 format.
+pub fn vtcr_el2() -> u64 {
+    u64::from(64 - INPUT_BITS)
+        | VTCR_EL2_SL0_LEVEL1
+        | VTCR_EL2_WALK_WB_ISH
+        | (pa_size_encoding() << VTCR_EL2_PS_SHIFT)
+        | VTCR_EL2_RES1
+}
+
+/// Sets this CPU's EL2 controls for running guests (once per CPU).
+pub fn init_virtualization() {
+    let vtcr = vtcr_el2();
+    // SAFETY: these registers only control how EL1/EL0 execute; no guest
+    // runs yet and the hypervisor's own translation is unaffected. The
+    // CPU is GICv3 (the DTB says so), so ICC_SRE_EL2/ICH_HCR_EL2 exist.
+    unsafe {
+        asm!(
+            "msr vtcr_el2, {vtcr}",
+            "msr cnthctl_el2, {cnthctl}",
+            "msr cntvoff_el2, xzr",
+            "mrs {tmp}, midr_el1",
+            "msr vpidr_el2, {tmp}",
+            "msr icc_sre_el2, {sre}",
+            "isb",
+            "msr ich_hcr_el2, {ich}",
+            "msr hcr_el2, {hcr}",
+            "isb",
+            vtcr = in(reg) vtcr,
+            cnthctl = in(reg) CNTHCTL_EL2_EL1PCTEN,
+            sre = in(reg) ICC_SRE_EL2_VALUE,
+            ich = in(reg) ICH_HCR_EL2_EN,
+            hcr = in(reg) HCR_EL2_GUEST,
+            tmp = out(reg) _,
+            options(nostack),
+        );
+    }
+}
+
+/// Switches stage 2 to the tables at `root` for VM `vmid`.
+pub fn load_stage2(root: PhysAddr, vmid: u16) {
+    let vttbr = root.as_u64() | (u64::from(vmid) << VTTBR_VMID_SHIFT);
+    // SAFETY: `root` holds complete stage-2 tables for that VM; stale TLB
+    // entries of this VMID are dropped before the guest runs.
+    unsafe {
+        asm!(
+            "msr vttbr_el2, {0}",
+            "isb",
+            "tlbi vmalls12e1is",
+            "dsb ish",
+            "isb",
+            in(reg) vttbr,
+            options(nostack),
+        );
+    }
+}
+
+/// Makes new code in guest RAM visible to instruction fetch.
+pub fn sync_icache() {
+    // SAFETY: cache and barrier maintenance only.
+    unsafe { asm!("dsb ish", "ic ialluis", "dsb ish", "isb", options(nostack)) };
+}
+
+macro_rules! save_regs {
+    ($s:ident, $($field:ident),* $(,)?) => {
+        $(
+            // SAFETY: reading an EL1/EL2 system register has no side effects.
+            unsafe { asm!(concat!("mrs {0}, ", stringify!($field)), out(reg) $s.$field, options(nomem, nostack)) };
+        )*
+    };
+}
+
+macro_rules! load_regs {
+    ($s:ident, $($field:ident),* $(,)?) => {
+        $(
+            // SAFETY: the value is this vCPU's own, saved earlier or set at
+            // boot; EL1 registers only affect the guest.
+            unsafe { asm!(concat!("msr ", stringify!($field), ", {0}"), in(reg) $s.$field, options(nomem, nostack)) };
+        )*
+    };
+}
+
+/// Saves the running vCPU's EL1 system registers.
+pub fn save_el1(s: &mut El1SysRegs) {
+    save_regs!(
+        s,
+        sctlr_el1,
+        actlr_el1,
+        cpacr_el1,
+        ttbr0_el1,
+        ttbr1_el1,
+        tcr_el1,
+        mair_el1,
+        amair_el1,
+        esr_el1,
+        afsr0_el1,
+        afsr1_el1,
+        far_el1,
+        par_el1,
+        vbar_el1,
+        contextidr_el1,
+        tpidr_el0,
+        tpidrro_el0,
+        tpidr_el1,
+        sp_el0,
+        sp_el1,
+        elr_el1,
+        spsr_el1,
+        cntkctl_el1,
+        csselr_el1,
+        mdscr_el1,
+        cntv_ctl_el0,
+        cntv_cval_el0,
+        cntvoff_el2,
+        vmpidr_el2,
+        ich_vmcr_el2,
+        ich_ap1r0_el2
+    );
+}
+
+/// Loads a vCPU's EL1 system registers before running it.
+pub fn load_el1(s: &El1SysRegs) {
+    load_regs!(
+        s,
+        sctlr_el1,
+        actlr_el1,
+        cpacr_el1,
+        ttbr0_el1,
+        ttbr1_el1,
+        tcr_el1,
+        mair_el1,
+        amair_el1,
+        esr_el1,
+        afsr0_el1,
+        afsr1_el1,
+        far_el1,
+        par_el1,
+        vbar_el1,
+        contextidr_el1,
+        tpidr_el0,
+        tpidrro_el0,
+        tpidr_el1,
+        sp_el0,
+        sp_el1,
+        elr_el1,
+        spsr_el1,
+        cntkctl_el1,
+        csselr_el1,
+        mdscr_el1,
+        cntv_ctl_el0,
+        cntv_cval_el0,
+        cntvoff_el2,
+        vmpidr_el2,
+        ich_vmcr_el2,
+        ich_ap1r0_el2
+    );
+    // SAFETY: synchronises the system-register writes above.
+    unsafe { asm!("isb", options(nomem, nostack)) };
+}
+
+/// Injects a synchronous exception into the running vCPU (its EL1 state
+/// is live): ESR_EL1/FAR_EL1/ELR_EL1/SPSR_EL1 are set and the guest resumes
+/// at its vector `vector_offset` from VBAR_EL1 in EL1h with DAIF masked.
+pub fn inject_sync_exception(regs: &mut GuestRegs, esr: u64, far: u64, vector_offset: u64) {
+    let vbar: u64;
+    // SAFETY: the vCPU's EL1 state is live on this CPU; these writes are
+    // exactly what taking the exception at EL1 would have done.
+    unsafe {
+        asm!(
+            "msr esr_el1, {esr}",
+            "msr far_el1, {far}",
+            "msr elr_el1, {elr}",
+            "msr spsr_el1, {spsr}",
+            "mrs {vbar}, vbar_el1",
+            esr = in(reg) esr,
+            far = in(reg) far,
+            elr = in(reg) regs.pc,
+            spsr = in(reg) regs.pstate,
+            vbar = out(reg) vbar,
+            options(nomem, nostack),
+        );
+    }
+    regs.pc = vbar.wrapping_add(vector_offset);
+    regs.pstate = super::super::context::SPSR_EL1H_MASKED;
+}
