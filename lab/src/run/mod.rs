@@ -10,18 +10,19 @@ pub mod display;
 pub mod events;
 mod qemu_process;
 pub mod record;
+mod steps;
 
 use crate::build;
-use crate::qemu::{qemu_command, BootFiles, QemuCommand};
-use crate::scenario::{Scenario, Step};
+use crate::qemu::{qemu_command, BootFiles};
+use crate::scenario::Scenario;
 use anyhow::{Context, Result};
-use events::{Consumer, Emitter, EventKind, ExitReason, StepFailure, Verdict};
-use qemu_process::{QemuProcess, WaitEnd};
-use regex::Regex;
+use events::{Consumer, Emitter, Event, EventKind, ExitReason, Verdict};
+use qemu_process::QemuProcess;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 /// The name of the machine's one console until the hypervisor tags lines
 /// per VM.
@@ -82,9 +83,9 @@ pub struct RunSummary {
     pub run_dir: PathBuf,
 }
 
-/// Runs a scenario with the given consumers of its events. An error means
-/// the lab could not run it (exit 2); the consumers have then still seen a
-/// `RunFinished` with `Verdict::Error` if the run directory existed.
+/// Runs a scenario with the given consumers of its events, which run on
+/// their own thread. An error means the lab could not run it (exit 2); the
+/// consumers have then still seen a `RunFinished` with `Verdict::Error`.
 pub fn run_scenario(
     lab: &Lab,
     scenario: &Scenario,
@@ -92,12 +93,6 @@ pub fn run_scenario(
     options: &RunOptions,
     consumers: Vec<Box<dyn Consumer>>,
 ) -> Result<RunSummary> {
-    let run_id = artifacts::run_id(SystemTime::now());
-    let run_dir = artifacts::create_run_dir(
-        &artifacts::runs_root(&lab.target_dir),
-        &scenario.name,
-        &run_id,
-    )?;
     let (tx, rx) = mpsc::channel();
     let dispatcher = std::thread::spawn(move || {
         let mut consumers = consumers;
@@ -111,11 +106,35 @@ pub fn run_scenario(
             .map(|c| c.finish())
             .collect::<Result<Vec<()>>>()
     });
-    let emitter = Emitter::new(tx, &scenario.name);
+    let summary = run_scenario_to(lab, scenario, qemu, options, tx);
+    let consumed = dispatcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("an event consumer panicked"))?;
+    let summary = summary?;
+    consumed?;
+    Ok(summary)
+}
+
+/// Runs a scenario, sending its events to `events` (a sweep sends many runs
+/// into one stream; events name their scenario).
+pub fn run_scenario_to(
+    lab: &Lab,
+    scenario: &Scenario,
+    qemu: &Path,
+    options: &RunOptions,
+    events: Sender<Event>,
+) -> Result<RunSummary> {
+    let run_id = artifacts::run_id(SystemTime::now());
+    let run_dir = artifacts::create_run_dir(
+        &artifacts::runs_root(&lab.target_dir),
+        &scenario.name,
+        &run_id,
+    )?;
+    let emitter = Emitter::new(events, &scenario.name);
     emitter.emit(EventKind::RunStarted {
         run_id,
         run_dir: run_dir.clone(),
-        steps: scenario.steps.iter().map(describe_step).collect(),
+        steps: scenario.steps.iter().map(steps::describe).collect(),
         rerun: options.rerun.clone(),
     });
     let outcome = prepare_and_drive(lab, scenario, qemu, options, &run_dir, &emitter);
@@ -134,12 +153,7 @@ pub fn run_scenario(
         reason,
         duration: emitter.elapsed(),
     });
-    drop(emitter);
-    let consumed = dispatcher
-        .join()
-        .map_err(|_| anyhow::anyhow!("an event consumer panicked"))?;
     outcome?;
-    consumed?;
     Ok(RunSummary { verdict, run_dir })
 }
 
@@ -151,6 +165,7 @@ fn prepare_and_drive(
     run_dir: &Path,
     emitter: &Emitter,
 ) -> Result<ExitReason> {
+    let actions = steps::compile(scenario)?;
     let files = match &options.boot_files {
         Some(files) => files.clone(),
         None => boot::resolve(lab, scenario, options.offline, emitter)?,
@@ -161,135 +176,16 @@ fn prepare_and_drive(
         command.shell_line() + "\n",
     )
     .with_context(|| format!("writing {}", run_dir.display()))?;
-    let expects = compile_expects(scenario)?;
-    drive(scenario, &command, &expects, run_dir, options, emitter)
-}
-
-/// Each `expect` step's regex, by step index.
-fn compile_expects(scenario: &Scenario) -> Result<Vec<Option<Regex>>> {
-    scenario
-        .steps
-        .iter()
-        .map(|step| match step {
-            Step::Expect { pattern, .. } => scenario
-                .expect_regex(pattern)
-                .map(Some)
-                .map_err(|e| anyhow::anyhow!("{}: expect `{pattern}`: {e}", scenario.name)),
-            _ => Ok(None),
-        })
-        .collect()
-}
-
-/// Starts QEMU, runs the steps, stops QEMU.
-fn drive(
-    scenario: &Scenario,
-    command: &QemuCommand,
-    expects: &[Option<Regex>],
-    run_dir: &Path,
-    options: &RunOptions,
-    emitter: &Emitter,
-) -> Result<ExitReason> {
     let log_path = run_dir.join(artifacts::CONSOLE_LOG);
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut qemu = QemuProcess::spawn(command, run_dir, log, MACHINE_CONSOLE, emitter.clone())?;
+    let mut qemu = QemuProcess::spawn(&command, run_dir, log, MACHINE_CONSOLE, emitter.clone())?;
     emitter.emit(EventKind::QemuStarted {
         command: command.shell_line(),
         pid: qemu.pid().map(|pid| pid.as_raw()),
     });
-    let mut reason = ExitReason::StepsPassed;
-    for (index, step) in scenario.steps.iter().enumerate() {
-        emitter.emit(EventKind::StepStarted { index });
-        let start = Instant::now();
-        let result = run_step(&mut qemu, step, expects[index].as_ref(), &options.cancel);
-        let duration = start.elapsed();
-        match result {
-            Ok(()) => emitter.emit(EventKind::StepPassed { index, duration }),
-            Err(failure) => {
-                emitter.emit(EventKind::StepFailed {
-                    index,
-                    duration,
-                    failure: failure.clone(),
-                });
-                reason = ExitReason::StepFailed {
-                    step: index,
-                    failure,
-                };
-                break;
-            }
-        }
-    }
+    let reason = steps::run_all(&mut qemu, &actions, &options.cancel, emitter);
     let status = qemu.stop();
     emitter.emit(EventKind::QemuStopped { status });
     Ok(reason)
-}
-
-fn run_step(
-    qemu: &mut QemuProcess,
-    step: &Step,
-    regex: Option<&Regex>,
-    cancel: &Cancel,
-) -> Result<(), StepFailure> {
-    let timeout = |secs: u64| Duration::from_secs(secs);
-    let failure = |qemu: &mut QemuProcess, end: WaitEnd, timeout_secs: u64| match end {
-        WaitEnd::Timeout => StepFailure::Timeout { timeout_secs },
-        WaitEnd::Interrupted => StepFailure::Interrupted,
-        WaitEnd::Closed => StepFailure::QemuExited {
-            status: qemu.wait_exit(Duration::ZERO, cancel).unwrap_or_else(|_| {
-                events::QemuStatus::Signaled {
-                    signal: "unknown".into(),
-                    by_lab: false,
-                }
-            }),
-        },
-    };
-    match (step, regex) {
-        (Step::Expect { timeout_secs, .. }, Some(regex)) => qemu
-            .expect(regex, timeout(*timeout_secs), cancel)
-            .map_err(|end| failure(qemu, end, *timeout_secs)),
-        (Step::Send { line, .. }, _) => qemu
-            .send_line(line)
-            .map_err(|message| StepFailure::SendFailed { message }),
-        (
-            Step::ExpectExit {
-                status: expected,
-                timeout_secs,
-            },
-            _,
-        ) => {
-            let status = qemu
-                .wait_exit(timeout(*timeout_secs), cancel)
-                .map_err(|end| failure(qemu, end, *timeout_secs))?;
-            match status {
-                events::QemuStatus::Exited { code } if code == *expected => Ok(()),
-                status => Err(StepFailure::WrongExitStatus {
-                    expected: *expected,
-                    status,
-                }),
-            }
-        }
-        (Step::Expect { .. }, None) => unreachable!("compile_expects covers every expect step"),
-    }
-}
-
-/// One line per step for displays and records.
-pub fn describe_step(step: &Step) -> String {
-    let on = |console: &Option<String>| {
-        console
-            .as_ref()
-            .map(|c| format!(" on {c}"))
-            .unwrap_or_default()
-    };
-    match step {
-        Step::Expect {
-            pattern,
-            timeout_secs,
-            console,
-        } => format!("expect /{pattern}/{} within {timeout_secs}s", on(console)),
-        Step::Send { line, console } => format!("send {line:?}{}", on(console)),
-        Step::ExpectExit {
-            status,
-            timeout_secs,
-        } => format!("expect QEMU exit {status} within {timeout_secs}s"),
-    }
 }

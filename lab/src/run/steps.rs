@@ -1,0 +1,189 @@
+//! The steps of a scenario against a running QEMU: each `expect`, `send`
+//! and `expect-exit` with its timeout, reported as step events.
+
+use super::events::{Emitter, EventKind, ExitReason, QemuStatus, StepFailure};
+use super::qemu_process::{QemuProcess, WaitEnd};
+use super::Cancel;
+use crate::scenario::{Scenario, Step};
+use anyhow::Result;
+use regex::Regex;
+use std::time::{Duration, Instant};
+
+/// A step ready to run: patterns expanded and compiled.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Expect { regex: Regex, timeout_secs: u64 },
+    Send { line: String },
+    ExpectExit { status: i32, timeout_secs: u64 },
+}
+
+/// Compiles every step of a scenario.
+pub fn compile(scenario: &Scenario) -> Result<Vec<Action>> {
+    scenario
+        .steps
+        .iter()
+        .map(|step| {
+            Ok(match step {
+                Step::Expect {
+                    pattern,
+                    timeout_secs,
+                    ..
+                } => Action::Expect {
+                    regex: scenario.expect_regex(pattern).map_err(|e| {
+                        anyhow::anyhow!("{}: expect `{pattern}`: {e}", scenario.name)
+                    })?,
+                    timeout_secs: *timeout_secs,
+                },
+                Step::Send { line, .. } => Action::Send { line: line.clone() },
+                Step::ExpectExit {
+                    status,
+                    timeout_secs,
+                } => Action::ExpectExit {
+                    status: *status,
+                    timeout_secs: *timeout_secs,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Runs the actions in order until one fails.
+pub fn run_all(
+    qemu: &mut QemuProcess,
+    actions: &[Action],
+    cancel: &Cancel,
+    emitter: &Emitter,
+) -> ExitReason {
+    for (index, action) in actions.iter().enumerate() {
+        emitter.emit(EventKind::StepStarted { index });
+        let start = Instant::now();
+        let result = run_one(qemu, action, cancel);
+        let duration = start.elapsed();
+        match result {
+            Ok(()) => emitter.emit(EventKind::StepPassed { index, duration }),
+            Err(failure) => {
+                emitter.emit(EventKind::StepFailed {
+                    index,
+                    duration,
+                    failure: failure.clone(),
+                });
+                return ExitReason::StepFailed {
+                    step: index,
+                    failure,
+                };
+            }
+        }
+    }
+    ExitReason::StepsPassed
+}
+
+fn run_one(qemu: &mut QemuProcess, action: &Action, cancel: &Cancel) -> Result<(), StepFailure> {
+    match action {
+        Action::Expect {
+            regex,
+            timeout_secs,
+        } => qemu
+            .expect(regex, Duration::from_secs(*timeout_secs), cancel)
+            .map_err(|end| failure(qemu, end, *timeout_secs, cancel)),
+        Action::Send { line } => qemu
+            .send_line(line)
+            .map_err(|message| StepFailure::SendFailed { message }),
+        Action::ExpectExit {
+            status: expected,
+            timeout_secs,
+        } => {
+            let status = qemu
+                .wait_exit(Duration::from_secs(*timeout_secs), cancel)
+                .map_err(|end| failure(qemu, end, *timeout_secs, cancel))?;
+            match status {
+                QemuStatus::Exited { code } if code == *expected => Ok(()),
+                status => Err(StepFailure::WrongExitStatus {
+                    expected: *expected,
+                    status,
+                }),
+            }
+        }
+    }
+}
+
+fn failure(
+    qemu: &mut QemuProcess,
+    end: WaitEnd,
+    timeout_secs: u64,
+    cancel: &Cancel,
+) -> StepFailure {
+    match end {
+        WaitEnd::Timeout => StepFailure::Timeout { timeout_secs },
+        WaitEnd::Interrupted => StepFailure::Interrupted,
+        // The console closed: QEMU is exiting; its status follows shortly.
+        WaitEnd::Closed => match qemu.wait_exit(Duration::ZERO, cancel) {
+            Ok(status) => StepFailure::QemuExited { status },
+            Err(_) => StepFailure::QemuExited {
+                status: QemuStatus::Signaled {
+                    signal: "unknown".into(),
+                    by_lab: false,
+                },
+            },
+        },
+    }
+}
+
+/// One line per step for displays and records.
+pub fn describe(step: &Step) -> String {
+    let on = |console: &Option<String>| {
+        console
+            .as_ref()
+            .map(|c| format!(" on {c}"))
+            .unwrap_or_default()
+    };
+    match step {
+        Step::Expect {
+            pattern,
+            timeout_secs,
+            console,
+        } => format!("expect /{pattern}/{} within {timeout_secs}s", on(console)),
+        Step::Send { line, console } => format!("send {line:?}{}", on(console)),
+        Step::ExpectExit {
+            status,
+            timeout_secs,
+        } => format!("expect QEMU exit {status} within {timeout_secs}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn compiles_and_describes_every_kind_of_step() {
+        let scenario = Scenario::parse(
+            Path::new("s.yaml"),
+            "schema: 1\nname: s\ndescription: d\nmachine: { cpus: 2, memory-mib: 64 }\n\
+             vms: [{ name: vm0, kernel: { crate: g }, vcpus: 1, memory-mib: 64 }]\n\
+             steps:\n  - { expect: '{cpus} CPUs', timeout: 3, console: vm0 }\n  - send: ls\n  - expect-exit: 0\n",
+        )
+        .unwrap();
+        let actions = compile(&scenario).unwrap();
+        assert!(
+            matches!(&actions[0], Action::Expect { regex, timeout_secs: 3 } if regex.as_str() == "2 CPUs")
+        );
+        assert!(matches!(&actions[1], Action::Send { line } if line == "ls"));
+        assert!(matches!(
+            actions[2],
+            Action::ExpectExit {
+                status: 0,
+                timeout_secs: 30
+            }
+        ));
+        let described: Vec<_> = scenario.steps.iter().map(describe).collect();
+        assert_eq!(
+            described,
+            [
+                "expect /{cpus} CPUs/ on vm0 within 3s",
+                "send \"ls\"",
+                "expect QEMU exit 0 within 30s"
+            ]
+        );
+    }
+}
