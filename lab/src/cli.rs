@@ -10,6 +10,7 @@ use crate::scenario::{self, Scenario};
 use crate::{doctor, images, qemu};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -103,12 +104,15 @@ fn list(root: &Path) -> Result<()> {
         .collect();
     let name_width = scenarios.iter().map(|s| s.name.len()).max().unwrap_or(0);
     let tag_width = tags.iter().map(String::len).max().unwrap_or(0);
+    let mut text = String::new();
     for (s, tags) in scenarios.iter().zip(&tags) {
-        println!(
-            "{:name_width$}  {tags:tag_width$}  {}",
+        text += &format!(
+            "{:name_width$}  {tags:tag_width$}  {}\n",
             s.name, s.description
         );
     }
+    // A closed pipe (`lab list | head`) is not an error worth reporting.
+    let _ = std::io::stdout().write_all(text.as_bytes());
     Ok(())
 }
 

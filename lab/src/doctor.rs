@@ -6,50 +6,74 @@ use crate::images;
 use crate::qemu::provision::{self, Plan};
 use crate::run::Lab;
 use anyhow::Result;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
 /// Free space below which doctor warns (images, initramfs, run artifacts).
 const MIN_FREE_BYTES: u64 = 2 << 30;
 
+/// The doctor's lines, printed at the end so a closed pipe cannot
+/// interrupt the checks.
+#[derive(Default)]
+struct Report {
+    text: String,
+    missing: usize,
+}
+
+impl Report {
+    fn check(&mut self, ok: bool, what: &str, detail: String) {
+        let mark = if ok { "ok     " } else { "MISSING" };
+        self.line(mark, what, &detail);
+        if !ok {
+            self.missing += 1;
+        }
+    }
+
+    fn line(&mut self, mark: &str, what: &str, detail: &str) {
+        self.text += &format!("{mark} {what:<14} {detail}\n");
+    }
+}
+
 /// Prints one line per check; exit 0 when nothing essential is missing.
 pub fn run(lab: &Lab) -> Result<ExitCode> {
-    let mut missing = 0;
-    let mut report = |ok: bool, what: &str, detail: String| {
-        println!(
-            "{} {what:<14} {detail}",
-            if ok { "ok     " } else { "MISSING" }
-        );
-        if !ok {
-            missing += 1;
-        }
-    };
+    let mut report = Report::default();
     match provision::plan(&provision::host_facts()) {
         Plan::Found(path) => {
             let version = provision::qemu_version(&path)
                 .unwrap_or_else(|e| format!("(version unknown: {e:#})"));
-            report(true, "qemu", format!("{} ({version})", path.display()));
+            let (major, minor) = provision::MIN_QEMU_VERSION;
+            let new_enough =
+                provision::parse_qemu_version(&version) >= Some(provision::MIN_QEMU_VERSION);
+            let mut detail = format!("{} ({version})", path.display());
+            if !new_enough {
+                detail.push_str(&format!(
+                    "; need QEMU >= {major}.{minor}: on Debian bookworm \
+                     `apt-get install -t bookworm-backports qemu-system-arm`"
+                ));
+            }
+            report.check(new_enough, "qemu", detail);
         }
-        Plan::Install(_) => report(
+        Plan::Install(_) => report.check(
             false,
             "qemu",
             "not found; `lab scenario` installs qemu-system-arm (running as root on Debian)".into(),
         ),
-        Plan::Manual(message) => report(false, "qemu", message),
+        Plan::Manual(message) => report.check(false, "qemu", message),
     }
     match target_installed(&lab.root) {
-        Ok(true) => report(true, "rust target", BARE_METAL_TARGET.into()),
-        Ok(false) => report(
+        Ok(true) => report.check(true, "rust target", BARE_METAL_TARGET.into()),
+        Ok(false) => report.check(
             false,
             "rust target",
             format!("install with: rustup target add {BARE_METAL_TARGET}"),
         ),
-        Err(e) => report(false, "rust target", format!("cannot tell: {e:#}")),
+        Err(e) => report.check(false, "rust target", format!("cannot tell: {e:#}")),
     }
     let cache = images::cache::default_cache_dir();
     match &cache {
-        Ok(dir) => report(true, "image cache", dir.display().to_string()),
-        Err(e) => report(false, "image cache", format!("{e:#} (set LAB_CACHE_DIR)")),
+        Ok(dir) => report.check(true, "image cache", dir.display().to_string()),
+        Err(e) => report.check(false, "image cache", format!("{e:#} (set LAB_CACHE_DIR)")),
     }
     let mut places = vec![("target dir", lab.target_dir.clone())];
     if let Ok(dir) = cache {
@@ -57,7 +81,7 @@ pub fn run(lab: &Lab) -> Result<ExitCode> {
     }
     for (what, dir) in places {
         match free_bytes(&dir) {
-            Some(free) => report(
+            Some(free) => report.check(
                 free >= MIN_FREE_BYTES,
                 what,
                 format!(
@@ -66,17 +90,23 @@ pub fn run(lab: &Lab) -> Result<ExitCode> {
                     dir.display()
                 ),
             ),
-            None => report(true, what, format!("{} (not created yet)", dir.display())),
+            None => report.line(
+                "ok     ",
+                what,
+                &format!("{} (not created yet)", dir.display()),
+            ),
         }
     }
     match provision::find_in_path("gdb-multiarch") {
-        Some(path) => println!("ok      {:<14} {} (for --gdb)", "gdb", path.display()),
-        None => println!(
-            "note    {:<14} gdb-multiarch not found (optional): apt-get install gdb-multiarch",
-            "gdb"
+        Some(path) => report.line("ok     ", "gdb", &format!("{} (for --gdb)", path.display())),
+        None => report.line(
+            "note   ",
+            "gdb",
+            "gdb-multiarch not found (optional): apt-get install gdb-multiarch",
         ),
     }
-    Ok(if missing == 0 {
+    let _ = std::io::stdout().write_all(report.text.as_bytes());
+    Ok(if report.missing == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(crate::cli::EXIT_ERROR)

@@ -207,6 +207,19 @@ fn run_action(action: &Action) -> Result<()> {
     }
 }
 
+/// The oldest QEMU whose `virt` board, GICv3 and `virtualization=on` the lab
+/// relies on (bookworm's).
+pub const MIN_QEMU_VERSION: (u32, u32) = (7, 2);
+
+/// `(major, minor)` from `QEMU emulator version 10.0.2 (Debian ...)`.
+pub fn parse_qemu_version(line: &str) -> Option<(u32, u32)> {
+    let rest = line.split("version ").nth(1)?;
+    let mut parts = rest.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
 /// `qemu-system-aarch64 --version`'s first line.
 pub fn qemu_version(qemu: &Path) -> Result<String> {
     let out = Command::new(qemu)
@@ -246,6 +259,25 @@ mod tests {
                 Action::Run(words) => words.join(" "),
             })
             .collect()
+    }
+
+    #[test]
+    fn parses_qemu_versions() {
+        for (line, version) in [
+            (
+                "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)",
+                Some((10, 0)),
+            ),
+            (
+                "QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u12)",
+                Some((7, 2)),
+            ),
+            ("QEMU emulator version 6.2.0", Some((6, 2))),
+            ("not qemu", None),
+        ] {
+            assert_eq!(parse_qemu_version(line), version, "{line}");
+        }
+        assert!(Some((10, 0)) >= Some(MIN_QEMU_VERSION));
     }
 
     #[test]
