@@ -129,3 +129,28 @@ fn passing_run_exits_0_and_shows_artifacts() {
         .join("result.json")
         .is_file());
 }
+
+#[test]
+fn failed_build_exits_2_with_the_compiler_output() {
+    let out = lab(&[
+        "scenario",
+        "lab/tests/fixtures/scenarios/run/no_such_crate.yaml",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: build no_such_crate failed: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "`cargo build -p no_such_crate --target aarch64-unknown-none --release` failed"
+        ),
+        "{stderr}"
+    );
+    // cargo's own message follows.
+    assert!(stderr.contains("no_such_crate"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("ERROR no_such_crate in "), "{stdout}");
+}

@@ -19,6 +19,7 @@ pub struct Display {
     tail: VecDeque<String>,
     run_dir: Option<PathBuf>,
     rerun: String,
+    qemu_command: Option<String>,
 }
 
 impl Display {
@@ -30,6 +31,7 @@ impl Display {
             tail: VecDeque::with_capacity(TAIL_LINES),
             run_dir: None,
             rerun: String::new(),
+            qemu_command: None,
         }
     }
 
@@ -55,8 +57,11 @@ impl Display {
             EventKind::StageFinished { stage, duration } => {
                 writeln!(self.out, "  {stage} ({})", secs(*duration))?;
             }
-            EventKind::QemuStarted { command, .. } if self.verbose => {
-                writeln!(self.out, "  qemu: {command}")?;
+            EventKind::QemuStarted { command, .. } => {
+                if self.verbose {
+                    writeln!(self.out, "  qemu: {command}")?;
+                }
+                self.qemu_command = Some(command.clone());
             }
             EventKind::StepPassed { index, duration } => {
                 let line = self.step_line(*index);
@@ -85,27 +90,30 @@ impl Display {
                 duration,
             } => {
                 let dir = self.run_dir.as_deref().map(shown_path).unwrap_or_default();
-                if *verdict == Verdict::Passed {
-                    writeln!(self.out, "{verdict} {name} in {}", secs(*duration))?;
-                    writeln!(self.out, "artifacts: {dir}")?;
-                } else {
-                    writeln!(
-                        self.out,
-                        "{verdict} {name} in {}: {reason}",
-                        secs(*duration)
-                    )?;
-                    writeln!(self.out, "--- last {} console lines ---", self.tail.len())?;
-                    for line in &self.tail {
-                        writeln!(self.out, "{line}")?;
+                let took = secs(*duration);
+                match verdict {
+                    // An error is the caller's to print (exit 2).
+                    Verdict::Passed | Verdict::Error => {
+                        writeln!(self.out, "{verdict} {name} in {took}")?;
                     }
-                    writeln!(self.out, "---")?;
-                    writeln!(self.out, "artifacts: {dir}")?;
+                    Verdict::Failed => {
+                        writeln!(self.out, "{verdict} {name} in {took}: {reason}")?;
+                        if let Some(command) = &self.qemu_command {
+                            writeln!(self.out, "qemu: {command}")?;
+                        }
+                        writeln!(self.out, "--- last {} console lines ---", self.tail.len())?;
+                        for line in &self.tail {
+                            writeln!(self.out, "{line}")?;
+                        }
+                        writeln!(self.out, "---")?;
+                    }
+                }
+                writeln!(self.out, "artifacts: {dir}")?;
+                if *verdict != Verdict::Passed {
                     writeln!(self.out, "reproduce: {}", self.rerun)?;
                 }
             }
-            EventKind::QemuStarted { .. }
-            | EventKind::StepStarted { .. }
-            | EventKind::QemuStopped { .. } => {}
+            EventKind::StepStarted { .. } | EventKind::QemuStopped { .. } => {}
         }
         self.out.flush()
     }
