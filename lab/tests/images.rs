@@ -506,8 +506,26 @@ mod images {
     mod cpio_writer {
         use super::*;
 
-        /// Reads a newc archive back: `(name, mode, rdev, data)` per entry.
-        fn read_back(mut archive: &[u8]) -> Vec<(String, u32, (u32, u32), Vec<u8>)> {
+        /// One member read back from an archive.
+        #[derive(Debug, PartialEq, Eq)]
+        struct Member {
+            name: String,
+            mode: u32,
+            rdev: (u32, u32),
+            data: Vec<u8>,
+        }
+
+        fn member(name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) -> Member {
+            Member {
+                name: name.to_owned(),
+                mode,
+                rdev,
+                data: data.to_vec(),
+            }
+        }
+
+        /// Reads a newc archive back, member by member.
+        fn read_back(mut archive: &[u8]) -> Vec<Member> {
             let mut entries = Vec::new();
             loop {
                 let mut reader = cpio::NewcReader::new(archive).unwrap();
@@ -522,7 +540,12 @@ mod images {
                 );
                 let mut data = Vec::new();
                 reader.read_to_end(&mut data).unwrap();
-                entries.push((name, mode, rdev, data));
+                entries.push(Member {
+                    name,
+                    mode,
+                    rdev,
+                    data,
+                });
                 archive = reader.finish().unwrap();
             }
         }
@@ -540,18 +563,14 @@ mod images {
                 Entry::file("etc/odd", vec![1, 2, 3], false),
             ];
             let read = read_back(&initramfs::write_cpio(&entries).unwrap());
-            let summary: Vec<(&str, u32, (u32, u32), &[u8])> = read
-                .iter()
-                .map(|(n, m, r, d)| (n.as_str(), *m, *r, d.as_slice()))
-                .collect();
             assert_eq!(
-                summary,
+                read,
                 [
-                    ("bin", 0o040755, (0, 0), &b""[..]),
-                    ("bin/busybox", 0o100755, (0, 0), b"busybox!"),
-                    ("bin/sh", 0o120777, (0, 0), b"busybox"),
-                    ("dev/console", 0o020600, (5, 1), b""),
-                    ("etc/odd", 0o100644, (0, 0), &[1, 2, 3]),
+                    member("bin", 0o040755, (0, 0), b""),
+                    member("bin/busybox", 0o100755, (0, 0), b"busybox!"),
+                    member("bin/sh", 0o120777, (0, 0), b"busybox"),
+                    member("dev/console", 0o020600, (5, 1), b""),
+                    member("etc/odd", 0o100644, (0, 0), &[1, 2, 3]),
                 ]
             );
         }
@@ -575,21 +594,21 @@ mod images {
             let read = read_back(&crate::images_support::gunzip(&gz));
             let file = |name: &str| {
                 read.iter()
-                    .find(|e| e.0 == name)
+                    .find(|e| e.name == name)
                     .unwrap_or_else(|| panic!("no {name}"))
             };
-            assert_eq!(file("init").3, inputs.init);
-            assert_eq!(file("init").1, 0o100755);
-            assert_eq!(file("bin/busybox").3, inputs.busybox);
+            assert_eq!(file("init").data, inputs.init);
+            assert_eq!(file("init").mode, 0o100755);
+            assert_eq!(file("bin/busybox").data, inputs.busybox);
             assert_eq!(
-                file(initramfs::LOAD_ORDER_FILE).3,
+                file(initramfs::LOAD_ORDER_FILE).data,
                 b"virtio.ko\nvirtio_mmio.ko\n"
             );
-            assert_eq!(file("lib/modules/virtio_mmio.ko").3, inputs.modules[1].1);
+            assert_eq!(file("lib/modules/virtio_mmio.ko").data, inputs.modules[1].1);
             let dirs: Vec<&str> = read
                 .iter()
-                .filter(|e| e.1 & 0o170000 == 0o040000)
-                .map(|e| e.0.as_str())
+                .filter(|e| e.mode & 0o170000 == 0o040000)
+                .map(|e| e.name.as_str())
                 .collect();
             for needed in ["dev", "proc", "sys", "lib/modules", "root"] {
                 assert!(dirs.contains(&needed), "{needed} missing: {dirs:?}");

@@ -46,7 +46,7 @@ pub struct LockedImage {
     /// Kernel modules taken, in load order (dependencies first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<LockedModule>,
-    /// Modules asked for that the kernel has built in.
+    /// Modules asked for or depended on that the kernel has built in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub builtin: Vec<String>,
 }

@@ -71,35 +71,8 @@ pub fn prepare_linux_guest(
 /// image and rewrites images.lock; then fetches and builds everything the
 /// scenarios under `scenarios/` use.
 pub fn fetch_command(workspace_root: &Path, update: bool, opts: &ImageOptions) -> Result<()> {
-    let start = Instant::now();
     let fetcher = HttpFetcher::new();
-    let mut session = Session::open(workspace_root, opts, &fetcher)?;
-    if update {
-        session.update_lock()?;
-    }
-    let uses = scenarios::image_uses(workspace_root)?;
-    for (image, with_initramfs) in &uses {
-        let kind = session.manifest.require(image)?.kind;
-        let files = if kind == ImageKind::LinuxKernel {
-            session.prepare_linux_guest(image, *with_initramfs)?
-        } else {
-            GuestFiles {
-                kernel: session.image_file(image)?,
-                initramfs: None,
-            }
-        };
-        eprintln!("fetch: {image} ready: {}", files.kernel.display());
-        if let Some(initramfs) = &files.initramfs {
-            eprintln!("fetch: {image} initramfs ready: {}", initramfs.display());
-        }
-    }
-    eprintln!(
-        "fetch: {} image(s) ready in {} ({:.1}s)",
-        uses.len(),
-        session.cache.root().display(),
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+    Session::open(workspace_root, opts, &fetcher)?.fetch(update)
 }
 
 /// images.yaml, images.lock and the cache, opened once.
@@ -165,6 +138,37 @@ impl<'f> Session<'f> {
             None
         };
         Ok(GuestFiles { kernel, initramfs })
+    }
+
+    /// See [`fetch_command`].
+    pub fn fetch(&mut self, update: bool) -> Result<()> {
+        let start = Instant::now();
+        if update {
+            self.update_lock()?;
+        }
+        let uses = scenarios::image_uses(&self.root)?;
+        for (image, with_initramfs) in &uses {
+            let kind = self.manifest.require(image)?.kind;
+            let files = if kind == ImageKind::LinuxKernel {
+                self.prepare_linux_guest(image, *with_initramfs)?
+            } else {
+                GuestFiles {
+                    kernel: self.image_file(image)?,
+                    initramfs: None,
+                }
+            };
+            eprintln!("fetch: {image} ready: {}", files.kernel.display());
+            if let Some(initramfs) = &files.initramfs {
+                eprintln!("fetch: {image} initramfs ready: {}", initramfs.display());
+            }
+        }
+        eprintln!(
+            "fetch: {} image(s) ready in {} ({:.1}s)",
+            uses.len(),
+            self.cache.root().display(),
+            start.elapsed().as_secs_f64()
+        );
+        Ok(())
     }
 
     /// The file of any image, verified, as stored (not decompressed).

@@ -59,12 +59,8 @@ impl<'a> Archive<'a> {
         match source {
             Source::Debian(debian) => self.resolve_debian(image, source, debian),
             Source::Url { url, sha256 } => {
-                self.download(
-                    url,
-                    sha256,
-                    &format!("image {image}"),
-                    "check `url` and `sha256` in guest-images/images.yaml",
-                )?;
+                let hint = "check `url` and `sha256` in guest-images/images.yaml";
+                self.download(url, sha256, &format!("image {image}"), hint, hint)?;
                 let name = url.rsplit('/').next().unwrap_or(url).to_owned();
                 Ok(LockedImage {
                     source: source_key(source),
@@ -115,7 +111,12 @@ impl<'a> Archive<'a> {
             "images.lock pins sha256 {}; if the lock was edited, restore it (`git checkout guest-images/images.lock`), else {UPDATE_HINT}",
             locked.sha256
         );
-        let download = self.download(&relocate(&locked.url), &locked.sha256, &what, &hint)?;
+        let gone = if locked.package.is_some() {
+            UPDATE_HINT
+        } else {
+            "check `url` in guest-images/images.yaml"
+        };
+        let download = self.download(&relocate(&locked.url), &locked.sha256, &what, &hint, gone)?;
         if locked.package.is_none() {
             return Ok(());
         }
@@ -165,6 +166,7 @@ impl<'a> Archive<'a> {
             &package.sha256,
             &what,
             "the mirror served a different file than its index lists; try again or another mirror",
+            "the mirror lists a package it does not have; try again later or another mirror",
         )?;
         let taken = take(&deb, debian)
             .with_context(|| format!("image {image}: cannot take files from {what}"))?;
@@ -223,6 +225,7 @@ impl<'a> Archive<'a> {
             &entry.sha256,
             &format!("{suite}/{architecture} Packages.xz"),
             "the index does not match its Release file; try again later or another mirror",
+            "the mirror is incomplete; try again later or another mirror",
         )?;
         let mut text = String::new();
         xz2::read::XzDecoder::new(BufReader::new(File::open(&path)?))
@@ -235,8 +238,16 @@ impl<'a> Archive<'a> {
         Ok(index)
     }
 
-    /// One verified download through the cache.
-    fn download(&self, url: &str, sha256: &str, what: &str, hint: &str) -> Result<PathBuf> {
+    /// One verified download through the cache; `hint` says how to fix a
+    /// file with the wrong hash, `gone` one that is not there (404).
+    fn download(
+        &self,
+        url: &str,
+        sha256: &str,
+        what: &str,
+        hint: &str,
+        gone: &str,
+    ) -> Result<PathBuf> {
         let request = FetchRequest {
             url,
             sha256,
@@ -247,9 +258,7 @@ impl<'a> Archive<'a> {
             .fetch(self.fetcher, &request, self.offline)
             .map_err(|err| match err {
                 FetchError::NotFound { url } => {
-                    anyhow::anyhow!(
-                        "{what} is no longer available: {url} answers 404; {UPDATE_HINT}"
-                    )
+                    anyhow::anyhow!("{what} is no longer available: {url} answers 404; {gone}")
                 }
                 other => unreachable_archive(other, url),
             })
@@ -294,7 +303,7 @@ pub struct Taken {
     pub file: (String, Vec<u8>),
     /// `(name, path, contents as packaged)` in load order.
     pub modules: Vec<(String, String, Vec<u8>)>,
-    /// Wanted modules that are built into the kernel.
+    /// Wanted modules and dependencies that are built into the kernel.
     pub builtin: Vec<String>,
 }
 
@@ -363,9 +372,13 @@ pub fn take(deb: &std::path::Path, debian: &DebianSource) -> Result<Taken> {
             .with_context(|| format!("{path} vanished between two reads"))?;
         modules.push((name, path, data));
     }
-    let builtin = debian
+    let needed: BTreeSet<&String> = debian
         .modules
         .iter()
+        .chain(modules.iter().flat_map(|(name, _, _)| &depends[name]))
+        .collect();
+    let builtin = needed
+        .into_iter()
         .filter(|m| builtin.contains(*m))
         .cloned()
         .collect();
