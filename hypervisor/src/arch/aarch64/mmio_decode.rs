@@ -160,6 +160,18 @@ pub fn decode_syndrome(esr: u64) -> Result<MmioAccess, DecodeError> {
     })
 }
 
+/// The access a data abort describes: from the syndrome, or, when ISV = 0,
+/// from `instruction` (the word at ELR_EL2; `None` if it could not be
+/// fetched, which yields `NeedInstruction`).
+pub fn decode(esr: u64, instruction: Option<u32>) -> Result<MmioAccess, DecodeError> {
+    match decode_syndrome(esr) {
+        Err(DecodeError::NeedInstruction) => {
+            instruction.map_or(Err(DecodeError::NeedInstruction), decode_instruction)
+        }
+        other => other,
+    }
+}
+
 /// A64 load/store encoding classes (Arm ARM C4.1.94, "Load/store register").
 mod insn {
     /// op0 bits [29:27] = 111 and [25:24] select "load/store register".
@@ -460,6 +472,23 @@ mod tests {
         assert_eq!(
             decode_syndrome(0x5600_0000),
             Err(DecodeError::NotDataAbort { ec: 0x15 })
+        );
+    }
+
+    #[test]
+    fn decode_falls_back_to_the_instruction() {
+        let post_index = 0xF841_060F; // ldr x15, [x16], #16
+        let from_instruction = decode_instruction(post_index);
+        assert_eq!(decode(0x9200_0007, Some(post_index)), from_instruction);
+        assert_eq!(decode(0x9200_0007, None), Err(DecodeError::NeedInstruction));
+        assert_eq!(
+            decode(0x9381_0046, Some(post_index)),
+            Ok(access(Write, Word, 1, false, false)),
+            "a valid syndrome wins"
+        );
+        assert_eq!(
+            decode(0x9200_0147, Some(post_index)),
+            Err(DecodeError::CacheMaintenance)
         );
     }
 
