@@ -41,6 +41,7 @@ fn main() {
 #[cfg(target_os = "none")]
 mod guest {
     use core::fmt::Write;
+    use core::sync::atomic::{AtomicU8, Ordering};
 
     use crate::arch::{self, sysreg};
     use crate::checks;
@@ -58,6 +59,12 @@ mod guest {
     /// An IPA inside QEMU virt's platform-bus hole: no device tree node and
     /// no Stage-2 mapping covers it.
     const UNMAPPED_IPA: usize = 0x0C00_0000;
+
+    // Global: the panic and exception handlers power off through it and
+    // have no other way to learn the conduit. 0 = not known yet.
+    static POWER_CONDUIT: AtomicU8 = AtomicU8::new(0);
+    const CONDUIT_HVC: u8 = 1;
+    const CONDUIT_SMC: u8 = 2;
 
     #[no_mangle]
     extern "C" fn testguest_main(dtb: usize) -> ! {
@@ -96,6 +103,13 @@ mod guest {
                 arch::halt()
             }
         };
+        POWER_CONDUIT.store(
+            match platform.conduit {
+                Conduit::Hvc => CONDUIT_HVC,
+                Conduit::Smc => CONDUIT_SMC,
+            },
+            Ordering::SeqCst,
+        );
         report.pass(
             "dtb",
             format_args!(
@@ -131,18 +145,28 @@ mod guest {
         arch::halt()
     }
 
+    /// Powers off if the conduit is known, else stops.
+    pub(crate) fn shutdown() -> ! {
+        match POWER_CONDUIT.load(Ordering::SeqCst) {
+            CONDUIT_HVC => power_off(Conduit::Hvc),
+            CONDUIT_SMC => power_off(Conduit::Smc),
+            _ => arch::halt(),
+        }
+    }
+
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         crate::fatal(format_args!("panic: {}", info.message()))
     }
 }
 
-/// Reports a failure the checks could not contain, then stops.
+/// Reports a failure the checks could not contain, then powers off so the
+/// lab sees the end at once instead of waiting for its timeout.
 #[cfg(target_os = "none")]
 fn fatal(detail: core::fmt::Arguments<'_>) -> ! {
     use core::fmt::Write;
     if let Some(mut console) = console::get() {
         let _ = writeln!(console, "TESTGUEST fatal: FAIL {detail}");
     }
-    arch::halt()
+    guest::shutdown()
 }
