@@ -365,7 +365,8 @@ images:
                 .unwrap_err()
         );
         assert!(
-            err.contains(&format!("images.lock pins sha256 {wrong}"))
+            err.contains(&format!("but {wrong} is expected"))
+                && err.contains("git checkout guest-images/images.lock")
                 && err.contains("fetch --update"),
             "{err}"
         );

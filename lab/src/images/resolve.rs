@@ -108,8 +108,7 @@ impl<'a> Archive<'a> {
             _ => format!("image {image}"),
         };
         let hint = format!(
-            "images.lock pins sha256 {}; if the lock was edited, restore it (`git checkout guest-images/images.lock`), else {UPDATE_HINT}",
-            locked.sha256
+            "the expected sha256 comes from guest-images/images.lock: if the lock was edited, restore it (`git checkout guest-images/images.lock`), else {UPDATE_HINT}"
         );
         let gone = if locked.package.is_some() {
             UPDATE_HINT
@@ -267,10 +266,17 @@ impl<'a> Archive<'a> {
 
 fn unreachable_archive(err: FetchError, url: &str) -> anyhow::Error {
     match err {
-        FetchError::Failed { .. } => anyhow::anyhow!(
-            "{err}; check the network, or the mirror ({MIRROR_ENV}={}) when {url} is a Debian URL, or run with --offline on a warm cache",
-            mirror()
-        ),
+        FetchError::Failed { .. } => {
+            let mirror = mirror();
+            let server = if url.starts_with(&mirror) {
+                format!("the Debian mirror {mirror} ({MIRROR_ENV} selects another)")
+            } else {
+                "the server".to_owned()
+            };
+            anyhow::anyhow!(
+                "{err}; check the network and {server}, or run with --offline if the cache is warm"
+            )
+        }
         FetchError::NotFound { .. } => anyhow::anyhow!("{err}"),
         FetchError::Other(err) => err,
     }
