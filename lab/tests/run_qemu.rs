@@ -65,6 +65,10 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn run(file: &Path, boot_files: Option<BootFiles>) -> Outcome {
+    run_with_cancel(file, boot_files, Cancel::default())
+}
+
+fn run_with_cancel(file: &Path, boot_files: Option<BootFiles>, cancel: Cancel) -> Outcome {
     let lab = Lab::discover().unwrap();
     let scenario = Scenario::load(file).unwrap();
     let qemu = lab::qemu::provision::ensure_qemu().unwrap();
@@ -72,7 +76,7 @@ fn run(file: &Path, boot_files: Option<BootFiles>) -> Outcome {
     let options = RunOptions {
         offline: true,
         rerun: format!("cargo run -p lab -- scenario {}", file.display()),
-        cancel: Cancel::default(),
+        cancel,
         boot_files,
     };
     let start = Instant::now();
@@ -149,18 +153,21 @@ fn broken_scenario_fails_when_qemu_exits() {
     out.assert_qemu_gone();
 }
 
-#[test]
-fn hanging_qemu_is_killed_at_its_timeout() {
-    // A raw kernel that is one instruction, `b .`: QEMU runs it forever and
-    // prints nothing.
-    let dir = tempfile::tempdir().unwrap();
-    let spin = dir.path().join("spin.bin");
+/// A raw kernel that is one instruction, `b .`: QEMU runs it forever and
+/// prints nothing.
+fn spinning_kernel(dir: &Path) -> BootFiles {
+    let spin = dir.join("spin.bin");
     std::fs::write(&spin, 0x1400_0000u32.to_le_bytes()).unwrap();
-    let files = BootFiles {
+    BootFiles {
         kernel: LabeledPath::new("spin.bin", spin),
         initrd: None,
-    };
-    let out = run(&fixture("hang"), Some(files));
+    }
+}
+
+#[test]
+fn hanging_qemu_is_killed_at_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&fixture("hang"), Some(spinning_kernel(dir.path())));
     assert_eq!(out.summary.verdict, Verdict::Failed);
     assert_eq!(
         out.reason(),
@@ -202,4 +209,56 @@ fn hypervisor_panic_fails_fast_with_the_panic_line() {
     // Step 2 would wait 60 s; the power-off ends it at once.
     assert!(out.record.steps[1].duration_ms.unwrap() < 10_000);
     out.assert_qemu_gone();
+}
+
+#[test]
+fn cancelling_a_run_stops_qemu_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = Cancel::default();
+    let trigger = cancel.clone();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        trigger.cancel();
+    });
+    let out = run_with_cancel(&fixture("hang"), Some(spinning_kernel(dir.path())), cancel);
+    canceller.join().unwrap();
+    assert_eq!(out.summary.verdict, Verdict::Failed);
+    assert_eq!(
+        out.reason(),
+        &ExitReason::StepFailed {
+            step: 0,
+            failure: StepFailure::Interrupted
+        }
+    );
+    // Well before the step's 2 s timeout.
+    assert!(out.record.steps[0].duration_ms.unwrap() < 1900);
+    out.assert_qemu_gone();
+}
+
+#[test]
+fn qemu_refusing_to_start_fails_the_first_step_with_its_message() {
+    let files = BootFiles {
+        kernel: LabeledPath::new("missing.bin", "/nonexistent/missing.bin"),
+        initrd: None,
+    };
+    let out = run(&fixture("hang"), Some(files));
+    assert_eq!(out.summary.verdict, Verdict::Failed);
+    assert!(
+        matches!(
+            out.reason(),
+            ExitReason::StepFailed {
+                step: 0,
+                failure: StepFailure::QemuExited {
+                    status: lab::run::events::QemuStatus::Exited { code: 1 }
+                }
+            }
+        ),
+        "{:?}",
+        out.reason()
+    );
+    assert!(
+        out.console.contains("/nonexistent/missing.bin"),
+        "{}",
+        out.console
+    );
 }
