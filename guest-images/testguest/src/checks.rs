@@ -5,6 +5,7 @@ use core::fmt::Write;
 
 use crate::arch::{self, sysreg, DeviceWindow};
 use crate::civil::DateTime;
+use crate::console::{self, Pl011};
 use crate::platform::{Conduit, Platform};
 use crate::report::Report;
 use crate::smccc::{self, Version};
@@ -37,6 +38,17 @@ mod gicr {
     pub const ICENABLER0: usize = SGI_BASE + 0x0180;
     pub const ICPENDR0: usize = SGI_BASE + 0x0280;
     pub const IPRIORITYR: usize = SGI_BASE + 0x0400;
+}
+
+/// Distributor registers for SPIs (one bit, one byte or 8 bytes per INTID).
+mod spi {
+    pub const IGROUPR: usize = 0x0080;
+    pub const ISENABLER: usize = 0x0100;
+    pub const ICENABLER: usize = 0x0180;
+    pub const ISPENDR: usize = 0x0200;
+    pub const ICPENDR: usize = 0x0280;
+    pub const IPRIORITYR: usize = 0x0400;
+    pub const IROUTER: usize = 0x6000;
 }
 
 /// PL031 registers (PrimeCell RTC TRM, 3.2).
@@ -126,6 +138,12 @@ pub fn smccc_version<W: Write>(report: &mut Report<W>, conduit: Conduit) {
     }
 }
 
+/// The distributor and this CPU's redistributor, once brought up.
+pub struct Gic {
+    dist: DeviceWindow,
+    rd: DeviceWindow,
+}
+
 /// The redistributor frame whose GICR_TYPER affinity is this CPU's.
 fn find_redistributor(
     gicr_window: &DeviceWindow,
@@ -153,7 +171,7 @@ fn find_redistributor(
 
 /// Brings up distributor, this CPU's redistributor and the CPU interface
 /// as Linux's irq-gic-v3 does; returns the redistributor for the timer check.
-pub fn gic<W: Write>(report: &mut Report<W>, platform: &Platform) -> Option<DeviceWindow> {
+pub fn gic<W: Write>(report: &mut Report<W>, platform: &Platform) -> Option<Gic> {
     let (Some(dist), Some(redists)) = (
         DeviceWindow::new(platform.gicd),
         DeviceWindow::new(platform.gicr),
@@ -231,13 +249,13 @@ pub fn gic<W: Write>(report: &mut Report<W>, platform: &Platform) -> Option<Devi
             rd.base(),
         ),
     );
-    Some(rd)
+    Some(Gic { dist, rd })
 }
 
 /// Programs CNTV_TVAL and waits, IRQs unmasked, for the virtual timer's PPI
 /// to arrive through the GIC; the IRQ handler acknowledges and EOIs it.
-pub fn vtimer<W: Write>(report: &mut Report<W>, platform: &Platform, rd: Option<DeviceWindow>) {
-    let Some(rd) = rd else {
+pub fn vtimer<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option<&Gic>) {
+    let Some(Gic { rd, .. }) = gic else {
         report.fail("vtimer", format_args!("no GIC"));
         return;
     };
@@ -379,6 +397,150 @@ pub fn bogus_call<W: Write>(report: &mut Report<W>, conduit: Conduit) {
                 smccc::BOGUS_FUNCTION,
                 fault.esr
             ),
+        ),
+    }
+}
+
+/// What polling the CPU interface for one interrupt found.
+enum Poll {
+    /// Acknowledged and EOI'd after this many microseconds.
+    Taken(u64),
+    Nothing,
+    /// Another INTID came first (it was EOI'd too).
+    Other(u32),
+}
+
+/// Polls ICC_IAR1_EL1 (IRQs stay masked: acknowledging does not need the
+/// exception) until `intid` arrives or `patience_ms` pass; `quiesce`
+/// lowers the source before the EOI.
+fn poll_interrupt(intid: u32, patience_ms: u64, quiesce: impl FnOnce()) -> Poll {
+    const SPURIOUS: u32 = 1023;
+    let start = sysreg::counter();
+    let deadline = start.saturating_add(ms_to_ticks(patience_ms));
+    while sysreg::counter() < deadline {
+        match sysreg::icc_iar1() {
+            SPURIOUS => core::hint::spin_loop(),
+            got if got == intid => {
+                quiesce();
+                sysreg::icc_eoir1(got);
+                return Poll::Taken(ticks_to_us(sysreg::counter().saturating_sub(start)));
+            }
+            other => {
+                sysreg::icc_eoir1(other);
+                return Poll::Other(other);
+            }
+        }
+    }
+    Poll::Nothing
+}
+
+impl Gic {
+    /// Group 1, default priority, routed to this CPU, enabled.
+    fn enable_spi(&self, intid: u32) {
+        let (word, bit) = ((intid / 32) as usize * 4, 1u32 << (intid % 32));
+        self.dist.write32(
+            spi::IGROUPR + word,
+            self.dist.read32(spi::IGROUPR + word) | bit,
+        );
+        let priority_word = spi::IPRIORITYR + (intid as usize & !3);
+        let shift = (intid % 4) * 8;
+        let priorities = self.dist.read32(priority_word) & !(0xFF << shift);
+        self.dist.write32(
+            priority_word,
+            priorities | (u32::from(PPI_PRIORITY) << shift),
+        );
+        let mpidr = sysreg::mpidr();
+        let route = (mpidr & 0xFF_0000_0000) | (mpidr & 0xFF_FFFF);
+        self.dist.write64(spi::IROUTER + 8 * intid as usize, route);
+        self.dist.write32(spi::ISENABLER + word, bit);
+    }
+
+    fn disable_spi(&self, intid: u32) {
+        let (word, bit) = ((intid / 32) as usize * 4, 1u32 << (intid % 32));
+        self.dist.write32(spi::ICENABLER + word, bit);
+        self.dist.write32(spi::ICPENDR + word, bit);
+    }
+
+    /// Makes an SPI pending from software (GICD_ISPENDR).
+    fn pend_spi(&self, intid: u32) {
+        self.dist
+            .write32(spi::ISPENDR + (intid / 32) as usize * 4, 1 << (intid % 32));
+    }
+}
+
+/// An SPI made pending through GICD_ISPENDR reaches this CPU: distributor
+/// routing and SPI delivery without any device involved.
+pub fn spi<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option<&Gic>) {
+    let Some(gic) = gic else {
+        report.fail("spi", format_args!("no GIC"));
+        return;
+    };
+    let intid = platform.rtc_intid;
+    gic.enable_spi(intid);
+    gic.pend_spi(intid);
+    let outcome = poll_interrupt(intid, TIMER_PATIENCE_MS, || ());
+    gic.disable_spi(intid);
+    match outcome {
+        Poll::Taken(us) => report.pass(
+            "spi",
+            format_args!("INTID {intid} pended via GICD_ISPENDR, taken after {us} us"),
+        ),
+        Poll::Nothing => report.fail(
+            "spi",
+            format_args!("INTID {intid} pended via GICD_ISPENDR never arrived"),
+        ),
+        Poll::Other(other) => {
+            report.fail("spi", format_args!("expected INTID {intid}, got {other}"))
+        }
+    }
+}
+
+/// The console UART's own interrupt line: its transmit interrupt, latched
+/// by the output so far, unmasked in UARTIMSC, arrives as the DT's SPI.
+pub fn uart_irq<W: Write>(
+    report: &mut Report<W>,
+    platform: &Platform,
+    gic: Option<&Gic>,
+    uart: Pl011,
+) {
+    let Some(gic) = gic else {
+        report.fail("uart-irq", format_args!("no GIC"));
+        return;
+    };
+    let intid = platform.uart_intid;
+    let raw = uart.raw_interrupts();
+    if raw & console::INT_TX == 0 {
+        report.fail(
+            "uart-irq",
+            format_args!("UARTRIS={raw:#x}: transmit interrupt not latched after output"),
+        );
+        return;
+    }
+    gic.enable_spi(intid);
+    uart.set_interrupt_mask(console::INT_TX);
+    let outcome = poll_interrupt(intid, TIMER_PATIENCE_MS, || {
+        uart.set_interrupt_mask(0);
+        uart.clear_interrupts(console::INT_TX);
+    });
+    uart.set_interrupt_mask(0);
+    gic.disable_spi(intid);
+    let after = uart.raw_interrupts();
+    match outcome {
+        Poll::Taken(us) if after & console::INT_TX == 0 => report.pass(
+            "uart-irq",
+            format_args!("TX interrupt as INTID {intid} after {us} us, cleared by UARTICR"),
+        ),
+        Poll::Taken(_) => report.fail(
+            "uart-irq",
+            format_args!("UARTICR did not clear TX: UARTRIS={after:#x}"),
+        ),
+        Poll::Nothing => report.fail(
+            "uart-irq",
+            format_args!("unmasked TX interrupt never arrived as INTID {intid}"),
+        ),
+        Poll::Other(other) => report.fail(
+            "uart-irq",
+            format_args!("expected INTID {intid}, got {other}"),
         ),
     }
 }

@@ -11,6 +11,11 @@ use crate::platform::Window;
 const UARTDR: usize = 0x000;
 const UARTFR: usize = 0x018;
 const FR_TXFF: u32 = 1 << 5;
+const UARTIMSC: usize = 0x038;
+const UARTRIS: usize = 0x03C;
+const UARTICR: usize = 0x044;
+/// The transmit interrupt bit of IMSC/RIS/ICR.
+pub const INT_TX: u32 = 1 << 5;
 /// UARTPeriphID0..3 and UARTPCellID0..3, one byte per word.
 const PERIPH_ID0: usize = 0xFE0;
 const PCELL_ID0: usize = 0xFF0;
@@ -43,6 +48,21 @@ impl Pl011 {
             })
         };
         (assemble(PERIPH_ID0), assemble(PCELL_ID0))
+    }
+
+    /// UARTIMSC: which interrupt sources drive the line.
+    pub fn set_interrupt_mask(&self, mask: u32) {
+        self.regs.write32(UARTIMSC, mask);
+    }
+
+    /// UARTRIS: the raw interrupt status.
+    pub fn raw_interrupts(&self) -> u32 {
+        self.regs.read32(UARTRIS)
+    }
+
+    /// UARTICR: clears latched interrupt sources.
+    pub fn clear_interrupts(&self, bits: u32) {
+        self.regs.write32(UARTICR, bits);
     }
 
     fn put(&self, byte: u8) {

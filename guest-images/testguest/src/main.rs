@@ -1,6 +1,7 @@
 //! A bare-metal AArch64 guest that checks the machine it runs on: the PL011
 //! console, the device tree in x0, PSCI and SMCCC through the DT's conduit,
-//! the GICv3, the EL1 virtual timer's interrupt and the PL031. It prints one
+//! the GICv3, the EL1 virtual timer's interrupt, an SPI pended by software,
+//! the PL011's own interrupt line and the PL031. It prints one
 //! `TESTGUEST <check>: PASS|FAIL <detail>` line per check, then
 //! `TESTGUEST DONE passed=<n> failed=<m>`, and powers off through PSCI.
 //!
@@ -81,14 +82,18 @@ mod guest {
         let mut report = Report::new(uart);
 
         let (periph, cell) = uart.ids();
-        report.pass(
-            "uart",
-            format_args!(
-                "pl011 at {:#x} PeriphID={periph:#010x} PCellID={cell:#010x} EL{}",
-                uart.base(),
-                (sysreg::current_el() >> 2) & 3
-            ),
+        let el = (sysreg::current_el() >> 2) & 3;
+        let detail = format_args!(
+            "pl011 at {:#x} PeriphID={periph:#010x} PCellID={cell:#010x} EL{el}",
+            uart.base()
         );
+        // What Linux's AMBA bus and amba-pl011 match (0x00041011 under mask
+        // 0x000fffff, PrimeCell ID 0xb105f00d): printing alone is not enough.
+        if periph & 0x000F_FFFF == 0x0004_1011 && cell == checks::PRIMECELL_ID {
+            report.pass("uart", detail);
+        } else {
+            report.fail("uart", detail);
+        }
         let platform = match platform {
             Ok(platform) => platform,
             Err(error) => {
@@ -113,12 +118,15 @@ mod guest {
         report.pass(
             "dtb",
             format_args!(
-                "at {dtb:#x}: pl011 {:#x} gicd {:#x} gicr {:#x}+{:#x} pl031 {:#x} psci {} vtimer INTID {}{}",
+                "at {dtb:#x}: pl011 {:#x} (INTID {}) gicd {:#x} gicr {:#x}+{:#x} pl031 {:#x} (INTID {}) \
+                 psci {} vtimer INTID {}{}",
                 platform.uart.base,
+                platform.uart_intid,
                 platform.gicd.base,
                 platform.gicr.base,
                 platform.gicr.size,
                 platform.rtc.base,
+                platform.rtc_intid,
                 platform.conduit,
                 platform.vtimer_intid,
                 if platform.misbehave { " misbehave" } else { "" },
@@ -126,8 +134,10 @@ mod guest {
         );
         checks::psci_version(&mut report, platform.conduit);
         checks::smccc_version(&mut report, platform.conduit);
-        let redistributor = checks::gic(&mut report, &platform);
-        checks::vtimer(&mut report, &platform, redistributor);
+        let gic = checks::gic(&mut report, &platform);
+        checks::vtimer(&mut report, &platform, gic.as_ref());
+        checks::spi(&mut report, &platform, gic.as_ref());
+        checks::uart_irq(&mut report, &platform, gic.as_ref(), uart);
         checks::pl031(&mut report, &platform);
         if platform.misbehave {
             checks::unmapped_access(&mut report, UNMAPPED_IPA);

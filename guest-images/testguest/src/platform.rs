@@ -35,9 +35,13 @@ pub struct Window {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Platform {
     pub uart: Window,
+    /// INTID of the console PL011's interrupt (an SPI).
+    pub uart_intid: u32,
     pub gicd: Window,
     pub gicr: Window,
     pub rtc: Window,
+    /// INTID of the PL031's interrupt (an SPI).
+    pub rtc_intid: u32,
     pub conduit: Conduit,
     /// INTID of the EL1 virtual timer (PPI), from the timer node.
     pub vtimer_intid: u32,
@@ -105,6 +109,8 @@ impl Platform {
             interrupt_intid(timer, TIMER_VIRTUAL_INDEX).ok_or(DtError::BadInterrupts(TIMER))?;
         Ok(Platform {
             uart: reg(uart, PL011, 0)?,
+            uart_intid: interrupt_intid(uart, 0).ok_or(DtError::BadInterrupts(PL011))?,
+            rtc_intid: interrupt_intid(rtc, 0).ok_or(DtError::BadInterrupts(PL031))?,
             gicd: reg(gic, GICV3, 0)?,
             gicr: reg(gic, GICV3, 1)?,
             rtc: reg(rtc, PL031, 0)?,
@@ -219,6 +225,8 @@ mod tests {
         );
         assert_eq!(platform.conduit, Conduit::Hvc);
         assert_eq!(platform.vtimer_intid, 27);
+        assert_eq!(platform.uart_intid, 33, "SPI 1");
+        assert_eq!(platform.rtc_intid, 34, "SPI 2");
         assert!(!platform.misbehave);
     }
 

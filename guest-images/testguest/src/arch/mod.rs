@@ -95,6 +95,12 @@ impl DeviceWindow {
         unsafe { ptr::write_volatile(address as *mut u32, value) }
     }
 
+    pub fn write64(&self, offset: usize, value: u64) {
+        let address = self.register(offset, 8);
+        // SAFETY: as in `read32`.
+        unsafe { ptr::write_volatile(address as *mut u64, value) }
+    }
+
     pub fn read64(&self, offset: usize) -> u64 {
         let address = self.register(offset, 8);
         // SAFETY: as in `read32`.
