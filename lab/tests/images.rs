@@ -616,6 +616,43 @@ mod images {
         }
     }
 
+    mod init_script {
+        use super::*;
+
+        fn script() -> String {
+            std::fs::read_to_string(workspace_root().join(lab::images::INIT_SCRIPT_PATH)).unwrap()
+        }
+
+        #[test]
+        fn is_valid_shell() {
+            let status = std::process::Command::new("sh")
+                .arg("-n")
+                .arg(workspace_root().join(lab::images::INIT_SCRIPT_PATH))
+                .status()
+                .expect("a POSIX sh on the host");
+            assert!(status.success(), "sh -n rejects guest-images/init/init");
+        }
+
+        #[test]
+        fn reads_what_the_initramfs_holds_and_prints_the_sentinel() {
+            let script = script();
+            assert!(script.starts_with("#!/bin/sh\n"));
+            assert!(
+                script.contains(&format!("< /{}", initramfs::LOAD_ORDER_FILE)),
+                "module list path"
+            );
+            for needed in [
+                "lab.name=",
+                "lab.ip=",
+                "echo \"LAB-READY $name\"",
+                "setsid cttyhack sh",
+                "mount -t devtmpfs",
+            ] {
+                assert!(script.contains(needed), "init lacks {needed:?}");
+            }
+        }
+    }
+
     mod cache {
         use super::*;
 
