@@ -100,13 +100,13 @@ impl QemuProcess {
         timeout: Duration,
         cancel: &Cancel,
     ) -> Result<(), WaitEnd> {
-        self.wait_for(ReadUntil::Regex(regex.clone()), timeout, cancel)
+        self.wait_for(Some(regex), timeout, cancel)
     }
 
     /// Waits until QEMU exits, and returns how.
     pub fn wait_exit(&mut self, timeout: Duration, cancel: &Cancel) -> Result<QemuStatus, WaitEnd> {
         let deadline = Instant::now() + timeout;
-        match self.wait_for(ReadUntil::EOF, timeout, cancel) {
+        match self.wait_for(None, timeout, cancel) {
             Ok(()) | Err(WaitEnd::Closed) => {}
             Err(end) => return Err(end),
         }
@@ -124,23 +124,26 @@ impl QemuProcess {
             .map_err(|e| e.to_string())
     }
 
+    /// Waits for `regex`, or with `None` for the console to close.
     fn wait_for(
         &mut self,
-        needle: ReadUntil,
+        regex: Option<&Regex>,
         timeout: Duration,
         cancel: &Cancel,
     ) -> Result<(), WaitEnd> {
         let deadline = Instant::now() + timeout;
-        let eof = matches!(needle, ReadUntil::EOF);
         loop {
-            let attempt = match &needle {
-                ReadUntil::Regex(re) => self.session.exp_any(vec![ReadUntil::Regex(re.clone())]),
-                _ => self.session.exp_eof().map(|rest| (String::new(), rest)),
+            let attempt = match regex {
+                Some(re) => self
+                    .session
+                    .exp_any(vec![ReadUntil::Regex(re.clone())])
+                    .map(drop),
+                None => self.session.exp_eof().map(drop),
             };
             match attempt {
-                Ok(_) => return Ok(()),
-                Err(ExpectError::EOF { .. }) if !eof => return Err(WaitEnd::Closed),
+                Ok(()) => return Ok(()),
                 Err(ExpectError::Timeout { .. }) => {}
+                // The console closed before a match (or failed): QEMU is gone.
                 Err(_) => return Err(WaitEnd::Closed),
             }
             if cancel.is_cancelled() {
