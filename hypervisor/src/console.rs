@@ -52,6 +52,15 @@ pub fn print(args: fmt::Arguments<'_>) {
     write_unlocked(args);
 }
 
+/// Writes raw bytes (a guest's console output) as one piece.
+pub fn write_bytes(bytes: &[u8]) {
+    let base = CONSOLE_BASE.load(Ordering::Acquire);
+    if base != 0 {
+        let _guard = CONSOLE_LOCK.lock();
+        arch::uart_write(PhysAddr::new(base), bytes);
+    }
+}
+
 /// Prints from the panic handler: takes the lock if it can, and writes
 /// regardless if the panicking CPU (or a stuck one) holds it.
 pub fn panic_print(args: fmt::Arguments<'_>) {

@@ -10,23 +10,35 @@
 //! hypervisor: no VMs to run, powering off
 //! ```
 //!
+//! With a boot bundle (`-initrd`, a cpio holding `manifest.dtb` and the VMs'
+//! files) it builds the manifest's VM instead and runs it; a bad manifest
+//! prints `hypervisor: manifest: <field>: <problem>` and powers off.
+//!
 //! Fault injection for the lab's failure tests: when the host command line
 //! (`/chosen/bootargs`, QEMU `-append`) holds the word `hv.debug=panic`, the
 //! hypervisor panics right after the banner; the panic handler prints
 //! `hypervisor panic at <file>:<line>: <message>` and powers off.
 
 use crate::addr::{PhysAddr, PhysRange, BLOCK_2M, PAGE_SIZE};
-use crate::arch::{self, aarch64::pte::El2Stage1, IdentityTables};
+use crate::arch::{self, aarch64::pte::El2Stage1, HostGic, IdentityTables};
+use crate::boot::cpio::Archive;
+use crate::boot::manifest::{self, ManifestError};
 use crate::console;
 use crate::fixed_vec::FixedVec;
+use crate::layout::{MAINTENANCE_INTID, RAM_BASE, VTIMER_INTID};
 use crate::mm::frames::FrameAllocator;
 use crate::mm::pagetable::{MapAttrs, MapError, PageTable};
 use crate::platform::PlatformInfo;
 use crate::power;
 use crate::println;
+use crate::vm::irq::HostIrqs;
+use crate::vm::run::run_vm;
+use crate::vm::{HostClock, Vm, VmStop};
 
 /// The fault-injection word on the host command line.
 pub const DEBUG_PANIC_BOOTARG: &str = "hv.debug=panic";
+/// The manifest's name in the boot bundle.
+const MANIFEST_FILE: &str = "manifest.dtb";
 /// Heap size we ask for (the arch layer caps it to what it can manage).
 const HEAP_SIZE: u64 = 16 * 1024 * 1024;
 
@@ -78,7 +90,114 @@ pub fn boot_primary(dtb_addr: PhysAddr, dtb: &'static [u8], image: PhysRange) ->
         }
     }
 
-    println!("hypervisor: no VMs to run, powering off");
+    run_bundle(&platform, &mut frames)
+}
+
+/// Prints a manifest problem and powers off.
+fn manifest_error(error: &ManifestError) -> ! {
+    println!("hypervisor: manifest: {error}");
+    power::system_off()
+}
+
+/// Finds the boot bundle, builds the manifest's VMs and runs them.
+fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator) -> ! {
+    let bytes = arch::initrd_bytes(platform);
+    if bytes.is_empty() {
+        println!("hypervisor: no VMs to run, powering off");
+        power::system_off()
+    }
+    let bundle = Archive::new(bytes);
+    let blob = match bundle.find(MANIFEST_FILE) {
+        Ok(Some(blob)) => blob,
+        Ok(None) => manifest_error(&ManifestError::new(
+            MANIFEST_FILE,
+            "not in the boot bundle (the initrd)",
+        )),
+        Err(e) => manifest_error(&ManifestError::new(
+            MANIFEST_FILE,
+            alloc::format!("boot bundle (the initrd): {e}"),
+        )),
+    };
+    let manifest = match manifest::parse(blob) {
+        Ok(m) => m,
+        Err(e) => manifest_error(&e),
+    };
+    let cpus = platform.cpu_count();
+    for vm in &manifest.vms {
+        if let Some(cpu) = vm
+            .physical_cpus
+            .iter()
+            .find(|c| usize::try_from(**c).map_or(true, |c| c >= cpus))
+        {
+            manifest_error(&ManifestError::new(
+                alloc::format!("{}/physical-cpus", vm.node),
+                alloc::format!("CPU {cpu} does not exist (the machine has {cpus})"),
+            ));
+        }
+    }
+    let Some(config) = manifest.vms.first() else {
+        println!("hypervisor: no VMs to run, powering off");
+        power::system_off()
+    };
+    if manifest.vms.len() > 1 {
+        println!(
+            "hypervisor: manifest has {} VMs; this build runs only the first",
+            manifest.vms.len()
+        );
+    }
+
+    arch::init_virtualization();
+    let Some(gic) = HostGic::init(platform.gic.dist, platform.gic.redist, true) else {
+        println!("hypervisor: no GICv3 redistributor for this CPU, powering off");
+        power::system_off()
+    };
+    gic.enable(VTIMER_INTID);
+    gic.enable(MAINTENANCE_INTID);
+    let uart = platform
+        .pl011
+        .zip(platform.pl011_intid)
+        .map(|(r, i)| (r.start, i));
+    if let Some((base, intid)) = uart {
+        gic.enable(intid);
+        arch::uart_enable_rx_irq(base);
+    }
+    let host = HostIrqs { uart };
+
+    let now = platform
+        .pl031
+        .map_or(0, |r| u64::from(arch::rtc_read_seconds(r.start)));
+    let uptime = arch::counter() / arch::counter_frequency().max(1);
+    let clock = HostClock {
+        epoch_at_zero: now.saturating_sub(uptime),
+    };
+    let mut vm = match Vm::create(0, config, &bundle, frames, clock, false) {
+        Ok(vm) => vm,
+        Err(e) => manifest_error(&e),
+    };
+    println!(
+        "hypervisor: {}: {} vCPU, {} MiB at IPA {:#x} (host {:#x}), entry {:#x}",
+        vm.name,
+        vm.vcpus.len(),
+        vm.ram.size() / (1024 * 1024),
+        RAM_BASE,
+        vm.ram.host_base(),
+        vm.entry
+    );
+    loop {
+        match run_vm(&mut vm, &host) {
+            VmStop::PowerOff => {
+                println!("hypervisor: {}: powered off", vm.name);
+                break;
+            }
+            VmStop::Reset => {
+                println!("hypervisor: {}: reset", vm.name);
+                if let Err(e) = vm.reset(&bundle) {
+                    manifest_error(&e);
+                }
+            }
+        }
+    }
+    println!("hypervisor: all VMs stopped, powering off");
     power::system_off()
 }
 

@@ -19,3 +19,4 @@ pub mod mm;
 pub mod platform;
 pub mod power;
 pub mod psci;
+pub mod vm;

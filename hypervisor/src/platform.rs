@@ -55,6 +55,8 @@ pub struct PlatformInfo<'dtb> {
     pub gic: GicV3Info,
     /// The console PL011 (from `/chosen/stdout-path`, else the first one).
     pub pl011: Option<PhysRange>,
+    /// The console PL011's interrupt (GIC INTID).
+    pub pl011_intid: Option<u32>,
     /// The PL031 real-time clock.
     pub pl031: Option<PhysRange>,
     /// PSCI conduit.
@@ -139,6 +141,22 @@ fn find_enabled<'b, 'a>(fdt: &'b Fdt<'a>, compatible: &str) -> Option<fdt::node:
         .find(|n| is_compatible(*n, compatible) && node_enabled(*n))
 }
 
+/// The GIC INTID of a node's first interrupt (3-cell GICv3 specifier:
+/// type 0 = SPI from 32, type 1 = PPI from 16).
+fn gic_intid(node: fdt::node::FdtNode<'_, '_>) -> Option<u32> {
+    let value = node.property("interrupts")?.value;
+    let cell = |i: usize| {
+        let b = value.get(i * 4..i * 4 + 4)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let number = cell(1)?;
+    match cell(0)? {
+        0 => number.checked_add(32),
+        1 => number.checked_add(16),
+        _ => None,
+    }
+}
+
 impl<'dtb> PlatformInfo<'dtb> {
     /// Parses the host DTB.
     pub fn from_dtb(blob: &'dtb [u8]) -> Result<Self, PlatformError> {
@@ -180,10 +198,12 @@ impl<'dtb> PlatformInfo<'dtb> {
             .chosen()
             .stdout()
             .filter(|n| is_compatible(*n, "arm,pl011"));
-        let pl011 = match stdout.or_else(|| find_enabled(&fdt, "arm,pl011")) {
+        let pl011_node = stdout.or_else(|| find_enabled(&fdt, "arm,pl011"));
+        let pl011 = match pl011_node {
             Some(node) => first_reg(node)?,
             None => None,
         };
+        let pl011_intid = pl011_node.and_then(gic_intid);
         let pl031 = match find_enabled(&fdt, "arm,pl031") {
             Some(node) => first_reg(node)?,
             None => None,
@@ -233,6 +253,7 @@ impl<'dtb> PlatformInfo<'dtb> {
             cpu_mpidrs,
             gic: GicV3Info { dist, redist },
             pl011,
+            pl011_intid,
             pl031,
             psci,
             bootargs,
@@ -304,6 +325,7 @@ mod tests {
         assert_eq!(p.gic.dist.size(), 0x1_0000);
         assert_eq!(p.gic.redist.start, PhysAddr::new(0x080a_0000));
         assert_eq!(p.pl011.map(|r| r.start), Some(PhysAddr::new(0x0900_0000)));
+        assert_eq!(p.pl011_intid, Some(33));
         assert_eq!(p.pl031.map(|r| r.start), Some(PhysAddr::new(0x0901_0000)));
         assert_eq!(p.psci, PsciConduit::Smc);
         assert_eq!(p.initrd, None);

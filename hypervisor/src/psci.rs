@@ -108,6 +108,11 @@ fn is_supported(function: u32) -> bool {
     )
 }
 
+/// Whether `x0` names a function this module implements.
+pub fn is_known(x0: u64) -> bool {
+    is_supported(u32::try_from(x0 & 0xffff_ffff).unwrap_or(0))
+}
+
 /// Narrows an SMC32 argument to its 32 bits.
 fn arg32(function: u32, value: u64) -> u64 {
     if function & 0x4000_0000 == 0 {
@@ -133,9 +138,13 @@ pub fn handle(x0: u64, args: [u64; 3], target: &impl PsciTarget) -> PsciAction {
         PSCI_VERSION => PsciAction::Return(PSCI_VERSION_1_1),
         PSCI_FEATURES => {
             let queried = u32::try_from(args[0] & 0xffff_ffff).unwrap_or(0);
-            let known =
-                is_supported(queried) && queried != SMCCC_VERSION && queried != SMCCC_ARCH_FEATURES;
-            PsciAction::Return(if known { SUCCESS } else { NOT_SUPPORTED })
+            // SMCCC_VERSION is discovered this way (SMCCC 1.1, 7.2); so
+            // is every PSCI function we implement.
+            PsciAction::Return(if is_supported(queried) {
+                SUCCESS
+            } else {
+                NOT_SUPPORTED
+            })
         }
         // Standby: returning at once is a valid (if eager) wake-up.
         CPU_SUSPEND_32 | CPU_SUSPEND_64 => PsciAction::Return(SUCCESS),
@@ -213,6 +222,11 @@ mod tests {
         assert_eq!(
             handle(0x8400_000a, [0x8400_0012, 0, 0], &VM),
             PsciAction::Return(-1)
+        );
+        // SMCCC 1.1 is advertised through PSCI_FEATURES(SMCCC_VERSION).
+        assert_eq!(
+            handle(0x8400_000a, [0x8000_0000, 0, 0], &VM),
+            PsciAction::Return(0)
         );
         // SMCCC_ARCH_WORKAROUND_1 is not offered.
         assert_eq!(

@@ -4,10 +4,11 @@
 //! machine panic with a message saying so.
 #![forbid(unsafe_code)]
 
-use crate::addr::{PhysAddr, PhysRange};
-use crate::mm::frames::FrameAllocator;
+use super::aarch64::context::{El1SysRegs, ExitInfo, GuestRegs};
+use crate::addr::{IntermediatePhysAddr, PhysAddr, PhysRange};
+use crate::mm::frames::{FrameAllocator, Frames};
 use crate::mm::pagetable::TableMemory;
-use crate::platform::PsciConduit;
+use crate::platform::{PlatformInfo, PsciConduit};
 
 /// Host builds have no UART; output is dropped.
 pub fn uart_write(_base: PhysAddr, _bytes: &[u8]) {}
@@ -54,4 +55,121 @@ impl TableMemory for IdentityTables<'_> {
     fn write(&mut self, _table: PhysAddr, _index: usize, _raw: u64) {
         panic!("writing translation tables on the host");
     }
+}
+
+/// Host builds cannot reach host-physical pages.
+pub fn frames_bytes(_frames: &Frames) -> &[u8] {
+    &[]
+}
+
+/// Host builds cannot reach host-physical pages.
+pub fn frames_bytes_mut(_frames: &mut Frames) -> &mut [u8] {
+    &mut []
+}
+
+/// Host builds have no boot bundle in memory.
+pub fn initrd_bytes(_platform: &PlatformInfo<'_>) -> &'static [u8] {
+    &[]
+}
+
+/// Host builds have no UART.
+pub fn uart_enable_rx_irq(_base: PhysAddr) {}
+
+/// Host builds have no UART input.
+pub fn uart_read_byte(_base: PhysAddr) -> Option<u8> {
+    None
+}
+
+/// Host builds have no RTC.
+pub fn rtc_read_seconds(_base: PhysAddr) -> u32 {
+    0
+}
+
+/// Host builds have no system counter.
+pub fn counter() -> u64 {
+    0
+}
+
+/// Host builds have no system counter.
+pub fn counter_frequency() -> u64 {
+    1
+}
+
+/// INTIDs from here up are special (spurious).
+pub const SPURIOUS_INTID: u32 = 1020;
+
+/// Host stand-in for the host GIC driver.
+#[derive(Clone, Copy, Debug)]
+pub struct HostGic;
+
+impl HostGic {
+    /// There is no GIC on the host.
+    pub fn init(_dist: PhysRange, _redist: PhysRange, _primary: bool) -> Option<Self> {
+        None
+    }
+
+    /// There is no GIC on the host.
+    pub fn enable(&self, _intid: u32) {}
+}
+
+/// Host builds take no interrupts.
+pub fn gic_ack() -> u32 {
+    SPURIOUS_INTID
+}
+
+/// Host builds take no interrupts.
+pub fn gic_eoi(_intid: u32) {}
+
+/// Host builds take no interrupts.
+pub fn gic_deactivate(_intid: u32) {}
+
+/// Host builds have no list registers.
+pub fn gic_lr_count() -> usize {
+    0
+}
+
+/// Host builds have no list registers.
+pub fn gic_read_lr(_n: usize) -> u64 {
+    0
+}
+
+/// Host builds have no list registers.
+pub fn gic_write_lr(_n: usize, _value: u64) {}
+
+/// Host builds have no virtual CPU interface.
+pub fn gic_set_ich_hcr(_value: u64) {}
+
+/// Host builds run no guests.
+pub fn run_guest(_regs: &mut GuestRegs) -> ExitInfo {
+    panic!("running a guest on the host");
+}
+
+/// Host builds run no guests.
+pub fn init_virtualization() {}
+
+/// Host builds run no guests.
+pub fn load_stage2(_root: PhysAddr, _vmid: u16) {}
+
+/// Host builds run no guests.
+pub fn load_el1(_regs: &El1SysRegs) {}
+
+/// Host builds run no guests.
+pub fn save_el1(_regs: &mut El1SysRegs) {}
+
+/// Host builds have no instruction cache to maintain.
+pub fn sync_icache() {}
+
+/// The VTCR_EL2 value (meaningless on the host).
+pub fn vtcr_el2() -> u64 {
+    0
+}
+
+/// Host builds have no guest stage 1 to walk.
+pub fn guest_va_to_ipa(_va: u64) -> Option<IntermediatePhysAddr> {
+    None
+}
+
+/// Host builds run no guests.
+pub fn inject_sync_exception(_regs: &mut GuestRegs, _esr: u64, _far: u64, _vector_offset: u64) {
+    panic!("injecting an exception on the host");
 }

@@ -23,6 +23,21 @@ pub enum FrameError {
     TooFragmented,
 }
 
+/// Host RAM handed out by [`FrameAllocator::alloc_frames`]. Not `Clone`:
+/// whoever holds it is the only user of those pages (the arch layer lends
+/// their bytes only through it).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frames {
+    range: PhysRange,
+}
+
+impl Frames {
+    /// The pages' addresses.
+    pub fn range(&self) -> PhysRange {
+        self.range
+    }
+}
+
 /// The free host RAM, page-granular.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FrameAllocator {
@@ -122,7 +137,12 @@ impl FrameAllocator {
         Ok(range)
     }
 
-    /// Allocates one zero-sized-aligned page (a translation table).
+    /// Like [`Self::alloc`], but hands the pages over as owned [`Frames`].
+    pub fn alloc_frames(&mut self, size: u64, align: u64) -> Result<Frames, FrameError> {
+        self.alloc(size, align).map(|range| Frames { range })
+    }
+
+    /// Allocates one page (a translation table).
     pub fn alloc_page(&mut self) -> Result<PhysAddr, FrameError> {
         self.alloc(PAGE_SIZE, PAGE_SIZE).map(|r| r.start)
     }

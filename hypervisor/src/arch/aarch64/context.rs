@@ -138,6 +138,32 @@ impl VcpuRegs {
     }
 }
 
+/// Why the guest stopped running.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ExitKind {
+    /// A synchronous exception (ESR_EL2 says which).
+    Sync,
+    /// A physical IRQ.
+    Irq,
+    /// A physical FIQ.
+    Fiq,
+    /// An SError.
+    SError,
+}
+
+/// What the exit path captured besides the registers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ExitInfo {
+    /// The kind of exception.
+    pub kind: ExitKind,
+    /// ESR_EL2.
+    pub esr: u64,
+    /// FAR_EL2 (faulting virtual address).
+    pub far: u64,
+    /// HPFAR_EL2 (faulting IPA >> 12, in bits 43:4).
+    pub hpfar: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! on the bare-metal target only, the EL2 hardware layer (`hw`).
 pub mod context;
 pub mod esr;
+pub mod gic_lr;
 pub mod mmio_decode;
 pub mod pte;
 

@@ -10,36 +10,10 @@
 use core::arch::{asm, global_asm};
 use core::mem::offset_of;
 
-use super::super::context::{El1SysRegs, FpSimdState, GuestRegs};
+use super::super::context::{El1SysRegs, ExitInfo, ExitKind, FpSimdState, GuestRegs};
 use super::mmu::pa_size_encoding;
 use crate::addr::PhysAddr;
 use crate::mm::pagetable::INPUT_BITS;
-
-/// Why the guest stopped running.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum ExitKind {
-    /// A synchronous exception (ESR_EL2 says which).
-    Sync,
-    /// A physical IRQ.
-    Irq,
-    /// A physical FIQ.
-    Fiq,
-    /// An SError.
-    SError,
-}
-
-/// What the exit path captured besides the registers.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct ExitInfo {
-    /// The kind of exception.
-    pub kind: ExitKind,
-    /// ESR_EL2.
-    pub esr: u64,
-    /// FAR_EL2 (faulting virtual address).
-    pub far: u64,
-    /// HPFAR_EL2 (faulting IPA >> 12, in bits 43:4).
-    pub hpfar: u64,
-}
 
 const GUEST_X: usize = offset_of!(GuestRegs, x);
 const GUEST_PC: usize = offset_of!(GuestRegs, pc);
@@ -428,4 +402,33 @@ pub fn inject_sync_exception(regs: &mut GuestRegs, esr: u64, far: u64, vector_of
     }
     regs.pc = vbar.wrapping_add(vector_offset);
     regs.pstate = super::super::context::SPSR_EL1H_MASKED;
+}
+
+/// PAR_EL1.F: the translation failed.
+const PAR_F: u64 = 1;
+/// PAR_EL1.PA, bits 47:12.
+const PAR_PA_MASK: u64 = 0x0000_ffff_ffff_f000;
+
+/// Translates a guest virtual address through the running vCPU's stage 1
+/// (AT S1E1R), giving the IPA, or `None` if the guest's tables fault.
+pub fn guest_va_to_ipa(va: u64) -> Option<crate::addr::IntermediatePhysAddr> {
+    let par: u64;
+    // SAFETY: AT only writes PAR_EL1, which is saved and restored around
+    // it, so the guest never sees the change; the vCPU's EL1 translation
+    // registers are live on this CPU.
+    unsafe {
+        asm!(
+            "mrs {saved}, par_el1",
+            "at s1e1r, {va}",
+            "isb",
+            "mrs {par}, par_el1",
+            "msr par_el1, {saved}",
+            va = in(reg) va,
+            saved = out(reg) _,
+            par = out(reg) par,
+            options(nostack),
+        );
+    }
+    (par & PAR_F == 0)
+        .then(|| crate::addr::IntermediatePhysAddr::new((par & PAR_PA_MASK) | (va & 0xfff)))
 }

@@ -8,9 +8,10 @@ use core::arch::asm;
 use aarch64_cpu::registers::{Readable, ID_AA64MMFR0_EL1};
 
 use super::super::pte::MAIR_EL2_VALUE;
-use crate::addr::{PhysAddr, PAGE_SIZE};
-use crate::mm::frames::FrameAllocator;
+use crate::addr::{PhysAddr, PhysRange, PAGE_SIZE};
+use crate::mm::frames::{FrameAllocator, Frames};
 use crate::mm::pagetable::{TableMemory, ENTRIES, INPUT_BITS};
+use crate::platform::PlatformInfo;
 
 /// TCR_EL2 RES1 bits (non-VHE): 23 and 31.
 const TCR_EL2_RES1: u64 = (1 << 23) | (1 << 31);
@@ -101,5 +102,59 @@ impl TableMemory for IdentityTables<'_> {
             core::ptr::write_volatile(entry_ptr(table, index), raw);
             asm!("dsb ishst", options(nostack, preserves_flags));
         }
+    }
+}
+
+fn range_len(range: PhysRange) -> usize {
+    usize::try_from(range.size()).unwrap_or(0)
+}
+
+/// The bytes of pages the caller owns.
+pub fn frames_bytes(frames: &Frames) -> &[u8] {
+    let range = frames.range();
+    // SAFETY: `Frames` is handed out once by the frame allocator for pages
+    // of free RAM, all identity-mapped; the shared borrow of the owner
+    // stands for shared access to the pages.
+    unsafe {
+        core::slice::from_raw_parts(
+            range.start.to_identity_virt().as_u64() as *const u8,
+            range_len(range),
+        )
+    }
+}
+
+/// The bytes of pages the caller owns, writable.
+pub fn frames_bytes_mut(frames: &mut Frames) -> &mut [u8] {
+    let range = frames.range();
+    // SAFETY: as in `frames_bytes`; the exclusive borrow of the owner stands
+    // for exclusive access (a guest running on them is not Rust code).
+    unsafe {
+        core::slice::from_raw_parts_mut(
+            range.start.to_identity_virt().as_u64() as *mut u8,
+            range_len(range),
+        )
+    }
+}
+
+/// The boot bundle the loader left at `/chosen` `linux,initrd-start/end`.
+pub fn initrd_bytes(platform: &PlatformInfo<'_>) -> &'static [u8] {
+    let Some(range) = platform.initrd else {
+        return &[];
+    };
+    let in_ram = platform
+        .memory
+        .iter()
+        .any(|m| m.start <= range.start && range.end <= m.end);
+    if !in_ram || range.is_empty() {
+        return &[];
+    }
+    // SAFETY: the range lies in RAM, which is identity-mapped; the boot flow
+    // reserves it from the frame allocator, so nothing writes it while the
+    // hypervisor runs and it lives as long as the machine.
+    unsafe {
+        core::slice::from_raw_parts(
+            range.start.to_identity_virt().as_u64() as *const u8,
+            range_len(range),
+        )
     }
 }

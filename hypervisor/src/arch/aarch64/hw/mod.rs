@@ -2,17 +2,22 @@
 //! exception vectors, the stage-1 MMU, PSCI calls, the PL011 and the global
 //! allocator. Everything here is re-exported by `crate::arch`.
 mod boot;
+mod gic;
 mod guest;
 mod heap;
 mod mmu;
 mod panic;
 
+pub use gic::{
+    gic_ack, gic_deactivate, gic_eoi, gic_lr_count, gic_read_lr, gic_set_ich_hcr, gic_write_lr,
+    HostGic, SPURIOUS_INTID,
+};
 pub use guest::{
-    init_virtualization, inject_sync_exception, load_el1, load_stage2, run_guest, save_el1,
-    sync_icache, vtcr_el2, ExitInfo, ExitKind,
+    guest_va_to_ipa, init_virtualization, inject_sync_exception, load_el1, load_stage2, run_guest,
+    save_el1, sync_icache, vtcr_el2,
 };
 pub use heap::heap_init;
-pub use mmu::{enable_mmu, IdentityTables};
+pub use mmu::{enable_mmu, frames_bytes, frames_bytes_mut, initrd_bytes, IdentityTables};
 
 use core::arch::asm;
 
@@ -27,6 +32,65 @@ const UARTDR: u64 = 0x00;
 const UARTFR: u64 = 0x18;
 /// UARTFR: transmit FIFO full.
 const UARTFR_TXFF: u32 = 1 << 5;
+
+/// PL011 interrupt mask set/clear register offset.
+const UARTIMSC: u64 = 0x38;
+/// UARTFR: receive FIFO empty.
+const UARTFR_RXFE: u32 = 1 << 4;
+/// UARTIMSC: receive and receive-timeout interrupts.
+const UARTIMSC_RX_RT: u32 = (1 << 4) | (1 << 6);
+/// PL031 data register offset (seconds).
+const RTCDR: u64 = 0x00;
+
+fn mmio_read32(base: PhysAddr, offset: u64) -> u32 {
+    let reg = base.checked_add(offset).unwrap_or(base).as_u64() as *const u32;
+    // SAFETY: callers pass a device window from the host DTB (PL011/PL031),
+    // mapped as device memory, and one of its 32-bit registers.
+    unsafe { core::ptr::read_volatile(reg) }
+}
+
+fn mmio_write32(base: PhysAddr, offset: u64, value: u32) {
+    let reg = base.checked_add(offset).unwrap_or(base).as_u64() as *mut u32;
+    // SAFETY: as in `mmio_read32`.
+    unsafe { core::ptr::write_volatile(reg, value) }
+}
+
+/// Lets the PL011 at `base` interrupt on received characters.
+pub fn uart_enable_rx_irq(base: PhysAddr) {
+    let imsc = mmio_read32(base, UARTIMSC);
+    mmio_write32(base, UARTIMSC, imsc | UARTIMSC_RX_RT);
+}
+
+/// A received byte, if the PL011 at `base` has one.
+pub fn uart_read_byte(base: PhysAddr) -> Option<u8> {
+    if mmio_read32(base, UARTFR) & UARTFR_RXFE != 0 {
+        return None;
+    }
+    // The low 8 bits of DR are the character; the rest are error flags.
+    Some(mmio_read32(base, UARTDR).to_le_bytes()[0])
+}
+
+/// Seconds since the Unix epoch from the PL031 at `base`.
+pub fn rtc_read_seconds(base: PhysAddr) -> u32 {
+    mmio_read32(base, RTCDR)
+}
+
+/// The physical system counter (CNTPCT_EL0).
+pub fn counter() -> u64 {
+    let v: u64;
+    // SAFETY: reading the counter has no side effects; the ISB keeps it
+    // from being read early.
+    unsafe { asm!("isb", "mrs {0}, cntpct_el0", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+/// Counter ticks per second (CNTFRQ_EL0).
+pub fn counter_frequency() -> u64 {
+    let v: u64;
+    // SAFETY: reading CNTFRQ_EL0 has no side effects.
+    unsafe { asm!("mrs {0}, cntfrq_el0", out(reg) v, options(nomem, nostack)) };
+    v
+}
 
 /// Polled output of `bytes` on the PL011 at `base`.
 pub fn uart_write(base: PhysAddr, bytes: &[u8]) {

@@ -1,0 +1,292 @@
+//! Synchronous guest exits: firmware calls (HVC/SMC → PSCI/SMCCC), data
+//! aborts on emulated MMIO (dispatched by IPA to the VM's devices), trapped
+//! system registers (ICC_SGI1R_EL1), and everything a guest may not do,
+//! which gets the architected answer (external abort, UNDEFINED,
+//! NOT_SUPPORTED) and one console line, never a hypervisor crash.
+
+use crate::addr::IntermediatePhysAddr;
+use crate::arch;
+use crate::arch::aarch64::context::ExitInfo;
+use crate::arch::aarch64::esr::{self, Esr, ExceptionClass};
+use crate::arch::aarch64::mmio_decode::{self, Direction};
+use crate::devices::memory::GuestMemory;
+use crate::devices::{MmioDevice, MmioError};
+use crate::layout::{
+    GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE, PL011_BASE, PL011_INTID, PL031_BASE, PL031_INTID,
+    PRIMECELL_SIZE,
+};
+use crate::println;
+use crate::psci::{self, PsciAction, PsciTarget};
+
+use super::{Vm, VmStop};
+
+/// What the run loop does after an exit.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ExitOutcome {
+    /// Re-enter the same vCPU.
+    Continue,
+    /// The calling vCPU powered itself off.
+    CpuOff,
+    /// Start another vCPU (PSCI CPU_ON) and continue.
+    CpuOn(usize),
+    /// The whole VM stopped.
+    Stop(VmStop),
+}
+
+/// The emulated devices by window.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Window {
+    Gicd,
+    Gicr,
+    Uart,
+    Rtc,
+}
+
+fn window_of(vm: &Vm, ipa: IntermediatePhysAddr) -> Option<(Window, u64)> {
+    let vcpus = u64::try_from(vm.vcpus.len()).unwrap_or(0);
+    let windows = [
+        (Window::Gicd, GICD_BASE, GICD_SIZE),
+        (Window::Gicr, GICR_BASE, GICR_STRIDE.saturating_mul(vcpus)),
+        (Window::Uart, PL011_BASE, PRIMECELL_SIZE),
+        (Window::Rtc, PL031_BASE, PRIMECELL_SIZE),
+    ];
+    windows.into_iter().find_map(|(w, base, size)| {
+        ipa.checked_offset_from(base)
+            .filter(|offset| *offset < size)
+            .map(|offset| (w, offset))
+    })
+}
+
+fn device(vm: &mut Vm, w: Window) -> &mut dyn MmioDevice {
+    match w {
+        Window::Gicd => vm.vgic.distributor(),
+        Window::Gicr => vm.vgic.redistributors(),
+        Window::Uart => &mut vm.uart,
+        Window::Rtc => &mut vm.rtc,
+    }
+}
+
+/// Re-evaluates the emulated devices' interrupt lines.
+pub fn update_device_lines(vm: &mut Vm) {
+    let uart = vm.uart.interrupt_pending();
+    let rtc = vm.rtc.interrupt_pending();
+    // Both INTIDs exist in every VM's vGIC (VGIC_SPIS covers them).
+    let _ = vm.vgic.set_spi_level(PL011_INTID, uart);
+    let _ = vm.vgic.set_spi_level(PL031_INTID, rtc);
+}
+
+fn inject_data_abort(vm: &mut Vm, vcpu: usize, info: &ExitInfo, why: &str) {
+    let regs = &mut vm.vcpus[vcpu].regs.guest;
+    let ipa = esr::fault_ipa(info.hpfar, info.far);
+    println!(
+        "hypervisor: {}: vcpu {vcpu}: {why} at IPA {:#x} (pc {:#x}), injecting an external abort",
+        vm.name, ipa, regs.pc
+    );
+    let el1_esr = esr::external_data_abort_esr(Esr(info.esr), regs.pstate);
+    let offset = esr::sync_vector_offset(regs.pstate);
+    arch::inject_sync_exception(regs, el1_esr, info.far, offset);
+}
+
+fn inject_undefined(vm: &mut Vm, vcpu: usize, what: &str, esr_value: u64) {
+    let regs = &mut vm.vcpus[vcpu].regs.guest;
+    println!(
+        "hypervisor: {}: vcpu {vcpu}: {what} (ESR {esr_value:#x}, pc {:#x}), injecting UNDEFINED",
+        vm.name, regs.pc
+    );
+    let offset = esr::sync_vector_offset(regs.pstate);
+    arch::inject_sync_exception(regs, esr::undefined_esr(), 0, offset);
+}
+
+fn handle_mmio(vm: &mut Vm, vcpu: usize, info: &ExitInfo) -> ExitOutcome {
+    let e = Esr(info.esr);
+    let ipa = esr::fault_ipa(info.hpfar, info.far);
+    if e.s1ptw() {
+        inject_data_abort(vm, vcpu, info, "stage-1 table walk outside RAM");
+        return ExitOutcome::Continue;
+    }
+    let Some((window, offset)) = window_of(vm, ipa) else {
+        inject_data_abort(vm, vcpu, info, "access to unmapped memory");
+        return ExitOutcome::Continue;
+    };
+    let instruction = if e.isv() {
+        None
+    } else {
+        let pc = vm.vcpus[vcpu].regs.guest.pc;
+        arch::guest_va_to_ipa(pc).and_then(|ipa| vm.ram.read_u32(ipa).ok())
+    };
+    let access = match mmio_decode::decode(info.esr, instruction) {
+        Ok(access) => access,
+        Err(err) => {
+            let why = alloc::format!("MMIO access to {window:?} not emulated ({err})");
+            inject_data_abort(vm, vcpu, info, &why);
+            return ExitOutcome::Continue;
+        }
+    };
+    if access.writeback.is_some_and(|w| w.base == 31) {
+        inject_data_abort(vm, vcpu, info, "MMIO access with SP writeback");
+        return ExitOutcome::Continue;
+    }
+    let reg = usize::from(access.register);
+    let result: Result<(), MmioError> = match access.direction {
+        Direction::Write => {
+            let value = access.store_value(vm.vcpus[vcpu].regs.x(reg));
+            device(vm, window).write(offset, access.width, value)
+        }
+        Direction::Read => device(vm, window)
+            .read(offset, access.width)
+            .map(|raw| vm.vcpus[vcpu].regs.set_x(reg, access.load_result(raw))),
+    };
+    if result.is_ok() {
+        if let Some(w) = access.writeback {
+            let base = usize::from(w.base);
+            let regs = &mut vm.vcpus[vcpu].regs;
+            regs.set_x(base, regs.x(base).wrapping_add_signed(w.offset));
+        }
+    }
+    match result {
+        Ok(()) => {
+            if matches!(window, Window::Uart | Window::Rtc) {
+                update_device_lines(vm);
+            }
+            let regs = &mut vm.vcpus[vcpu].regs.guest;
+            regs.pc = regs.pc.wrapping_add(e.instruction_len());
+        }
+        Err(err) => {
+            let why = alloc::format!("{window:?} {err}");
+            inject_data_abort(vm, vcpu, info, &why);
+        }
+    }
+    ExitOutcome::Continue
+}
+
+impl PsciTarget for Vm {
+    fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize> {
+        usize::try_from(mpidr)
+            .ok()
+            .filter(|i| *i < self.vcpus.len())
+    }
+    fn is_on(&self, index: usize) -> bool {
+        self.vcpus.get(index).is_some_and(|v| v.on)
+    }
+    fn valid_entry(&self, entry: u64) -> bool {
+        self.config
+            .ram_contains(IntermediatePhysAddr::new(entry), 4)
+    }
+}
+
+fn handle_call(vm: &mut Vm, vcpu: usize, conduit: &str) -> ExitOutcome {
+    let regs = &vm.vcpus[vcpu].regs;
+    let x0 = regs.x(0);
+    let args = [regs.x(1), regs.x(2), regs.x(3)];
+    let action = psci::handle(x0, args, vm);
+    let ret = |vm: &mut Vm, value: i64| {
+        // SMCCC returns the signed status in x0 as a 64-bit value.
+        vm.vcpus[vcpu].regs.set_x(0, value as u64);
+    };
+    match action {
+        PsciAction::Return(value) => {
+            if value == psci::NOT_SUPPORTED && !psci::is_known(x0) {
+                println!(
+                    "hypervisor: {}: vcpu {vcpu}: unknown {conduit} function {x0:#x}, returning NOT_SUPPORTED",
+                    vm.name
+                );
+            }
+            ret(vm, value);
+            ExitOutcome::Continue
+        }
+        PsciAction::CpuOn {
+            target,
+            entry,
+            context,
+        } => {
+            let t = &mut vm.vcpus[target];
+            let mpidr = t.regs.el1.vmpidr_el2;
+            t.regs = crate::arch::aarch64::context::VcpuRegs::boot(entry, context, mpidr);
+            t.on = true;
+            ret(vm, psci::SUCCESS);
+            ExitOutcome::CpuOn(target)
+        }
+        PsciAction::CpuOff => {
+            vm.vcpus[vcpu].on = false;
+            if vm.vcpus.iter().any(|v| v.on) {
+                ExitOutcome::CpuOff
+            } else {
+                ExitOutcome::Stop(VmStop::PowerOff)
+            }
+        }
+        PsciAction::SystemOff => ExitOutcome::Stop(VmStop::PowerOff),
+        PsciAction::SystemReset => ExitOutcome::Stop(VmStop::Reset),
+    }
+}
+
+/// ICC_SGI1R_EL1 in the MSR/MRS trap syndrome: Op0 3, Op1 0, CRn 12,
+/// CRm 11, Op2 5.
+const ISS_SYSREG_MASK: u64 = 0x003f_fc1e;
+const ISS_ICC_SGI1R_EL1: u64 = (3 << 20) | (5 << 17) | (12 << 10) | (11 << 1);
+
+fn handle_sysreg(vm: &mut Vm, vcpu: usize, e: Esr) -> ExitOutcome {
+    let iss = e.iss();
+    let is_read = iss & 1 != 0;
+    let rt = usize::try_from((iss >> 5) & 0x1f).unwrap_or(31);
+    if iss & ISS_SYSREG_MASK == ISS_ICC_SGI1R_EL1 && !is_read {
+        let value = vm.vcpus[vcpu].regs.x(rt);
+        // A bad sender cannot happen (vcpu is ours); targets outside the VM
+        // are ignored by the model.
+        let _ = vm.vgic.send_sgi(vcpu, value);
+        let regs = &mut vm.vcpus[vcpu].regs.guest;
+        regs.pc = regs.pc.wrapping_add(e.instruction_len());
+        return ExitOutcome::Continue;
+    }
+    inject_undefined(vm, vcpu, "trapped system register access", e.0);
+    ExitOutcome::Continue
+}
+
+/// Handles a synchronous exit of `vcpu`.
+pub fn handle_sync(vm: &mut Vm, vcpu: usize, info: &ExitInfo) -> ExitOutcome {
+    let e = Esr(info.esr);
+    match e.class() {
+        ExceptionClass::Hvc64 => handle_call(vm, vcpu, "HVC"),
+        ExceptionClass::Smc64 => {
+            // SMC traps before it executes: skip it, then answer.
+            let regs = &mut vm.vcpus[vcpu].regs.guest;
+            regs.pc = regs.pc.wrapping_add(4);
+            handle_call(vm, vcpu, "SMC")
+        }
+        ExceptionClass::DataAbortLower => handle_mmio(vm, vcpu, info),
+        ExceptionClass::InstructionAbortLower => {
+            let regs = &mut vm.vcpus[vcpu].regs.guest;
+            println!(
+                "hypervisor: {}: vcpu {vcpu}: instruction fetch from unmapped IPA {:#x} (pc {:#x}), injecting an external abort",
+                vm.name,
+                esr::fault_ipa(info.hpfar, info.far),
+                regs.pc
+            );
+            let el1_esr = esr::external_instruction_abort_esr(regs.pstate);
+            let offset = esr::sync_vector_offset(regs.pstate);
+            arch::inject_sync_exception(regs, el1_esr, info.far, offset);
+            ExitOutcome::Continue
+        }
+        ExceptionClass::Wfx => {
+            let regs = &mut vm.vcpus[vcpu].regs.guest;
+            regs.pc = regs.pc.wrapping_add(e.instruction_len());
+            ExitOutcome::Continue
+        }
+        ExceptionClass::SysReg => handle_sysreg(vm, vcpu, e),
+        ExceptionClass::Other(_) => {
+            inject_undefined(vm, vcpu, "unhandled exception class", e.0);
+            ExitOutcome::Continue
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sgi1r_syndrome_matches() {
+        // MSR ICC_SGI1R_EL1, X3.
+        let iss = ISS_ICC_SGI1R_EL1 | (3 << 5) | (5 << 17);
+        assert_eq!(iss & ISS_SYSREG_MASK, ISS_ICC_SGI1R_EL1);
+    }
+}

@@ -1,0 +1,331 @@
+//! Virtual machines: one VM's RAM partition, stage-2 tables, vCPUs and
+//! emulated devices, built from a manifest entry and the bundle's files.
+//!
+//! - [`loader`]: kernel/DTB/initrd placement (host-tested);
+//! - [`exit`]: what a guest exit means and what to do about it;
+//! - [`irq`]: physical interrupts and the vGIC ↔ list-register sync;
+//! - [`run`]: the per-CPU run loop.
+pub mod exit;
+pub mod irq;
+pub mod loader;
+pub mod run;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::addr::{IntermediatePhysAddr, PhysAddr, BLOCK_2M};
+use crate::arch::aarch64::context::VcpuRegs;
+use crate::arch::aarch64::pte::Stage2;
+use crate::arch::{self, IdentityTables};
+use crate::boot::cpio::Archive;
+use crate::boot::manifest::{ManifestError, Placement, VmConfig};
+use crate::console;
+use crate::devices::gic::{Affinity, Vgic};
+use crate::devices::memory::{region_offset, GuestMemory, GuestMemoryError};
+use crate::devices::pl011::{CharSink, Pl011};
+use crate::devices::pl031::{Pl031, TimeSource};
+use crate::layout::RAM_BASE;
+use crate::mm::frames::{FrameAllocator, Frames};
+use crate::mm::pagetable::{MapAttrs, PageTable};
+use loader::{load_kernel, RamImage};
+
+/// SPIs each VM's vGIC implements (INTIDs 32..96: UART, RTC, virtio slots).
+const VGIC_SPIS: u32 = 64;
+/// MPIDR bit 31 is RES1.
+const MPIDR_RES1: u64 = 1 << 31;
+
+/// One VM's RAM: a host partition seen at IPA [`RAM_BASE`].
+pub struct GuestRam {
+    frames: Frames,
+    size: u64,
+}
+
+impl GuestRam {
+    /// Host-physical address of guest RAM's first byte.
+    pub fn host_base(&self) -> PhysAddr {
+        self.frames.range().start
+    }
+
+    /// Bytes of guest RAM.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn bytes(&self) -> &[u8] {
+        arch::frames_bytes(&self.frames)
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        arch::frames_bytes_mut(&mut self.frames)
+    }
+
+    fn range(
+        &self,
+        address: IntermediatePhysAddr,
+        len: usize,
+    ) -> Result<core::ops::Range<usize>, GuestMemoryError> {
+        let len64 = u64::try_from(len).unwrap_or(u64::MAX);
+        let start = region_offset(RAM_BASE, self.size, address, len64)?;
+        let start = usize::try_from(start).map_err(|_| GuestMemoryError::OutOfRange {
+            address,
+            len: len64,
+        })?;
+        Ok(start..start + len)
+    }
+}
+
+impl GuestMemory for GuestRam {
+    fn read(&self, address: IntermediatePhysAddr, buf: &mut [u8]) -> Result<(), GuestMemoryError> {
+        let range = self.range(address, buf.len())?;
+        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+        let src = self
+            .bytes()
+            .get(range)
+            .ok_or(GuestMemoryError::OutOfRange { address, len })?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write(&mut self, address: IntermediatePhysAddr, buf: &[u8]) -> Result<(), GuestMemoryError> {
+        let range = self.range(address, buf.len())?;
+        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+        let dst = self
+            .bytes_mut()
+            .get_mut(range)
+            .ok_or(GuestMemoryError::OutOfRange { address, len })?;
+        dst.copy_from_slice(buf);
+        Ok(())
+    }
+}
+
+/// A VM's console output: the physical console, lines tagged with the VM
+/// name when more than one VM shares it.
+pub struct VmConsole {
+    tag: Option<String>,
+    at_line_start: bool,
+}
+
+impl CharSink for VmConsole {
+    fn write_byte(&mut self, byte: u8) {
+        if self.at_line_start {
+            if let Some(tag) = &self.tag {
+                console::write_bytes(tag.as_bytes());
+            }
+        }
+        console::write_bytes(&[byte]);
+        self.at_line_start = byte == b'\n';
+    }
+}
+
+/// Wall-clock time for the PL031: the system counter plus the host RTC's
+/// reading at boot.
+#[derive(Clone, Copy)]
+pub struct HostClock {
+    /// Unix seconds at counter zero.
+    pub epoch_at_zero: u64,
+}
+
+impl TimeSource for HostClock {
+    fn counter(&self) -> u64 {
+        arch::counter()
+    }
+    fn frequency(&self) -> u64 {
+        arch::counter_frequency()
+    }
+    fn epoch_at_zero(&self) -> u64 {
+        self.epoch_at_zero
+    }
+}
+
+/// One vCPU.
+pub struct Vcpu {
+    /// Index in the VM (= MPIDR Aff0).
+    pub index: usize,
+    /// Register state.
+    pub regs: VcpuRegs,
+    /// Powered on (PSCI).
+    pub on: bool,
+    /// INTID held in each list register (None: free).
+    pub lrs: Vec<Option<u32>>,
+    /// The physical virtual-timer PPI is active and owned by this vCPU.
+    pub vtimer_active: bool,
+}
+
+/// Why a VM stopped.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum VmStop {
+    /// PSCI SYSTEM_OFF, or the last vCPU called CPU_OFF.
+    PowerOff,
+    /// PSCI SYSTEM_RESET.
+    Reset,
+}
+
+/// One virtual machine.
+pub struct Vm {
+    /// Name from the manifest.
+    pub name: String,
+    /// VMID in VTTBR_EL2.
+    pub vmid: u16,
+    /// The manifest entry it was built from.
+    pub config: VmConfig,
+    /// Guest RAM.
+    pub ram: GuestRam,
+    /// Stage-2 root table.
+    pub stage2_root: PhysAddr,
+    /// Kernel entry point.
+    pub entry: IntermediatePhysAddr,
+    /// vCPUs.
+    pub vcpus: Vec<Vcpu>,
+    /// The virtual GICv3.
+    pub vgic: Vgic,
+    /// The PL011.
+    pub uart: Pl011<VmConsole>,
+    /// The PL031.
+    pub rtc: Pl031<HostClock>,
+}
+
+fn bundle_file<'a>(
+    bundle: &Archive<'a>,
+    field: &str,
+    path: &str,
+) -> Result<&'a [u8], ManifestError> {
+    match bundle.find(path) {
+        Ok(Some(data)) => Ok(data),
+        Ok(None) => Err(ManifestError::new(
+            field,
+            format!("{path:?} is not in the boot bundle"),
+        )),
+        Err(e) => Err(ManifestError::new(field, format!("boot bundle: {e}"))),
+    }
+}
+
+fn place(
+    ram: &mut RamImage<'_>,
+    bundle: &Archive<'_>,
+    field: &str,
+    p: &Placement,
+) -> Result<(), ManifestError> {
+    let data = bundle_file(bundle, field, &p.path)?;
+    ram.place(p.ipa, data)
+        .map_err(|e| ManifestError::new(field, format!("{}: {e}", p.path)))
+}
+
+impl Vm {
+    /// Builds VM number `index` of the manifest: partition, images, stage 2,
+    /// vCPUs and devices. Errors name the manifest field at fault.
+    pub fn create(
+        index: usize,
+        config: &VmConfig,
+        bundle: &Archive<'_>,
+        frames: &mut FrameAllocator,
+        clock: HostClock,
+        tag_console: bool,
+    ) -> Result<Self, ManifestError> {
+        let field = |name: &str| format!("{}/{}", config.node, name);
+        let frames_for_ram = frames
+            .alloc_frames(config.memory_size, BLOCK_2M)
+            .map_err(|e| {
+                ManifestError::new(
+                    field("memory-size"),
+                    format!("no host memory for it ({e:?})"),
+                )
+            })?;
+        let mut ram = GuestRam {
+            frames: frames_for_ram,
+            size: config.memory_size,
+        };
+        let entry = Self::load_images(&mut ram, config, bundle)?;
+
+        let mut tables = IdentityTables { frames };
+        let mut stage2 = PageTable::new(&mut tables)
+            .map_err(|e| ManifestError::new(field("memory-size"), format!("stage 2: {e:?}")))?;
+        stage2
+            .map::<Stage2>(
+                &mut tables,
+                RAM_BASE.as_u64(),
+                ram.host_base(),
+                config.memory_size,
+                MapAttrs::RAM,
+            )
+            .map_err(|e| ManifestError::new(field("memory-size"), format!("stage 2: {e:?}")))?;
+
+        let vcpu_count = usize::try_from(config.vcpus).unwrap_or(1);
+        let affinities: Vec<Affinity> = (0..vcpu_count)
+            .map(|i| Affinity::from_mpidr(u64::try_from(i).unwrap_or(0)))
+            .collect();
+        let vgic = Vgic::new(VGIC_SPIS, &affinities)
+            .map_err(|e| ManifestError::new(field("vcpus"), format!("{e}")))?;
+        let lr_count = arch::gic_lr_count();
+        let vcpus = (0..vcpu_count)
+            .map(|i| {
+                let mpidr = u64::try_from(i).unwrap_or(0) | MPIDR_RES1;
+                let mut regs = VcpuRegs::boot(entry.as_u64(), config.dtb.ipa.as_u64(), mpidr);
+                regs.el1.cntvoff_el2 = 0;
+                Vcpu {
+                    index: i,
+                    regs,
+                    on: i == 0,
+                    lrs: alloc::vec![None; lr_count],
+                    vtimer_active: false,
+                }
+            })
+            .collect();
+        arch::sync_icache();
+        Ok(Self {
+            name: config.name.clone(),
+            vmid: u16::try_from(index + 1).unwrap_or(u16::MAX),
+            config: config.clone(),
+            ram,
+            stage2_root: stage2.root(),
+            entry,
+            vcpus,
+            vgic,
+            uart: Pl011::new(VmConsole {
+                tag: tag_console.then(|| format!("[{}] ", config.name)),
+                at_line_start: true,
+            }),
+            rtc: Pl031::new(clock),
+        })
+    }
+
+    fn load_images(
+        ram: &mut GuestRam,
+        config: &VmConfig,
+        bundle: &Archive<'_>,
+    ) -> Result<IntermediatePhysAddr, ManifestError> {
+        let field = |name: &str| format!("{}/{}", config.node, name);
+        let kernel = bundle_file(bundle, &field("kernel"), &config.kernel)?;
+        let mut image = RamImage {
+            base: RAM_BASE,
+            bytes: ram.bytes_mut(),
+        };
+        let entry = load_kernel(&mut image, config.kernel_format, kernel, config.kernel_ipa)
+            .map_err(|e| ManifestError::new(field("kernel"), format!("{}: {e}", config.kernel)))?;
+        place(&mut image, bundle, &field("dtb"), &config.dtb)?;
+        if let Some(initrd) = &config.initrd {
+            place(&mut image, bundle, &field("initrd"), initrd)?;
+        }
+        Ok(entry)
+    }
+
+    /// Restarts the VM from its images (PSCI SYSTEM_RESET).
+    pub fn reset(&mut self, bundle: &Archive<'_>) -> Result<(), ManifestError> {
+        self.entry = Self::load_images(&mut self.ram, &self.config, bundle)?;
+        arch::sync_icache();
+        let spis = VGIC_SPIS;
+        let affinities: Vec<Affinity> = (0..self.vcpus.len())
+            .map(|i| Affinity::from_mpidr(u64::try_from(i).unwrap_or(0)))
+            .collect();
+        self.vgic = Vgic::new(spis, &affinities).map_err(|e| {
+            ManifestError::new(format!("{}/vcpus", self.config.node), format!("{e}"))
+        })?;
+        for vcpu in &mut self.vcpus {
+            let mpidr = u64::try_from(vcpu.index).unwrap_or(0) | MPIDR_RES1;
+            vcpu.regs = VcpuRegs::boot(self.entry.as_u64(), self.config.dtb.ipa.as_u64(), mpidr);
+            vcpu.on = vcpu.index == 0;
+            vcpu.lrs.iter_mut().for_each(|lr| *lr = None);
+        }
+        Ok(())
+    }
+}
