@@ -424,6 +424,37 @@ images:
     }
 
     #[test]
+    fn inrelease_serves_when_release_is_missing_and_a_bad_suite_is_named() {
+        let world = World::new();
+        let release = World::url("dists/testing/Release");
+        let text = world.fetcher.files.borrow()[&release].clone();
+        let mut signed = b"-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n".to_vec();
+        signed.extend_from_slice(&text);
+        signed.extend_from_slice(
+            b"-----BEGIN PGP SIGNATURE-----\n\nabc\n-----END PGP SIGNATURE-----\n",
+        );
+        world.fetcher.withdraw(&release);
+        world
+            .fetcher
+            .serve(&World::url("dists/testing/InRelease"), signed);
+        world
+            .session(false)
+            .prepare_linux_guest("linux-test", true)
+            .unwrap();
+
+        let yaml = IMAGES_YAML.replace(
+            "suite: testing\n      architecture: arm64\n      file: bin",
+            "suite: sid\n      architecture: arm64\n      file: bin",
+        );
+        std::fs::write(world.root().join("guest-images/images.yaml"), yaml).unwrap();
+        let err = format!("{:#}", world.session(false).update_lock().unwrap_err());
+        assert!(
+            err.contains("dists/sid has neither Release nor InRelease"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn update_rewrites_the_lock_with_the_new_version() {
         let mut world = World::new();
         world

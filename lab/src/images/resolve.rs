@@ -205,11 +205,7 @@ impl<'a> Archive<'a> {
             return Ok(index.clone());
         }
         let base = format!("{}/dists/{suite}", mirror());
-        let release_url = format!("{base}/Release");
-        let mut release = Vec::new();
-        self.fetcher
-            .fetch(&release_url, &format!("{suite} Release"), &mut release)
-            .map_err(|err| unreachable_archive(err, &release_url))?;
+        let (release_url, release) = self.release(&base, suite)?;
         let release = parse_release(&String::from_utf8_lossy(&release))
             .with_context(|| format!("bad Release file at {release_url}"))?;
         let member = format!("main/binary-{architecture}/Packages.xz");
@@ -235,6 +231,27 @@ impl<'a> Archive<'a> {
         );
         self.indexes.insert(key, index.clone());
         Ok(index)
+    }
+
+    /// The suite's `Release`, or its `InRelease` (the same text, signed)
+    /// where a mirror has only that; with the URL it came from.
+    fn release(&self, base: &str, suite: &str) -> Result<(String, Vec<u8>)> {
+        for name in ["Release", "InRelease"] {
+            let url = format!("{base}/{name}");
+            let mut text = Vec::new();
+            match self
+                .fetcher
+                .fetch(&url, &format!("{suite} {name}"), &mut text)
+            {
+                Ok(()) => return Ok((url, text)),
+                Err(FetchError::NotFound { .. }) => continue,
+                Err(err) => return Err(unreachable_archive(err, &url)),
+            }
+        }
+        bail!(
+            "{base} has neither Release nor InRelease: is {suite} a suite of the mirror {}?",
+            mirror()
+        )
     }
 
     /// One verified download through the cache; `hint` says how to fix a
