@@ -2,6 +2,7 @@
 //! fake in tests. The real fetcher speaks https through ureq and shows a
 //! progress bar on a terminal, plain lines otherwise (CI logs).
 
+use std::cell::OnceCell;
 use std::io::{self, IsTerminal, Read, Write};
 use std::time::{Duration, Instant};
 
@@ -27,28 +28,35 @@ pub trait Fetcher {
     fn fetch(&self, url: &str, what: &str, out: &mut dyn Write) -> Result<(), FetchError>;
 }
 
-/// The https fetcher.
+/// The https fetcher. Its agent (and the CA bundle it loads) is made on the
+/// first download, so a run served from the cache never builds one.
 pub struct HttpFetcher {
-    agent: ureq::Agent,
+    agent: OnceCell<ureq::Agent>,
     terminal: bool,
 }
 
 impl HttpFetcher {
     pub fn new() -> HttpFetcher {
-        let config = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_recv_body(Some(Duration::from_secs(60)))
-            .http_status_as_error(false)
-            .tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(root_certs())
-                    .build(),
-            )
-            .build();
         HttpFetcher {
-            agent: config.into(),
+            agent: OnceCell::new(),
             terminal: io::stderr().is_terminal(),
         }
+    }
+
+    fn agent(&self) -> &ureq::Agent {
+        self.agent.get_or_init(|| {
+            ureq::Agent::config_builder()
+                .timeout_connect(Some(Duration::from_secs(15)))
+                .timeout_recv_body(Some(Duration::from_secs(60)))
+                .http_status_as_error(false)
+                .tls_config(
+                    ureq::tls::TlsConfig::builder()
+                        .root_certs(root_certs())
+                        .build(),
+                )
+                .build()
+                .into()
+        })
     }
 
     fn progress(&self, what: &str, length: Option<u64>) -> ProgressBar {
@@ -85,7 +93,7 @@ impl Fetcher for HttpFetcher {
         };
         let start = Instant::now();
         let mut response = self
-            .agent
+            .agent()
             .get(url)
             .call()
             .map_err(|err| failed(err.to_string()))?;
