@@ -9,13 +9,15 @@
 //! - `gic`: GICv3 distributor and per-vCPU redistributors (`Vgic`);
 //! - `pl011`: the console UART;
 //! - `pl031`: the real-time clock;
-//! - `memory`: the guest-memory trait.
+//! - `memory`: the guest-memory trait;
+//! - `virtio`: the virtio-mmio transport (for now: empty slots).
 #![forbid(unsafe_code)]
 
 pub mod gic;
 pub mod memory;
 pub mod pl011;
 pub mod pl031;
+pub mod virtio;
 
 use core::fmt;
 
