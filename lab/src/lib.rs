@@ -2,6 +2,7 @@
 //! and checks what the consoles print. `main.rs` only parses arguments.
 
 pub mod build;
+pub mod bundle;
 pub mod cli;
 pub mod doctor;
 pub mod images;

@@ -5,7 +5,7 @@
 //! instead of a host path. Snapshots use that rendering; nothing is scrubbed
 //! after the fact.
 
-use crate::scenario::{BootMode, Scenario};
+use crate::scenario::{BootMode, Scenario, Vm};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -117,18 +117,21 @@ pub fn machine_shape(scenario: &Scenario) -> (u32, u64) {
     }
 }
 
+/// A VM's kernel command line: the lab's arguments, then the VM's own.
+pub fn vm_bootargs(vm: &Vm) -> String {
+    let mut line = format!("console=ttyAMA0 lab.name={}", vm.name);
+    if !vm.cmdline.trim().is_empty() {
+        line.push(' ');
+        line.push_str(vm.cmdline.trim());
+    }
+    line
+}
+
 /// The kernel command line (`-append`), if any: the hypervisor's arguments,
-/// or for a direct boot the lab's Linux arguments plus the VM's own.
+/// or for a direct boot the VM's command line.
 pub fn kernel_append(scenario: &Scenario) -> Option<String> {
     match (scenario.boot, scenario.vms.first()) {
-        (BootMode::Direct, Some(vm)) => {
-            let mut line = format!("console=ttyAMA0 lab.name={}", vm.name);
-            if !vm.cmdline.trim().is_empty() {
-                line.push(' ');
-                line.push_str(vm.cmdline.trim());
-            }
-            Some(line)
-        }
+        (BootMode::Direct, Some(vm)) => Some(vm_bootargs(vm)),
         _ => scenario
             .machine
             .hypervisor_args

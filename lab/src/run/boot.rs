@@ -6,6 +6,7 @@
 use super::events::{Emitter, EventKind};
 use super::Lab;
 use crate::build;
+use crate::bundle::{self, VmFiles};
 use crate::images::{self, ImageOptions};
 use crate::qemu::{qemu_command, BootFiles, LabeledPath, QemuCommand};
 use crate::scenario::{BootMode, KernelSource, Scenario};
@@ -91,11 +92,13 @@ pub fn planned_command(qemu: &Path, scenario: &Scenario) -> Result<QemuCommand> 
     Ok(qemu_command(qemu, scenario, &files))
 }
 
-/// Builds and fetches what the plan names.
+/// Builds and fetches what the plan names; a bundle and its trees as text
+/// go to `out_dir` (the run directory).
 pub fn resolve(
     lab: &Lab,
     scenario: &Scenario,
     offline: bool,
+    out_dir: &Path,
     emitter: &Emitter,
 ) -> Result<BootFiles> {
     if scenario.machine.secure_world {
@@ -137,16 +140,59 @@ pub fn resolve(
                         .context("the image came without an initramfs")?,
                 }
             }
-            Artifact::Bundle => bail!(
-                "VMs under the hypervisor need the boot bundle (manifest + images), \
-                 which this lab does not pack yet"
-            ),
+            Artifact::Bundle => {
+                let files = vm_files(lab, scenario, &image_options, emitter)?;
+                stage(emitter, "pack bundle", || {
+                    bundle::pack(scenario, &files)?.write_to(out_dir)
+                })?
+            }
         };
         Ok(LabeledPath::new(label, path))
     };
     let kernel = resolve_one(&plan.kernel)?;
     let initrd = plan.initrd.as_ref().map(&mut resolve_one).transpose()?;
     Ok(BootFiles { kernel, initrd })
+}
+
+/// Reads what each VM boots: in-tree crates are built, images prepared.
+fn vm_files(
+    lab: &Lab,
+    scenario: &Scenario,
+    image_options: &ImageOptions,
+    emitter: &Emitter,
+) -> Result<Vec<VmFiles>> {
+    let read =
+        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    scenario
+        .vms
+        .iter()
+        .map(|vm| match &vm.kernel {
+            KernelSource::Crate(_) if vm.initramfs => {
+                bail!(
+                    "VM {}: `initramfs: true` needs a Linux image kernel",
+                    vm.name
+                )
+            }
+            KernelSource::Crate(krate) => {
+                let built = stage(emitter, &format!("build {krate}"), || {
+                    build::build_flat_binary(&lab.root, &lab.target_dir, krate)
+                })?;
+                Ok(VmFiles {
+                    kernel: read(&built.path)?,
+                    initrd: None,
+                })
+            }
+            KernelSource::Image(image) => {
+                let guest = stage(emitter, &format!("prepare image {image}"), || {
+                    images::prepare_linux_guest(&lab.root, image, vm.initramfs, image_options)
+                })?;
+                Ok(VmFiles {
+                    kernel: read(&guest.kernel)?,
+                    initrd: guest.initramfs.as_deref().map(read).transpose()?,
+                })
+            }
+        })
+        .collect()
 }
 
 /// Times a preparation stage and reports it.

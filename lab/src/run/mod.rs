@@ -168,7 +168,7 @@ fn prepare_and_drive(
     let actions = steps::compile(scenario)?;
     let files = match &options.boot_files {
         Some(files) => files.clone(),
-        None => boot::resolve(lab, scenario, options.offline, emitter)?,
+        None => boot::resolve(lab, scenario, options.offline, run_dir, emitter)?,
     };
     let command = qemu_command(qemu, scenario, &files);
     std::fs::write(

@@ -1,0 +1,131 @@
+//! Bundle tests: members, the manifest as the hypervisor reads it, and
+//! the generated trees as DTS snapshots.
+
+use super::*;
+use std::path::Path;
+
+const SCENARIO: &str = "\
+schema: 1
+name: two
+description: Two VMs under the hypervisor.
+machine: { cpus: 2, memory-mib: 1024 }
+vms:
+  - { name: vm0, kernel: { image: linux-cloud }, initramfs: true, cmdline: quiet, vcpus: 1, memory-mib: 256 }
+  - { name: vm1, kernel: { crate: testguest }, vcpus: 2, memory-mib: 64 }
+steps: []
+";
+
+fn image(text_offset: u64, len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    bytes[0x08..0x10].copy_from_slice(&text_offset.to_le_bytes());
+    bytes[0x10..0x18].copy_from_slice(&(len as u64).to_le_bytes());
+    bytes[0x38..0x3c].copy_from_slice(b"ARM\x64");
+    bytes
+}
+
+fn bundle() -> Bundle {
+    let scenario = Scenario::parse(Path::new("two.yaml"), SCENARIO).unwrap();
+    pack(
+        &scenario,
+        &[
+            VmFiles {
+                kernel: image(0, 0x4000),
+                initrd: Some(vec![7u8; 0x1000]),
+            },
+            VmFiles {
+                kernel: image(0x80000, 0x1000),
+                initrd: None,
+            },
+        ],
+    )
+    .unwrap()
+}
+
+/// Member names of a newc archive.
+fn members(mut cpio: &[u8]) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    loop {
+        let field = |h: &[u8], i: usize| {
+            usize::from_str_radix(std::str::from_utf8(&h[6 + i * 8..14 + i * 8]).unwrap(), 16)
+                .unwrap()
+        };
+        assert_eq!(&cpio[..6], b"070701");
+        let (size, name_len) = (field(cpio, 6), field(cpio, 11));
+        let name = String::from_utf8(cpio[110..110 + name_len - 1].to_vec()).unwrap();
+        if name == "TRAILER!!!" {
+            return out;
+        }
+        let data_at = (110 + name_len).next_multiple_of(4);
+        out.push((name, size));
+        cpio = &cpio[(data_at + size).next_multiple_of(4)..];
+    }
+}
+
+#[test]
+fn bundle_has_the_contract_members() {
+    let bundle = bundle();
+    assert_eq!(
+        members(&bundle.cpio),
+        [
+            ("manifest.dtb".to_owned(), bundle.manifest.len()),
+            ("vm0/kernel".to_owned(), 0x4000),
+            ("vm0/dtb".to_owned(), bundle.guest_dtbs[0].1.len()),
+            ("vm0/initrd".to_owned(), 0x1000),
+            ("vm1/kernel".to_owned(), 0x1000),
+            ("vm1/dtb".to_owned(), bundle.guest_dtbs[1].1.len()),
+        ]
+    );
+}
+
+#[test]
+fn manifest_names_members_and_places() {
+    let bundle = bundle();
+    let fdt = fdt::Fdt::new(&bundle.manifest).unwrap();
+    let vm0 = fdt.find_node("/vms/vm@0").unwrap();
+    let u64_of = |node: &fdt::node::FdtNode, name: &str| {
+        u64::from_be_bytes(node.property(name).unwrap().value.try_into().unwrap())
+    };
+    assert_eq!(vm0.property("name").unwrap().as_str(), Some("vm0"));
+    assert_eq!(vm0.property("kernel").unwrap().as_str(), Some("vm0/kernel"));
+    assert_eq!(u64_of(&vm0, "memory-size"), 256 << 20);
+    assert_eq!(u64_of(&vm0, "kernel-ipa"), 0x4000_0000);
+    assert_eq!(u64_of(&vm0, "initrd-ipa"), 0x4800_0000);
+    assert_eq!(u64_of(&vm0, "dtb-ipa"), 0x4fe0_0000);
+    let vm1 = fdt.find_node("/vms/vm@1").unwrap();
+    assert_eq!(u64_of(&vm1, "kernel-ipa"), 0x4008_0000);
+    assert!(vm1.property("initrd").is_none());
+    assert_eq!(
+        vm1.property("physical-cpus").unwrap().value,
+        [0, 0, 0, 1, 0, 0, 0, 0]
+    );
+}
+
+#[test]
+fn manifest_dts() {
+    insta::assert_snapshot!(dts::to_dts(&bundle().manifest).unwrap());
+}
+
+#[test]
+fn guest_dts() {
+    let bundle = bundle();
+    for (vm, dtb) in &bundle.guest_dtbs {
+        insta::assert_snapshot!(format!("guest_dts_{vm}"), dts::to_dts(dtb).unwrap());
+    }
+}
+
+#[test]
+fn a_kernel_without_image_header_is_named() {
+    let scenario = Scenario::parse(Path::new("two.yaml"), SCENARIO).unwrap();
+    let files = vec![
+        VmFiles {
+            kernel: vec![0u8; 0x100],
+            initrd: None,
+        };
+        2
+    ];
+    let err = format!("{:#}", pack(&scenario, &files).unwrap_err());
+    assert!(
+        err.starts_with("VM vm0: kernel: not an arm64 Image"),
+        "{err}"
+    );
+}
