@@ -232,6 +232,22 @@ impl Scenario {
                 );
             }
         }
+        if self.boot == BootMode::Hypervisor {
+            // The hypervisor maps guest RAM with 2 MiB blocks.
+            if let Some((i, vm)) = self
+                .vms
+                .iter()
+                .enumerate()
+                .find(|(_, vm)| vm.memory_mib % 2 != 0)
+            {
+                return at(
+                    "memory-mib",
+                    &vm.memory_mib.to_string(),
+                    &format!("vms[{i}].memory-mib"),
+                    "must be a multiple of 2 under the hypervisor".into(),
+                );
+            }
+        }
         if self.boot == BootMode::Direct && self.vms.len() != 1 {
             return at(
                 "boot",

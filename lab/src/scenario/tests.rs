@@ -76,70 +76,10 @@ fn expect_patterns_expand_machine_values() {
     assert!(!re.is_match("hypervisor 0.1.0: EL2, 2 CPUs, 2048 MiB RAM"));
 }
 
-/// Each bad fixture: where the error points and what it says.
 #[test]
 fn bad_files_name_line_column_and_field() {
-    let cases: &[(&str, (usize, usize), &str)] = &[
-        (
-            "bad_yaml",
-            (6, 1),
-            "found unexpected end of stream, while scanning a quoted scalar at line 3 column 14",
-        ),
-        (
-            "unknown_field",
-            (6, 3),
-            "machine: unknown field `memroy-mib`",
-        ),
-        (
-            "wrong_type",
-            (5, 9),
-            "machine.cpus: invalid type: string \"two\"",
-        ),
-        ("missing_field", (1, 1), "missing field `description`"),
-        (
-            "name_mismatch",
-            (2, 1),
-            "name: `something_else` must equal the file stem `name_mismatch`",
-        ),
-        (
-            "bad_cpu",
-            (4, 43),
-            "machine.cpu: unknown variant `cortex-a53`",
-        ),
-        ("two_actions", (7, 5), "steps[1]: a step has exactly one of"),
-        (
-            "bad_regex",
-            (6, 5),
-            "steps[0]: `expect` is not a valid regex",
-        ),
-        (
-            "unknown_variable",
-            (7, 5),
-            "steps[1].expect: unknown variable `{memory}`",
-        ),
-        (
-            "unknown_console",
-            (12, 5),
-            "steps[0].console: no VM named `vm1`",
-        ),
-        (
-            "direct_two_vms",
-            (5, 1),
-            "boot: `boot: direct` boots exactly one VM, this scenario has 2",
-        ),
-        (
-            "exit_not_last",
-            (6, 5),
-            "steps[0]: `expect-exit` must be the last step",
-        ),
-        (
-            "bad_kernel",
-            (7, 13),
-            "vms[0].kernel: unknown field `url`, expected `image` or `crate`",
-        ),
-    ];
     let mut wrong = Vec::new();
-    for (name, (line, column), message) in cases {
+    for (name, (line, column), message) in BAD_CASES {
         let file = fixture("bad", name);
         let err = Scenario::load(&file).unwrap_err();
         let shown = err.to_string();
@@ -153,14 +93,83 @@ fn bad_files_name_line_column_and_field() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
+/// Each bad fixture: where the error points and what it says.
+const BAD_CASES: &[(&str, (usize, usize), &str)] = &[
+    (
+        "bad_yaml",
+        (6, 1),
+        "found unexpected end of stream, while scanning a quoted scalar at line 3 column 14",
+    ),
+    (
+        "unknown_field",
+        (6, 3),
+        "machine: unknown field `memroy-mib`",
+    ),
+    (
+        "wrong_type",
+        (5, 9),
+        "machine.cpus: invalid type: string \"two\"",
+    ),
+    ("missing_field", (1, 1), "missing field `description`"),
+    (
+        "name_mismatch",
+        (2, 1),
+        "name: `something_else` must equal the file stem `name_mismatch`",
+    ),
+    (
+        "bad_cpu",
+        (4, 43),
+        "machine.cpu: unknown variant `cortex-a53`",
+    ),
+    ("two_actions", (7, 5), "steps[1]: a step has exactly one of"),
+    (
+        "bad_regex",
+        (6, 5),
+        "steps[0]: `expect` is not a valid regex",
+    ),
+    (
+        "unknown_variable",
+        (7, 5),
+        "steps[1].expect: unknown variable `{memory}`",
+    ),
+    (
+        "unknown_console",
+        (12, 5),
+        "steps[0].console: no VM named `vm1`",
+    ),
+    (
+        "direct_two_vms",
+        (5, 1),
+        "boot: `boot: direct` boots exactly one VM, this scenario has 2",
+    ),
+    (
+        "exit_not_last",
+        (6, 5),
+        "steps[0]: `expect-exit` must be the last step",
+    ),
+    (
+        "bad_kernel",
+        (7, 13),
+        "vms[0].kernel: unknown field `url`, expected `image` or `crate`",
+    ),
+    (
+        "odd_memory",
+        (12, 5),
+        "vms[1].memory-mib: must be a multiple of 2 under the hypervisor",
+    ),
+];
+
 #[test]
 fn every_bad_fixture_has_a_case() {
     let dir = fixture("bad", "x").parent().unwrap().to_owned();
-    let count = std::fs::read_dir(dir).unwrap().count();
-    assert_eq!(
-        count, 13,
-        "add the new bad fixture to bad_files_name_line_column_and_field"
-    );
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        assert!(
+            BAD_CASES.iter().any(|(name, _, _)| *name == stem),
+            "add {stem} to BAD_CASES"
+        );
+    }
 }
 
 #[test]
