@@ -262,3 +262,15 @@ fn qemu_refusing_to_start_fails_the_first_step_with_its_message() {
         out.console
     );
 }
+
+#[test]
+fn testguest_boots_under_the_hypervisor_from_the_lab_bundle() {
+    let out = run(&fixture("testguest_hv"), None);
+    assert_eq!(out.summary.verdict, Verdict::Passed, "{}", out.console);
+    for artifact in ["bundle.cpio", "manifest.dts", "vm0.dts"] {
+        assert!(out.summary.run_dir.join(artifact).is_file(), "{artifact}");
+    }
+    let manifest = std::fs::read_to_string(out.summary.run_dir.join("manifest.dts")).unwrap();
+    assert!(manifest.contains("kernel = \"vm0/kernel\";"), "{manifest}");
+    out.assert_qemu_gone();
+}
