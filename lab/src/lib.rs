@@ -1,11 +1,13 @@
 //! The lab: builds the hypervisor, fetches guest images, runs QEMU scenarios
 //! and checks what the consoles print. `main.rs` only parses arguments.
 
+pub mod bench;
 pub mod build;
 pub mod bundle;
 pub mod cli;
 pub mod doctor;
 pub mod images;
+pub mod normalize;
 pub mod qemu;
 pub mod run;
 pub mod scenario;
