@@ -7,7 +7,7 @@ use crate::run::events::Verdict;
 use crate::run::record::ResultWriter;
 use crate::run::{self, Cancel, Lab, RunOptions};
 use crate::scenario::{self, Scenario};
-use crate::{doctor, images, qemu};
+use crate::{bench, doctor, images, qemu};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -43,6 +43,9 @@ enum Command {
     },
     /// Check QEMU, the Rust target, the image cache and free disk space.
     Doctor,
+    /// Measure boot-to-sentinel of a scenario against a baseline.
+    #[command(subcommand)]
+    Bench(Bench),
     /// Fetch every guest image the scenarios need into the cache.
     Fetch {
         /// Re-resolve the images and rewrite guest-images/images.lock.
@@ -51,6 +54,21 @@ enum Command {
         /// Use only the cache (verifies it).
         #[arg(long)]
         offline: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Boot SCENARIO and BASELINE alternately; print medians and their ratio.
+    Boot {
+        scenario: String,
+        baseline: String,
+        /// Boots of each.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Run QEMU with `-icount shift=0` (virtual time).
+        #[arg(long)]
+        icount: bool,
     },
 }
 
@@ -83,6 +101,17 @@ impl Command {
                 verbose,
             } => run_one(&name, offline, verbose),
             Command::Doctor => doctor::run(&Lab::discover()?),
+            Command::Bench(Bench::Boot {
+                scenario,
+                baseline,
+                runs,
+                icount,
+            }) => {
+                let lab = Lab::discover()?;
+                let qemu = qemu::provision::ensure_qemu()?;
+                bench::boot(&lab, &qemu, [&scenario, &baseline], runs, icount)?;
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Fetch { update, offline } => {
                 let lab = Lab::discover()?;
                 let options = images::ImageOptions {
@@ -138,6 +167,7 @@ fn run_one(name: &str, offline: bool, verbose: bool) -> Result<ExitCode> {
         rerun,
         cancel: interrupt_on_ctrl_c(),
         boot_files: None,
+        qemu_args: Vec::new(),
     };
     let consumers: Vec<Box<dyn run::events::Consumer>> = vec![
         Box::new(Display::new(Box::new(std::io::stdout()), verbose)),

@@ -78,6 +78,7 @@ fn run_with_cancel(file: &Path, boot_files: Option<BootFiles>, cancel: Cancel) -
         rerun: format!("cargo run -p lab -- scenario {}", file.display()),
         cancel,
         boot_files,
+        qemu_args: Vec::new(),
     };
     let start = Instant::now();
     let summary = run_scenario(

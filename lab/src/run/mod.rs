@@ -13,7 +13,7 @@ pub mod record;
 mod steps;
 
 use crate::build;
-use crate::qemu::{qemu_command, BootFiles};
+use crate::qemu::{qemu_command, BootFiles, QemuArg};
 use crate::scenario::Scenario;
 use anyhow::{Context, Result};
 use events::{Consumer, Emitter, Event, EventKind, ExitReason, Verdict};
@@ -64,7 +64,9 @@ impl Cancel {
     }
 }
 
-#[derive(Debug, Clone)]
+/// How to run a scenario. `..RunOptions::default()` keeps callers working
+/// when options are added.
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Use only the image cache.
     pub offline: bool,
@@ -74,6 +76,8 @@ pub struct RunOptions {
     /// Boot these files instead of building and preparing them (replays of
     /// a recorded run, tests that need a guest which misbehaves).
     pub boot_files: Option<BootFiles>,
+    /// Appended to the QEMU command line (`-icount shift=0` for benches).
+    pub qemu_args: Vec<String>,
 }
 
 /// What a finished run reports to its caller.
@@ -170,7 +174,10 @@ fn prepare_and_drive(
         Some(files) => files.clone(),
         None => boot::resolve(lab, scenario, options.offline, run_dir, emitter)?,
     };
-    let command = qemu_command(qemu, scenario, &files);
+    let mut command = qemu_command(qemu, scenario, &files);
+    command
+        .args
+        .extend(options.qemu_args.iter().cloned().map(QemuArg::Text));
     std::fs::write(
         run_dir.join(artifacts::QEMU_CMDLINE),
         command.shell_line() + "\n",
