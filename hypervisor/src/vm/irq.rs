@@ -62,6 +62,9 @@ pub fn sync_from_lrs(vm: &mut Vm, vcpu: usize) {
         if ListRegister::decode(arch::gic_read_lr(n)).state != LrState::Invalid {
             continue;
         }
+        // Free it: an invalid LR with its EOI bit still set keeps the
+        // maintenance interrupt asserted.
+        arch::gic_write_lr(n, 0);
         *slot = None;
         let _ = vm.vgic.deactivate(vcpu, intid);
         if intid == VTIMER_INTID {

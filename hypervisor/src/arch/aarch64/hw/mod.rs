@@ -35,6 +35,10 @@ const UARTFR_TXFF: u32 = 1 << 5;
 
 /// PL011 interrupt mask set/clear register offset.
 const UARTIMSC: u64 = 0x38;
+/// PL011 control register offset.
+const UARTCR: u64 = 0x30;
+/// UARTCR: UART, transmit and receive enabled (QEMU drops input otherwise).
+const UARTCR_ENABLE: u32 = (1 << 0) | (1 << 8) | (1 << 9);
 /// UARTFR: receive FIFO empty.
 const UARTFR_RXFE: u32 = 1 << 4;
 /// UARTIMSC: receive and receive-timeout interrupts.
@@ -55,8 +59,10 @@ fn mmio_write32(base: PhysAddr, offset: u64, value: u32) {
     unsafe { core::ptr::write_volatile(reg, value) }
 }
 
-/// Lets the PL011 at `base` interrupt on received characters.
+/// Lets the PL011 at `base` receive and interrupt on received characters.
 pub fn uart_enable_rx_irq(base: PhysAddr) {
+    let cr = mmio_read32(base, UARTCR);
+    mmio_write32(base, UARTCR, cr | UARTCR_ENABLE);
     let imsc = mmio_read32(base, UARTIMSC);
     mmio_write32(base, UARTIMSC, imsc | UARTIMSC_RX_RT);
 }
