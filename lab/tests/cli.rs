@@ -154,3 +154,24 @@ fn failed_build_exits_2_with_the_compiler_output() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("ERROR no_such_crate in "), "{stdout}");
 }
+
+#[test]
+fn doctor_reports_each_check() {
+    let out = lab(&["doctor"]);
+    let stdout = text(&out.stdout);
+    for what in ["qemu", "rust target", "image cache", "target dir"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.get(8..).is_some_and(|rest| rest.starts_with(what))),
+            "{what} missing from:\n{stdout}"
+        );
+    }
+    // Exit 0 exactly when nothing is MISSING.
+    let missing = stdout.lines().any(|l| l.starts_with("MISSING"));
+    assert_eq!(
+        out.status.code(),
+        Some(if missing { 2 } else { 0 }),
+        "{stdout}"
+    );
+}
