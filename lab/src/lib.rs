@@ -9,5 +9,6 @@ pub mod doctor;
 pub mod images;
 pub mod normalize;
 pub mod qemu;
+pub mod report;
 pub mod run;
 pub mod scenario;

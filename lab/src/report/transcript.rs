@@ -1,0 +1,262 @@
+//! Per-console transcripts of a run, collected from the event stream, and
+//! their stable part: what a snapshot of a scenario compares.
+//!
+//! A whole boot log is noise (Linux prints hundreds of lines whose order
+//! and content shift with timing), so the stable part of a console is:
+//! - every line one of the scenario's steps matched (an `expect` regex, or
+//!   the echo of a `send`), found by replaying the steps over the lines;
+//! - every sentinel line: the hypervisor's `hypervisor...` lines, the test
+//!   guest's `TESTGUEST ...` lines and the initramfs' `LAB-READY <vm>`;
+//!
+//! each through [`Normalizer`], and only up to the last line the steps
+//! matched: after it the lab kills QEMU, so how much more arrived is
+//! timing. A run that ends by QEMU exiting (power-off, panic) keeps every
+//! sentinel line to the end.
+
+use crate::normalize::Normalizer;
+use crate::run::events::{Consumer, Event, EventKind, ExitReason, StepFailure};
+use crate::run::MACHINE_CONSOLE;
+use crate::scenario::{Scenario, Step};
+use regex::Regex;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// One console line and when it arrived (since the run started).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedLine {
+    pub at: Duration,
+    pub text: String,
+}
+
+/// The lines of one run, per console, and how the run ended.
+#[derive(Debug, Clone, Default)]
+pub struct Transcript {
+    pub consoles: BTreeMap<String, Vec<TimedLine>>,
+    pub reason: Option<ExitReason>,
+}
+
+impl Transcript {
+    /// Folds one event in.
+    pub fn on_event(&mut self, event: &Event) {
+        match &event.kind {
+            EventKind::RunStarted { .. } => *self = Transcript::default(),
+            EventKind::ConsoleLine { console, line } => self
+                .consoles
+                .entry(console.to_string())
+                .or_default()
+                .push(TimedLine {
+                    at: event.at,
+                    text: line.clone(),
+                }),
+            EventKind::RunFinished { reason, .. } => self.reason = Some(reason.clone()),
+            _ => {}
+        }
+    }
+
+    /// The stable part of every console, normalised, as snapshot text:
+    /// how the run ended, then one section per console.
+    pub fn stable_text(&self, scenario: &Scenario, normalizer: &Normalizer) -> String {
+        let mut out = String::new();
+        let reason = match &self.reason {
+            Some(reason) => normalizer.line(&reason.to_string()),
+            None => "the run did not finish".into(),
+        };
+        let _ = writeln!(out, "end: {reason}");
+        let single = self.consoles.len() == 1;
+        for (console, lines) in &self.consoles {
+            let _ = writeln!(out, "--- {console} ---");
+            let through_exit = self.ended_by_qemu_exit();
+            for index in stable_lines(scenario, console, single, lines, through_exit) {
+                let _ = writeln!(out, "{}", normalizer.line(&lines[index].text));
+            }
+        }
+        out
+    }
+
+    /// QEMU exited by itself: the console is complete, not cut by a kill.
+    fn ended_by_qemu_exit(&self) -> bool {
+        match &self.reason {
+            Some(ExitReason::StepFailed { failure, .. }) => matches!(
+                failure,
+                StepFailure::QemuExited { .. } | StepFailure::WrongExitStatus { .. }
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// A consumer that keeps the transcript where its creator can read it.
+#[derive(Debug, Clone, Default)]
+pub struct TranscriptCollector(Arc<Mutex<Transcript>>);
+
+impl TranscriptCollector {
+    /// The transcript so far.
+    pub fn transcript(&self) -> Transcript {
+        self.0.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}
+
+impl Consumer for TranscriptCollector {
+    fn on_event(&mut self, event: &Event) {
+        if let Ok(mut transcript) = self.0.lock() {
+            transcript.on_event(event);
+        }
+    }
+}
+
+/// Lines every transcript keeps: the hypervisor's, the test guest's and
+/// the initramfs' markers.
+pub fn sentinel() -> &'static Regex {
+    static SENTINEL: OnceLock<Regex> = OnceLock::new();
+    SENTINEL.get_or_init(|| {
+        Regex::new(r"^(hypervisor\b|TESTGUEST |LAB-READY )").expect("valid sentinel regex")
+    })
+}
+
+/// Text as the step regexes saw it: without terminal escapes.
+fn unescaped(normalizer: &Normalizer, line: &str) -> String {
+    match normalizer.rule("terminal-escapes") {
+        Some(rule) => rule.apply(line),
+        None => line.to_owned(),
+    }
+}
+
+/// Indices of the stable lines of `console`, in order.
+fn stable_lines(
+    scenario: &Scenario,
+    console: &str,
+    single_console: bool,
+    lines: &[TimedLine],
+    through_exit: bool,
+) -> Vec<usize> {
+    let normalizer = Normalizer::standard();
+    let texts: Vec<String> = lines
+        .iter()
+        .map(|l| unescaped(normalizer, &l.text))
+        .collect();
+    let mut keep = vec![false; lines.len()];
+    let mut cursor = 0;
+    let mut last_matched = None;
+    let mut steps_done = true;
+    for step in &scenario.steps {
+        let reads_here = match step.console() {
+            Some(name) => name == console || single_console,
+            None => console == MACHINE_CONSOLE || single_console,
+        };
+        if !reads_here {
+            continue;
+        }
+        let found = match step {
+            Step::Expect { pattern, .. } => match scenario.expect_regex(pattern) {
+                Ok(regex) => (cursor..texts.len()).find(|&i| regex.is_match(&texts[i])),
+                Err(_) => None,
+            },
+            Step::Send { line, .. } => (cursor..texts.len()).find(|&i| texts[i].contains(line)),
+            Step::ExpectExit { .. } => continue,
+        };
+        match found {
+            Some(i) => {
+                keep[i] = true;
+                cursor = i;
+                last_matched = Some(i);
+            }
+            None => {
+                steps_done = false;
+                break;
+            }
+        }
+    }
+    let end = if through_exit || !steps_done || scenario.expects_exit() {
+        lines.len()
+    } else {
+        last_matched.map_or(0, |i| i + 1)
+    };
+    for (i, text) in texts.iter().enumerate().take(end) {
+        if sentinel().is_match(text) {
+            keep[i] = true;
+        }
+    }
+    (0..end).filter(|&i| keep[i]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn scenario(steps: &str) -> Scenario {
+        Scenario::parse(
+            Path::new("s.yaml"),
+            &format!(
+                "schema: 1\nname: s\ndescription: d\nmachine: {{ cpus: 1, memory-mib: 64 }}\nsteps:\n{steps}"
+            ),
+        )
+        .unwrap()
+    }
+
+    fn transcript(lines: &[&str], reason: ExitReason) -> Transcript {
+        let mut t = Transcript::default();
+        t.consoles.insert(
+            MACHINE_CONSOLE.into(),
+            lines
+                .iter()
+                .enumerate()
+                .map(|(i, text)| TimedLine {
+                    at: Duration::from_millis(i as u64),
+                    text: text.to_string(),
+                })
+                .collect(),
+        );
+        t.reason = Some(reason);
+        t
+    }
+
+    #[test]
+    fn keeps_matched_and_sentinel_lines_up_to_the_last_match() {
+        let s = scenario(
+            "  - expect: 'LAB-READY vm0'\n  - expect: 'vm0:/root# '\n  - send: uname -a\n  - expect: 'Linux .* aarch64'\n",
+        );
+        let t = transcript(
+            &[
+                "[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x410fd083]",
+                "[    1.427373] Run /init as init process",
+                "LAB-READY vm0",
+                "",
+                "vm0:/root# \x1b[6nuname -a",
+                "Linux vm0 6.1.0-50-cloud-arm64 #1 SMP Debian 6.1.176-1 (2026-07-02) aarch64 GNU/Linux",
+                "vm0:/root# \x1b[6n",
+            ],
+            ExitReason::StepsPassed,
+        );
+        assert_eq!(
+            t.stable_text(&s, Normalizer::standard()),
+            "end: every step passed\n--- serial ---\nLAB-READY vm0\nvm0:/root# uname -a\nLinux vm0 6.1.0-50-cloud-arm64 #<build> aarch64 GNU/Linux\n"
+        );
+    }
+
+    #[test]
+    fn a_failed_run_keeps_every_sentinel() {
+        let s = scenario(
+            "  - expect: 'TESTGUEST uart: PASS'\n  - expect: 'TESTGUEST DONE'\n    timeout: 5\n",
+        );
+        let reason = ExitReason::StepFailed {
+            step: 1,
+            failure: StepFailure::Timeout { timeout_secs: 5 },
+        };
+        let t = transcript(
+            &[
+                "hypervisor 0.1.0: EL2, 1 CPUs, 512 MiB RAM at 0x40000000",
+                "TESTGUEST uart: PASS pl011",
+                "noise",
+                "TESTGUEST vtimer: FAIL after 10445 us",
+            ],
+            reason,
+        );
+        assert_eq!(
+            t.stable_text(&s, Normalizer::standard()),
+            "end: step 2: timed out after <duration>\n--- serial ---\nhypervisor 0.1.0: EL2, 1 CPUs, 512 MiB RAM at 0x40000000\nTESTGUEST uart: PASS pl011\nTESTGUEST vtimer: FAIL after <duration>\n"
+        );
+    }
+}
