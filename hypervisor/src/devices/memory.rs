@@ -43,6 +43,12 @@ pub trait GuestMemory {
     /// Copies `buf` into guest memory at `address`.
     fn write(&mut self, address: IntermediatePhysAddr, buf: &[u8]) -> Result<(), GuestMemoryError>;
 
+    /// Makes the writes so far visible to the guest's CPUs before any later
+    /// write (a device publishes a used-ring element before the index that
+    /// announces it). The bare-metal implementation issues `dmb ishst`;
+    /// host fakes need nothing.
+    fn publish(&self) {}
+
     fn read_u16(&self, address: IntermediatePhysAddr) -> Result<u16, GuestMemoryError> {
         let mut bytes = [0; 2];
         self.read(address, &mut bytes)?;

@@ -10,7 +10,7 @@
 //! - `pl011`: the console UART;
 //! - `pl031`: the real-time clock;
 //! - `memory`: the guest-memory trait;
-//! - `virtio`: the virtio-mmio transport (for now: empty slots).
+//! - `virtio`: the virtio-mmio transport, split virtqueues, empty slots.
 #![forbid(unsafe_code)]
 
 pub mod gic;

@@ -1,10 +1,19 @@
-//! The virtio-mmio transport (virtio 1.2, 4.2.2, "modern" version 2).
+//! The virtio-mmio transport (virtio 1.2, 4.2.2, "modern" version 2):
+//! `VirtioMmio` puts a `VirtioDevice` behind the register block, and
+//! `EmptySlot` is a slot without a device, reading MagicValue, Version 2
+//! and DeviceID 0 as QEMU's unused slots do, so Linux's `virtio_mmio` probes
+//! every slot the guest DT lists and skips the empty ones quietly.
 //!
-//! `EmptySlot` is a slot without a device: it reads MagicValue, Version 2
-//! and DeviceID 0 as QEMU's unused slots do, so Linux's `virtio_mmio`
-//! probes every slot the guest DT lists and skips the empty ones quietly
-//! (a missing slot would be an external abort in the guest instead).
+//! A QueueNotify write only records the queue; the exit handler then calls
+//! `VirtioMmio::process` with the VM's memory and drives the interrupt line
+//! from `interrupt_pending`.
 
+use alloc::vec::Vec;
+
+use super::queue::Queue;
+use super::{status, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::addr::IntermediatePhysAddr;
+use crate::devices::memory::GuestMemory;
 use crate::devices::{check_access, AccessWidth, MmioDevice, MmioError};
 
 /// Size of one slot on QEMU's virt board.
@@ -16,6 +25,30 @@ pub mod reg {
     pub const VERSION: u64 = 0x004;
     pub const DEVICE_ID: u64 = 0x008;
     pub const VENDOR_ID: u64 = 0x00C;
+    pub const DEVICE_FEATURES: u64 = 0x010;
+    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
+    pub const DRIVER_FEATURES: u64 = 0x020;
+    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
+    pub const QUEUE_SEL: u64 = 0x030;
+    pub const QUEUE_NUM_MAX: u64 = 0x034;
+    pub const QUEUE_NUM: u64 = 0x038;
+    pub const QUEUE_READY: u64 = 0x044;
+    pub const QUEUE_NOTIFY: u64 = 0x050;
+    pub const INTERRUPT_STATUS: u64 = 0x060;
+    pub const INTERRUPT_ACK: u64 = 0x064;
+    pub const STATUS: u64 = 0x070;
+    pub const QUEUE_DESC_LOW: u64 = 0x080;
+    pub const QUEUE_DESC_HIGH: u64 = 0x084;
+    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
+    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
+    pub const QUEUE_DEVICE_LOW: u64 = 0x0A0;
+    pub const QUEUE_DEVICE_HIGH: u64 = 0x0A4;
+    pub const SHM_LEN_LOW: u64 = 0x0B0;
+    pub const SHM_LEN_HIGH: u64 = 0x0B4;
+    pub const SHM_BASE_LOW: u64 = 0x0B8;
+    pub const SHM_BASE_HIGH: u64 = 0x0BC;
+    pub const QUEUE_RESET: u64 = 0x0C0;
+    pub const CONFIG_GENERATION: u64 = 0x0FC;
     /// Device-specific configuration space starts here.
     pub const CONFIG: u64 = 0x100;
 }
@@ -29,22 +62,24 @@ pub const DEVICE_ID_NONE: u32 = 0;
 /// VendorID QEMU reports ("QEMU").
 pub const VENDOR_QEMU: u32 = 0x554D_4551;
 
+/// InterruptStatus bits.
+pub const INTERRUPT_USED_BUFFER: u32 = 1;
+pub const INTERRUPT_CONFIG_CHANGE: u32 = 2;
+
+/// The driver must use 32-bit accesses below the configuration space
+/// (virtio 1.2, 4.2.2.2).
+fn check(offset: u64, width: AccessWidth) -> Result<(), MmioError> {
+    check_access(offset, width, SLOT_SIZE)?;
+    if offset < reg::CONFIG && width != AccessWidth::Word {
+        return Err(MmioError::BadAccess { offset, width });
+    }
+    Ok(())
+}
+
 /// A virtio-mmio slot with no device: identification registers, everything
 /// else reads as zero and ignores writes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EmptySlot;
-
-impl EmptySlot {
-    fn check(offset: u64, width: AccessWidth) -> Result<(), MmioError> {
-        check_access(offset, width, SLOT_SIZE)?;
-        // The driver must use 32-bit accesses below the configuration space
-        // (virtio 1.2, 4.2.2.2).
-        if offset < reg::CONFIG && width != AccessWidth::Word {
-            return Err(MmioError::BadAccess { offset, width });
-        }
-        Ok(())
-    }
-}
 
 impl MmioDevice for EmptySlot {
     fn size(&self) -> u64 {
@@ -52,7 +87,7 @@ impl MmioDevice for EmptySlot {
     }
 
     fn read(&mut self, offset: u64, width: AccessWidth) -> Result<u64, MmioError> {
-        Self::check(offset, width)?;
+        check(offset, width)?;
         Ok(u64::from(match offset {
             reg::MAGIC_VALUE => MAGIC,
             reg::VERSION => VERSION_MODERN,
@@ -63,47 +98,252 @@ impl MmioDevice for EmptySlot {
     }
 
     fn write(&mut self, offset: u64, width: AccessWidth, _value: u64) -> Result<(), MmioError> {
-        Self::check(offset, width)
+        check(offset, width)
+    }
+}
+
+/// A device behind the virtio-mmio register block.
+pub struct VirtioMmio<D: VirtioDevice> {
+    device: D,
+    queues: Vec<Queue>,
+    status: u32,
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    driver_features: u64,
+    queue_sel: u32,
+    interrupt_status: u32,
+    config_generation: u32,
+    /// Queues notified since the last `process`, one bit per queue.
+    notified: u64,
+}
+
+impl<D: VirtioDevice> VirtioMmio<D> {
+    pub fn new(device: D) -> Self {
+        let queues = device
+            .queue_max_sizes()
+            .iter()
+            .map(|max| Queue::new(*max))
+            .collect();
+        VirtioMmio {
+            device,
+            queues,
+            status: 0,
+            device_features_sel: 0,
+            driver_features_sel: 0,
+            driver_features: 0,
+            queue_sel: 0,
+            interrupt_status: 0,
+            config_generation: 0,
+            notified: 0,
+        }
+    }
+
+    pub fn device(&self) -> &D {
+        &self.device
+    }
+
+    /// Whether the slot's interrupt line is asserted.
+    pub fn interrupt_pending(&self) -> bool {
+        self.interrupt_status != 0
+    }
+
+    /// The device changed its configuration space: bump the generation and
+    /// tell the driver.
+    pub fn config_changed(&mut self) {
+        self.config_generation = self.config_generation.wrapping_add(1);
+        self.interrupt_status |= INTERRUPT_CONFIG_CHANGE;
+    }
+
+    /// Serves the queues notified since the last call. A queue error (a
+    /// driver breaking the ring protocol) sets DEVICE_NEEDS_RESET.
+    pub fn process(&mut self, mem: &mut dyn GuestMemory) {
+        let notified = core::mem::take(&mut self.notified);
+        if self.status & status::DRIVER_OK == 0 {
+            return;
+        }
+        for (index, queue) in self.queues.iter_mut().enumerate() {
+            if notified & (1 << index) == 0 || !queue.ready {
+                continue;
+            }
+            match self.device.process_queue(index, queue, mem) {
+                Ok(false) => {}
+                Ok(true) => {
+                    // An unreadable ring cannot say "no interrupt": send one.
+                    if queue.wants_interrupt(mem).unwrap_or(true) {
+                        self.interrupt_status |= INTERRUPT_USED_BUFFER;
+                    }
+                }
+                Err(_) => {
+                    self.status |= status::DEVICE_NEEDS_RESET;
+                    self.interrupt_status |= INTERRUPT_CONFIG_CHANGE;
+                }
+            }
+        }
+    }
+
+    fn device_features(&self) -> u64 {
+        self.device.features() | VIRTIO_F_VERSION_1
+    }
+
+    fn selected_queue(&mut self) -> Option<&mut Queue> {
+        self.queues.get_mut(self.queue_sel as usize)
+    }
+
+    fn reset(&mut self) {
+        self.device.reset();
+        self.queues.iter_mut().for_each(Queue::reset);
+        self.status = 0;
+        self.driver_features = 0;
+        self.interrupt_status = 0;
+        self.notified = 0;
+    }
+
+    fn write_status(&mut self, value: u32) {
+        if value == 0 {
+            self.reset();
+            return;
+        }
+        let newly = value & !self.status;
+        let mut value = value;
+        if newly & status::FEATURES_OK != 0 {
+            let offered = self.device_features();
+            let acceptable = self.driver_features & !offered == 0
+                && self.driver_features & VIRTIO_F_VERSION_1 != 0;
+            if !acceptable {
+                value &= !status::FEATURES_OK;
+            }
+        }
+        if newly & status::DRIVER_OK != 0 && value & status::FEATURES_OK != 0 {
+            self.device.activate(self.driver_features);
+        }
+        self.status = value | (self.status & status::DEVICE_NEEDS_RESET);
+    }
+
+    /// Sets the low or high half of a queue address while the queue is
+    /// being configured (writes to a ready queue are ignored).
+    fn set_queue_address(
+        &mut self,
+        which: fn(&mut Queue) -> &mut IntermediatePhysAddr,
+        high: bool,
+        value: u32,
+    ) {
+        let Some(queue) = self.selected_queue().filter(|q| !q.ready) else {
+            return;
+        };
+        let address = which(queue);
+        let raw = address.as_u64();
+        let raw = if high {
+            (raw & 0xFFFF_FFFF) | (u64::from(value) << 32)
+        } else {
+            (raw & !0xFFFF_FFFF) | u64::from(value)
+        };
+        *address = IntermediatePhysAddr::new(raw);
+    }
+
+    fn read_register(&mut self, offset: u64) -> u32 {
+        let selected = self.queues.get(self.queue_sel as usize);
+        match offset {
+            reg::MAGIC_VALUE => MAGIC,
+            reg::VERSION => VERSION_MODERN,
+            reg::DEVICE_ID => self.device.device_id(),
+            reg::VENDOR_ID => VENDOR_QEMU,
+            reg::DEVICE_FEATURES => match self.device_features_sel {
+                0 => self.device_features() as u32,
+                1 => (self.device_features() >> 32) as u32,
+                _ => 0,
+            },
+            reg::QUEUE_NUM_MAX => selected.map_or(0, |q| u32::from(q.max_size())),
+            reg::QUEUE_READY => u32::from(selected.is_some_and(|q| q.ready)),
+            reg::INTERRUPT_STATUS => self.interrupt_status,
+            reg::STATUS => self.status,
+            // No shared memory regions: length -1.
+            reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH | reg::SHM_BASE_LOW | reg::SHM_BASE_HIGH => {
+                u32::MAX
+            }
+            reg::CONFIG_GENERATION => self.config_generation,
+            _ => 0,
+        }
+    }
+
+    fn write_register(&mut self, offset: u64, value: u32) {
+        match offset {
+            reg::DEVICE_FEATURES_SEL => self.device_features_sel = value,
+            reg::DRIVER_FEATURES_SEL => self.driver_features_sel = value,
+            reg::DRIVER_FEATURES => match self.driver_features_sel {
+                0 => {
+                    self.driver_features = (self.driver_features & !0xFFFF_FFFF) | u64::from(value)
+                }
+                1 => {
+                    self.driver_features =
+                        (self.driver_features & 0xFFFF_FFFF) | (u64::from(value) << 32)
+                }
+                _ => {}
+            },
+            reg::QUEUE_SEL => self.queue_sel = value,
+            reg::QUEUE_NUM => {
+                if let Some(queue) = self.selected_queue().filter(|q| !q.ready) {
+                    if let Ok(size) = u16::try_from(value) {
+                        if queue.valid_size(size) {
+                            queue.size = size;
+                        }
+                    }
+                }
+            }
+            reg::QUEUE_READY => {
+                if let Some(queue) = self.selected_queue() {
+                    queue.ready = value & 1 != 0;
+                }
+            }
+            reg::QUEUE_NOTIFY if (value as usize) < self.queues.len().min(64) => {
+                self.notified |= 1 << value;
+            }
+            reg::INTERRUPT_ACK => self.interrupt_status &= !value,
+            reg::STATUS => self.write_status(value),
+            reg::QUEUE_DESC_LOW => self.set_queue_address(|q| &mut q.desc_table, false, value),
+            reg::QUEUE_DESC_HIGH => self.set_queue_address(|q| &mut q.desc_table, true, value),
+            reg::QUEUE_DRIVER_LOW => self.set_queue_address(|q| &mut q.avail_ring, false, value),
+            reg::QUEUE_DRIVER_HIGH => self.set_queue_address(|q| &mut q.avail_ring, true, value),
+            reg::QUEUE_DEVICE_LOW => self.set_queue_address(|q| &mut q.used_ring, false, value),
+            reg::QUEUE_DEVICE_HIGH => self.set_queue_address(|q| &mut q.used_ring, true, value),
+            reg::QUEUE_RESET if value & 1 != 0 => {
+                if let Some(queue) = self.selected_queue() {
+                    queue.reset();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<D: VirtioDevice> MmioDevice for VirtioMmio<D> {
+    fn size(&self) -> u64 {
+        SLOT_SIZE
+    }
+
+    fn read(&mut self, offset: u64, width: AccessWidth) -> Result<u64, MmioError> {
+        check(offset, width)?;
+        if offset >= reg::CONFIG {
+            let mut bytes = [0u8; 8];
+            let len = width.bytes() as usize;
+            self.device
+                .read_config(offset - reg::CONFIG, &mut bytes[..len]);
+            return Ok(u64::from_le_bytes(bytes));
+        }
+        Ok(u64::from(self.read_register(offset)))
+    }
+
+    fn write(&mut self, offset: u64, width: AccessWidth, value: u64) -> Result<(), MmioError> {
+        check(offset, width)?;
+        if offset >= reg::CONFIG {
+            let len = width.bytes() as usize;
+            self.device
+                .write_config(offset - reg::CONFIG, &value.to_le_bytes()[..len]);
+            return Ok(());
+        }
+        self.write_register(offset, value as u32);
+        Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_slot_identifies_as_no_device() {
-        let mut slot = EmptySlot;
-        let read = |slot: &mut EmptySlot, offset| slot.read(offset, AccessWidth::Word).unwrap();
-        assert_eq!(
-            read(&mut slot, reg::MAGIC_VALUE).to_le_bytes()[..4],
-            *b"virt"
-        );
-        assert_eq!(read(&mut slot, reg::VERSION), 2);
-        assert_eq!(read(&mut slot, reg::DEVICE_ID), 0);
-        assert_eq!(read(&mut slot, reg::VENDOR_ID).to_le_bytes()[..4], *b"QEMU");
-        slot.write(0x070, AccessWidth::Word, 0xF).unwrap();
-        assert_eq!(read(&mut slot, 0x070), 0, "Status stays 0");
-        assert_eq!(
-            slot.read(0x100, AccessWidth::Byte),
-            Ok(0),
-            "config space takes any width"
-        );
-    }
-
-    #[test]
-    fn narrow_register_accesses_and_overruns_are_errors() {
-        let mut slot = EmptySlot;
-        assert_eq!(
-            slot.read(reg::VERSION, AccessWidth::Half),
-            Err(MmioError::BadAccess {
-                offset: 4,
-                width: AccessWidth::Half
-            })
-        );
-        assert_eq!(
-            slot.read(SLOT_SIZE, AccessWidth::Word),
-            Err(MmioError::OutOfWindow { offset: SLOT_SIZE })
-        );
-    }
-}
+mod tests;
