@@ -137,17 +137,23 @@ pub fn check_access(offset: u64, width: AccessWidth, size: u64) -> Result<(), Mm
 /// AMBA peripheral reports at 0xFF0..0xFFC; Linux's AMBA bus checks it.
 pub const PRIMECELL_CELL_ID: [u8; 4] = [0x0D, 0xF0, 0x05, 0xB1];
 
-/// The byte of an AMBA identification block (PeriphID0..3 at 0xFE0, then
-/// PCellID0..3 at 0xFF0) a word read at `offset` returns, if it is one.
+/// AMBA identification registers: PeriphID0..3, then PCellID0..3, one
+/// byte per word.
+const PERIPH_ID: core::ops::RangeInclusive<u64> = 0xFE0..=0xFEC;
+const PCELL_ID: core::ops::RangeInclusive<u64> = 0xFF0..=0xFFC;
+
+/// The byte of an AMBA identification block a word read at `offset`
+/// returns, if it is one.
 pub(crate) fn amba_id_byte(offset: u64, periph_id: [u8; 4]) -> Option<u8> {
-    match offset {
-        0xFE0..=0xFEC if offset.is_multiple_of(4) => {
-            Some(periph_id[((offset - 0xFE0) / 4) as usize])
-        }
-        0xFF0..=0xFFC if offset.is_multiple_of(4) => {
-            Some(PRIMECELL_CELL_ID[((offset - 0xFF0) / 4) as usize])
-        }
-        _ => None,
+    if !offset.is_multiple_of(4) {
+        return None;
+    }
+    if PERIPH_ID.contains(&offset) {
+        Some(periph_id[((offset - PERIPH_ID.start()) / 4) as usize])
+    } else if PCELL_ID.contains(&offset) {
+        Some(PRIMECELL_CELL_ID[((offset - PCELL_ID.start()) / 4) as usize])
+    } else {
+        None
     }
 }
 

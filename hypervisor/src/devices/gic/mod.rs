@@ -42,9 +42,17 @@ const IIDR: u32 = 0x0000_043B;
 /// PIDR0 (part number low byte) of the distributor and redistributor.
 const PIDR0_DISTRIBUTOR: u8 = 0x92;
 const PIDR0_REDISTRIBUTOR: u8 = 0x93;
-/// PIDR4, PIDR5..7, PIDR0..3, CIDR0..3 at 0xFFD0..0xFFFC; PIDR2 carries
-/// ArchRev 3 (GICv3) in bits [7:4].
-const ID_REGISTERS: core::ops::RangeInclusive<u64> = 0xFFD0..=0xFFFC;
+/// Identification registers (GICv3 spec, 12.1.13): PIDR4 and PIDR5..7,
+/// then PIDR0..3 and CIDR0..3, one byte per word; PIDR2 carries ArchRev 3
+/// (GICv3) in bits [7:4].
+mod id {
+    pub const REGISTERS: core::ops::RangeInclusive<u64> = 0xFFD0..=0xFFFC;
+    pub const PIDR4: u64 = 0xFFD0;
+    pub const PIDR0: u64 = 0xFFE0;
+    pub const PIDR1: u64 = 0xFFE4;
+    pub const PIDR2: u64 = 0xFFE8;
+    pub const CIDR: core::ops::RangeInclusive<u64> = 0xFFF0..=0xFFFC;
+}
 const PIDR1: u8 = 0xB4;
 const PIDR2: u8 = 0x3B;
 const PIDR4: u8 = 0x44;
@@ -52,16 +60,16 @@ const CIDR: [u8; 4] = [0x0D, 0xF0, 0x05, 0xB1];
 
 /// The value of an identification register at `offset`, if it is one.
 fn id_register(offset: u64, width: AccessWidth, pidr0: u8) -> Result<Option<u64>, MmioError> {
-    if !ID_REGISTERS.contains(&offset) {
+    if !id::REGISTERS.contains(&offset) {
         return Ok(None);
     }
     word_only(offset, width)?;
     let byte = match offset {
-        0xFFD0 => PIDR4,
-        0xFFE0 => pidr0,
-        0xFFE4 => PIDR1,
-        0xFFE8 => PIDR2,
-        0xFFF0..=0xFFFC => CIDR[((offset - 0xFFF0) / 4) as usize],
+        id::PIDR4 => PIDR4,
+        id::PIDR0 => pidr0,
+        id::PIDR1 => PIDR1,
+        id::PIDR2 => PIDR2,
+        _ if id::CIDR.contains(&offset) => CIDR[((offset - id::CIDR.start()) / 4) as usize],
         _ => 0,
     };
     Ok(Some(u64::from(byte)))

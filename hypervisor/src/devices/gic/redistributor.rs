@@ -18,10 +18,12 @@ const SGI_BASE: u64 = 0x1_0000;
 mod rd {
     pub const CTLR: u64 = 0x0000;
     pub const IIDR: u64 = 0x0004;
-    pub const TYPER: u64 = 0x0008;
+    /// GICR_TYPER, 64 bits.
+    pub const TYPER: core::ops::RangeInclusive<u64> = 0x0008..=0x000F;
     pub const WAKER: u64 = 0x0014;
-    /// PROPBASER (0x70) and PENDBASER (0x78): RAZ/WI without LPIs.
-    pub const PROPBASER: u64 = 0x0070;
+    /// PROPBASER (0x70) and PENDBASER (0x78), 64 bits each: RAZ/WI
+    /// without LPIs.
+    pub const LPI_BASES: core::ops::RangeInclusive<u64> = 0x0070..=0x007F;
 }
 
 /// SGI_base registers, relative to SGI_BASE.
@@ -100,8 +102,10 @@ impl Redistributor {
                 .map_err(|e| rebase(e, SGI_BASE));
         }
         match offset {
-            rd::TYPER..=0x000F => half_or_double(offset, width, self.typer(), rd::TYPER),
-            rd::PROPBASER..=0x007F => half_or_double(offset, width, 0, offset & !7),
+            _ if rd::TYPER.contains(&offset) => {
+                half_or_double(offset, width, self.typer(), *rd::TYPER.start())
+            }
+            _ if rd::LPI_BASES.contains(&offset) => half_or_double(offset, width, 0, offset & !7),
             rd::CTLR | rd::IIDR | rd::WAKER => {
                 word_only(offset, width)?;
                 Ok(u64::from(match offset {
@@ -130,7 +134,7 @@ impl Redistributor {
                 .map_err(|e| rebase(e, SGI_BASE));
         }
         match offset {
-            rd::TYPER..=0x000F | rd::PROPBASER..=0x007F => {
+            _ if rd::TYPER.contains(&offset) || rd::LPI_BASES.contains(&offset) => {
                 half_or_double(offset, width, 0, offset & !7)?;
             }
             rd::WAKER => {
