@@ -23,6 +23,8 @@ pub const PRIMECELL_SIZE: u64 = 0x1000;
 pub const PL031_BASE: IntermediatePhysAddr = IntermediatePhysAddr::new(0x0901_0000);
 /// First virtio-mmio slot.
 pub const VIRTIO_BASE: IntermediatePhysAddr = IntermediatePhysAddr::new(0x0a00_0000);
+/// Number of virtio-mmio slots (as on QEMU virt), 0x200 bytes each.
+pub const VIRTIO_SLOTS: u64 = 32;
 
 /// Guest INTID of the PL011 (SPI 1).
 pub const PL011_INTID: u32 = 33;

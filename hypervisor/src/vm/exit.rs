@@ -10,10 +10,11 @@ use crate::arch::aarch64::context::ExitInfo;
 use crate::arch::aarch64::esr::{self, Esr, ExceptionClass};
 use crate::arch::aarch64::mmio_decode::{self, Direction};
 use crate::devices::memory::GuestMemory;
+use crate::devices::virtio::mmio::SLOT_SIZE;
 use crate::devices::{MmioDevice, MmioError};
 use crate::layout::{
     GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE, PL011_BASE, PL011_INTID, PL031_BASE, PL031_INTID,
-    PRIMECELL_SIZE,
+    PRIMECELL_SIZE, VIRTIO_BASE, VIRTIO_SLOTS,
 };
 use crate::println;
 use crate::psci::{self, PsciAction, PsciTarget};
@@ -40,20 +41,28 @@ enum Window {
     Gicr,
     Uart,
     Rtc,
+    /// A virtio-mmio slot (the window is all slots; the offset is within one).
+    Virtio,
 }
 
-fn window_of(vm: &Vm, ipa: IntermediatePhysAddr) -> Option<(Window, u64)> {
-    let vcpus = u64::try_from(vm.vcpus.len()).unwrap_or(0);
+/// The device window `ipa` falls in, and the offset inside it, for a VM
+/// with `vcpus` redistributor frames.
+fn window_of(vcpus: usize, ipa: IntermediatePhysAddr) -> Option<(Window, u64)> {
+    let vcpus = u64::try_from(vcpus).unwrap_or(0);
     let windows = [
         (Window::Gicd, GICD_BASE, GICD_SIZE),
         (Window::Gicr, GICR_BASE, GICR_STRIDE.saturating_mul(vcpus)),
         (Window::Uart, PL011_BASE, PRIMECELL_SIZE),
         (Window::Rtc, PL031_BASE, PRIMECELL_SIZE),
+        (Window::Virtio, VIRTIO_BASE, VIRTIO_SLOTS * SLOT_SIZE),
     ];
     windows.into_iter().find_map(|(w, base, size)| {
         ipa.checked_offset_from(base)
             .filter(|offset| *offset < size)
-            .map(|offset| (w, offset))
+            .map(|offset| match w {
+                Window::Virtio => (w, offset % SLOT_SIZE),
+                _ => (w, offset),
+            })
     })
 }
 
@@ -63,6 +72,7 @@ fn device(vm: &mut Vm, w: Window) -> &mut dyn MmioDevice {
         Window::Gicr => vm.vgic.redistributors(),
         Window::Uart => &mut vm.uart,
         Window::Rtc => &mut vm.rtc,
+        Window::Virtio => &mut vm.virtio_empty,
     }
 }
 
@@ -104,7 +114,7 @@ fn handle_mmio(vm: &mut Vm, vcpu: usize, info: &ExitInfo) -> ExitOutcome {
         inject_data_abort(vm, vcpu, info, "stage-1 table walk outside RAM");
         return ExitOutcome::Continue;
     }
-    let Some((window, offset)) = window_of(vm, ipa) else {
+    let Some((window, offset)) = window_of(vm.vcpus.len(), ipa) else {
         inject_data_abort(vm, vcpu, info, "access to unmapped memory");
         return ExitOutcome::Continue;
     };
@@ -282,6 +292,21 @@ pub fn handle_sync(vm: &mut Vm, vcpu: usize, info: &ExitInfo) -> ExitOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_and_offsets() {
+        let at = |ipa: u64| window_of(2, IntermediatePhysAddr::new(ipa));
+        assert_eq!(at(0x0800_0004), Some((Window::Gicd, 4)));
+        assert_eq!(at(0x080a_0000 + 0x2_0008), Some((Window::Gicr, 0x2_0008)));
+        // Two vCPUs: the third redistributor frame is not there.
+        assert_eq!(at(0x080a_0000 + 0x4_0000), None);
+        assert_eq!(at(0x0900_0fe0), Some((Window::Uart, 0xfe0)));
+        assert_eq!(at(0x0901_0000), Some((Window::Rtc, 0)));
+        assert_eq!(at(0x0a00_0208), Some((Window::Virtio, 8)));
+        assert_eq!(at(0x0a00_4000), None);
+        assert_eq!(at(0x0c00_0000), None);
+        assert_eq!(at(u64::MAX), None);
+    }
 
     #[test]
     fn sgi1r_syndrome_matches() {

@@ -25,6 +25,7 @@ use crate::devices::gic::{Affinity, Vgic};
 use crate::devices::memory::{region_offset, GuestMemory, GuestMemoryError};
 use crate::devices::pl011::{CharSink, Pl011};
 use crate::devices::pl031::{Pl031, TimeSource};
+use crate::devices::virtio::mmio::EmptySlot;
 use crate::layout::RAM_BASE;
 use crate::mm::frames::{FrameAllocator, Frames};
 use crate::mm::pagetable::{MapAttrs, PageTable};
@@ -183,6 +184,8 @@ pub struct Vm {
     pub uart: Pl011<VmConsole>,
     /// The PL031.
     pub rtc: Pl031<HostClock>,
+    /// What every virtio-mmio slot without a device answers.
+    pub virtio_empty: EmptySlot,
 }
 
 fn bundle_file<'a>(
@@ -286,6 +289,7 @@ impl Vm {
                 at_line_start: true,
             }),
             rtc: Pl031::new(clock),
+            virtio_empty: EmptySlot,
         })
     }
 
