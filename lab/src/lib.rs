@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod images;
 pub mod normalize;
 pub mod qemu;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod scenario;

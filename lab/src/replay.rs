@@ -1,0 +1,241 @@
+//! Deterministic record/replay of a run with QEMU's own record/replay
+//! (docs/system/replay.rst): `--record` runs QEMU with
+//! `-icount shift=auto,rr=record,rrfile=...` (record/replay needs icount:
+//! the log places every non-deterministic event, console input and clock
+//! reads included, at an instruction count), and keeps in the run directory
+//! everything a replay needs, under `replay/`:
+//!
+//! - `replay.bin`: QEMU's event log;
+//! - the exact files QEMU booted (the hypervisor image and boot bundle, or
+//!   the guest kernel and initramfs), copied, since `target/` is rebuilt;
+//! - `<scenario>.yaml`: the scenario file as it was;
+//! - `recording.json`: which file is `-kernel` and which `-initrd`.
+//!
+//! `lab replay <run-dir>` runs the same scenario from those files with
+//! `rr=replay`: QEMU executes the same instructions and prints the same
+//! console, whatever the host does meanwhile; console input comes from the
+//! log, not from the lab. Our scenarios have no block devices or network
+//! backends, so no `blkreplay` or `filter-replay` is needed; QEMU replays
+//! several vCPUs too, but round-robin on one host thread (icount rules out
+//! multi-threaded TCG), which is why recorded runs are slower.
+
+use crate::qemu::{BootFiles, LabeledPath};
+use crate::run::events::{Consumer, Emitter};
+use crate::run::{boot, run_scenario, Lab, RunOptions, RunSummary};
+use crate::scenario::Scenario;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The run directory's subdirectory with the recording.
+pub const REPLAY_DIR: &str = "replay";
+/// QEMU's event log.
+pub const REPLAY_LOG: &str = "replay.bin";
+/// What QEMU booted, by file name in [`REPLAY_DIR`].
+pub const RECORDING_JSON: &str = "recording.json";
+
+/// `recording.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Recording {
+    pub scenario: String,
+    pub kernel: StagedFile,
+    pub initrd: Option<StagedFile>,
+    /// QEMU arguments of the recorded run besides record/replay's own.
+    pub qemu_args: Vec<String>,
+}
+
+/// A booted file: its label (as command lines show it) and its file name
+/// in the recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StagedFile {
+    pub label: String,
+    pub file: String,
+}
+
+/// QEMU arguments that record into (`record`) or replay from `log`.
+pub fn icount_args(log: &Path, record: bool) -> Result<Vec<String>> {
+    let path = log.to_str().context("replay log path is not UTF-8")?;
+    if path.contains(',') {
+        bail!("QEMU cannot take a replay log path with a comma: {path}");
+    }
+    let mode = if record { "record" } else { "replay" };
+    Ok(vec![
+        "-icount".into(),
+        format!("shift=auto,rr={mode},rrfile={path}"),
+    ])
+}
+
+/// A file name for a label (`linux-cloud/kernel` → `linux-cloud_kernel`).
+fn file_name(label: &str) -> String {
+    label.replace(['/', ' '], "_")
+}
+
+/// Copies `file` into `dir` unless it is there already.
+fn stage(dir: &Path, file: &LabeledPath) -> Result<StagedFile> {
+    let name = file_name(&file.label);
+    let target = dir.join(&name);
+    if file.path != target {
+        std::fs::copy(&file.path, &target)
+            .with_context(|| format!("copying {} to {}", file.path.display(), target.display()))?;
+    }
+    Ok(StagedFile {
+        label: file.label.clone(),
+        file: name,
+    })
+}
+
+/// Runs `scenario` (from `scenario_file`) under QEMU's recorder. The
+/// recording ends up in `<run-dir>/replay/`.
+pub fn record(
+    lab: &Lab,
+    scenario: &Scenario,
+    scenario_file: &Path,
+    qemu: &Path,
+    options: &RunOptions,
+    consumers: Vec<Box<dyn Consumer>>,
+) -> Result<RunSummary> {
+    let work = lab.target_dir.join("lab");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix("recording-")
+        .tempdir_in(&work)
+        .context("creating the recording's staging directory")?;
+    let dir = staging.path();
+    // Preparation events (build, fetch) of the staging step go nowhere:
+    // the run itself reports what it boots.
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let files = match &options.boot_files {
+        Some(files) => files.clone(),
+        None => boot::resolve(
+            lab,
+            scenario,
+            options.offline,
+            dir,
+            &Emitter::new(tx, &scenario.name),
+        )?,
+    };
+    let recording = Recording {
+        scenario: scenario.name.clone(),
+        kernel: stage(dir, &files.kernel)?,
+        initrd: files.initrd.as_ref().map(|f| stage(dir, f)).transpose()?,
+        qemu_args: options.qemu_args.clone(),
+    };
+    let mut run_options = options.clone();
+    run_options.boot_files = Some(staged_files(dir, &recording));
+    run_options
+        .qemu_args
+        .extend(icount_args(&dir.join(REPLAY_LOG), true)?);
+    let summary = run_scenario(lab, scenario, qemu, &run_options, consumers)?;
+
+    let keep = summary.run_dir.join(REPLAY_DIR);
+    std::fs::create_dir_all(&keep).with_context(|| format!("creating {}", keep.display()))?;
+    // Everything staged: the log, the booted files, the bundle's trees.
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let from = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        let name = from.file_name().context("a directory entry has a name")?;
+        std::fs::rename(&from, keep.join(name))
+            .with_context(|| format!("moving {} into {}", from.display(), keep.display()))?;
+    }
+    std::fs::copy(scenario_file, keep.join(format!("{}.yaml", scenario.name)))
+        .with_context(|| format!("copying {}", scenario_file.display()))?;
+    let mut json = serde_json::to_vec_pretty(&recording)?;
+    json.push(b'\n');
+    std::fs::write(keep.join(RECORDING_JSON), json)
+        .with_context(|| format!("writing {}", keep.display()))?;
+    Ok(summary)
+}
+
+fn staged_files(dir: &Path, recording: &Recording) -> BootFiles {
+    let labeled = |f: &StagedFile| LabeledPath::new(f.label.clone(), dir.join(&f.file));
+    BootFiles {
+        kernel: labeled(&recording.kernel),
+        initrd: recording.initrd.as_ref().map(labeled),
+    }
+}
+
+/// A recorded run, ready to replay.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub scenario: Scenario,
+    pub recording: Recording,
+    /// `<run-dir>/replay`.
+    pub dir: PathBuf,
+}
+
+impl Replay {
+    /// Reads the recording of `run_dir`.
+    pub fn open(run_dir: &Path) -> Result<Replay> {
+        let dir = run_dir.join(REPLAY_DIR);
+        let json_path = dir.join(RECORDING_JSON);
+        let json = std::fs::read(&json_path).with_context(|| {
+            format!(
+                "{} has no recording (was it run with --record?)",
+                run_dir.display()
+            )
+        })?;
+        let recording: Recording = serde_json::from_slice(&json)
+            .with_context(|| format!("parsing {}", json_path.display()))?;
+        let scenario = Scenario::load(&dir.join(format!("{}.yaml", recording.scenario)))?;
+        Ok(Replay {
+            scenario,
+            recording,
+            dir,
+        })
+    }
+
+    /// The run options that replay it (`extra_args`: e.g. the gdbstub).
+    pub fn options(&self, rerun: String, extra_args: &[String]) -> Result<RunOptions> {
+        let mut qemu_args = self.recording.qemu_args.clone();
+        qemu_args.extend(icount_args(&self.dir.join(REPLAY_LOG), false)?);
+        qemu_args.extend_from_slice(extra_args);
+        Ok(RunOptions {
+            offline: true,
+            rerun,
+            boot_files: Some(staged_files(&self.dir, &self.recording)),
+            qemu_args,
+            ..RunOptions::default()
+        })
+    }
+}
+
+/// Replays the recording in `run_dir` as a new run of its scenario.
+pub fn replay(
+    lab: &Lab,
+    run_dir: &Path,
+    qemu: &Path,
+    extra_args: &[String],
+    consumers: Vec<Box<dyn Consumer>>,
+) -> Result<RunSummary> {
+    let replay = Replay::open(run_dir)?;
+    let rerun = format!("cargo run -p lab -- replay {}", run_dir.display());
+    let options = replay.options(rerun, extra_args)?;
+    run_scenario(lab, &replay.scenario, qemu, &options, consumers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn icount_arguments() {
+        assert_eq!(
+            icount_args(Path::new("/r/replay.bin"), true).unwrap(),
+            ["-icount", "shift=auto,rr=record,rrfile=/r/replay.bin"]
+        );
+        assert_eq!(
+            icount_args(Path::new("/r/replay.bin"), false).unwrap(),
+            ["-icount", "shift=auto,rr=replay,rrfile=/r/replay.bin"]
+        );
+        assert!(icount_args(Path::new("/a,b/replay.bin"), true).is_err());
+    }
+
+    #[test]
+    fn labels_become_file_names() {
+        assert_eq!(file_name("linux-cloud/kernel"), "linux-cloud_kernel");
+        assert_eq!(file_name("hypervisor.bin"), "hypervisor.bin");
+    }
+}
