@@ -5,6 +5,9 @@
 //! `TESTGUEST <check>: PASS|FAIL <detail>` line per check, then
 //! `TESTGUEST DONE passed=<n> failed=<m>`, and powers off through PSCI.
 //!
+//! With more than one CPU in the DT it also starts the others through PSCI,
+//! exchanges SGIs with them and waits for their CPU_OFF (`smp`).
+//!
 //! With `testguest.misbehave` in `/chosen/bootargs` it also makes an access
 //! nothing backs and a call nobody implements, and checks it gets the
 //! architected answers (external abort, NOT_SUPPORTED).
@@ -14,6 +17,8 @@
 //! compiles its portable parts for `cargo test`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
+#[cfg(any(test, target_os = "none"))]
+mod affinity;
 #[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
@@ -22,12 +27,16 @@ mod checks;
 mod civil;
 #[cfg(target_os = "none")]
 mod console;
+#[cfg(target_os = "none")]
+mod gic;
 #[cfg(any(test, target_os = "none"))]
 mod platform;
 #[cfg(any(test, target_os = "none"))]
 mod report;
 #[cfg(any(test, target_os = "none"))]
 mod smccc;
+#[cfg(target_os = "none")]
+mod smp;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
@@ -50,6 +59,7 @@ mod guest {
     use crate::platform::{Conduit, Platform, Window};
     use crate::report::Report;
     use crate::smccc;
+    use crate::smp;
 
     /// Where QEMU's virt board has its PL011: used only to report that the
     /// device tree could not be read, which is then a failure.
@@ -138,6 +148,7 @@ mod guest {
         checks::vtimer(&mut report, &platform, gic.as_ref());
         checks::spi(&mut report, &platform, gic.as_ref());
         checks::uart_irq(&mut report, &platform, gic.as_ref(), uart);
+        smp::checks(&mut report, &platform, gic.as_ref());
         checks::pl031(&mut report, &platform);
         if platform.misbehave {
             checks::unmapped_access(&mut report, UNMAPPED_IPA);

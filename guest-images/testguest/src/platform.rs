@@ -47,7 +47,14 @@ pub struct Platform {
     pub vtimer_intid: u32,
     /// `/chosen/bootargs` asks for the misbehaviour checks.
     pub misbehave: bool,
+    /// MPIDR affinity (`reg`) of each CPU node, in DT order; the first
+    /// `cpu_count` entries are valid.
+    pub cpus: [u64; MAX_CPUS],
+    pub cpu_count: usize,
 }
+
+/// CPUs the guest keeps track of; more in the DT is an error.
+pub const MAX_CPUS: usize = 8;
 
 /// Why the device tree could not describe the machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +67,8 @@ pub enum DtError {
     BadInterrupts(&'static str),
     /// `/psci` `method` is neither "hvc" nor "smc".
     BadConduit,
+    /// A `/cpus` node without a usable `reg`, or more than MAX_CPUS.
+    BadCpus,
 }
 
 impl fmt::Display for DtError {
@@ -71,6 +80,7 @@ impl fmt::Display for DtError {
                 write!(f, "{what} interrupts are not 3-cell GIC specifiers")
             }
             DtError::BadConduit => f.write_str("/psci method is neither hvc nor smc"),
+            DtError::BadCpus => write!(f, "/cpus: a cpu without reg, or more than {MAX_CPUS}"),
         }
     }
 }
@@ -105,6 +115,16 @@ impl Platform {
             Some("smc") => Conduit::Smc,
             _ => return Err(DtError::BadConduit),
         };
+        let mut cpus = [0; MAX_CPUS];
+        let mut cpu_count = 0;
+        for cpu in fdt.cpus() {
+            let reg = cpu
+                .property("reg")
+                .and_then(|p| p.as_usize())
+                .ok_or(DtError::BadCpus)?;
+            *cpus.get_mut(cpu_count).ok_or(DtError::BadCpus)? = reg as u64;
+            cpu_count += 1;
+        }
         let vtimer_intid =
             interrupt_intid(timer, TIMER_VIRTUAL_INDEX).ok_or(DtError::BadInterrupts(TIMER))?;
         Ok(Platform {
@@ -121,6 +141,8 @@ impl Platform {
                 .and_then(|chosen| chosen.property("bootargs"))
                 .and_then(|p| p.as_str())
                 .is_some_and(wants_misbehaviour),
+            cpus,
+            cpu_count,
         })
     }
 }
@@ -228,6 +250,17 @@ mod tests {
         assert_eq!(platform.uart_intid, 33, "SPI 1");
         assert_eq!(platform.rtc_intid, 34, "SPI 2");
         assert!(!platform.misbehave);
+        assert_eq!(platform.cpus[..platform.cpu_count], [0]);
+    }
+
+    /// The same with `-smp 2`.
+    const QEMU_VIRT_SMP2: &[u8] = include_bytes!("../tests/fixtures/qemu-virt-gicv3-smp2.dtb");
+
+    #[test]
+    fn discovers_every_cpu() {
+        let fdt = Fdt::new(QEMU_VIRT_SMP2).expect("fixture parses");
+        let platform = Platform::discover(&fdt).expect("fixture describes the machine");
+        assert_eq!(platform.cpus[..platform.cpu_count], [0, 1]);
     }
 
     #[test]

@@ -7,6 +7,11 @@ use core::fmt;
 pub const PSCI_VERSION: u32 = 0x8400_0000;
 pub const PSCI_FEATURES: u32 = 0x8400_000A;
 pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
+pub const PSCI_CPU_OFF: u32 = 0x8400_0002;
+/// SMC64: the entry point is a 64-bit address.
+pub const PSCI_CPU_ON_64: u32 = 0xC400_0003;
+pub const PSCI_AFFINITY_INFO: u32 = 0x8400_0004;
+
 pub const SMCCC_VERSION: u32 = 0x8000_0000;
 /// Fast SMC32 call with owning entity 8, which SMCCC reserves: nobody
 /// implements it, so the answer must be NOT_SUPPORTED.
@@ -82,10 +87,19 @@ mod tests {
     fn function_ids_are_fast_smc32_calls_of_their_owner() {
         const STANDARD_SECURE: u32 = 4;
         const ARM_ARCHITECTURE: u32 = 0;
-        for psci in [PSCI_VERSION, PSCI_FEATURES, PSCI_SYSTEM_OFF] {
+        for psci in [
+            PSCI_VERSION,
+            PSCI_FEATURES,
+            PSCI_SYSTEM_OFF,
+            PSCI_CPU_OFF,
+            PSCI_AFFINITY_INFO,
+        ] {
             assert_eq!(psci >> 30, 0b10, "{psci:#x}: fast, SMC32");
             assert_eq!(owner(psci), STANDARD_SECURE, "{psci:#x}");
         }
+        assert_eq!(PSCI_CPU_ON_64 >> 30, 0b11, "fast, SMC64");
+        assert_eq!(owner(PSCI_CPU_ON_64), STANDARD_SECURE);
+        assert_eq!(PSCI_CPU_ON_64 & 0xFFFF, 3, "CPU_ON is function 3");
         assert_eq!(SMCCC_VERSION >> 30, 0b10);
         assert_eq!(owner(SMCCC_VERSION), ARM_ARCHITECTURE);
     }

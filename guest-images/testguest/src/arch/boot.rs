@@ -1,6 +1,7 @@
 //! Entry: the arm64 Image header QEMU's `-kernel` and the hypervisor's
 //! "linux-image" loader look for, then `_start`, which sets up the stack,
-//! FP/SIMD, BSS and the vector table before entering Rust with x0 = DTB.
+//! FP/SIMD, BSS and the vector table before entering Rust with x0 = DTB;
+//! and `_secondary_start`, where PSCI CPU_ON starts the other CPUs.
 
 use core::arch::global_asm;
 
@@ -54,9 +55,32 @@ _start:
     bl      testguest_main
 3:  wfi
     b       3b
+
+    // A secondary CPU from PSCI CPU_ON: x0 = its index (>= 1), which
+    // `arch::secondary_entry` checked against the stack slots.
+    .global _secondary_start
+_secondary_start:
+    mov     x19, x0
+    ldr     x1, ={cpacr}
+    msr     cpacr_el1, x1
+    isb
+    adrp    x1, _secondary_stacks
+    add     x1, x1, :lo12:_secondary_stacks
+    mov     x2, #{stack_size}
+    madd    x1, x19, x2, x1         // top of slot index - 1
+    mov     sp, x1
+    adrp    x1, testguest_vectors
+    add     x1, x1, :lo12:testguest_vectors
+    msr     vbar_el1, x1
+    isb
+    mov     x0, x19
+    bl      testguest_secondary
+4:  wfi
+    b       4b
     "#,
     text_offset = const TEXT_OFFSET,
     flags = const IMAGE_FLAGS,
     magic = const IMAGE_MAGIC,
     cpacr = const CPACR_FPEN,
+    stack_size = const super::SECONDARY_STACK_SIZE,
 );

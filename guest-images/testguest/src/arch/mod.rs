@@ -23,6 +23,26 @@ unsafe extern "C" {
     /// First and one-past-last byte the guest occupies (linker/testguest.ld).
     static _image_start: u8;
     static _image_end: u8;
+    /// The secondary CPUs' stack slots (linker/testguest.ld).
+    static _secondary_stacks: u8;
+    static _secondary_stacks_end: u8;
+    /// Entry of a secondary CPU (`boot.rs`).
+    fn _secondary_start();
+}
+
+/// Size of one secondary CPU's stack slot.
+pub const SECONDARY_STACK_SIZE: usize = 0x4000;
+
+/// The PSCI CPU_ON entry point and context id for the CPU with `index`
+/// (its position in the DT), if a stack slot exists for it.
+pub fn secondary_entry(index: usize) -> Option<(u64, u64)> {
+    let slots_bytes =
+        ptr::addr_of!(_secondary_stacks_end) as usize - ptr::addr_of!(_secondary_stacks) as usize;
+    let slots = slots_bytes / SECONDARY_STACK_SIZE;
+    let entry = _secondary_start as *const () as usize;
+    (1..=slots)
+        .contains(&index)
+        .then_some((entry as u64, index as u64))
 }
 
 fn image_range() -> (usize, usize) {

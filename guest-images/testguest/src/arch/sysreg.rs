@@ -49,6 +49,11 @@ write_reg!(set_icc_bpr1, "icc_bpr1_el1");
 write_reg!(set_icc_ctlr, "icc_ctlr_el1");
 write_reg!(set_icc_igrpen1, "icc_igrpen1_el1");
 write_reg!(set_icc_eoir1, "icc_eoir1_el1");
+write_reg!(
+    /// Generates a Group 1 SGI (value from `affinity::sgi1r`).
+    send_sgi1,
+    "icc_sgi1r_el1"
+);
 read_reg!(icc_iar1_raw, "icc_iar1_el1");
 
 /// CNTV_CTL_EL0.ENABLE.
