@@ -19,6 +19,9 @@ pub mod pl011;
 pub mod pl031;
 pub mod virtio;
 
+#[cfg(test)]
+mod robustness;
+
 use core::fmt;
 
 /// Width of one MMIO access, as the data-abort syndrome gives it (SAS).

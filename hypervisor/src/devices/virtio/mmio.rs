@@ -158,7 +158,8 @@ impl<D: VirtioDevice> VirtioMmio<D> {
     /// driver breaking the ring protocol) sets DEVICE_NEEDS_RESET.
     pub fn process(&mut self, mem: &mut dyn GuestMemory) {
         let notified = core::mem::take(&mut self.notified);
-        if self.status & status::DRIVER_OK == 0 {
+        let live = status::FEATURES_OK | status::DRIVER_OK;
+        if self.status & live != live {
             return;
         }
         for (index, queue) in self.queues.iter_mut().enumerate() {
