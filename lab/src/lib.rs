@@ -5,6 +5,7 @@ pub mod bench;
 pub mod build;
 pub mod bundle;
 pub mod cli;
+pub mod debug;
 pub mod doctor;
 pub mod images;
 pub mod normalize;

@@ -8,6 +8,7 @@
 //! - `replay.bin`: QEMU's event log;
 //! - the exact files QEMU booted (the hypervisor image and boot bundle, or
 //!   the guest kernel and initramfs), copied, since `target/` is rebuilt;
+//! - `<crate>.elf`: the symbols of what QEMU booted (for `replay --gdb`);
 //! - `<scenario>.yaml`: the scenario file as it was;
 //! - `recording.json`: which file is `-kernel` and which `-initrd`.
 //!
@@ -19,6 +20,7 @@
 //! several vCPUs too, but round-robin on one host thread (icount rules out
 //! multi-threaded TCG), which is why recorded runs are slower.
 
+use crate::debug;
 use crate::qemu::{BootFiles, LabeledPath};
 use crate::run::events::{Consumer, Emitter};
 use crate::run::{boot, run_scenario, Lab, RunOptions, RunSummary};
@@ -41,6 +43,8 @@ pub struct Recording {
     pub scenario: String,
     pub kernel: StagedFile,
     pub initrd: Option<StagedFile>,
+    /// The ELF with the symbols of what QEMU booted, for `replay --gdb`.
+    pub symbols: Option<String>,
     /// QEMU arguments of the recorded run besides record/replay's own.
     pub qemu_args: Vec<String>,
 }
@@ -120,6 +124,16 @@ pub fn record(
         scenario: scenario.name.clone(),
         kernel: stage(dir, &files.kernel)?,
         initrd: files.initrd.as_ref().map(|f| stage(dir, f)).transpose()?,
+        symbols: debug::symbol_crate(scenario)
+            .map(|krate| {
+                LabeledPath::new(
+                    format!("{krate}.elf"),
+                    debug::elf_path(&lab.target_dir, krate),
+                )
+            })
+            .filter(|elf| elf.path.is_file())
+            .map(|elf| stage(dir, &elf).map(|staged| staged.file))
+            .transpose()?,
         qemu_args: options.qemu_args.clone(),
     };
     let mut run_options = options.clone();
@@ -164,6 +178,13 @@ pub struct Replay {
     pub recording: Recording,
     /// `<run-dir>/replay`.
     pub dir: PathBuf,
+}
+
+impl Replay {
+    /// The recorded ELF with symbols, if any.
+    pub fn symbols(&self) -> Option<PathBuf> {
+        self.recording.symbols.as_ref().map(|f| self.dir.join(f))
+    }
 }
 
 impl Replay {
