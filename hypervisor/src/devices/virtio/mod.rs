@@ -1,8 +1,9 @@
 //! virtio devices over the MMIO transport (virtio 1.2): the transport
-//! (`mmio`), split virtqueues (`queue`), and the `VirtioDevice` trait a
-//! device (block, net) implements. Devices reach guest memory only through
+//! (`mmio`), split virtqueues (`queue`), the `VirtioDevice` trait a device
+//! implements, and the block device (`blk`). Devices reach guest memory only through
 //! `GuestMemory`, so each is tested on the host against fake RAM.
 
+pub mod blk;
 pub mod mmio;
 pub mod queue;
 
