@@ -344,6 +344,19 @@ impl Vgic {
         Ok(())
     }
 
+    /// The vCPU an SPI is routed to (GICD_IROUTER), if any: the one to kick
+    /// when the SPI becomes pending while another physical CPU runs it.
+    pub fn spi_target(&self, intid: u32) -> Result<Option<usize>, VgicError> {
+        self.distributor
+            .spi(intid)
+            .ok_or(VgicError::NoSuchInterrupt(intid))?;
+        Ok(self
+            .redistributors
+            .0
+            .iter()
+            .position(|r| self.distributor.routed_to(intid, r.affinity())))
+    }
+
     /// A write of `value` to ICC_SGI1R_EL1 by `sender`: makes the SGI
     /// pending on every target and returns them as a bit mask of vCPUs.
     pub fn send_sgi(&mut self, sender: usize, value: u64) -> Result<u64, VgicError> {

@@ -293,6 +293,20 @@ fn spis_go_to_the_routed_vcpu_by_priority() {
     gicd_write(&mut gic, 0x104, 0b110);
     gicd_write(&mut gic, 0x420, 0x00_80_90_00);
     gic.distributor().write(0x6000 + 8 * 34, Double, 1).unwrap();
+    assert_eq!(gic.spi_target(34), Ok(Some(1)));
+    assert_eq!(
+        gic.spi_target(UART_SPI),
+        Ok(Some(0)),
+        "IROUTER resets to affinity 0"
+    );
+    gic.distributor()
+        .write(0x6000 + 8 * 35, Double, 0x7)
+        .unwrap();
+    assert_eq!(gic.spi_target(35), Ok(None), "no vCPU with Aff0 = 7");
+    assert_eq!(
+        gic.spi_target(32 + SPIS),
+        Err(VgicError::NoSuchInterrupt(32 + SPIS))
+    );
     gic.set_spi_level(UART_SPI, true).unwrap();
     gic.set_spi_level(34, true).unwrap();
     gic.raise_edge(0, VTIMER_PPI).unwrap();
