@@ -273,3 +273,18 @@ fn testguest_boots_under_the_hypervisor_from_the_lab_bundle() {
     assert!(manifest.contains("kernel = \"vm0/kernel\";"), "{manifest}");
     out.assert_qemu_gone();
 }
+
+#[test]
+fn a_fail_on_pattern_fails_the_pending_step() {
+    let out = run(&fixture("hv_fail_on"), None);
+    assert_eq!(out.summary.verdict, Verdict::Failed);
+    let ExitReason::StepFailed {
+        step: 1,
+        failure: StepFailure::FailPattern { matched },
+    } = out.reason()
+    else {
+        panic!("{:?}", out.reason());
+    };
+    assert!(matched.starts_with("gicv3 dist 0x"), "{matched}");
+    out.assert_qemu_gone();
+}

@@ -102,6 +102,8 @@ pub enum StepFailure {
     QemuExited { status: QemuStatus },
     /// QEMU exited, but not with the status the step expects.
     WrongExitStatus { expected: i32, status: QemuStatus },
+    /// A `fail-on` pattern matched before the step's own.
+    FailPattern { matched: String },
     /// The console could not be written.
     SendFailed { message: String },
     /// The user interrupted the run.
@@ -118,6 +120,9 @@ impl fmt::Display for StepFailure {
                     f,
                     "QEMU ended with {status}, expected exit status {expected}"
                 )
+            }
+            StepFailure::FailPattern { matched } => {
+                write!(f, "the console printed {:?} (fail-on)", matched.trim())
             }
             StepFailure::SendFailed { message } => write!(f, "cannot write the console: {message}"),
             StepFailure::Interrupted => f.write_str("interrupted"),

@@ -169,7 +169,7 @@ fn prepare_and_drive(
     run_dir: &Path,
     emitter: &Emitter,
 ) -> Result<ExitReason> {
-    let actions = steps::compile(scenario)?;
+    let script = steps::compile(scenario)?;
     let files = match &options.boot_files {
         Some(files) => files.clone(),
         None => boot::resolve(lab, scenario, options.offline, run_dir, emitter)?,
@@ -191,7 +191,7 @@ fn prepare_and_drive(
         command: command.shell_line(),
         pid: qemu.pid().map(|pid| pid.as_raw()),
     });
-    let reason = steps::run_all(&mut qemu, &actions, &options.cancel, emitter);
+    let reason = steps::run_all(&mut qemu, &script, &options.cancel, emitter);
     let status = qemu.stop();
     emitter.emit(EventKind::QemuStopped { status });
     Ok(reason)

@@ -37,6 +37,8 @@ pub enum WaitEnd {
     /// The console closed: QEMU has exited.
     Closed,
     Interrupted,
+    /// A `fail-on` pattern matched first; the text it matched.
+    FailPattern(String),
 }
 
 pub struct QemuProcess {
@@ -93,14 +95,15 @@ impl QemuProcess {
     }
 
     /// Waits until `regex` matches console output not consumed by an
-    /// earlier match.
+    /// earlier match, unless one of `fail_on` matches earlier output.
     pub fn expect(
         &mut self,
         regex: &Regex,
+        fail_on: &[Regex],
         timeout: Duration,
         cancel: &Cancel,
     ) -> Result<(), WaitEnd> {
-        self.wait_for(Some(regex), timeout, cancel)
+        self.wait_for(Some((regex, fail_on)), timeout, cancel)
     }
 
     /// Waits until QEMU exits, and returns how.
@@ -124,24 +127,32 @@ impl QemuProcess {
             .map_err(|e| e.to_string())
     }
 
-    /// Waits for `regex`, or with `None` for the console to close.
+    /// Waits for a regex (failing on the first `fail_on` match that comes
+    /// earlier), or with `None` for the console to close.
     fn wait_for(
         &mut self,
-        regex: Option<&Regex>,
+        regex: Option<(&Regex, &[Regex])>,
         timeout: Duration,
         cancel: &Cancel,
     ) -> Result<(), WaitEnd> {
         let deadline = Instant::now() + timeout;
         loop {
             let attempt = match regex {
-                Some(re) => self
-                    .session
-                    .exp_any(vec![ReadUntil::Regex(re.clone())])
-                    .map(drop),
-                None => self.session.exp_eof().map(drop),
+                Some((re, fail_on)) => {
+                    let needles = std::iter::once(re)
+                        .chain(fail_on)
+                        .map(|r| ReadUntil::Regex(r.clone()))
+                        .collect();
+                    // rexpect returns the leftmost match of any needle.
+                    self.session
+                        .exp_any(needles)
+                        .map(|(_, matched)| (!re.is_match(&matched)).then_some(matched))
+                }
+                None => self.session.exp_eof().map(|_| None),
             };
             match attempt {
-                Ok(()) => return Ok(()),
+                Ok(None) => return Ok(()),
+                Ok(Some(failed)) => return Err(WaitEnd::FailPattern(failed)),
                 Err(ExpectError::Timeout { .. }) => {}
                 // The console closed before a match (or failed): QEMU is gone.
                 Err(_) => return Err(WaitEnd::Closed),

@@ -17,9 +17,26 @@ pub enum Action {
     ExpectExit { status: i32, timeout_secs: u64 },
 }
 
+/// A scenario's steps ready to run, with its `fail-on` patterns.
+#[derive(Debug, Clone)]
+pub struct Script {
+    pub actions: Vec<Action>,
+    pub fail_on: Vec<Regex>,
+}
+
 /// Compiles every step of a scenario.
-pub fn compile(scenario: &Scenario) -> Result<Vec<Action>> {
-    scenario
+pub fn compile(scenario: &Scenario) -> Result<Script> {
+    let regex = |pattern: &str| {
+        scenario
+            .expect_regex(pattern)
+            .map_err(|e| anyhow::anyhow!("{}: `{pattern}`: {e}", scenario.name))
+    };
+    let fail_on = scenario
+        .fail_on
+        .iter()
+        .map(|p| regex(p))
+        .collect::<Result<_>>()?;
+    let actions = scenario
         .steps
         .iter()
         .map(|step| {
@@ -29,9 +46,7 @@ pub fn compile(scenario: &Scenario) -> Result<Vec<Action>> {
                     timeout_secs,
                     ..
                 } => Action::Expect {
-                    regex: scenario.expect_regex(pattern).map_err(|e| {
-                        anyhow::anyhow!("{}: expect `{pattern}`: {e}", scenario.name)
-                    })?,
+                    regex: regex(pattern)?,
                     timeout_secs: *timeout_secs,
                 },
                 Step::Send { line, .. } => Action::Send { line: line.clone() },
@@ -44,20 +59,21 @@ pub fn compile(scenario: &Scenario) -> Result<Vec<Action>> {
                 },
             })
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok(Script { actions, fail_on })
 }
 
 /// Runs the actions in order until one fails.
 pub fn run_all(
     qemu: &mut QemuProcess,
-    actions: &[Action],
+    script: &Script,
     cancel: &Cancel,
     emitter: &Emitter,
 ) -> ExitReason {
-    for (index, action) in actions.iter().enumerate() {
+    for (index, action) in script.actions.iter().enumerate() {
         emitter.emit(EventKind::StepStarted { index });
         let start = Instant::now();
-        let result = run_one(qemu, action, cancel);
+        let result = run_one(qemu, action, &script.fail_on, cancel);
         let duration = start.elapsed();
         match result {
             Ok(()) => emitter.emit(EventKind::StepPassed { index, duration }),
@@ -77,13 +93,18 @@ pub fn run_all(
     ExitReason::StepsPassed
 }
 
-fn run_one(qemu: &mut QemuProcess, action: &Action, cancel: &Cancel) -> Result<(), StepFailure> {
+fn run_one(
+    qemu: &mut QemuProcess,
+    action: &Action,
+    fail_on: &[Regex],
+    cancel: &Cancel,
+) -> Result<(), StepFailure> {
     match action {
         Action::Expect {
             regex,
             timeout_secs,
         } => qemu
-            .expect(regex, Duration::from_secs(*timeout_secs), cancel)
+            .expect(regex, fail_on, Duration::from_secs(*timeout_secs), cancel)
             .map_err(|end| failure(qemu, end, *timeout_secs, cancel)),
         Action::Send { line } => qemu
             .send_line(line)
@@ -115,6 +136,7 @@ fn failure(
     match end {
         WaitEnd::Timeout => StepFailure::Timeout { timeout_secs },
         WaitEnd::Interrupted => StepFailure::Interrupted,
+        WaitEnd::FailPattern(matched) => StepFailure::FailPattern { matched },
         // The console closed: QEMU is exiting; its status follows shortly.
         WaitEnd::Closed => match qemu.wait_exit(Duration::ZERO, cancel) {
             Ok(status) => StepFailure::QemuExited { status },
@@ -164,7 +186,7 @@ mod tests {
              steps:\n  - { expect: '{cpus} CPUs', timeout: 3, console: vm0 }\n  - send: ls\n  - expect-exit: 0\n",
         )
         .unwrap();
-        let actions = compile(&scenario).unwrap();
+        let actions = compile(&scenario).unwrap().actions;
         assert!(
             matches!(&actions[0], Action::Expect { regex, timeout_secs: 3 } if regex.as_str() == "2 CPUs")
         );

@@ -81,6 +81,15 @@ pub fn locate(text: &str, key: &str, value: &str) -> (usize, usize) {
     (1, 1)
 }
 
+/// The 1-based line and column of the first occurrence of `value` (list
+/// items have no key of their own); 1:1 when there is none.
+pub fn locate_value(text: &str, value: &str) -> (usize, usize) {
+    text.lines()
+        .enumerate()
+        .find_map(|(index, line)| line.find(value).map(|col| (index + 1, col + 1)))
+        .unwrap_or((1, 1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +101,8 @@ mod tests {
         assert_eq!(locate(text, "expect", "x"), (3, 5));
         assert_eq!(locate(text, "name", ""), (1, 1));
         assert_eq!(locate(text, "missing", ""), (1, 1));
+        assert_eq!(locate_value(text, "vm1"), (4, 14));
+        assert_eq!(locate_value(text, "nowhere"), (1, 1));
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct Scenario {
     pub boot: BootMode,
     #[serde(default)]
     pub vms: Vec<Vm>,
+    /// Regexes that fail the pending `expect` as soon as the console prints
+    /// them (a guest kernel panic that leaves QEMU running).
+    #[serde(default)]
+    pub fail_on: Vec<String>,
     pub steps: Vec<Step>,
 }
 
@@ -260,6 +264,18 @@ impl Scenario {
             );
         }
         let vars = self.template_vars();
+        for (i, pattern) in self.fail_on.iter().enumerate() {
+            if let Err(message) = self.expect_regex(pattern) {
+                let (line, column) = error::locate_value(text, pattern);
+                return Err(ScenarioError::at(
+                    file,
+                    line,
+                    column,
+                    &format!("fail-on[{i}]"),
+                    message,
+                ));
+            }
+        }
         for (i, step) in self.steps.iter().enumerate() {
             if let Some(console) = step.console() {
                 if !self.vms.iter().any(|vm| vm.name == console) {

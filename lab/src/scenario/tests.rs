@@ -24,6 +24,7 @@ fn full_file_parses_every_field() {
     assert_eq!(s.machine.hypervisor_args.as_deref(), Some("hv.log=debug"));
     assert_eq!(s.boot, BootMode::Hypervisor);
     assert_eq!(s.vms.len(), 2);
+    assert_eq!(s.fail_on, ["Kernel panic - not syncing", "hypervisor panic at"]);
     assert_eq!(s.vms[0].kernel, KernelSource::Image("linux-cloud".into()));
     assert!(s.vms[0].initramfs);
     assert_eq!(s.vms[1].kernel, KernelSource::Crate("testguest".into()));
@@ -62,6 +63,7 @@ fn minimal_file_gets_defaults() {
     assert_eq!(s.machine.hypervisor_args, None);
     assert_eq!(s.boot, BootMode::Hypervisor);
     assert!(s.vms.is_empty());
+    assert!(s.fail_on.is_empty());
     assert!(!s.expects_exit());
 }
 
@@ -152,6 +154,7 @@ const BAD_CASES: &[(&str, (usize, usize), &str)] = &[
         (7, 13),
         "vms[0].kernel: unknown field `url`, expected `image` or `crate`",
     ),
+    ("bad_fail_on", (7, 6), "fail-on[1]: regex parse error"),
     (
         "odd_memory",
         (12, 5),
