@@ -17,6 +17,7 @@ use rexpect::process::PtyProcess;
 use rexpect::session::{Options, StreamSession};
 use rexpect::ReadUntil;
 use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::mpsc::{self, Receiver};
@@ -60,10 +61,18 @@ impl QemuProcess {
         console: &str,
         emitter: Emitter,
     ) -> Result<QemuProcess> {
-        // rexpect forks and then execs; a program that cannot be executed
-        // would leave the forked child running the lab, so check first.
-        if !command.program.is_file() {
-            bail!("QEMU binary {} does not exist", command.program.display());
+        // rexpect forks and then execs; a failed exec would leave the forked
+        // child running the lab, so check what exec and chdir need first.
+        let executable = std::fs::metadata(&command.program)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if !executable {
+            bail!(
+                "QEMU binary {} is not an executable file",
+                command.program.display()
+            );
+        }
+        if !dir.is_dir() {
+            bail!("run directory {} does not exist", dir.display());
         }
         let mut cmd = Command::new(&command.program);
         cmd.args(command.argv()).current_dir(dir);
