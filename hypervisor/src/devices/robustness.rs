@@ -8,7 +8,9 @@ use super::gic::{Affinity, Vgic};
 use super::memory::fake::VecMemory;
 use super::pl011::{CharSink, Pl011};
 use super::pl031::{Pl031, TimeSource};
+use super::virtio::blk::{MemDisk, VirtioBlk};
 use super::virtio::mmio::{reg, EmptySlot, VirtioMmio};
+use super::virtio::net::{NetBackend, VirtioNet, MAX_FRAME};
 use super::virtio::queue::{Queue, QueueError};
 use super::virtio::VirtioDevice;
 use super::{AccessWidth, MmioDevice};
@@ -135,29 +137,61 @@ fn virtio_survives_random_accesses_and_rings() {
         hammer(&mut slot, round as u64 + 8);
         slot.process(&mut mem);
     }
-    // A driver that set the device up properly, then scribbles on its rings.
-    let mut slot = VirtioMmio::new(Drain);
-    let word = |slot: &mut VirtioMmio<Drain>, offset: u64, value: u64| {
+    scribble_on_live_rings(VirtioMmio::new(Drain), 17);
+    scribble_on_live_rings(
+        VirtioMmio::new(VirtioBlk::new(MemDisk::new(
+            alloc::vec![0; 4096],
+            false,
+            b"x",
+        ))),
+        18,
+    );
+    let mut net = VirtioMmio::new(VirtioNet::new(Inbox, [2, 0, 0, 0, 0, 1]));
+    net.notify(0);
+    scribble_on_live_rings(net, 19);
+}
+
+/// A driver that set queue 0 and 1 up properly, then scribbles on the rings
+/// and notifies.
+fn scribble_on_live_rings<D: VirtioDevice>(mut slot: VirtioMmio<D>, seed: u64) {
+    let mut rng = XorShift(seed);
+    let mut mem = VecMemory::new(RAM, 0x8000);
+    let mut word = |offset: u64, value: u64| {
         slot.write(offset, AccessWidth::Word, value).unwrap();
     };
-    word(&mut slot, reg::DRIVER_FEATURES_SEL, 1);
-    word(&mut slot, reg::DRIVER_FEATURES, 1);
-    word(&mut slot, reg::STATUS, 0b1011);
-    for (register, address) in [
-        (reg::QUEUE_DESC_LOW, RAM),
-        (reg::QUEUE_DRIVER_LOW, RAM + 0x1000),
-        (reg::QUEUE_DEVICE_LOW, RAM + 0x2000),
-    ] {
-        word(&mut slot, register, address);
+    word(reg::DRIVER_FEATURES_SEL, 1);
+    word(reg::DRIVER_FEATURES, 1);
+    word(reg::STATUS, 0b1011);
+    for queue in 0..2 {
+        let base = RAM + queue * 0x4000;
+        word(reg::QUEUE_SEL, queue);
+        word(reg::QUEUE_NUM, 64);
+        word(reg::QUEUE_DESC_LOW, base);
+        word(reg::QUEUE_DRIVER_LOW, base + 0x1000);
+        word(reg::QUEUE_DEVICE_LOW, base + 0x2000);
+        word(reg::QUEUE_READY, 1);
     }
-    word(&mut slot, reg::QUEUE_READY, 1);
-    word(&mut slot, reg::STATUS, 0b1111);
-    for _ in 0..ROUNDS / 10 {
+    word(reg::STATUS, 0b1111);
+    for round in 0..ROUNDS / 10 {
         for chunk in mem.bytes.chunks_mut(8) {
             chunk.copy_from_slice(&rng.next().to_le_bytes()[..chunk.len()]);
         }
-        word(&mut slot, reg::QUEUE_NOTIFY, 0);
+        slot.write(reg::QUEUE_NOTIFY, AccessWidth::Word, round as u64 % 2)
+            .unwrap();
         slot.process(&mut mem);
+    }
+}
+
+/// Always has a frame for the guest.
+struct Inbox;
+impl NetBackend for Inbox {
+    fn transmit(&mut self, _frame: &[u8]) {}
+    fn receive(&mut self, buf: &mut [u8; MAX_FRAME]) -> Option<usize> {
+        buf[..14].fill(0xFF);
+        Some(60)
+    }
+    fn has_pending(&self) -> bool {
+        true
     }
 }
 

@@ -147,6 +147,14 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         self.interrupt_status != 0
     }
 
+    /// Marks queue `index` for the next `process`, as a QueueNotify write
+    /// would: for a backend with input for the guest (a received frame).
+    pub fn notify(&mut self, index: usize) {
+        if index < self.queues.len().min(64) {
+            self.notified |= 1 << index;
+        }
+    }
+
     /// The device changed its configuration space: bump the generation and
     /// tell the driver.
     pub fn config_changed(&mut self) {
@@ -295,9 +303,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
                     queue.ready = value & 1 != 0;
                 }
             }
-            reg::QUEUE_NOTIFY if (value as usize) < self.queues.len().min(64) => {
-                self.notified |= 1 << value;
-            }
+            reg::QUEUE_NOTIFY => self.notify(value as usize),
             reg::INTERRUPT_ACK => self.interrupt_status &= !value,
             reg::STATUS => self.write_status(value),
             reg::QUEUE_DESC_LOW => self.set_queue_address(|q| &mut q.desc_table, false, value),

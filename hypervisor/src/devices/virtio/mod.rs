@@ -1,10 +1,11 @@
 //! virtio devices over the MMIO transport (virtio 1.2): the transport
 //! (`mmio`), split virtqueues (`queue`), the `VirtioDevice` trait a device
-//! implements, and the block device (`blk`). Devices reach guest memory only through
+//! implements, and the block (`blk`) and network (`net`) devices. Devices reach guest memory only through
 //! `GuestMemory`, so each is tested on the host against fake RAM.
 
 pub mod blk;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 
 use queue::{Queue, QueueError};
