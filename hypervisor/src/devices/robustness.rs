@@ -130,7 +130,6 @@ fn uart_and_rtc_survive_random_accesses() {
 #[test]
 fn virtio_survives_random_accesses_and_rings() {
     hammer(&mut EmptySlot, 6);
-    let mut rng = XorShift(7);
     let mut slot = VirtioMmio::new(Drain);
     let mut mem = VecMemory::new(RAM, 0x4000);
     for round in 0..ROUNDS / 100 {
