@@ -28,15 +28,20 @@ use crate::fixed_vec::FixedVec;
 use crate::layout::{MAINTENANCE_INTID, RAM_BASE, VTIMER_INTID};
 use crate::mm::frames::FrameAllocator;
 use crate::mm::pagetable::{MapAttrs, MapError, PageTable};
+use crate::platform::GicV3Info;
 use crate::platform::PlatformInfo;
 use crate::power;
 use crate::println;
-use crate::vm::irq::HostIrqs;
-use crate::vm::run::run_vm;
+use crate::vm::irq::{HostIrqs, KICK_SGI};
+use crate::vm::run::{run_session, wait_all_out, wait_restart, SessionEnd};
 use crate::vm::{HostClock, Vm, VmStop};
+use alloc::boxed::Box;
+use spin::{Mutex, Once};
 
 /// The fault-injection word on the host command line.
 pub const DEBUG_PANIC_BOOTARG: &str = "hv.debug=panic";
+/// PSCI CPU_ON (SMC64), to start a secondary physical CPU.
+const PSCI_CPU_ON_64: u32 = 0xc400_0003;
 /// The manifest's name in the boot bundle.
 const MANIFEST_FILE: &str = "manifest.dtb";
 /// Heap size we ask for (the arch layer caps it to what it can manage).
@@ -90,7 +95,7 @@ pub fn boot_primary(dtb_addr: PhysAddr, dtb: &'static [u8], image: PhysRange) ->
         }
     }
 
-    run_bundle(&platform, &mut frames)
+    run_bundle(&platform, &mut frames, root)
 }
 
 /// Prints a manifest problem and powers off.
@@ -100,7 +105,7 @@ fn manifest_error(error: &ManifestError) -> ! {
 }
 
 /// Finds the boot bundle, builds the manifest's VMs and runs them.
-fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator) -> ! {
+fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator, root: PhysAddr) -> ! {
     let bytes = arch::initrd_bytes(platform);
     if bytes.is_empty() {
         println!("hypervisor: no VMs to run, powering off");
@@ -139,6 +144,16 @@ fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator) -> ! {
         println!("hypervisor: no VMs to run, powering off");
         power::system_off()
     };
+    let vcpus = usize::try_from(config.vcpus).unwrap_or(usize::MAX);
+    if vcpus > cpus {
+        manifest_error(&ManifestError::new(
+            alloc::format!("{}/vcpus", config.node),
+            alloc::format!(
+                "{vcpus} vCPUs need as many physical CPUs, the machine has {cpus} \
+                 (time slicing is not implemented)"
+            ),
+        ));
+    }
     if manifest.vms.len() > 1 {
         println!(
             "hypervisor: manifest has {} VMs; this build runs only the first",
@@ -153,6 +168,7 @@ fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator) -> ! {
     };
     gic.enable(VTIMER_INTID);
     gic.enable(MAINTENANCE_INTID);
+    gic.enable(KICK_SGI);
     let uart = platform
         .pl011
         .zip(platform.pl011_intid)
@@ -161,7 +177,10 @@ fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator) -> ! {
         gic.enable(intid);
         arch::uart_enable_rx_irq(base);
     }
-    let host = HostIrqs { uart };
+    let host = HostIrqs {
+        uart,
+        cpu_mpidrs: platform.cpu_mpidrs,
+    };
 
     let now = platform
         .pl031
@@ -170,35 +189,107 @@ fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator) -> ! {
     let clock = HostClock {
         epoch_at_zero: now.saturating_sub(uptime),
     };
-    let mut vm = match Vm::create(0, config, &bundle, frames, clock, false) {
+    let vm = match Vm::create(0, config, &bundle, frames, clock, false) {
         Ok(vm) => vm,
         Err(e) => manifest_error(&e),
     };
     println!(
         "hypervisor: {}: {} vCPU, {} MiB at IPA {:#x} (host {:#x}), entry {:#x}",
         vm.name,
-        vm.vcpus.len(),
+        vm.power.len(),
         vm.ram.size() / (1024 * 1024),
         RAM_BASE,
         vm.ram.host_base(),
         vm.entry
     );
+    let name = vm.name.clone();
+    // Lives as long as the machine; secondary CPUs reach it through SECONDARY.
+    let vm: &'static Mutex<Vm> = Box::leak(Box::new(Mutex::new(vm)));
+    if vcpus > 1 {
+        start_secondaries(platform, root, host, vm, vcpus);
+    }
     loop {
-        match run_vm(&mut vm, &host) {
-            VmStop::PowerOff => {
-                println!("hypervisor: {}: powered off", vm.name);
+        match run_session(vm, 0, &host) {
+            SessionEnd::CpuOff => {}
+            SessionEnd::Stopped(VmStop::PowerOff) => {
+                wait_all_out(vm);
+                println!("hypervisor: {name}: powered off");
                 break;
             }
-            VmStop::Reset => {
-                println!("hypervisor: {}: reset", vm.name);
-                if let Err(e) = vm.reset(&bundle) {
+            SessionEnd::Stopped(VmStop::Reset) => {
+                wait_all_out(vm);
+                println!("hypervisor: {name}: reset");
+                if let Err(e) = vm.lock().reset(&bundle) {
                     manifest_error(&e);
                 }
+                arch::send_event();
             }
         }
     }
     println!("hypervisor: all VMs stopped, powering off");
     power::system_off()
+}
+
+/// What a secondary CPU needs to join: the EL2 tables, the host GIC, and
+/// the VM whose vCPU it runs.
+struct SecondaryStart {
+    root: PhysAddr,
+    gic: GicV3Info,
+    host: HostIrqs,
+    vm: &'static Mutex<Vm>,
+}
+
+// A global because a CPU started by PSCI CPU_ON arrives with nothing but
+// its index; written once by the primary before it starts any.
+static SECONDARY: Once<SecondaryStart> = Once::new();
+
+/// Starts physical CPUs 1..vcpus, each to run the vCPU of the same index.
+fn start_secondaries(
+    platform: &PlatformInfo<'_>,
+    root: PhysAddr,
+    host: HostIrqs,
+    vm: &'static Mutex<Vm>,
+    vcpus: usize,
+) {
+    SECONDARY.call_once(|| SecondaryStart {
+        root,
+        gic: platform.gic,
+        host,
+        vm,
+    });
+    let entry = arch::secondary_entry_point().as_u64();
+    for (cpu, mpidr) in platform.cpu_mpidrs.iter().enumerate().take(vcpus).skip(1) {
+        let context = u64::try_from(cpu).unwrap_or(0);
+        let status = arch::psci_call(platform.psci, PSCI_CPU_ON_64, [*mpidr, entry, context]);
+        if status != 0 {
+            println!(
+                "hypervisor: CPU {cpu} (MPIDR {mpidr:#x}) did not start: PSCI status {}",
+                status.cast_signed()
+            );
+        }
+    }
+}
+
+/// Entered on each secondary CPU from the boot assembly, MMU off.
+pub fn boot_secondary(cpu: usize) -> ! {
+    let Some(start) = SECONDARY.get() else {
+        arch::halt()
+    };
+    arch::enable_mmu(start.root);
+    arch::init_virtualization();
+    let Some(gic) = HostGic::init(start.gic.dist, start.gic.redist, false) else {
+        println!("hypervisor: CPU {cpu}: no GICv3 redistributor, stopping it");
+        arch::halt()
+    };
+    gic.enable(VTIMER_INTID);
+    gic.enable(MAINTENANCE_INTID);
+    gic.enable(KICK_SGI);
+    loop {
+        let epoch = start.vm.lock().epoch;
+        if let SessionEnd::Stopped(_) = run_session(start.vm, cpu, &start.host) {
+            wait_restart(start.vm, epoch);
+        }
+    }
 }
 
 fn print_banner(platform: &PlatformInfo<'_>) {

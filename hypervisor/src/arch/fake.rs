@@ -173,3 +173,17 @@ pub fn guest_va_to_ipa(_va: u64) -> Option<IntermediatePhysAddr> {
 pub fn inject_sync_exception(_regs: &mut GuestRegs, _esr: u64, _far: u64, _vector_offset: u64) {
     panic!("injecting an exception on the host");
 }
+
+/// Host builds have no other CPUs to signal.
+pub fn gic_send_sgi(_intid: u32, _mpidr: u64) {}
+
+/// Host builds have no other CPUs to wake.
+pub fn send_event() {}
+
+/// Host builds have no events to wait for.
+pub fn wait_for_event() {}
+
+/// Host builds start no secondary CPUs.
+pub fn secondary_entry_point() -> PhysAddr {
+    PhysAddr::new(0)
+}

@@ -19,7 +19,7 @@ use crate::layout::{
 use crate::println;
 use crate::psci::{self, PsciAction, PsciTarget};
 
-use super::{Vm, VmStop};
+use super::{Vcpu, VcpuPower, Vm, VmStop};
 
 /// What the run loop does after an exit.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -30,6 +30,9 @@ pub enum ExitOutcome {
     CpuOff,
     /// Start another vCPU (PSCI CPU_ON) and continue.
     CpuOn(usize),
+    /// Make the CPUs of these vCPUs (a mask) leave their guests to see new
+    /// interrupts, and continue.
+    Kick(u64),
     /// The whole VM stopped.
     Stop(VmStop),
 }
@@ -76,52 +79,66 @@ fn device(vm: &mut Vm, w: Window) -> &mut dyn MmioDevice {
     }
 }
 
-/// Re-evaluates the emulated devices' interrupt lines.
-pub fn update_device_lines(vm: &mut Vm) {
-    let uart = vm.uart.interrupt_pending();
-    let rtc = vm.rtc.interrupt_pending();
+/// Re-evaluates the emulated devices' interrupt lines; returns whether one
+/// changed.
+pub fn update_device_lines(vm: &mut Vm) -> bool {
+    let lines = (vm.uart.interrupt_pending(), vm.rtc.interrupt_pending());
+    if lines == vm.lines {
+        return false;
+    }
+    vm.lines = lines;
     // Both INTIDs exist in every VM's vGIC (VGIC_SPIS covers them).
-    let _ = vm.vgic.set_spi_level(PL011_INTID, uart);
-    let _ = vm.vgic.set_spi_level(PL031_INTID, rtc);
+    let _ = vm.vgic.set_spi_level(PL011_INTID, lines.0);
+    let _ = vm.vgic.set_spi_level(PL031_INTID, lines.1);
+    true
 }
 
-fn inject_data_abort(vm: &mut Vm, vcpu: usize, info: &ExitInfo, why: &str) {
-    let regs = &mut vm.vcpus[vcpu].regs.guest;
+/// Every vCPU of `vm` but `me`, as a mask.
+fn all_but(vm: &Vm, me: usize) -> u64 {
+    let all = match vm.power.len() {
+        n if n >= 64 => u64::MAX,
+        n => (1u64 << n) - 1,
+    };
+    all & !(1u64 << (me % 64))
+}
+
+fn inject_data_abort(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo, why: &str) {
+    let regs = &mut vcpu.regs.guest;
     let ipa = esr::fault_ipa(info.hpfar, info.far);
     println!(
-        "hypervisor: {}: vcpu {vcpu}: {why} at IPA {:#x} (pc {:#x}), injecting an external abort",
-        vm.name, ipa, regs.pc
+        "hypervisor: {}: vcpu {}: {why} at IPA {:#x} (pc {:#x}), injecting an external abort",
+        vm.name, vcpu.index, ipa, regs.pc
     );
     let el1_esr = esr::external_data_abort_esr(Esr(info.esr), regs.pstate);
     let offset = esr::sync_vector_offset(regs.pstate);
     arch::inject_sync_exception(regs, el1_esr, info.far, offset);
 }
 
-fn inject_undefined(vm: &mut Vm, vcpu: usize, what: &str, esr_value: u64) {
-    let regs = &mut vm.vcpus[vcpu].regs.guest;
+fn inject_undefined(vm: &mut Vm, vcpu: &mut Vcpu, what: &str, esr_value: u64) {
+    let regs = &mut vcpu.regs.guest;
     println!(
-        "hypervisor: {}: vcpu {vcpu}: {what} (ESR {esr_value:#x}, pc {:#x}), injecting UNDEFINED",
-        vm.name, regs.pc
+        "hypervisor: {}: vcpu {}: {what} (ESR {esr_value:#x}, pc {:#x}), injecting UNDEFINED",
+        vm.name, vcpu.index, regs.pc
     );
     let offset = esr::sync_vector_offset(regs.pstate);
     arch::inject_sync_exception(regs, esr::undefined_esr(), 0, offset);
 }
 
-fn handle_mmio(vm: &mut Vm, vcpu: usize, info: &ExitInfo) -> ExitOutcome {
+fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
     let e = Esr(info.esr);
     let ipa = esr::fault_ipa(info.hpfar, info.far);
     if e.s1ptw() {
         inject_data_abort(vm, vcpu, info, "stage-1 table walk outside RAM");
         return ExitOutcome::Continue;
     }
-    let Some((window, offset)) = window_of(vm.vcpus.len(), ipa) else {
+    let Some((window, offset)) = window_of(vm.power.len(), ipa) else {
         inject_data_abort(vm, vcpu, info, "access to unmapped memory");
         return ExitOutcome::Continue;
     };
     let instruction = if e.isv() {
         None
     } else {
-        let pc = vm.vcpus[vcpu].regs.guest.pc;
+        let pc = vcpu.regs.guest.pc;
         arch::guest_va_to_ipa(pc).and_then(|ipa| vm.ram.read_u32(ipa).ok())
     };
     let access = match mmio_decode::decode(info.esr, instruction) {
@@ -139,27 +156,27 @@ fn handle_mmio(vm: &mut Vm, vcpu: usize, info: &ExitInfo) -> ExitOutcome {
     let reg = usize::from(access.register);
     let result: Result<(), MmioError> = match access.direction {
         Direction::Write => {
-            let value = access.store_value(vm.vcpus[vcpu].regs.x(reg));
+            let value = access.store_value(vcpu.regs.x(reg));
             device(vm, window).write(offset, access.width, value)
         }
         Direction::Read => device(vm, window)
             .read(offset, access.width)
-            .map(|raw| vm.vcpus[vcpu].regs.set_x(reg, access.load_result(raw))),
+            .map(|raw| vcpu.regs.set_x(reg, access.load_result(raw))),
     };
     if result.is_ok() {
         if let Some(w) = access.writeback {
             let base = usize::from(w.base);
-            let regs = &mut vm.vcpus[vcpu].regs;
+            let regs = &mut vcpu.regs;
             regs.set_x(base, regs.x(base).wrapping_add_signed(w.offset));
         }
     }
     match result {
         Ok(()) => {
-            if matches!(window, Window::Uart | Window::Rtc) {
-                update_device_lines(vm);
-            }
-            let regs = &mut vm.vcpus[vcpu].regs.guest;
+            let regs = &mut vcpu.regs.guest;
             regs.pc = regs.pc.wrapping_add(e.instruction_len());
+            if matches!(window, Window::Uart | Window::Rtc) && update_device_lines(vm) {
+                return ExitOutcome::Kick(all_but(vm, vcpu.index));
+            }
         }
         Err(err) => {
             let why = alloc::format!("{window:?} {err}");
@@ -173,10 +190,10 @@ impl PsciTarget for Vm {
     fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize> {
         usize::try_from(mpidr)
             .ok()
-            .filter(|i| *i < self.vcpus.len())
+            .filter(|i| *i < self.power.len())
     }
     fn is_on(&self, index: usize) -> bool {
-        self.vcpus.get(index).is_some_and(|v| v.on)
+        self.power.get(index).is_some_and(|v| v.on)
     }
     fn valid_entry(&self, entry: u64) -> bool {
         self.config
@@ -184,24 +201,22 @@ impl PsciTarget for Vm {
     }
 }
 
-fn handle_call(vm: &mut Vm, vcpu: usize, conduit: &str) -> ExitOutcome {
-    let regs = &vm.vcpus[vcpu].regs;
+fn handle_call(vm: &mut Vm, vcpu: &mut Vcpu, conduit: &str) -> ExitOutcome {
+    let regs = &vcpu.regs;
     let x0 = regs.x(0);
     let args = [regs.x(1), regs.x(2), regs.x(3)];
     let action = psci::handle(x0, args, vm);
-    let ret = |vm: &mut Vm, value: i64| {
-        // SMCCC returns the signed status in x0 as a 64-bit value.
-        vm.vcpus[vcpu].regs.set_x(0, value as u64);
-    };
+    // SMCCC returns the signed status in x0 as a 64-bit value.
+    let ret = |vcpu: &mut Vcpu, value: i64| vcpu.regs.set_x(0, value as u64);
     match action {
         PsciAction::Return(value) => {
             if value == psci::NOT_SUPPORTED && !psci::is_known(x0) {
                 println!(
-                    "hypervisor: {}: vcpu {vcpu}: unknown {conduit} function {x0:#x}, returning NOT_SUPPORTED",
-                    vm.name
+                    "hypervisor: {}: vcpu {}: unknown {conduit} function {x0:#x}, returning NOT_SUPPORTED",
+                    vm.name, vcpu.index
                 );
             }
-            ret(vm, value);
+            ret(vcpu, value);
             ExitOutcome::Continue
         }
         PsciAction::CpuOn {
@@ -209,16 +224,16 @@ fn handle_call(vm: &mut Vm, vcpu: usize, conduit: &str) -> ExitOutcome {
             entry,
             context,
         } => {
-            let t = &mut vm.vcpus[target];
-            let mpidr = t.regs.el1.vmpidr_el2;
-            t.regs = crate::arch::aarch64::context::VcpuRegs::boot(entry, context, mpidr);
-            t.on = true;
-            ret(vm, psci::SUCCESS);
+            vm.power[target] = VcpuPower {
+                on: true,
+                boot: Some((entry, context)),
+            };
+            ret(vcpu, psci::SUCCESS);
             ExitOutcome::CpuOn(target)
         }
         PsciAction::CpuOff => {
-            vm.vcpus[vcpu].on = false;
-            if vm.vcpus.iter().any(|v| v.on) {
+            vm.power[vcpu.index] = VcpuPower::default();
+            if vm.power.iter().any(|v| v.on) {
                 ExitOutcome::CpuOff
             } else {
                 ExitOutcome::Stop(VmStop::PowerOff)
@@ -234,39 +249,41 @@ fn handle_call(vm: &mut Vm, vcpu: usize, conduit: &str) -> ExitOutcome {
 const ISS_SYSREG_MASK: u64 = 0x003f_fc1e;
 const ISS_ICC_SGI1R_EL1: u64 = (3 << 20) | (5 << 17) | (12 << 10) | (11 << 1);
 
-fn handle_sysreg(vm: &mut Vm, vcpu: usize, e: Esr) -> ExitOutcome {
+fn handle_sysreg(vm: &mut Vm, vcpu: &mut Vcpu, e: Esr) -> ExitOutcome {
     let iss = e.iss();
     let is_read = iss & 1 != 0;
     let rt = usize::try_from((iss >> 5) & 0x1f).unwrap_or(31);
     if iss & ISS_SYSREG_MASK == ISS_ICC_SGI1R_EL1 && !is_read {
-        let value = vm.vcpus[vcpu].regs.x(rt);
+        let value = vcpu.regs.x(rt);
         // A bad sender cannot happen (vcpu is ours); targets outside the VM
         // are ignored by the model.
-        let _ = vm.vgic.send_sgi(vcpu, value);
-        let regs = &mut vm.vcpus[vcpu].regs.guest;
+        let targets = vm.vgic.send_sgi(vcpu.index, value).unwrap_or(0);
+        let regs = &mut vcpu.regs.guest;
         regs.pc = regs.pc.wrapping_add(e.instruction_len());
-        return ExitOutcome::Continue;
+        // The sender picks up its own SGIs at its next entry.
+        return ExitOutcome::Kick(targets & !(1 << vcpu.index));
     }
     inject_undefined(vm, vcpu, "trapped system register access", e.0);
     ExitOutcome::Continue
 }
 
 /// Handles a synchronous exit of `vcpu`.
-pub fn handle_sync(vm: &mut Vm, vcpu: usize, info: &ExitInfo) -> ExitOutcome {
+pub fn handle_sync(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
     let e = Esr(info.esr);
     match e.class() {
         ExceptionClass::Hvc64 => handle_call(vm, vcpu, "HVC"),
         ExceptionClass::Smc64 => {
             // SMC traps before it executes: skip it, then answer.
-            let regs = &mut vm.vcpus[vcpu].regs.guest;
+            let regs = &mut vcpu.regs.guest;
             regs.pc = regs.pc.wrapping_add(4);
             handle_call(vm, vcpu, "SMC")
         }
         ExceptionClass::DataAbortLower => handle_mmio(vm, vcpu, info),
         ExceptionClass::InstructionAbortLower => {
-            let regs = &mut vm.vcpus[vcpu].regs.guest;
+            let index = vcpu.index;
+            let regs = &mut vcpu.regs.guest;
             println!(
-                "hypervisor: {}: vcpu {vcpu}: instruction fetch from unmapped IPA {:#x} (pc {:#x}), injecting an external abort",
+                "hypervisor: {}: vcpu {index}: instruction fetch from unmapped IPA {:#x} (pc {:#x}), injecting an external abort",
                 vm.name,
                 esr::fault_ipa(info.hpfar, info.far),
                 regs.pc
@@ -277,7 +294,7 @@ pub fn handle_sync(vm: &mut Vm, vcpu: usize, info: &ExitInfo) -> ExitOutcome {
             ExitOutcome::Continue
         }
         ExceptionClass::Wfx => {
-            let regs = &mut vm.vcpus[vcpu].regs.guest;
+            let regs = &mut vcpu.regs.guest;
             regs.pc = regs.pc.wrapping_add(e.instruction_len());
             ExitOutcome::Continue
         }

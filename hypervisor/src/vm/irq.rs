@@ -1,42 +1,63 @@
 //! Interrupts of a running vCPU: physical IRQs taken while the guest ran
 //! (the virtual timer, forwarded with HW = 1 so the guest's EOI deactivates
-//! the physical interrupt; the console UART's input; maintenance), and the
-//! hand-over between the vGIC model and the list registers around each
-//! guest entry.
+//! the physical interrupt; the console UART's input; the kick SGI other
+//! CPUs send; maintenance), and the hand-over between the vGIC model and
+//! the list registers around each guest entry.
 
 use crate::addr::PhysAddr;
 use crate::arch;
 use crate::arch::aarch64::gic_lr::{ListRegister, LrState};
 use crate::devices::gic::Group;
+use crate::fixed_vec::FixedVec;
 use crate::layout::VTIMER_INTID;
+use crate::platform::MAX_CPUS;
 
 use super::exit::update_device_lines;
-use super::Vm;
+use super::{Vcpu, Vm};
 
 /// ICH_HCR_EL2.En.
 const ICH_HCR_EN: u64 = 1 << 0;
 /// ICH_HCR_EL2.UIE: maintenance interrupt when at most one LR is in use,
 /// so interrupts that did not fit get their turn.
 const ICH_HCR_UIE: u64 = 1 << 1;
+/// The SGI one physical CPU sends another to make it leave its guest and
+/// look at the VM's state (new interrupts, a stop).
+pub const KICK_SGI: u32 = 8;
 
-/// The host's interrupt sources the run loop serves.
+/// The host's interrupt sources the run loops serve, and how to reach the
+/// other physical CPUs.
 #[derive(Clone, Copy, Debug)]
 pub struct HostIrqs {
     /// The console PL011 and its INTID, for guest input.
     pub uart: Option<(PhysAddr, u32)>,
+    /// MPIDR of each physical CPU (physical CPU i runs vCPU i).
+    pub cpu_mpidrs: FixedVec<u64, MAX_CPUS>,
 }
 
-/// Serves the physical interrupts pending at EL2 after an IRQ exit.
-pub fn handle_physical_irqs(vm: &mut Vm, vcpu: usize, host: &HostIrqs) {
+impl HostIrqs {
+    /// Makes the physical CPUs of the vCPUs in `mask` leave their guests.
+    pub fn kick(&self, mask: u64) {
+        for (i, mpidr) in self.cpu_mpidrs.iter().enumerate() {
+            if i < 64 && mask & (1 << i) != 0 {
+                arch::gic_send_sgi(KICK_SGI, *mpidr);
+            }
+        }
+    }
+}
+
+/// Serves the physical interrupts pending at EL2 after an IRQ exit; returns
+/// whether an emulated device's line changed (other vCPUs may need a kick).
+pub fn handle_physical_irqs(vm: &mut Vm, vcpu: &mut Vcpu, host: &HostIrqs) -> bool {
+    let mut changed = false;
     loop {
         let intid = arch::gic_ack();
         if intid >= arch::SPURIOUS_INTID {
-            return;
+            return changed;
         }
         if intid == VTIMER_INTID {
             // Stays active until the guest EOIs the virtual interrupt.
-            let _ = vm.vgic.set_ppi_level(vcpu, VTIMER_INTID, true);
-            vm.vcpus[vcpu].vtimer_active = true;
+            let _ = vm.vgic.set_ppi_level(vcpu.index, VTIMER_INTID, true);
+            vcpu.vtimer_active = true;
             arch::gic_eoi(intid);
             continue;
         }
@@ -45,7 +66,7 @@ pub fn handle_physical_irqs(vm: &mut Vm, vcpu: usize, host: &HostIrqs) {
                 while let Some(byte) = arch::uart_read_byte(base) {
                     vm.uart.push_rx(byte);
                 }
-                update_device_lines(vm);
+                changed |= update_device_lines(vm);
             }
         }
         arch::gic_eoi(intid);
@@ -55,9 +76,8 @@ pub fn handle_physical_irqs(vm: &mut Vm, vcpu: usize, host: &HostIrqs) {
 
 /// After an exit: retires the interrupts the guest EOI'd from their list
 /// registers.
-pub fn sync_from_lrs(vm: &mut Vm, vcpu: usize) {
-    let v = &mut vm.vcpus[vcpu];
-    for (n, slot) in v.lrs.iter_mut().enumerate() {
+pub fn sync_from_lrs(vm: &mut Vm, vcpu: &mut Vcpu) {
+    for (n, slot) in vcpu.lrs.iter_mut().enumerate() {
         let Some(intid) = *slot else { continue };
         if ListRegister::decode(arch::gic_read_lr(n)).state != LrState::Invalid {
             continue;
@@ -66,28 +86,28 @@ pub fn sync_from_lrs(vm: &mut Vm, vcpu: usize) {
         // maintenance interrupt asserted.
         arch::gic_write_lr(n, 0);
         *slot = None;
-        let _ = vm.vgic.deactivate(vcpu, intid);
+        let _ = vm.vgic.deactivate(vcpu.index, intid);
         if intid == VTIMER_INTID {
             // The physical timer interrupt fires again if still asserted.
-            let _ = vm.vgic.set_ppi_level(vcpu, VTIMER_INTID, false);
-            v.vtimer_active = false;
+            let _ = vm.vgic.set_ppi_level(vcpu.index, VTIMER_INTID, false);
+            vcpu.vtimer_active = false;
         }
     }
 }
 
 /// Before an entry: moves deliverable interrupts from the model into free
 /// list registers, highest priority first.
-pub fn flush_to_lrs(vm: &mut Vm, vcpu: usize) {
+pub fn flush_to_lrs(vm: &mut Vm, vcpu: &mut Vcpu) {
     update_device_lines(vm);
     let mut more = false;
-    while let Ok(Some(next)) = vm.vgic.highest_pending(vcpu) {
-        let Some(free) = vm.vcpus[vcpu].lrs.iter().position(Option::is_none) else {
+    while let Ok(Some(next)) = vm.vgic.highest_pending(vcpu.index) {
+        let Some(free) = vcpu.lrs.iter().position(Option::is_none) else {
             more = true;
             break;
         };
         let mut lr = ListRegister::pending(next.intid, next.priority);
         lr.group1 = next.group == Group::One;
-        if next.intid == VTIMER_INTID && vm.vcpus[vcpu].vtimer_active {
+        if next.intid == VTIMER_INTID && vcpu.vtimer_active {
             lr.pintid = Some(VTIMER_INTID);
         } else {
             // Level interrupts may still be asserted after the guest's EOI;
@@ -95,8 +115,8 @@ pub fn flush_to_lrs(vm: &mut Vm, vcpu: usize) {
             lr.eoi_maintenance = true;
         }
         arch::gic_write_lr(free, lr.encode());
-        vm.vcpus[vcpu].lrs[free] = Some(next.intid);
-        let _ = vm.vgic.activate(vcpu, next.intid);
+        vcpu.lrs[free] = Some(next.intid);
+        let _ = vm.vgic.activate(vcpu.index, next.intid);
     }
     arch::gic_set_ich_hcr(if more {
         ICH_HCR_EN | ICH_HCR_UIE
@@ -105,16 +125,15 @@ pub fn flush_to_lrs(vm: &mut Vm, vcpu: usize) {
     });
 }
 
-/// Empties every list register (VM reset, or a vCPU leaving this CPU) and
-/// gives back a physical timer interrupt the guest still held.
-pub fn clear_lrs(vm: &mut Vm, vcpu: usize) {
-    let v = &mut vm.vcpus[vcpu];
-    for (n, slot) in v.lrs.iter_mut().enumerate() {
+/// Empties every list register (the vCPU leaves this CPU) and gives back a
+/// physical timer interrupt the guest still held.
+pub fn clear_lrs(vcpu: &mut Vcpu) {
+    for (n, slot) in vcpu.lrs.iter_mut().enumerate() {
         arch::gic_write_lr(n, 0);
         *slot = None;
     }
-    if v.vtimer_active {
+    if vcpu.vtimer_active {
         arch::gic_deactivate(VTIMER_INTID);
-        v.vtimer_active = false;
+        vcpu.vtimer_active = false;
     }
 }

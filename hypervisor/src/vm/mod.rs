@@ -139,18 +139,42 @@ impl TimeSource for HostClock {
     }
 }
 
-/// One vCPU.
+/// One vCPU as the physical CPU running it owns it.
 pub struct Vcpu {
     /// Index in the VM (= MPIDR Aff0).
     pub index: usize,
     /// Register state.
     pub regs: VcpuRegs,
-    /// Powered on (PSCI).
-    pub on: bool,
     /// INTID held in each list register (None: free).
     pub lrs: Vec<Option<u32>>,
     /// The physical virtual-timer PPI is active and owned by this vCPU.
     pub vtimer_active: bool,
+}
+
+impl Vcpu {
+    /// vCPU `index` starting at `entry` with x0 = `context`, EL1h, MMU off.
+    pub fn boot(index: usize, entry: u64, context: u64) -> Self {
+        Self {
+            index,
+            regs: VcpuRegs::boot(entry, context, vcpu_mpidr(index)),
+            lrs: alloc::vec![None; arch::gic_lr_count()],
+            vtimer_active: false,
+        }
+    }
+}
+
+/// A vCPU's power state, shared by every physical CPU of the VM.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuPower {
+    /// On (PSCI).
+    pub on: bool,
+    /// Entry point and x0 for its next start, until its CPU picks it up.
+    pub boot: Option<(u64, u64)>,
+}
+
+/// The MPIDR vCPU `index` reads: Aff0 = index, bit 31 RES1.
+pub fn vcpu_mpidr(index: usize) -> u64 {
+    u64::try_from(index).unwrap_or(0) | MPIDR_RES1
 }
 
 /// Why a VM stopped.
@@ -162,7 +186,8 @@ pub enum VmStop {
     Reset,
 }
 
-/// One virtual machine.
+/// One virtual machine: everything its vCPUs share. Physical CPUs take its
+/// lock to handle an exit and drop it while their vCPU runs.
 pub struct Vm {
     /// Name from the manifest.
     pub name: String,
@@ -176,14 +201,23 @@ pub struct Vm {
     pub stage2_root: PhysAddr,
     /// Kernel entry point.
     pub entry: IntermediatePhysAddr,
-    /// vCPUs.
-    pub vcpus: Vec<Vcpu>,
+    /// Power state of each vCPU (vCPU i runs on physical CPU i).
+    pub power: Vec<VcpuPower>,
+    /// Set when the VM stopped; every CPU running one of its vCPUs leaves.
+    pub stopped: Option<VmStop>,
+    /// Bumped by every reset, so CPUs notice a restart.
+    pub epoch: u64,
+    /// vCPUs currently loaded on some CPU.
+    pub in_guest: usize,
+    /// Last levels driven onto the PL011 and PL031 SPIs.
+    pub lines: (bool, bool),
     /// The virtual GICv3.
     pub vgic: Vgic,
     /// The PL011.
     pub uart: Pl011<VmConsole>,
     /// The PL031.
     pub rtc: Pl031<HostClock>,
+    rtc_clock: HostClock,
     /// What every virtio-mmio slot without a device answers.
     pub virtio_empty: EmptySlot,
 }
@@ -214,9 +248,29 @@ fn place(
         .map_err(|e| ManifestError::new(field, format!("{}: {e}", p.path)))
 }
 
+fn affinities(vcpus: usize) -> Vec<Affinity> {
+    (0..vcpus)
+        .map(|i| Affinity::from_mpidr(u64::try_from(i).unwrap_or(0)))
+        .collect()
+}
+
+fn boot_power(
+    vcpus: usize,
+    entry: IntermediatePhysAddr,
+    dtb: IntermediatePhysAddr,
+) -> Vec<VcpuPower> {
+    (0..vcpus)
+        .map(|i| VcpuPower {
+            on: i == 0,
+            boot: (i == 0).then_some((entry.as_u64(), dtb.as_u64())),
+        })
+        .collect()
+}
+
 impl Vm {
     /// Builds VM number `index` of the manifest: partition, images, stage 2,
-    /// vCPUs and devices. Errors name the manifest field at fault.
+    /// vCPU 0 ready to start, and devices. Errors name the manifest field at
+    /// fault.
     pub fn create(
         index: usize,
         config: &VmConfig,
@@ -241,8 +295,8 @@ impl Vm {
         let entry = Self::load_images(&mut ram, config, bundle)?;
 
         let mut tables = IdentityTables { frames };
-        let mut stage2 = PageTable::new(&mut tables)
-            .map_err(|e| ManifestError::new(field("memory-size"), format!("stage 2: {e:?}")))?;
+        let stage2_error = |e| ManifestError::new(field("memory-size"), format!("stage 2: {e:?}"));
+        let mut stage2 = PageTable::new(&mut tables).map_err(stage2_error)?;
         stage2
             .map::<Stage2>(
                 &mut tables,
@@ -251,29 +305,11 @@ impl Vm {
                 config.memory_size,
                 MapAttrs::RAM,
             )
-            .map_err(|e| ManifestError::new(field("memory-size"), format!("stage 2: {e:?}")))?;
+            .map_err(stage2_error)?;
 
         let vcpu_count = usize::try_from(config.vcpus).unwrap_or(1);
-        let affinities: Vec<Affinity> = (0..vcpu_count)
-            .map(|i| Affinity::from_mpidr(u64::try_from(i).unwrap_or(0)))
-            .collect();
-        let vgic = Vgic::new(VGIC_SPIS, &affinities)
+        let vgic = Vgic::new(VGIC_SPIS, &affinities(vcpu_count))
             .map_err(|e| ManifestError::new(field("vcpus"), format!("{e}")))?;
-        let lr_count = arch::gic_lr_count();
-        let vcpus = (0..vcpu_count)
-            .map(|i| {
-                let mpidr = u64::try_from(i).unwrap_or(0) | MPIDR_RES1;
-                let mut regs = VcpuRegs::boot(entry.as_u64(), config.dtb.ipa.as_u64(), mpidr);
-                regs.el1.cntvoff_el2 = 0;
-                Vcpu {
-                    index: i,
-                    regs,
-                    on: i == 0,
-                    lrs: alloc::vec![None; lr_count],
-                    vtimer_active: false,
-                }
-            })
-            .collect();
         arch::sync_icache();
         Ok(Self {
             name: config.name.clone(),
@@ -282,13 +318,18 @@ impl Vm {
             ram,
             stage2_root: stage2.root(),
             entry,
-            vcpus,
+            power: boot_power(vcpu_count, entry, config.dtb.ipa),
+            stopped: None,
+            epoch: 0,
+            in_guest: 0,
+            lines: (false, false),
             vgic,
             uart: Pl011::new(VmConsole {
                 tag: tag_console.then(|| format!("[{}] ", config.name)),
                 at_line_start: true,
             }),
             rtc: Pl031::new(clock),
+            rtc_clock: clock,
             virtio_empty: EmptySlot,
         })
     }
@@ -313,23 +354,23 @@ impl Vm {
         Ok(entry)
     }
 
-    /// Restarts the VM from its images (PSCI SYSTEM_RESET).
+    /// Restarts the VM from its images (PSCI SYSTEM_RESET). Call with no
+    /// vCPU loaded anywhere (`in_guest == 0`).
     pub fn reset(&mut self, bundle: &Archive<'_>) -> Result<(), ManifestError> {
         self.entry = Self::load_images(&mut self.ram, &self.config, bundle)?;
         arch::sync_icache();
-        let spis = VGIC_SPIS;
-        let affinities: Vec<Affinity> = (0..self.vcpus.len())
-            .map(|i| Affinity::from_mpidr(u64::try_from(i).unwrap_or(0)))
-            .collect();
-        self.vgic = Vgic::new(spis, &affinities).map_err(|e| {
+        self.vgic = Vgic::new(VGIC_SPIS, &affinities(self.power.len())).map_err(|e| {
             ManifestError::new(format!("{}/vcpus", self.config.node), format!("{e}"))
         })?;
-        for vcpu in &mut self.vcpus {
-            let mpidr = u64::try_from(vcpu.index).unwrap_or(0) | MPIDR_RES1;
-            vcpu.regs = VcpuRegs::boot(self.entry.as_u64(), self.config.dtb.ipa.as_u64(), mpidr);
-            vcpu.on = vcpu.index == 0;
-            vcpu.lrs.iter_mut().for_each(|lr| *lr = None);
-        }
+        self.uart = Pl011::new(VmConsole {
+            tag: self.uart.sink().tag.clone(),
+            at_line_start: true,
+        });
+        self.rtc = Pl031::new(self.rtc_clock);
+        self.power = boot_power(self.power.len(), self.entry, self.config.dtb.ipa);
+        self.stopped = None;
+        self.epoch = self.epoch.wrapping_add(1);
+        self.lines = (false, false);
         Ok(())
     }
 }

@@ -68,6 +68,30 @@ _start:
     bl      {entry}
 9:  wfe
     b       9b
+
+    // Secondary CPUs, started by the primary through PSCI CPU_ON with
+    // x0 = CPU index: stack slot `index`, then the same EL2 set-up.
+    .global __hv_secondary_entry
+__hv_secondary_entry:
+    mov     x19, x0
+    adrp    x1, __hv_stacks_start
+    add     x1, x1, :lo12:__hv_stacks_start
+    ldr     x2, ={stack_size}
+    add     x3, x19, #1
+    madd    x1, x2, x3, x1
+    mov     sp, x1
+    adrp    x1, __hv_vectors
+    add     x1, x1, :lo12:__hv_vectors
+    msr     vbar_el2, x1
+    ldr     x1, ={cptr}
+    msr     cptr_el2, x1
+    ldr     x1, ={sctlr}
+    msr     sctlr_el2, x1
+    isb
+    mov     x0, x19
+    bl      {secondary}
+8:  wfe
+    b       8b
     .ltorg
 "#,
     text_offset = const TEXT_OFFSET,
@@ -76,6 +100,7 @@ _start:
     cptr = const CPTR_EL2_NO_TRAPS,
     sctlr = const SCTLR_EL2_BOOT,
     entry = sym primary_entry,
+    secondary = sym secondary_entry,
 );
 
 // The vector table: 16 entries of 0x80 bytes, 2 KiB aligned. Exceptions
@@ -111,6 +136,18 @@ __hv_vectors:
 extern "C" {
     static __hv_image_start: u8;
     static __hv_image_end: u8;
+    fn __hv_secondary_entry();
+}
+
+/// Where secondary CPUs enter (the PSCI CPU_ON entry point; the context
+/// argument is the CPU index, below `platform::MAX_CPUS`, which matches
+/// `HV_MAX_CPUS` in the linker script's stack area).
+pub fn secondary_entry_point() -> PhysAddr {
+    PhysAddr::new(to_u64((__hv_secondary_entry as *const ()).addr()))
+}
+
+extern "C" fn secondary_entry(cpu: usize) -> ! {
+    crate::kmain::boot_secondary(cpu)
 }
 
 /// Names of the vector-table groups, by entry index / 4.

@@ -199,6 +199,18 @@ pub fn gic_deactivate(intid: u32) {
     };
 }
 
+/// Sends SGI `intid` to the physical CPU with MPIDR `mpidr`.
+pub fn gic_send_sgi(intid: u32, mpidr: u64) {
+    let aff0 = mpidr & 0xf;
+    let value = ((mpidr >> 32) & 0xff) << 48
+        | ((mpidr >> 16) & 0xff) << 32
+        | (u64::from(intid) & 0xf) << 24
+        | ((mpidr >> 8) & 0xff) << 16
+        | (1 << aff0);
+    // SAFETY: generating an SGI only signals another CPU's GIC interface.
+    unsafe { asm!("msr icc_sgi1r_el1, {0}", "isb", in(reg) value, options(nomem, nostack)) };
+}
+
 /// Number of list registers.
 pub fn gic_lr_count() -> usize {
     let vtr: u64;

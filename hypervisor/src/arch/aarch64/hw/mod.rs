@@ -2,6 +2,8 @@
 //! exception vectors, the stage-1 MMU, PSCI calls, the PL011 and the global
 //! allocator. Everything here is re-exported by `crate::arch`.
 mod boot;
+
+pub use boot::secondary_entry_point;
 mod gic;
 mod guest;
 mod heap;
@@ -9,8 +11,8 @@ mod mmu;
 mod panic;
 
 pub use gic::{
-    gic_ack, gic_deactivate, gic_eoi, gic_lr_count, gic_read_lr, gic_set_ich_hcr, gic_write_lr,
-    HostGic, SPURIOUS_INTID,
+    gic_ack, gic_deactivate, gic_eoi, gic_lr_count, gic_read_lr, gic_send_sgi, gic_set_ich_hcr,
+    gic_write_lr, HostGic, SPURIOUS_INTID,
 };
 pub use guest::{
     guest_va_to_ipa, init_virtualization, inject_sync_exception, load_el1, load_stage2, run_guest,
@@ -139,6 +141,19 @@ pub fn psci_call(conduit: PsciConduit, function: u32, args: [u64; 3]) -> u64 {
 pub fn current_el() -> u8 {
     // CurrentEL.EL is two bits wide.
     u8::try_from(CurrentEL.read(CurrentEL::EL)).unwrap_or(0)
+}
+
+/// Wakes CPUs waiting in [`wait_for_event`].
+pub fn send_event() {
+    // SAFETY: a barrier so the state change is visible, then SEV; neither
+    // touches memory.
+    unsafe { asm!("dsb ish", "sev", options(nostack)) };
+}
+
+/// Waits for an event (SEV from another CPU) or a spurious wake-up.
+pub fn wait_for_event() {
+    // SAFETY: WFE only waits.
+    unsafe { asm!("wfe", options(nomem, nostack)) };
 }
 
 /// Stops this CPU for good (interrupts masked, waiting for events).
