@@ -24,7 +24,10 @@ fn full_file_parses_every_field() {
     assert_eq!(s.machine.hypervisor_args.as_deref(), Some("hv.log=debug"));
     assert_eq!(s.boot, BootMode::Hypervisor);
     assert_eq!(s.vms.len(), 2);
-    assert_eq!(s.fail_on, ["Kernel panic - not syncing", "hypervisor panic at"]);
+    assert_eq!(
+        s.fail_on,
+        ["Kernel panic - not syncing", "hypervisor panic at"]
+    );
     assert_eq!(s.vms[0].kernel, KernelSource::Image("linux-cloud".into()));
     assert!(s.vms[0].initramfs);
     assert_eq!(s.vms[1].kernel, KernelSource::Crate("testguest".into()));
