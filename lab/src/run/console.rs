@@ -1,6 +1,10 @@
 //! The console tee: sits between QEMU's pty and rexpect's reader, so every
 //! byte reaches `console.log` the moment it arrives and every complete line
 //! becomes a `ConsoleLine` event, whatever the steps are waiting for.
+//!
+//! With several VMs the hypervisor starts each VM's lines with `[<vm>] `;
+//! [`Consoles`] routes such a line to that VM's console, tag removed, and
+//! everything else to the machine's own console.
 
 use super::events::{Emitter, EventKind};
 use std::fs::File;
@@ -12,24 +16,62 @@ use std::sync::Arc;
 /// produces events.
 const MAX_LINE: usize = 4096;
 
+/// Which console a line belongs to.
+#[derive(Debug, Clone)]
+pub struct Consoles {
+    machine: Arc<str>,
+    /// `("[vm0] ", "vm0")` for each VM whose lines carry a tag.
+    tagged: Vec<(String, Arc<str>)>,
+}
+
+impl Consoles {
+    /// Every line on the machine's console `machine`, and the lines tagged
+    /// `[<vm>] ` on the console of that VM.
+    pub fn new(machine: &str, tagged_vms: &[String]) -> Self {
+        Consoles {
+            machine: machine.into(),
+            tagged: tagged_vms
+                .iter()
+                .map(|vm| (format!("[{vm}] "), Arc::from(vm.as_str())))
+                .collect(),
+        }
+    }
+
+    /// The console of a line and the line without its tag.
+    pub fn route(&self, line: String) -> (Arc<str>, String) {
+        for (tag, console) in &self.tagged {
+            if let Some(rest) = line.strip_prefix(tag.as_str()) {
+                return (console.clone(), rest.to_owned());
+            }
+        }
+        (self.machine.clone(), line)
+    }
+}
+
 /// Reads from `inner`, copies to the log, emits lines. Its end (EOF, or the
 /// EIO a pty master returns once QEMU has gone) reads as EOF, after the last
 /// partial line is emitted and `closed` is signalled.
 pub struct ConsoleTee<R> {
     inner: R,
     log: File,
-    console: Arc<str>,
+    consoles: Consoles,
     emitter: Emitter,
     line: Vec<u8>,
     closed: Option<Sender<()>>,
 }
 
 impl<R> ConsoleTee<R> {
-    pub fn new(inner: R, log: File, console: &str, emitter: Emitter, closed: Sender<()>) -> Self {
+    pub fn new(
+        inner: R,
+        log: File,
+        consoles: Consoles,
+        emitter: Emitter,
+        closed: Sender<()>,
+    ) -> Self {
         ConsoleTee {
             inner,
             log,
-            console: console.into(),
+            consoles,
             emitter,
             line: Vec::new(),
             closed: Some(closed),
@@ -57,10 +99,8 @@ impl<R> ConsoleTee<R> {
         if text.ends_with('\r') {
             text.pop();
         }
-        self.emitter.emit(EventKind::ConsoleLine {
-            console: self.console.clone(),
-            line: text,
-        });
+        let (console, line) = self.consoles.route(text);
+        self.emitter.emit(EventKind::ConsoleLine { console, line });
     }
 
     fn close(&mut self) {
@@ -119,7 +159,7 @@ mod tests {
         let mut tee = ConsoleTee::new(
             input,
             File::create(&path).unwrap(),
-            "vm0",
+            Consoles::new("vm0", &[]),
             Emitter::new(tx, "s"),
             closed_tx,
         );
@@ -141,5 +181,19 @@ mod tests {
             .collect();
         assert_eq!(lines, ["vm0: one", "vm0: two", "vm0: partial"]);
         assert_eq!(std::fs::read(&path).unwrap(), input);
+    }
+
+    #[test]
+    fn tagged_lines_go_to_their_vm() {
+        let consoles = Consoles::new("serial", &["vm0".into(), "vm1".into()]);
+        let route = |line: &str| {
+            let (console, text) = consoles.route(line.into());
+            format!("{console}: {text}")
+        };
+        assert_eq!(route("[vm1] LAB-READY vm1"), "vm1: LAB-READY vm1");
+        assert_eq!(route("[vm0] # "), "vm0: # ");
+        assert_eq!(route("hypervisor: 2 VMs"), "serial: hypervisor: 2 VMs");
+        assert_eq!(route("[vm2] not ours"), "serial: [vm2] not ours");
+        assert_eq!(route("[vm0]no space"), "serial: [vm0]no space");
     }
 }

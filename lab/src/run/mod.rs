@@ -14,8 +14,9 @@ mod steps;
 
 use crate::build;
 use crate::qemu::{qemu_command, BootFiles, QemuArg};
-use crate::scenario::Scenario;
+use crate::scenario::{BootMode, Scenario};
 use anyhow::{Context, Result};
+use console::Consoles;
 use events::{Consumer, Emitter, Event, EventKind, ExitReason, Verdict};
 use qemu_process::QemuProcess;
 use std::path::{Path, PathBuf};
@@ -24,9 +25,19 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// The name of the machine's one console until the hypervisor tags lines
-/// per VM.
+/// The machine's own console: every line of a single-VM or direct boot,
+/// and the untagged lines when the hypervisor runs several VMs.
 pub const MACHINE_CONSOLE: &str = "serial";
+
+/// The VMs whose console lines the hypervisor tags `[<vm>] `: all of them
+/// when it runs more than one.
+pub fn tagged_vms(scenario: &Scenario) -> Vec<String> {
+    if scenario.boot == BootMode::Hypervisor && scenario.vms.len() > 1 {
+        scenario.vms.iter().map(|vm| vm.name.clone()).collect()
+    } else {
+        Vec::new()
+    }
+}
 
 /// Where the lab works: the workspace and cargo's target directory.
 #[derive(Debug, Clone)]
@@ -186,7 +197,8 @@ fn prepare_and_drive(
     let log_path = run_dir.join(artifacts::CONSOLE_LOG);
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut qemu = QemuProcess::spawn(&command, run_dir, log, MACHINE_CONSOLE, emitter.clone())?;
+    let consoles = Consoles::new(MACHINE_CONSOLE, &tagged_vms(scenario));
+    let mut qemu = QemuProcess::spawn(&command, run_dir, log, consoles, emitter.clone())?;
     emitter.emit(EventKind::QemuStarted {
         command: command.shell_line(),
         pid: qemu.pid().map(|pid| pid.as_raw()),

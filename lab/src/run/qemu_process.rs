@@ -3,7 +3,7 @@
 //! it), read through the console tee, killed as a whole group, and always
 //! reaped — also when the run ends early and this value is dropped.
 
-use super::console::ConsoleTee;
+use super::console::{ConsoleTee, Consoles};
 use super::events::{Emitter, QemuStatus};
 use super::Cancel;
 use crate::qemu::QemuCommand;
@@ -53,12 +53,12 @@ pub struct QemuProcess {
 
 impl QemuProcess {
     /// Starts QEMU in `dir`; the console goes to `log` and to `emitter` as
-    /// lines of the console `console`.
+    /// lines of the `consoles`.
     pub fn spawn(
         command: &QemuCommand,
         dir: &Path,
         log: File,
-        console: &str,
+        consoles: Consoles,
         emitter: Emitter,
     ) -> Result<QemuProcess> {
         // rexpect forks and then execs; a failed exec would leave the forked
@@ -83,7 +83,7 @@ impl QemuProcess {
         let reader = ConsoleTee::new(
             pty.try_clone().context("opening QEMU's pty")?,
             log,
-            console,
+            consoles,
             emitter,
             closed_tx,
         );

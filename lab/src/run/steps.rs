@@ -5,7 +5,7 @@ use super::events::{Emitter, EventKind, ExitReason, QemuStatus, StepFailure};
 use super::qemu_process::{QemuProcess, WaitEnd};
 use super::Cancel;
 use crate::scenario::{Scenario, Step};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use regex::Regex;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,7 @@ pub fn compile(scenario: &Scenario) -> Result<Script> {
             .expect_regex(pattern)
             .map_err(|e| anyhow::anyhow!("{}: `{pattern}`: {e}", scenario.name))
     };
+    let tagged = super::tagged_vms(scenario);
     let fail_on = scenario
         .fail_on
         .iter()
@@ -44,9 +45,12 @@ pub fn compile(scenario: &Scenario) -> Result<Script> {
                 Step::Expect {
                     pattern,
                     timeout_secs,
-                    ..
+                    console,
                 } => Action::Expect {
-                    regex: regex(pattern)?,
+                    regex: match console {
+                        Some(vm) if tagged.contains(vm) => scoped(vm, &regex(pattern)?)?,
+                        _ => regex(pattern)?,
+                    },
                     timeout_secs: *timeout_secs,
                 },
                 Step::Send { line, .. } => Action::Send { line: line.clone() },
@@ -61,6 +65,17 @@ pub fn compile(scenario: &Scenario) -> Result<Script> {
         })
         .collect::<Result<_>>()?;
     Ok(Script { actions, fail_on })
+}
+
+/// Restricts a pattern to the lines the hypervisor tags `[<vm>] `: the
+/// match must lie within one such line.
+fn scoped(vm: &str, pattern: &Regex) -> Result<Regex> {
+    let scoped = format!(
+        r"(?m)^\[{}\] [^\n]*?(?:{})",
+        regex::escape(vm),
+        pattern.as_str()
+    );
+    Regex::new(&scoped).with_context(|| format!("scoping `{pattern}` to {vm}"))
 }
 
 /// Runs the actions in order until one fails.
@@ -178,6 +193,33 @@ mod tests {
     use std::path::Path;
 
     #[test]
+    fn with_several_vms_a_console_scopes_the_pattern_to_its_lines() {
+        let scenario = Scenario::parse(
+            Path::new("s.yaml"),
+            "schema: 1\nname: s\ndescription: d\nmachine: { cpus: 2, memory-mib: 512 }\n\
+             vms:\n  - { name: vm0, kernel: { crate: g }, vcpus: 1, memory-mib: 64 }\n\
+             \x20 - { name: vm1, kernel: { crate: g }, vcpus: 1, memory-mib: 64 }\n\
+             steps:\n  - { expect: 'READY \\w+', console: vm1 }\n  - expect: 'READY'\n",
+        )
+        .unwrap();
+        let actions = compile(&scenario).unwrap().actions;
+        let (Action::Expect { regex: vm1, .. }, Action::Expect { regex: any, .. }) =
+            (&actions[0], &actions[1])
+        else {
+            panic!("two expects");
+        };
+        let console = "[vm0] READY vm0\r\nhypervisor: x\r\n[vm1] booting\r\n[vm1] READY vm1\r\n";
+        let found = vm1.find(console).unwrap();
+        assert!(
+            found.as_str().ends_with("READY vm1"),
+            "{:?}",
+            found.as_str()
+        );
+        assert!(any.find(console).unwrap().start() < found.start());
+        assert!(!vm1.is_match("[vm0] READY vm0\r\n[vm1] boot\r\nREADY vm1"));
+    }
+
+    #[test]
     fn compiles_and_describes_every_kind_of_step() {
         let scenario = Scenario::parse(
             Path::new("s.yaml"),
@@ -199,6 +241,8 @@ mod tests {
             }
         ));
         let described: Vec<_> = scenario.steps.iter().map(describe).collect();
+        // One VM: its console is the machine's, patterns stay as written.
+        assert!(super::super::tagged_vms(&scenario).is_empty());
         assert_eq!(
             described,
             [
