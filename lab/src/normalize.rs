@@ -95,6 +95,12 @@ impl Normalizer {
                     "<datetime>",
                 ),
                 Rule::new(
+                    "code-address",
+                    "program counters and link registers (`pc 0x40083018`): they move with every rebuild of the code",
+                    r"\b(pc|PC|lr|LR|elr|ELR|ELR_EL[123])([ =:]+)0x[0-9a-fA-F]+\b",
+                    "${1}${2}<code>",
+                ),
+                Rule::new(
                     "address",
                     "64-bit values in hex (`0x` and more than 8 digits): pointers, KASLR, counters",
                     r"\b0x[0-9a-fA-F]{9,}\b",
@@ -213,6 +219,16 @@ mod tests {
             "mac",
             "[    2.1] virtio_net virtio0 eth0: MAC 52:54:00:12:34:56",
             "[    2.1] virtio_net virtio0 eth0: MAC <mac>",
+        ),
+        (
+            "code-address",
+            "hypervisor: vm0: vcpu 0: access to unmapped memory at IPA 0xc000000 (pc 0x40083018), injecting an external abort",
+            "hypervisor: vm0: vcpu 0: access to unmapped memory at IPA 0xc000000 (pc <code>), injecting an external abort",
+        ),
+        (
+            "code-address",
+            "TESTGUEST FAIL unexpected exception ESR=0x96000010 ELR=0x40084aec",
+            "TESTGUEST FAIL unexpected exception ESR=0x96000010 ELR=<code>",
         ),
         (
             "address",
