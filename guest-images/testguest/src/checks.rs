@@ -163,6 +163,47 @@ pub fn vtimer<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option
     }
 }
 
+/// Sleeps in WFI with the virtual timer armed: the CPU (under a hypervisor,
+/// the vCPU blocked in its WFI exit) must wake on the timer's interrupt.
+/// A machine that never wakes it hangs here, and the lab's timeout says so.
+pub fn wfi<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option<&Gic>) {
+    let Some(gic) = gic else {
+        report.fail("wfi", format_args!("no GIC"));
+        return;
+    };
+    let intid = platform.vtimer_intid;
+    gic.enable_private(intid);
+    let (count_before, _) = arch::irq_stats();
+    let ticks = ms_to_ticks(TIMER_DELAY_MS);
+    let start = sysreg::counter();
+    sysreg::vtimer_arm(u32::try_from(ticks).unwrap_or(u32::MAX));
+    sysreg::irq_unmask();
+    while arch::irq_stats().0 == count_before {
+        arch::wait_for_interrupt();
+    }
+    sysreg::irq_mask();
+    let elapsed = sysreg::counter().saturating_sub(start);
+    sysreg::vtimer_stop();
+    gic.disable_private(intid);
+    match arch::irq_stats() {
+        (_, last) if last != intid => report.fail(
+            "wfi",
+            format_args!("woken by INTID {last}, expected {intid}"),
+        ),
+        _ if elapsed < ticks => report.fail(
+            "wfi",
+            format_args!("woke after {} us, before the timer", ticks_to_us(elapsed)),
+        ),
+        _ => report.pass(
+            "wfi",
+            format_args!(
+                "woke on INTID {intid} {} us after arming for {TIMER_DELAY_MS} ms",
+                ticks_to_us(elapsed)
+            ),
+        ),
+    }
+}
+
 /// Reads the RTC, checks its identity and that it keeps time.
 pub fn pl031<W: Write>(report: &mut Report<W>, platform: &Platform) {
     let Some(rtc) = DeviceWindow::new(platform.rtc) else {

@@ -1,6 +1,7 @@
 //! A bare-metal AArch64 guest that checks the machine it runs on: the PL011
 //! console, the device tree in x0, PSCI and SMCCC through the DT's conduit,
-//! the GICv3, the EL1 virtual timer's interrupt, an SPI pended by software,
+//! the GICv3, the EL1 virtual timer's interrupt (spinning, then asleep in
+//! WFI), an SPI pended by software,
 //! the PL011's own interrupt line and the PL031. It prints one
 //! `TESTGUEST <check>: PASS|FAIL <detail>` line per check, then
 //! `TESTGUEST DONE passed=<n> failed=<m>`, and powers off through PSCI.
@@ -146,6 +147,7 @@ mod guest {
         checks::smccc_version(&mut report, platform.conduit);
         let gic = checks::gic(&mut report, &platform);
         checks::vtimer(&mut report, &platform, gic.as_ref());
+        checks::wfi(&mut report, &platform, gic.as_ref());
         checks::spi(&mut report, &platform, gic.as_ref());
         checks::uart_irq(&mut report, &platform, gic.as_ref(), uart);
         smp::checks(&mut report, &platform, gic.as_ref());

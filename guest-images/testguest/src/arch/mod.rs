@@ -174,6 +174,14 @@ pub fn guarded_smccc_call(
     guarded(|| smccc_call(conduit, function, args))
 }
 
+/// One WFI: returns when an interrupt is pending (taken first if PSTATE.I
+/// is clear) or spuriously.
+pub fn wait_for_interrupt() {
+    // SAFETY: WFI only waits. Not `nomem`: the IRQ handler it lets run
+    // writes memory the caller reads next.
+    unsafe { asm!("wfi", options(nostack, preserves_flags)) }
+}
+
 /// Waits for interrupts forever (after SYSTEM_OFF failed, or without PSCI).
 pub fn halt() -> ! {
     sysreg::irq_mask();
