@@ -187,3 +187,8 @@ pub fn wait_for_event() {}
 pub fn secondary_entry_point() -> PhysAddr {
     PhysAddr::new(0)
 }
+
+/// Host builds have no guest ID registers to read.
+pub fn read_id_register(_crm: u8, _op2: u8) -> u64 {
+    0
+}

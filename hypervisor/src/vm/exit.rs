@@ -8,6 +8,7 @@ use crate::addr::IntermediatePhysAddr;
 use crate::arch;
 use crate::arch::aarch64::context::ExitInfo;
 use crate::arch::aarch64::esr::{self, Esr, ExceptionClass};
+use crate::arch::aarch64::idregs;
 use crate::arch::aarch64::mmio_decode::{self, Direction};
 use crate::devices::memory::GuestMemory;
 use crate::devices::virtio::mmio::SLOT_SIZE;
@@ -262,6 +263,18 @@ fn handle_sysreg(vm: &mut Vm, vcpu: &mut Vcpu, e: Esr) -> ExitOutcome {
         regs.pc = regs.pc.wrapping_add(e.instruction_len());
         // The sender picks up its own SGIs at its next entry.
         return ExitOutcome::Kick(targets & !(1 << vcpu.index));
+    }
+    let op0 = (iss >> 20) & 3;
+    let op1 = (iss >> 14) & 7;
+    let crn = (iss >> 10) & 0xf;
+    let crm = u8::try_from((iss >> 1) & 0xf).unwrap_or(0);
+    let op2 = u8::try_from((iss >> 17) & 7).unwrap_or(0);
+    if is_read && op0 == 3 && op1 == 0 && crn == 0 && idregs::is_id_register(crm, op2) {
+        let value = idregs::guest_view(crm, op2, arch::read_id_register(crm, op2));
+        vcpu.regs.set_x(rt, value);
+        let regs = &mut vcpu.regs.guest;
+        regs.pc = regs.pc.wrapping_add(e.instruction_len());
+        return ExitOutcome::Continue;
     }
     inject_undefined(vm, vcpu, "trapped system register access", e.0);
     ExitOutcome::Continue

@@ -3,6 +3,7 @@
 pub mod context;
 pub mod esr;
 pub mod gic_lr;
+pub mod idregs;
 pub mod mmio_decode;
 pub mod pte;
 

@@ -190,8 +190,8 @@ pub fn run_guest(regs: &mut GuestRegs) -> ExitInfo {
 
 /// HCR_EL2 for a running guest: VM (stage 2), SWIO, FMO/IMO/AMO (physical
 /// interrupts and SErrors to EL2, virtual ones to the guest), FB and BSU
-/// inner shareable (broadcast maintenance), TSC (trap SMC), RW (EL1 is
-/// AArch64).
+/// inner shareable (broadcast maintenance), TID3 (ID registers, see
+/// `idregs`), TSC (trap SMC), RW (EL1 is AArch64).
 pub const HCR_EL2_GUEST: u64 = (1 << 0)
     | (1 << 1)
     | (1 << 3)
@@ -199,8 +199,31 @@ pub const HCR_EL2_GUEST: u64 = (1 << 0)
     | (1 << 5)
     | (1 << 9)
     | (0b01 << 10)
+    | (1 << 18)
     | (1 << 19)
     | (1 << 31);
+/// HCR_EL2.APK and .API: pointer-authentication keys and instructions are
+/// the guest's own (set only where FEAT_PAuth exists).
+const HCR_EL2_PAUTH: u64 = (1 << 40) | (1 << 41);
+/// ID_AA64ISAR1_EL1 APA [7:4], API [11:8], GPA [27:24], GPI [31:28].
+const ISAR1_PAUTH_FIELDS: u64 = (0xff << 4) | (0xff << 24);
+/// ID_AA64ISAR2_EL1 GPA3 [11:8], APA3 [15:12].
+const ISAR2_PAUTH_FIELDS: u64 = 0xff << 8;
+
+fn hcr_el2_value() -> u64 {
+    let (isar1, isar2): (u64, u64);
+    // SAFETY: reading ID registers has no side effects (ISAR2 is
+    // RAZ on cores that predate it).
+    unsafe {
+        asm!("mrs {0}, id_aa64isar1_el1", "mrs {1}, S3_0_C0_C6_2",
+             out(reg) isar1, out(reg) isar2, options(nomem, nostack));
+    }
+    if isar1 & ISAR1_PAUTH_FIELDS != 0 || isar2 & ISAR2_PAUTH_FIELDS != 0 {
+        HCR_EL2_GUEST | HCR_EL2_PAUTH
+    } else {
+        HCR_EL2_GUEST
+    }
+}
 
 /// VTCR_EL2 RES1 bit 31.
 const VTCR_EL2_RES1: u64 = 1 << 31;
@@ -250,7 +273,7 @@ pub fn init_virtualization() {
             cnthctl = in(reg) CNTHCTL_EL2_EL1PCTEN,
             sre = in(reg) ICC_SRE_EL2_VALUE,
             ich = in(reg) ICH_HCR_EL2_EN,
-            hcr = in(reg) HCR_EL2_GUEST,
+            hcr = in(reg) hcr_el2_value(),
             tmp = out(reg) _,
             options(nostack),
         );
@@ -431,4 +454,38 @@ pub fn guest_va_to_ipa(va: u64) -> Option<crate::addr::IntermediatePhysAddr> {
     }
     (par & PAR_F == 0)
         .then(|| crate::addr::IntermediatePhysAddr::new((par & PAR_PA_MASK) | (va & 0xfff)))
+}
+
+macro_rules! id_reg_read {
+    ($crm:expr, $op2:expr; $($c:literal),*) => {
+        match ($crm, $op2) {
+            $(
+                ($c, 0) => id_reg_read!(@one $c, 0),
+                ($c, 1) => id_reg_read!(@one $c, 1),
+                ($c, 2) => id_reg_read!(@one $c, 2),
+                ($c, 3) => id_reg_read!(@one $c, 3),
+                ($c, 4) => id_reg_read!(@one $c, 4),
+                ($c, 5) => id_reg_read!(@one $c, 5),
+                ($c, 6) => id_reg_read!(@one $c, 6),
+                ($c, 7) => id_reg_read!(@one $c, 7),
+            )*
+            _ => 0,
+        }
+    };
+    (@one $c:literal, $o:literal) => {{
+        let v: u64;
+        // SAFETY: reading an ID register (op0 3, op1 0, CRn 0) has no side
+        // effects; unallocated ones in CRm 1-7 read as zero.
+        unsafe {
+            asm!(concat!("mrs {0}, S3_0_C0_C", stringify!($c), "_", stringify!($o)),
+                 out(reg) v, options(nomem, nostack))
+        };
+        v
+    }};
+}
+
+/// The host's value of ID register (op0 3, op1 0, CRn 0, `crm`, `op2`),
+/// CRm 1-7; 0 for anything else.
+pub fn read_id_register(crm: u8, op2: u8) -> u64 {
+    id_reg_read!(crm, op2; 1, 2, 3, 4, 5, 6, 7)
 }

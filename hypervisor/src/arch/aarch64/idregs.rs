@@ -1,0 +1,59 @@
+//! The CPU features a guest is told about. ID registers (op0 3, op1 0,
+//! CRn 0, CRm 1-7) trap to EL2 (HCR_EL2.TID3) and read as the host's values
+//! with the features the hypervisor does not virtualize hidden: SVE and SME
+//! (their register state is not switched, and EL2's own NEON use would
+//! clobber the upper bits), MTE, AMU, MPAM, SPE and the trace buffer. With
+//! `-cpu cortex-a72` none of these exist and the values pass through.
+#![forbid(unsafe_code)]
+
+/// Clears the 4-bit ID field at `shift`.
+const fn field(shift: u32) -> u64 {
+    0xf << shift
+}
+
+/// ID_AA64PFR0_EL1 (CRm 4, op2 0): SVE [35:32], MPAM [43:40], AMU [47:44].
+const PFR0_HIDDEN: u64 = field(32) | field(40) | field(44);
+/// ID_AA64PFR1_EL1 (CRm 4, op2 1): MTE [11:8], MPAM_frac [19:16],
+/// SME [27:24], NMI [39:36], GCS [47:44].
+const PFR1_HIDDEN: u64 = field(8) | field(16) | field(24) | field(36) | field(44);
+/// ID_AA64DFR0_EL1 (CRm 5, op2 0): PMSVer (SPE) [35:32], TraceBuffer [47:44],
+/// BRBE [55:52].
+const DFR0_HIDDEN: u64 = field(32) | field(44) | field(52);
+
+/// Whether (CRm, op2) names an ID register TID3 traps (CRn 0, CRm 1-7).
+pub fn is_id_register(crm: u8, op2: u8) -> bool {
+    (1..=7).contains(&crm) && op2 <= 7
+}
+
+/// The value the guest reads for ID register (CRm, op2) whose host value is
+/// `host`.
+pub fn guest_view(crm: u8, op2: u8, host: u64) -> u64 {
+    match (crm, op2) {
+        (4, 0) => host & !PFR0_HIDDEN,
+        (4, 1) => host & !PFR1_HIDDEN,
+        // ID_AA64ZFR0_EL1 and ID_AA64SMFR0_EL1: SVE and SME details.
+        (4, 4) | (4, 5) => 0,
+        (5, 0) => host & !DFR0_HIDDEN,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hides_sve_sme_mte() {
+        // A `-cpu max`-like PFR0 with SVE = 1 and FP/AdvSIMD/EL fields set.
+        let pfr0 = 0x1_0000_0000 | 0x1111_0022;
+        assert_eq!(guest_view(4, 0, pfr0), 0x1111_0022);
+        let pfr1 = (2 << 8) | (1 << 24) | 0x1;
+        assert_eq!(guest_view(4, 1, pfr1), 0x1);
+        assert_eq!(guest_view(4, 4, 0x1234), 0);
+        // ID_AA64ISAR0_EL1 passes through.
+        assert_eq!(guest_view(6, 0, 0xdead_beef), 0xdead_beef);
+        assert!(is_id_register(7, 2));
+        assert!(!is_id_register(0, 0));
+        assert!(!is_id_register(8, 0));
+    }
+}
