@@ -169,9 +169,11 @@ pub fn guest_va_to_ipa(_va: u64) -> Option<IntermediatePhysAddr> {
     None
 }
 
-/// Host builds run no guests.
-pub fn inject_sync_exception(_regs: &mut GuestRegs, _esr: u64, _far: u64, _vector_offset: u64) {
-    panic!("injecting an exception on the host");
+/// The register effect of taking an exception at EL1, as on hardware with
+/// VBAR_EL1 = 0 (the EL1 syndrome registers are not modelled).
+pub fn inject_sync_exception(regs: &mut GuestRegs, _esr: u64, _far: u64, vector_offset: u64) {
+    regs.pc = vector_offset;
+    regs.pstate = super::aarch64::context::SPSR_EL1H_MASKED;
 }
 
 /// Host builds have no other CPUs to signal.

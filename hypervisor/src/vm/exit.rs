@@ -338,6 +338,144 @@ mod tests {
         assert_eq!(at(u64::MAX), None);
     }
 
+    use crate::arch::aarch64::context::{ExitKind, SPSR_EL1H_MASKED};
+
+    const EC_HVC64: u64 = 0x16 << 26;
+    const EC_SMC64: u64 = 0x17 << 26;
+    const EC_SYS64: u64 = 0x18 << 26;
+    const EC_DABT_LOW: u64 = 0x24 << 26;
+    const IL: u64 = 1 << 25;
+
+    fn exit(esr: u64, ipa: u64) -> ExitInfo {
+        ExitInfo {
+            kind: ExitKind::Sync,
+            esr,
+            far: ipa,
+            hpfar: (ipa >> 12) << 4,
+        }
+    }
+
+    fn vcpu(index: usize) -> Vcpu {
+        let mut v = Vcpu::boot(index, 0x4008_0000, 0);
+        v.regs.guest.pstate = SPSR_EL1H_MASKED;
+        v
+    }
+
+    fn call(vm: &mut Vm, v: &mut Vcpu, esr: u64, x: [u64; 4]) -> ExitOutcome {
+        for (i, value) in x.iter().enumerate() {
+            v.regs.set_x(i, *value);
+        }
+        handle_sync(vm, v, &exit(esr | IL, 0))
+    }
+
+    #[test]
+    fn firmware_calls() {
+        let mut vm = Vm::for_tests(2);
+        let mut v = vcpu(0);
+        assert_eq!(
+            call(&mut vm, &mut v, EC_HVC64, [0x8400_0000, 0, 0, 0]),
+            ExitOutcome::Continue
+        );
+        assert_eq!(v.regs.x(0), 0x1_0001);
+        call(&mut vm, &mut v, EC_HVC64, [0xc200_0bad, 0, 0, 0]);
+        assert_eq!(v.regs.x(0), u64::MAX, "NOT_SUPPORTED is -1");
+        // SMC is trapped before it executes: the PC moves past it.
+        let pc = v.regs.guest.pc;
+        call(&mut vm, &mut v, EC_SMC64, [0x8000_0000, 0, 0, 0]);
+        assert_eq!(v.regs.guest.pc, pc + 4);
+        assert_eq!(v.regs.x(0), 0x1_0001);
+    }
+
+    #[test]
+    fn cpu_on_off_and_system_off() {
+        let mut vm = Vm::for_tests(2);
+        let mut v = vcpu(0);
+        assert_eq!(
+            call(
+                &mut vm,
+                &mut v,
+                EC_HVC64,
+                [u64::from(psci::CPU_ON_64), 1, 0x4010_0000, 7]
+            ),
+            ExitOutcome::CpuOn(1)
+        );
+        assert_eq!(vm.power[1].boot, Some((0x4010_0000, 7)));
+        call(
+            &mut vm,
+            &mut v,
+            EC_HVC64,
+            [u64::from(psci::AFFINITY_INFO_64), 1, 0, 0],
+        );
+        assert_eq!(v.regs.x(0), 0, "ON");
+        call(
+            &mut vm,
+            &mut v,
+            EC_HVC64,
+            [u64::from(psci::CPU_ON_64), 1, 0x4010_0000, 7],
+        );
+        assert_eq!(v.regs.x(0), psci::ALREADY_ON as u64);
+        let mut v1 = vcpu(1);
+        assert_eq!(
+            call(
+                &mut vm,
+                &mut v1,
+                EC_HVC64,
+                [u64::from(psci::CPU_OFF), 0, 0, 0]
+            ),
+            ExitOutcome::CpuOff
+        );
+        assert!(!vm.power[1].on);
+        assert_eq!(
+            call(
+                &mut vm,
+                &mut v,
+                EC_HVC64,
+                [u64::from(psci::SYSTEM_OFF), 0, 0, 0]
+            ),
+            ExitOutcome::Stop(VmStop::PowerOff)
+        );
+    }
+
+    #[test]
+    fn mmio_reads_reach_the_device_and_unmapped_ipas_abort() {
+        let mut vm = Vm::for_tests(1);
+        let mut v = vcpu(0);
+        let pc = v.regs.guest.pc;
+        // LDR W2, [Xn] at the PL011's PeriphID0: ISV, SAS = word, SRT = 2.
+        let ldr_w2 = EC_DABT_LOW | IL | (1 << 24) | (2 << 22) | (2 << 16);
+        assert_eq!(
+            handle_sync(&mut vm, &mut v, &exit(ldr_w2, 0x0900_0fe0)),
+            ExitOutcome::Continue
+        );
+        assert_eq!(v.regs.x(2), 0x11);
+        assert_eq!(v.regs.guest.pc, pc + 4);
+        // The same access where nothing is mapped: an external abort at
+        // the EL1h synchronous vector.
+        assert_eq!(
+            handle_sync(&mut vm, &mut v, &exit(ldr_w2, 0x0c00_0000)),
+            ExitOutcome::Continue
+        );
+        assert_eq!(v.regs.guest.pc, 0x200);
+        assert_eq!(v.regs.guest.pstate, SPSR_EL1H_MASKED);
+    }
+
+    #[test]
+    fn id_registers_are_emulated_and_other_sysregs_undefined() {
+        let mut vm = Vm::for_tests(1);
+        let mut v = vcpu(0);
+        let pc = v.regs.guest.pc;
+        v.regs.set_x(5, 0x55);
+        // MRS X5, ID_AA64PFR0_EL1: Op0 3, Op1 0, CRn 0, CRm 4, Op2 0, read.
+        let mrs = EC_SYS64 | IL | (3 << 20) | (4 << 1) | (5 << 5) | 1;
+        handle_sync(&mut vm, &mut v, &exit(mrs, 0));
+        assert_eq!(v.regs.x(5), 0, "the host backend reads 0");
+        assert_eq!(v.regs.guest.pc, pc + 4);
+        // MSR of some other register: UNDEFINED.
+        let msr = EC_SYS64 | IL | (3 << 20) | (1 << 14) | (15 << 10);
+        handle_sync(&mut vm, &mut v, &exit(msr, 0));
+        assert_eq!(v.regs.guest.pc, 0x200);
+    }
+
     #[test]
     fn sgi1r_syndrome_matches() {
         // MSR ICC_SGI1R_EL1, X3.

@@ -374,3 +374,62 @@ impl Vm {
         Ok(())
     }
 }
+
+#[cfg(test)]
+impl Vm {
+    /// A VM with `vcpus` vCPUs and no RAM behind it, for exit-handling
+    /// tests (the host arch backend has no memory to lend).
+    pub(crate) fn for_tests(vcpus: usize) -> Self {
+        use crate::addr::PhysRange;
+        use crate::boot::manifest::KernelFormat;
+        let mut frames = FrameAllocator::new(
+            &[PhysRange {
+                start: PhysAddr::new(0x4000_0000),
+                end: PhysAddr::new(0x5000_0000),
+            }],
+            &[],
+        )
+        .unwrap();
+        let config = VmConfig {
+            node: "vms/vm@0".into(),
+            name: "vm0".into(),
+            vcpus: u32::try_from(vcpus).unwrap(),
+            memory_size: 0x1000_0000,
+            kernel: "vm0/kernel".into(),
+            kernel_format: KernelFormat::LinuxImage,
+            kernel_ipa: Some(IntermediatePhysAddr::new(0x4008_0000)),
+            dtb: Placement {
+                path: "vm0/dtb".into(),
+                ipa: IntermediatePhysAddr::new(0x4800_0000),
+            },
+            initrd: None,
+            physical_cpus: Vec::new(),
+        };
+        let clock = HostClock { epoch_at_zero: 0 };
+        let entry = IntermediatePhysAddr::new(0x4008_0000);
+        Self {
+            name: config.name.clone(),
+            vmid: 1,
+            ram: GuestRam {
+                frames: frames.alloc_frames(0x1000_0000, BLOCK_2M).unwrap(),
+                size: 0x1000_0000,
+            },
+            stage2_root: PhysAddr::new(0),
+            entry,
+            power: boot_power(vcpus, entry, config.dtb.ipa),
+            stopped: None,
+            epoch: 0,
+            in_guest: 0,
+            lines: (false, false),
+            vgic: Vgic::new(VGIC_SPIS, &affinities(vcpus)).unwrap(),
+            uart: Pl011::new(VmConsole {
+                tag: None,
+                at_line_start: true,
+            }),
+            rtc: Pl031::new(clock),
+            rtc_clock: clock,
+            virtio_empty: EmptySlot,
+            config,
+        }
+    }
+}
