@@ -3,7 +3,7 @@
 //! `println!` macro. Before `init` (or with no PL011) output is dropped.
 
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use spin::Mutex;
 
@@ -14,6 +14,10 @@ use crate::arch;
 // by every CPU, and the panic handler must reach it without any context.
 static CONSOLE_BASE: AtomicU64 = AtomicU64::new(0);
 static CONSOLE_LOCK: Mutex<()> = Mutex::new(());
+// Which tagged source (a VM) has an unfinished line on the console, or
+// NO_SOURCE; guarded by CONSOLE_LOCK, atomic only to be a safe static.
+static PARTIAL_LINE: AtomicUsize = AtomicUsize::new(NO_SOURCE);
+const NO_SOURCE: usize = usize::MAX;
 
 /// How many times the panic path tries the lock before writing regardless.
 const PANIC_LOCK_TRIES: u32 = 1_000_000;
@@ -46,10 +50,43 @@ fn write_unlocked(args: fmt::Arguments<'_>) {
     }
 }
 
+/// Ends a VM's unfinished line before other output (caller holds the lock).
+fn break_partial_line(base: PhysAddr, unless: usize) {
+    let owner = PARTIAL_LINE.load(Ordering::Relaxed);
+    if owner != NO_SOURCE && owner != unless {
+        arch::uart_write(base, b"\r\n");
+        PARTIAL_LINE.store(NO_SOURCE, Ordering::Relaxed);
+    }
+}
+
 /// Prints `args` as one uninterrupted piece of console output.
 pub fn print(args: fmt::Arguments<'_>) {
     let _guard = CONSOLE_LOCK.lock();
+    let base = CONSOLE_BASE.load(Ordering::Acquire);
+    if base != 0 {
+        break_partial_line(PhysAddr::new(base), NO_SOURCE);
+    }
     write_unlocked(args);
+}
+
+/// Writes a guest's output byte for source `source` (a VM index) whose
+/// lines start with `tag`: every console line carries exactly one source's
+/// bytes, so a line another source interrupts is broken and continued on a
+/// new, tagged line.
+pub fn write_tagged(source: usize, tag: &str, byte: u8) {
+    let base = CONSOLE_BASE.load(Ordering::Acquire);
+    if base == 0 {
+        return;
+    }
+    let base = PhysAddr::new(base);
+    let _guard = CONSOLE_LOCK.lock();
+    break_partial_line(base, source);
+    if PARTIAL_LINE.load(Ordering::Relaxed) != source {
+        arch::uart_write(base, tag.as_bytes());
+    }
+    arch::uart_write(base, &[byte]);
+    let owner = if byte == b'\n' { NO_SOURCE } else { source };
+    PARTIAL_LINE.store(owner, Ordering::Relaxed);
 }
 
 /// Writes raw bytes (a guest's console output) as one piece.

@@ -20,28 +20,27 @@
 //! `hypervisor panic at <file>:<line>: <message>` and powers off.
 
 use crate::addr::{PhysAddr, PhysRange, BLOCK_2M, PAGE_SIZE};
-use crate::arch::{self, aarch64::pte::El2Stage1, HostGic, IdentityTables};
+use crate::arch::{self, aarch64::pte::El2Stage1, IdentityTables};
 use crate::boot::cpio::Archive;
 use crate::boot::manifest::{self, ManifestError};
 use crate::console;
 use crate::fixed_vec::FixedVec;
-use crate::layout::{MAINTENANCE_INTID, RAM_BASE, VTIMER_INTID};
+use crate::layout::RAM_BASE;
+use crate::machine::{self, Machine};
 use crate::mm::frames::FrameAllocator;
 use crate::mm::pagetable::{MapAttrs, MapError, PageTable};
-use crate::platform::GicV3Info;
 use crate::platform::PlatformInfo;
 use crate::power;
 use crate::println;
-use crate::vm::irq::{HostIrqs, KICK_SGI};
-use crate::vm::run::{run_session, wait_all_out, wait_restart, SessionEnd};
-use crate::vm::{HostClock, Vm, VmStop};
+use crate::vm::irq::HostIrqs;
+use crate::vm::{HostClock, Vm};
 use alloc::boxed::Box;
-use spin::{Mutex, Once};
+use alloc::vec::Vec;
+use core::sync::atomic::AtomicUsize;
+use spin::Mutex;
 
 /// The fault-injection word on the host command line.
 pub const DEBUG_PANIC_BOOTARG: &str = "hv.debug=panic";
-/// PSCI CPU_ON (SMC64), to start a secondary physical CPU.
-const PSCI_CPU_ON_64: u32 = 0xc400_0003;
 /// The manifest's name in the boot bundle.
 const MANIFEST_FILE: &str = "manifest.dtb";
 /// Heap size we ask for (the arch layer caps it to what it can manage).
@@ -127,48 +126,19 @@ fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator, root: Ph
         Ok(m) => m,
         Err(e) => manifest_error(&e),
     };
-    let cpus = platform.cpu_count();
-    for vm in &manifest.vms {
-        if let Some(cpu) = vm
-            .physical_cpus
-            .iter()
-            .find(|c| usize::try_from(**c).map_or(true, |c| c >= cpus))
-        {
-            manifest_error(&ManifestError::new(
-                alloc::format!("{}/physical-cpus", vm.node),
-                alloc::format!("CPU {cpu} does not exist (the machine has {cpus})"),
-            ));
-        }
-    }
-    let Some(config) = manifest.vms.first() else {
+    if manifest.vms.is_empty() {
         println!("hypervisor: no VMs to run, powering off");
         power::system_off()
+    }
+    let (per_vm, assignment) = match machine::assign(&manifest.vms, platform.cpu_count()) {
+        Ok(placement) => placement,
+        Err(e) => manifest_error(&e),
     };
-    let vcpus = usize::try_from(config.vcpus).unwrap_or(usize::MAX);
-    if vcpus > cpus {
-        manifest_error(&ManifestError::new(
-            alloc::format!("{}/vcpus", config.node),
-            alloc::format!(
-                "{vcpus} vCPUs need as many physical CPUs, the machine has {cpus} \
-                 (time slicing is not implemented)"
-            ),
-        ));
-    }
-    if manifest.vms.len() > 1 {
-        println!(
-            "hypervisor: manifest has {} VMs; this build runs only the first",
-            manifest.vms.len()
-        );
-    }
 
-    arch::init_virtualization();
-    let Some(gic) = HostGic::init(platform.gic.dist, platform.gic.redist, true) else {
+    let Some(gic) = machine::init_cpu_gic(&platform.gic, true) else {
         println!("hypervisor: no GICv3 redistributor for this CPU, powering off");
         power::system_off()
     };
-    gic.enable(VTIMER_INTID);
-    gic.enable(MAINTENANCE_INTID);
-    gic.enable(KICK_SGI);
     let uart = platform
         .pl011
         .zip(platform.pl011_intid)
@@ -189,107 +159,39 @@ fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator, root: Ph
     let clock = HostClock {
         epoch_at_zero: now.saturating_sub(uptime),
     };
-    let vm = match Vm::create(0, config, &bundle, frames, clock, false) {
-        Ok(vm) => vm,
-        Err(e) => manifest_error(&e),
-    };
-    println!(
-        "hypervisor: {}: {} vCPU, {} MiB at IPA {:#x} (host {:#x}), entry {:#x}",
-        vm.name,
-        vm.power.len(),
-        vm.ram.size() / (1024 * 1024),
-        RAM_BASE,
-        vm.ram.host_base(),
-        vm.entry
-    );
-    let name = vm.name.clone();
-    // Lives as long as the machine; secondary CPUs reach it through SECONDARY.
-    let vm: &'static Mutex<Vm> = Box::leak(Box::new(Mutex::new(vm)));
-    if vcpus > 1 {
-        start_secondaries(platform, root, host, vm, vcpus);
+    let tag_consoles = manifest.vms.len() > 1;
+    let mut vms = Vec::new();
+    for (k, (config, pcpus)) in manifest.vms.iter().zip(per_vm).enumerate() {
+        let vm = match Vm::create(k, config, &bundle, frames, clock, pcpus, tag_consoles) {
+            Ok(vm) => vm,
+            Err(e) => manifest_error(&e),
+        };
+        println!(
+            "hypervisor: {}: {} vCPU, {} MiB at IPA {:#x} (host {:#x}), entry {:#x}",
+            vm.name,
+            vm.power.len(),
+            vm.ram.size() / (1024 * 1024),
+            RAM_BASE,
+            vm.ram.host_base(),
+            vm.entry
+        );
+        // Lives as long as the machine; every CPU reaches it via `machine`.
+        let vm: &'static Mutex<Vm> = Box::leak(Box::new(Mutex::new(vm)));
+        vms.push(vm);
     }
-    loop {
-        match run_session(vm, 0, &host) {
-            SessionEnd::CpuOff => {}
-            SessionEnd::Stopped(VmStop::PowerOff) => {
-                wait_all_out(vm);
-                println!("hypervisor: {name}: powered off");
-                break;
-            }
-            SessionEnd::Stopped(VmStop::Reset) => {
-                wait_all_out(vm);
-                println!("hypervisor: {name}: reset");
-                if let Err(e) = vm.lock().reset(&bundle) {
-                    manifest_error(&e);
-                }
-                arch::send_event();
-            }
-        }
-    }
-    println!("hypervisor: all VMs stopped, powering off");
-    power::system_off()
-}
-
-/// What a secondary CPU needs to join: the EL2 tables, the host GIC, and
-/// the VM whose vCPU it runs.
-struct SecondaryStart {
-    root: PhysAddr,
-    gic: GicV3Info,
-    host: HostIrqs,
-    vm: &'static Mutex<Vm>,
-}
-
-// A global because a CPU started by PSCI CPU_ON arrives with nothing but
-// its index; written once by the primary before it starts any.
-static SECONDARY: Once<SecondaryStart> = Once::new();
-
-/// Starts physical CPUs 1..vcpus, each to run the vCPU of the same index.
-fn start_secondaries(
-    platform: &PlatformInfo<'_>,
-    root: PhysAddr,
-    host: HostIrqs,
-    vm: &'static Mutex<Vm>,
-    vcpus: usize,
-) {
-    SECONDARY.call_once(|| SecondaryStart {
-        root,
-        gic: platform.gic,
-        host,
-        vm,
-    });
-    let entry = arch::secondary_entry_point().as_u64();
-    for (cpu, mpidr) in platform.cpu_mpidrs.iter().enumerate().take(vcpus).skip(1) {
-        let context = u64::try_from(cpu).unwrap_or(0);
-        let status = arch::psci_call(platform.psci, PSCI_CPU_ON_64, [*mpidr, entry, context]);
-        if status != 0 {
-            println!(
-                "hypervisor: CPU {cpu} (MPIDR {mpidr:#x}) did not start: PSCI status {}",
-                status.cast_signed()
-            );
-        }
-    }
-}
-
-/// Entered on each secondary CPU from the boot assembly, MMU off.
-pub fn boot_secondary(cpu: usize) -> ! {
-    let Some(start) = SECONDARY.get() else {
-        arch::halt()
-    };
-    arch::enable_mmu(start.root);
-    arch::init_virtualization();
-    let Some(gic) = HostGic::init(start.gic.dist, start.gic.redist, false) else {
-        println!("hypervisor: CPU {cpu}: no GICv3 redistributor, stopping it");
-        arch::halt()
-    };
-    gic.enable(VTIMER_INTID);
-    gic.enable(MAINTENANCE_INTID);
-    gic.enable(KICK_SGI);
-    loop {
-        let epoch = start.vm.lock().epoch;
-        if let SessionEnd::Stopped(_) = run_session(start.vm, cpu, &start.host) {
-            wait_restart(start.vm, epoch);
-        }
-    }
+    let running = AtomicUsize::new(vms.len());
+    machine::run(
+        Machine {
+            root,
+            gic: platform.gic,
+            host,
+            bundle,
+            vms,
+            assignment,
+            running,
+        },
+        platform,
+    )
 }
 
 fn print_banner(platform: &PlatformInfo<'_>) {

@@ -15,6 +15,7 @@ pub mod devices;
 pub mod fixed_vec;
 pub mod kmain;
 pub mod layout;
+pub mod machine;
 pub mod mm;
 pub mod platform;
 pub mod power;

@@ -215,9 +215,9 @@ fn parse_vm(node: &Node<'_>, path: String) -> Result<VmConfig, ManifestError> {
     };
     let physical_cpus = match node.property("physical-cpus") {
         None => Vec::new(),
+        // An empty list, like an absent one, leaves placement to us.
         Some(p) => p
             .cells()
-            .filter(|_| !p.value.is_empty())
             .ok_or_else(|| f.err("physical-cpus", "must be a list of 32-bit cells"))?
             .collect(),
     };

@@ -30,16 +30,19 @@ pub const KICK_SGI: u32 = 8;
 pub struct HostIrqs {
     /// The console PL011 and its INTID, for guest input.
     pub uart: Option<(PhysAddr, u32)>,
-    /// MPIDR of each physical CPU (physical CPU i runs vCPU i).
+    /// MPIDR of each physical CPU.
     pub cpu_mpidrs: FixedVec<u64, MAX_CPUS>,
 }
 
 impl HostIrqs {
-    /// Makes the physical CPUs of the vCPUs in `mask` leave their guests.
-    pub fn kick(&self, mask: u64) {
-        for (i, mpidr) in self.cpu_mpidrs.iter().enumerate() {
-            if i < 64 && mask & (1 << i) != 0 {
-                arch::gic_send_sgi(KICK_SGI, *mpidr);
+    /// Makes the physical CPUs of the vCPUs in `mask` leave their guests;
+    /// `pcpus[v]` is the physical CPU of vCPU v.
+    pub fn kick(&self, pcpus: &[usize], mask: u64) {
+        for (vcpu, pcpu) in pcpus.iter().enumerate() {
+            if vcpu < 64 && mask & (1 << vcpu) != 0 {
+                if let Some(mpidr) = self.cpu_mpidrs.as_slice().get(*pcpu) {
+                    arch::gic_send_sgi(KICK_SGI, *mpidr);
+                }
             }
         }
     }

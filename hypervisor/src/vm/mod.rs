@@ -100,22 +100,19 @@ impl GuestMemory for GuestRam {
     }
 }
 
-/// A VM's console output: the physical console, lines tagged with the VM
-/// name when more than one VM shares it.
+/// A VM's console output: the physical console, each line tagged with the
+/// VM name when more than one VM shares it.
 pub struct VmConsole {
-    tag: Option<String>,
-    at_line_start: bool,
+    /// VM index and `[name] ` when tagging.
+    tag: Option<(usize, String)>,
 }
 
 impl CharSink for VmConsole {
     fn write_byte(&mut self, byte: u8) {
-        if self.at_line_start {
-            if let Some(tag) = &self.tag {
-                console::write_bytes(tag.as_bytes());
-            }
+        match &self.tag {
+            Some((source, tag)) => console::write_tagged(*source, tag, byte),
+            None => console::write_bytes(&[byte]),
         }
-        console::write_bytes(&[byte]);
-        self.at_line_start = byte == b'\n';
     }
 }
 
@@ -201,8 +198,10 @@ pub struct Vm {
     pub stage2_root: PhysAddr,
     /// Kernel entry point.
     pub entry: IntermediatePhysAddr,
-    /// Power state of each vCPU (vCPU i runs on physical CPU i).
+    /// Power state of each vCPU.
     pub power: Vec<VcpuPower>,
+    /// The physical CPU each vCPU runs on.
+    pub pcpus: Vec<usize>,
     /// Set when the VM stopped; every CPU running one of its vCPUs leaves.
     pub stopped: Option<VmStop>,
     /// Bumped by every reset, so CPUs notice a restart.
@@ -277,6 +276,7 @@ impl Vm {
         bundle: &Archive<'_>,
         frames: &mut FrameAllocator,
         clock: HostClock,
+        pcpus: Vec<usize>,
         tag_console: bool,
     ) -> Result<Self, ManifestError> {
         let field = |name: &str| format!("{}/{}", config.node, name);
@@ -319,14 +319,14 @@ impl Vm {
             stage2_root: stage2.root(),
             entry,
             power: boot_power(vcpu_count, entry, config.dtb.ipa),
+            pcpus,
             stopped: None,
             epoch: 0,
             in_guest: 0,
             lines: (false, false),
             vgic,
             uart: Pl011::new(VmConsole {
-                tag: tag_console.then(|| format!("[{}] ", config.name)),
-                at_line_start: true,
+                tag: tag_console.then(|| (index, format!("[{}] ", config.name))),
             }),
             rtc: Pl031::new(clock),
             rtc_clock: clock,
@@ -364,7 +364,6 @@ impl Vm {
         })?;
         self.uart = Pl011::new(VmConsole {
             tag: self.uart.sink().tag.clone(),
-            at_line_start: true,
         });
         self.rtc = Pl031::new(self.rtc_clock);
         self.power = boot_power(self.power.len(), self.entry, self.config.dtb.ipa);
@@ -417,15 +416,13 @@ impl Vm {
             stage2_root: PhysAddr::new(0),
             entry,
             power: boot_power(vcpus, entry, config.dtb.ipa),
+            pcpus: (0..vcpus).collect(),
             stopped: None,
             epoch: 0,
             in_guest: 0,
             lines: (false, false),
             vgic: Vgic::new(VGIC_SPIS, &affinities(vcpus)).unwrap(),
-            uart: Pl011::new(VmConsole {
-                tag: None,
-                at_line_start: true,
-            }),
+            uart: Pl011::new(VmConsole { tag: None }),
             rtc: Pl031::new(clock),
             rtc_clock: clock,
             virtio_empty: EmptySlot,

@@ -1,4 +1,4 @@
-//! The run loop of one physical CPU: physical CPU i runs vCPU i of the VM.
+//! The run loop of one physical CPU, which runs one vCPU (`Vm::pcpus`).
 //! A *session* waits until its vCPU is powered on (PSCI), loads it, and
 //! enters / handles exits until the vCPU turns itself off or the VM stops.
 //!
@@ -83,12 +83,12 @@ fn run_vcpu(vm: &Mutex<Vm>, vcpu: &mut Vcpu, epoch: u64, host: &HostIrqs) -> Ses
         };
         match outcome {
             ExitOutcome::Continue => {}
-            ExitOutcome::Kick(mask) => host.kick(mask & in_use(&v)),
+            ExitOutcome::Kick(mask) => host.kick(&v.pcpus, mask & in_use(&v)),
             ExitOutcome::CpuOn(_) => arch::send_event(),
             ExitOutcome::CpuOff => return SessionEnd::CpuOff,
             ExitOutcome::Stop(stop) => {
                 v.stopped = Some(stop);
-                host.kick(in_use(&v) & !(1 << vcpu.index));
+                host.kick(&v.pcpus, in_use(&v) & !(1 << vcpu.index));
                 arch::send_event();
                 return SessionEnd::Stopped(stop);
             }

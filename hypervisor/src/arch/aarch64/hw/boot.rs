@@ -147,7 +147,7 @@ pub fn secondary_entry_point() -> PhysAddr {
 }
 
 extern "C" fn secondary_entry(cpu: usize) -> ! {
-    crate::kmain::boot_secondary(cpu)
+    crate::machine::boot_secondary(cpu)
 }
 
 /// Names of the vector-table groups, by entry index / 4.
