@@ -288,3 +288,40 @@ fn a_fail_on_pattern_fails_the_pending_step() {
     assert!(matched.starts_with("gicv3 dist 0x"), "{matched}");
     out.assert_qemu_gone();
 }
+
+#[test]
+fn each_vm_gets_its_own_console_under_the_hypervisor() {
+    let out = run(&fixture("two_testguests"), None);
+    assert_eq!(out.summary.verdict, Verdict::Passed, "{}", out.console);
+    let lines = |name: &str| -> Vec<String> {
+        out.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::ConsoleLine { console, line } if &**console == name => {
+                    Some(line.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    for vm in ["vm0", "vm1"] {
+        let vm_lines = lines(vm);
+        assert!(
+            vm_lines
+                .iter()
+                .any(|l| l.starts_with("TESTGUEST uart: PASS")),
+            "{vm}: {vm_lines:?}"
+        );
+        assert!(
+            vm_lines.iter().all(|l| !l.starts_with("[vm")),
+            "{vm}: {vm_lines:?}"
+        );
+    }
+    let machine = lines(lab::run::MACHINE_CONSOLE);
+    assert!(
+        machine.iter().all(|l| l.starts_with("hypervisor")),
+        "{machine:?}"
+    );
+    // console.log stays raw, tags included.
+    assert!(out.console.contains("[vm1] TESTGUEST"), "{}", out.console);
+}
