@@ -2,6 +2,8 @@
 //! arch layer's polled `uart_write`, serialised across CPUs, plus the
 //! `println!` macro. Before `init` (or with no PL011) output is dropped.
 
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -121,4 +123,138 @@ macro_rules! println {
     ($($arg:tt)*) => {
         $crate::console::print(format_args!("{}\n", format_args!($($arg)*)))
     };
+}
+
+/// Console input escape: this byte (Ctrl-\\) followed by a digit `n` sends
+/// further input to VM `n` (only when several VMs share the console).
+pub const FOCUS_ESCAPE: u8 = 0x1c;
+/// Bytes of input buffered per VM before more is dropped.
+const INPUT_QUEUE_MAX: usize = 4096;
+
+/// Where typed input goes.
+#[derive(Debug, Default)]
+pub struct InputRouter {
+    focus: usize,
+    escaped: bool,
+    queues: Vec<VecDeque<u8>>,
+}
+
+/// What one typed byte did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Routed {
+    /// Queued for this VM.
+    To(usize),
+    /// Switched the focus to this VM.
+    Focus(usize),
+    /// Consumed (first half of an escape) or dropped (queue full).
+    Nothing,
+}
+
+impl InputRouter {
+    /// Input for `vms` VMs, focused on the first.
+    pub fn new(vms: usize) -> Self {
+        Self {
+            focus: 0,
+            escaped: false,
+            queues: (0..vms).map(|_| VecDeque::new()).collect(),
+        }
+    }
+
+    fn queue(&mut self, vm: usize, byte: u8) -> Routed {
+        match self.queues.get_mut(vm) {
+            Some(q) if q.len() < INPUT_QUEUE_MAX => {
+                q.push_back(byte);
+                Routed::To(vm)
+            }
+            _ => Routed::Nothing,
+        }
+    }
+
+    /// Routes one typed byte.
+    pub fn feed(&mut self, byte: u8) -> Routed {
+        if self.queues.len() < 2 {
+            return self.queue(0, byte);
+        }
+        if self.escaped {
+            self.escaped = false;
+            if let Some(vm) = char::from(byte).to_digit(10).map(|d| d as usize) {
+                if vm < self.queues.len() {
+                    self.focus = vm;
+                    return Routed::Focus(vm);
+                }
+            }
+            // Not a focus switch: deliver both bytes.
+            self.queue(self.focus, FOCUS_ESCAPE);
+            return self.queue(self.focus, byte);
+        }
+        if byte == FOCUS_ESCAPE {
+            self.escaped = true;
+            return Routed::Nothing;
+        }
+        self.queue(self.focus, byte)
+    }
+
+    /// Takes the bytes queued for `vm`.
+    pub fn take(&mut self, vm: usize) -> Option<u8> {
+        self.queues.get_mut(vm)?.pop_front()
+    }
+}
+
+// A global because the one physical UART's input arrives on CPU 0 and is
+// consumed by whichever CPU runs the focused VM. Lock order: a VM's lock,
+// then this, then the console lock.
+static INPUT: Mutex<Option<InputRouter>> = Mutex::new(None);
+
+/// Sets up input routing for `vms` VMs.
+pub fn init_input(vms: usize) {
+    *INPUT.lock() = Some(InputRouter::new(vms));
+}
+
+/// Routes a byte typed on the console.
+pub fn feed_input(byte: u8) -> Routed {
+    let routed = INPUT
+        .lock()
+        .as_mut()
+        .map_or(Routed::Nothing, |r| r.feed(byte));
+    if let Routed::Focus(vm) = routed {
+        print(format_args!("hypervisor: console input to VM {vm}\n"));
+    }
+    routed
+}
+
+/// The next byte typed for VM `vm`.
+pub fn take_input(vm: usize) -> Option<u8> {
+    INPUT.lock().as_mut().and_then(|r| r.take(vm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_vm_gets_everything() {
+        let mut r = InputRouter::new(1);
+        assert_eq!(r.feed(FOCUS_ESCAPE), Routed::To(0));
+        assert_eq!(r.feed(b'1'), Routed::To(0));
+        assert_eq!(r.take(0), Some(FOCUS_ESCAPE));
+    }
+
+    #[test]
+    fn escape_digit_switches_focus() {
+        let mut r = InputRouter::new(2);
+        assert_eq!(r.feed(b'a'), Routed::To(0));
+        assert_eq!(r.feed(FOCUS_ESCAPE), Routed::Nothing);
+        assert_eq!(r.feed(b'1'), Routed::Focus(1));
+        assert_eq!(r.feed(b'b'), Routed::To(1));
+        // An escape not followed by a VM number is passed through.
+        r.feed(FOCUS_ESCAPE);
+        assert_eq!(r.feed(b'x'), Routed::To(1));
+        assert_eq!(r.take(1), Some(b'b'));
+        assert_eq!(r.take(1), Some(FOCUS_ESCAPE));
+        assert_eq!(r.take(1), Some(b'x'));
+        assert_eq!(r.take(0), Some(b'a'));
+        assert_eq!(r.take(0), None);
+        r.feed(FOCUS_ESCAPE);
+        assert_eq!(r.feed(b'7'), Routed::To(1), "no VM 7: both bytes delivered");
+    }
 }

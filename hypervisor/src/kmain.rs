@@ -147,10 +147,17 @@ fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator, root: Ph
         gic.enable(intid);
         arch::uart_enable_rx_irq(base);
     }
+    let mut vm_home_cpus = FixedVec::new();
+    for cpus in &per_vm {
+        // At most one VM per CPU, so at most MAX_CPUS entries.
+        let _ = vm_home_cpus.push(cpus.first().copied().unwrap_or(0));
+    }
     let host = HostIrqs {
         uart,
         cpu_mpidrs: platform.cpu_mpidrs,
+        vm_home_cpus,
     };
+    console::init_input(manifest.vms.len());
 
     let now = platform
         .pl031

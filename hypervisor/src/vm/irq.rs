@@ -7,6 +7,7 @@
 use crate::addr::PhysAddr;
 use crate::arch;
 use crate::arch::aarch64::gic_lr::{ListRegister, LrState};
+use crate::console::{self, Routed};
 use crate::devices::gic::Group;
 use crate::fixed_vec::FixedVec;
 use crate::layout::VTIMER_INTID;
@@ -32,9 +33,20 @@ pub struct HostIrqs {
     pub uart: Option<(PhysAddr, u32)>,
     /// MPIDR of each physical CPU.
     pub cpu_mpidrs: FixedVec<u64, MAX_CPUS>,
+    /// The physical CPU of each VM's vCPU 0, where its console input is
+    /// picked up.
+    pub vm_home_cpus: FixedVec<usize, MAX_CPUS>,
 }
 
 impl HostIrqs {
+    /// Makes the CPU of VM `vm`'s vCPU 0 leave its guest.
+    pub fn kick_home(&self, vm: usize) {
+        let cpu = self.vm_home_cpus.as_slice().get(vm);
+        if let Some(mpidr) = cpu.and_then(|c| self.cpu_mpidrs.as_slice().get(*c)) {
+            arch::gic_send_sgi(KICK_SGI, *mpidr);
+        }
+    }
+
     /// Makes the physical CPUs of the vCPUs in `mask` leave their guests;
     /// `pcpus[v]` is the physical CPU of vCPU v.
     pub fn kick(&self, pcpus: &[usize], mask: u64) {
@@ -46,6 +58,15 @@ impl HostIrqs {
             }
         }
     }
+}
+
+/// Moves console input typed for `vm` into its PL011; returns whether its
+/// interrupt line changed.
+pub fn take_console_input(vm: &mut Vm) -> bool {
+    while let Some(byte) = console::take_input(vm.index) {
+        vm.uart.push_rx(byte);
+    }
+    update_device_lines(vm)
 }
 
 /// Serves the physical interrupts pending at EL2 after an IRQ exit; returns
@@ -67,9 +88,13 @@ pub fn handle_physical_irqs(vm: &mut Vm, vcpu: &mut Vcpu, host: &HostIrqs) -> bo
         if let Some((base, uart_intid)) = host.uart {
             if intid == uart_intid {
                 while let Some(byte) = arch::uart_read_byte(base) {
-                    vm.uart.push_rx(byte);
+                    if let Routed::To(k) = console::feed_input(byte) {
+                        if k != vm.index {
+                            host.kick_home(k);
+                        }
+                    }
                 }
-                changed |= update_device_lines(vm);
+                changed |= take_console_input(vm);
             }
         }
         arch::gic_eoi(intid);

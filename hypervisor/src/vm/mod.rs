@@ -188,6 +188,8 @@ pub enum VmStop {
 pub struct Vm {
     /// Name from the manifest.
     pub name: String,
+    /// Position in the manifest.
+    pub index: usize,
     /// VMID in VTTBR_EL2.
     pub vmid: u16,
     /// The manifest entry it was built from.
@@ -313,6 +315,7 @@ impl Vm {
         arch::sync_icache();
         Ok(Self {
             name: config.name.clone(),
+            index,
             vmid: u16::try_from(index + 1).unwrap_or(u16::MAX),
             config: config.clone(),
             ram,
@@ -408,6 +411,7 @@ impl Vm {
         let entry = IntermediatePhysAddr::new(0x4008_0000);
         Self {
             name: config.name.clone(),
+            index: 0,
             vmid: 1,
             ram: GuestRam {
                 frames: frames.alloc_frames(0x1000_0000, BLOCK_2M).unwrap(),

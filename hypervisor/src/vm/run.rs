@@ -12,7 +12,9 @@ use crate::arch::aarch64::context::ExitKind;
 use crate::println;
 
 use super::exit::{handle_sync, ExitOutcome};
-use super::irq::{clear_lrs, flush_to_lrs, handle_physical_irqs, sync_from_lrs, HostIrqs};
+use super::irq::{
+    clear_lrs, flush_to_lrs, handle_physical_irqs, sync_from_lrs, take_console_input, HostIrqs,
+};
 use super::{Vcpu, Vm, VmStop};
 
 /// How a session ended.
@@ -58,6 +60,10 @@ fn run_vcpu(vm: &Mutex<Vm>, vcpu: &mut Vcpu, epoch: u64, host: &HostIrqs) -> Ses
             }
             if v.epoch != epoch {
                 return SessionEnd::Stopped(VmStop::Reset);
+            }
+            if take_console_input(&mut v) {
+                let others = in_use(&v) & !(1 << vcpu.index);
+                host.kick(&v.pcpus, others);
             }
             flush_to_lrs(&mut v, vcpu);
         }
