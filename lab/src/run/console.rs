@@ -7,10 +7,11 @@
 //! everything else to the machine's own console.
 
 use super::events::{Emitter, EventKind};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Longest line kept whole; a guest printing without newlines still
 /// produces events.
@@ -48,6 +49,55 @@ impl Consoles {
     }
 }
 
+/// Each console's text so far, for steps that wait on one VM's console
+/// with a cursor of their own: complete lines (each ending in `\n`) and
+/// the line still being printed, tags removed.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleTexts(Arc<Mutex<Texts>>);
+
+#[derive(Debug, Default)]
+struct Texts {
+    lines: BTreeMap<Arc<str>, String>,
+    /// The unfinished line and its console.
+    partial: Option<(Arc<str>, String)>,
+}
+
+impl ConsoleTexts {
+    fn push_line(&self, console: &Arc<str>, line: &str) {
+        if let Ok(mut texts) = self.0.lock() {
+            let text = texts.lines.entry(console.clone()).or_default();
+            text.push_str(line);
+            text.push('\n');
+            texts.partial = None;
+        }
+    }
+
+    fn set_partial(&self, partial: Option<(Arc<str>, String)>) {
+        if let Ok(mut texts) = self.0.lock() {
+            texts.partial = partial;
+        }
+    }
+
+    /// The text of `console` from byte `from` on, the unfinished line
+    /// included. Offsets stay valid: an unfinished line is later committed
+    /// with the same text plus `\n`.
+    pub fn text_from(&self, console: &str, from: usize) -> String {
+        let Ok(texts) = self.0.lock() else {
+            return String::new();
+        };
+        let mut text = texts
+            .lines
+            .get(console)
+            .and_then(|t| t.get(from..))
+            .unwrap_or_default()
+            .to_owned();
+        if let Some((_, partial)) = texts.partial.as_ref().filter(|(c, _)| &**c == console) {
+            text.push_str(partial);
+        }
+        text
+    }
+}
+
 /// Reads from `inner`, copies to the log, emits lines. Its end (EOF, or the
 /// EIO a pty master returns once QEMU has gone) reads as EOF, after the last
 /// partial line is emitted and `closed` is signalled.
@@ -55,6 +105,7 @@ pub struct ConsoleTee<R> {
     inner: R,
     log: File,
     consoles: Consoles,
+    texts: ConsoleTexts,
     emitter: Emitter,
     line: Vec<u8>,
     closed: Option<Sender<()>>,
@@ -65,6 +116,7 @@ impl<R> ConsoleTee<R> {
         inner: R,
         log: File,
         consoles: Consoles,
+        texts: ConsoleTexts,
         emitter: Emitter,
         closed: Sender<()>,
     ) -> Self {
@@ -72,6 +124,7 @@ impl<R> ConsoleTee<R> {
             inner,
             log,
             consoles,
+            texts,
             emitter,
             line: Vec::new(),
             closed: Some(closed),
@@ -91,15 +144,23 @@ impl<R> ConsoleTee<R> {
                 }
             }
         }
+        let partial = (!self.line.is_empty()).then(|| self.consoles.route(self.current_line()));
+        self.texts.set_partial(partial);
     }
 
-    fn emit_line(&mut self) {
+    /// The bytes of the unfinished line as text, without a trailing `\r`.
+    fn current_line(&self) -> String {
         let mut text = String::from_utf8_lossy(&self.line).into_owned();
-        self.line.clear();
         if text.ends_with('\r') {
             text.pop();
         }
-        let (console, line) = self.consoles.route(text);
+        text
+    }
+
+    fn emit_line(&mut self) {
+        let (console, line) = self.consoles.route(self.current_line());
+        self.line.clear();
+        self.texts.push_line(&console, &line);
         self.emitter.emit(EventKind::ConsoleLine { console, line });
     }
 
@@ -160,6 +221,7 @@ mod tests {
             input,
             File::create(&path).unwrap(),
             Consoles::new("vm0", &[]),
+            ConsoleTexts::default(),
             Emitter::new(tx, "s"),
             closed_tx,
         );
@@ -181,6 +243,32 @@ mod tests {
             .collect();
         assert_eq!(lines, ["vm0: one", "vm0: two", "vm0: partial"]);
         assert_eq!(std::fs::read(&path).unwrap(), input);
+    }
+
+    #[test]
+    fn texts_keep_each_console_with_its_unfinished_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = mpsc::channel::<Event>();
+        let (closed_tx, _closed_rx) = mpsc::channel();
+        let texts = ConsoleTexts::default();
+        let mut tee = ConsoleTee::new(
+            &b""[..],
+            File::create(dir.path().join("log")).unwrap(),
+            Consoles::new("serial", &["vm0".into(), "vm1".into()]),
+            texts.clone(),
+            Emitter::new(tx, "s"),
+            closed_tx,
+        );
+        tee.take_in(b"hypervisor: up\r\n[vm1] ready\r\n[vm0] vm0:/# ");
+        assert_eq!(texts.text_from("serial", 0), "hypervisor: up\n");
+        assert_eq!(texts.text_from("vm1", 0), "ready\n");
+        assert_eq!(texts.text_from("vm0", 0), "vm0:/# ");
+        assert_eq!(texts.text_from("vm1", 2), "ady\n");
+        // The unfinished line is committed at the same offsets.
+        tee.take_in(b"ls\r\n");
+        assert_eq!(texts.text_from("vm0", 0), "vm0:/# ls\n");
+        assert_eq!(texts.text_from("vm0", 7), "ls\n");
+        assert_eq!(texts.text_from("nobody", 0), "");
     }
 
     #[test]

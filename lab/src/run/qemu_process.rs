@@ -3,7 +3,7 @@
 //! it), read through the console tee, killed as a whole group, and always
 //! reaped — also when the run ends early and this value is dropped.
 
-use super::console::{ConsoleTee, Consoles};
+use super::console::{ConsoleTee, ConsoleTexts, Consoles};
 use super::events::{Emitter, QemuStatus};
 use super::Cancel;
 use crate::qemu::QemuCommand;
@@ -16,6 +16,7 @@ use rexpect::error::Error as ExpectError;
 use rexpect::process::PtyProcess;
 use rexpect::session::{Options, StreamSession};
 use rexpect::ReadUntil;
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -49,6 +50,10 @@ pub struct QemuProcess {
     group: Option<Pid>,
     status: Option<QemuStatus>,
     console_closed: Receiver<()>,
+    /// Per-console text, for steps that wait on one VM's console.
+    texts: ConsoleTexts,
+    /// How far each console's steps have matched.
+    cursors: HashMap<String, usize>,
 }
 
 impl QemuProcess {
@@ -80,10 +85,12 @@ impl QemuProcess {
         let pty = process.get_file_handle().context("opening QEMU's pty")?;
         let (group, status) = session_group(&process, &pty)?;
         let (closed_tx, console_closed) = mpsc::channel();
+        let texts = ConsoleTexts::default();
         let reader = ConsoleTee::new(
             pty.try_clone().context("opening QEMU's pty")?,
             log,
             consoles,
+            texts.clone(),
             emitter,
             closed_tx,
         );
@@ -95,6 +102,8 @@ impl QemuProcess {
             group,
             status,
             console_closed,
+            texts,
+            cursors: HashMap::new(),
         })
     }
 
@@ -113,6 +122,54 @@ impl QemuProcess {
         cancel: &Cancel,
     ) -> Result<(), WaitEnd> {
         self.wait_for(Some((regex, fail_on)), timeout, cancel)
+    }
+
+    /// Like [`expect`](Self::expect), on one console's text (tags removed)
+    /// with that console's own cursor, so VMs' steps do not consume each
+    /// other's output.
+    pub fn expect_on(
+        &mut self,
+        console: &str,
+        regex: &Regex,
+        fail_on: &[Regex],
+        timeout: Duration,
+        cancel: &Cancel,
+    ) -> Result<(), WaitEnd> {
+        let deadline = Instant::now() + timeout;
+        let mut closed = false;
+        loop {
+            let from = self.cursors.get(console).copied().unwrap_or(0);
+            let text = self.texts.text_from(console, from);
+            match first_match(&text, regex, fail_on) {
+                Some(Found::Step(end)) => {
+                    self.cursors.insert(console.to_owned(), from + end);
+                    return Ok(());
+                }
+                Some(Found::Fail(matched)) => return Err(WaitEnd::FailPattern(matched)),
+                None if closed => return Err(WaitEnd::Closed),
+                None => {}
+            }
+            if cancel.is_cancelled() {
+                return Err(WaitEnd::Interrupted);
+            }
+            if Instant::now() >= deadline {
+                return Err(WaitEnd::Timeout);
+            }
+            // Wait one poll for more output; at EOF the tee has already
+            // filed the last line, so one more search settles it.
+            match self.session.exp_eof() {
+                Err(ExpectError::Timeout { .. }) => {}
+                _ => closed = true,
+            }
+        }
+    }
+
+    /// Sends bytes as they are (no newline).
+    pub fn send_raw(&mut self, bytes: &str) -> Result<(), String> {
+        self.session
+            .send(bytes)
+            .and_then(|_| self.session.flush())
+            .map_err(|e| e.to_string())
     }
 
     /// Waits until QEMU exits, and returns how.
@@ -247,6 +304,31 @@ impl Drop for QemuProcess {
     }
 }
 
+/// What matched first in some console text.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// The step's pattern, ending at this byte offset.
+    Step(usize),
+    /// A `fail-on` pattern, with the text it matched.
+    Fail(String),
+}
+
+/// The leftmost match of the step's pattern or a `fail-on` pattern; the
+/// step wins a tie, as it does in rexpect.
+fn first_match(text: &str, regex: &Regex, fail_on: &[Regex]) -> Option<Found> {
+    let step = regex.find(text);
+    let fail = fail_on
+        .iter()
+        .filter_map(|f| f.find(text))
+        .min_by_key(|m| m.start());
+    match (step, fail) {
+        (Some(s), Some(f)) if f.start() < s.start() => Some(Found::Fail(f.as_str().to_owned())),
+        (Some(s), _) => Some(Found::Step(s.end())),
+        (None, Some(f)) => Some(Found::Fail(f.as_str().to_owned())),
+        (None, None) => None,
+    }
+}
+
 fn to_status(status: WaitStatus) -> Option<QemuStatus> {
     match status {
         WaitStatus::Exited(_, code) => Some(QemuStatus::Exited { code }),
@@ -276,5 +358,27 @@ fn session_group(process: &PtyProcess, pty: &File) -> Result<(Option<Pid>, Optio
             bail!("QEMU did not take its pty within 5s");
         }
         thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_match_takes_the_leftmost() {
+        let step = Regex::new("DONE").unwrap();
+        let fail = [Regex::new("panic").unwrap()];
+        assert_eq!(first_match("a DONE", &step, &fail), Some(Found::Step(6)));
+        assert_eq!(
+            first_match("panic then DONE", &step, &fail),
+            Some(Found::Fail("panic".into()))
+        );
+        assert_eq!(
+            first_match("DONE then panic", &step, &fail),
+            Some(Found::Step(4))
+        );
+        assert_eq!(first_match("nothing", &step, &fail), None);
+        assert_eq!(first_match("DONE", &step, &[]), Some(Found::Step(4)));
     }
 }

@@ -5,16 +5,30 @@ use super::events::{Emitter, EventKind, ExitReason, QemuStatus, StepFailure};
 use super::qemu_process::{QemuProcess, WaitEnd};
 use super::Cancel;
 use crate::scenario::{Scenario, Step};
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
 use regex::Regex;
 use std::time::{Duration, Instant};
 
 /// A step ready to run: patterns expanded and compiled.
 #[derive(Debug, Clone)]
 pub enum Action {
-    Expect { regex: Regex, timeout_secs: u64 },
-    Send { line: String },
-    ExpectExit { status: i32, timeout_secs: u64 },
+    /// `console` is set when the step waits on one VM's console of
+    /// several (its own text and cursor); else it reads the whole stream.
+    Expect {
+        regex: Regex,
+        timeout_secs: u64,
+        console: Option<String>,
+    },
+    /// `focus` is the VM index to give the input to first, when several
+    /// VMs share the console.
+    Send {
+        line: String,
+        focus: Option<usize>,
+    },
+    ExpectExit {
+        status: i32,
+        timeout_secs: u64,
+    },
 }
 
 /// A scenario's steps ready to run, with its `fail-on` patterns.
@@ -47,13 +61,17 @@ pub fn compile(scenario: &Scenario) -> Result<Script> {
                     timeout_secs,
                     console,
                 } => Action::Expect {
-                    regex: match console {
-                        Some(vm) if tagged.contains(vm) => scoped(vm, &regex(pattern)?)?,
-                        _ => regex(pattern)?,
-                    },
+                    regex: regex(pattern)?,
                     timeout_secs: *timeout_secs,
+                    console: console.clone().filter(|vm| tagged.contains(vm)),
                 },
-                Step::Send { line, .. } => Action::Send { line: line.clone() },
+                Step::Send { line, console } => Action::Send {
+                    line: line.clone(),
+                    focus: match console {
+                        Some(vm) => focus_index(&tagged, vm)?,
+                        None => None,
+                    },
+                },
                 Step::ExpectExit {
                     status,
                     timeout_secs,
@@ -67,15 +85,18 @@ pub fn compile(scenario: &Scenario) -> Result<Script> {
     Ok(Script { actions, fail_on })
 }
 
-/// Restricts a pattern to the lines the hypervisor tags `[<vm>] `: the
-/// match must lie within one such line.
-fn scoped(vm: &str, pattern: &Regex) -> Result<Regex> {
-    let scoped = format!(
-        r"(?m)^\[{}\] [^\n]*?(?:{})",
-        regex::escape(vm),
-        pattern.as_str()
-    );
-    Regex::new(&scoped).with_context(|| format!("scoping `{pattern}` to {vm}"))
+/// The hypervisor's input-focus escape: Ctrl-\ then the VM's index digit.
+pub const FOCUS_ESCAPE: char = '\x1c';
+
+/// The index a `send` to `vm` switches the input focus to, when several
+/// VMs share the console (the hypervisor numbers them in manifest order,
+/// one digit).
+fn focus_index(tagged: &[String], vm: &str) -> Result<Option<usize>> {
+    match tagged.iter().position(|name| name == vm) {
+        None => Ok(None),
+        Some(index) if index <= 9 => Ok(Some(index)),
+        Some(index) => bail!("console input can reach VMs 0-9 only, {vm} is VM {index}"),
+    }
 }
 
 /// Runs the actions in order until one fails.
@@ -85,10 +106,12 @@ pub fn run_all(
     cancel: &Cancel,
     emitter: &Emitter,
 ) -> ExitReason {
+    // The hypervisor gives console input to VM 0 first.
+    let mut focus = 0;
     for (index, action) in script.actions.iter().enumerate() {
         emitter.emit(EventKind::StepStarted { index });
         let start = Instant::now();
-        let result = run_one(qemu, action, &script.fail_on, cancel);
+        let result = run_one(qemu, action, &script.fail_on, &mut focus, cancel);
         let duration = start.elapsed();
         match result {
             Ok(()) => emitter.emit(EventKind::StepPassed { index, duration }),
@@ -112,18 +135,31 @@ fn run_one(
     qemu: &mut QemuProcess,
     action: &Action,
     fail_on: &[Regex],
+    focus: &mut usize,
     cancel: &Cancel,
 ) -> Result<(), StepFailure> {
     match action {
         Action::Expect {
             regex,
             timeout_secs,
-        } => qemu
-            .expect(regex, fail_on, Duration::from_secs(*timeout_secs), cancel)
-            .map_err(|end| failure(qemu, end, *timeout_secs, cancel)),
-        Action::Send { line } => qemu
-            .send_line(line)
-            .map_err(|message| StepFailure::SendFailed { message }),
+            console,
+        } => {
+            let timeout = Duration::from_secs(*timeout_secs);
+            match console {
+                Some(console) => qemu.expect_on(console, regex, fail_on, timeout, cancel),
+                None => qemu.expect(regex, fail_on, timeout, cancel),
+            }
+            .map_err(|end| failure(qemu, end, *timeout_secs, cancel))
+        }
+        Action::Send { line, focus: to } => {
+            let send_failed = |message| StepFailure::SendFailed { message };
+            if let Some(to) = to.filter(|to| to != focus) {
+                qemu.send_raw(&format!("{FOCUS_ESCAPE}{to}"))
+                    .map_err(send_failed)?;
+                *focus = to;
+            }
+            qemu.send_line(line).map_err(send_failed)
+        }
         Action::ExpectExit {
             status: expected,
             timeout_secs,
@@ -193,30 +229,21 @@ mod tests {
     use std::path::Path;
 
     #[test]
-    fn with_several_vms_a_console_scopes_the_pattern_to_its_lines() {
+    fn with_several_vms_steps_name_their_console_and_focus() {
         let scenario = Scenario::parse(
             Path::new("s.yaml"),
             "schema: 1\nname: s\ndescription: d\nmachine: { cpus: 2, memory-mib: 512 }\n\
              vms:\n  - { name: vm0, kernel: { crate: g }, vcpus: 1, memory-mib: 64 }\n\
              \x20 - { name: vm1, kernel: { crate: g }, vcpus: 1, memory-mib: 64 }\n\
-             steps:\n  - { expect: 'READY \\w+', console: vm1 }\n  - expect: 'READY'\n",
+             steps:\n  - { expect: 'READY', console: vm1 }\n  - expect: 'READY'\n\
+             \x20 - { send: ls, console: vm1 }\n  - send: ls\n",
         )
         .unwrap();
         let actions = compile(&scenario).unwrap().actions;
-        let (Action::Expect { regex: vm1, .. }, Action::Expect { regex: any, .. }) =
-            (&actions[0], &actions[1])
-        else {
-            panic!("two expects");
-        };
-        let console = "[vm0] READY vm0\r\nhypervisor: x\r\n[vm1] booting\r\n[vm1] READY vm1\r\n";
-        let found = vm1.find(console).unwrap();
-        assert!(
-            found.as_str().ends_with("READY vm1"),
-            "{:?}",
-            found.as_str()
-        );
-        assert!(any.find(console).unwrap().start() < found.start());
-        assert!(!vm1.is_match("[vm0] READY vm0\r\n[vm1] boot\r\nREADY vm1"));
+        assert!(matches!(&actions[0], Action::Expect { console: Some(c), .. } if c == "vm1"));
+        assert!(matches!(&actions[1], Action::Expect { console: None, .. }));
+        assert!(matches!(&actions[2], Action::Send { focus: Some(1), .. }));
+        assert!(matches!(&actions[3], Action::Send { focus: None, .. }));
     }
 
     #[test]
@@ -229,10 +256,11 @@ mod tests {
         )
         .unwrap();
         let actions = compile(&scenario).unwrap().actions;
+        // One VM: its console is the machine's; no focus switching.
         assert!(
-            matches!(&actions[0], Action::Expect { regex, timeout_secs: 3 } if regex.as_str() == "2 CPUs")
+            matches!(&actions[0], Action::Expect { regex, timeout_secs: 3, console: None } if regex.as_str() == "2 CPUs")
         );
-        assert!(matches!(&actions[1], Action::Send { line } if line == "ls"));
+        assert!(matches!(&actions[1], Action::Send { line, focus: None } if line == "ls"));
         assert!(matches!(
             actions[2],
             Action::ExpectExit {
