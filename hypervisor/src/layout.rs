@@ -32,6 +32,8 @@ pub const PL011_INTID: u32 = 33;
 pub const PL031_INTID: u32 = 34;
 /// Virtual timer PPI.
 pub const VTIMER_INTID: u32 = 27;
+/// EL2 physical timer PPI (the hypervisor's own time slices).
+pub const HYP_TIMER_INTID: u32 = 26;
 /// GIC maintenance PPI.
 pub const MAINTENANCE_INTID: u32 = 25;
 

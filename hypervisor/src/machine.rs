@@ -1,6 +1,6 @@
-//! The running machine: which physical CPU runs which vCPU of which VM
-//! (static partitioning, no time slicing), starting the secondary CPUs, and
-//! each CPU's loop. The CPU running a VM's vCPU 0 owns that VM's life cycle:
+//! The running machine: which physical CPU serves which VM's vCPUs (a CPU
+//! serves one VM; several vCPUs on one CPU are time-sliced by `vm::run`),
+//! starting the secondary CPUs, and each CPU's loop. The CPU running a VM's vCPU 0 owns that VM's life cycle:
 //! it waits for the others to leave after a stop, reloads the VM on reset,
 //! and powers the machine off after the last VM.
 //!
@@ -20,22 +20,24 @@ use crate::arch::{self, HostGic};
 use crate::boot::cpio::Archive;
 use crate::boot::manifest::{ManifestError, VmConfig};
 use crate::fixed_vec::FixedVec;
-use crate::layout::{MAINTENANCE_INTID, VTIMER_INTID};
+use crate::layout::{HYP_TIMER_INTID, MAINTENANCE_INTID, VTIMER_INTID};
 use crate::platform::{GicV3Info, PlatformInfo, MAX_CPUS};
 use crate::power;
 use crate::println;
 use crate::vm::irq::{HostIrqs, KICK_SGI};
-use crate::vm::run::{run_session, wait_all_out, wait_restart, SessionEnd};
+use crate::vm::run::{run_cpu, wait_all_out, wait_restart};
 use crate::vm::{Vm, VmStop};
 
 /// PSCI CPU_ON (SMC64), to start a secondary physical CPU.
 const PSCI_CPU_ON_64: u32 = 0xc400_0003;
 
-/// Which (VM, vCPU) each physical CPU runs, if any.
-pub type Assignment = FixedVec<Option<(usize, usize)>, MAX_CPUS>;
+/// Which VM each physical CPU serves, if any.
+pub type Assignment = FixedVec<Option<usize>, MAX_CPUS>;
 
-/// Places every vCPU on its own physical CPU: the manifest's
-/// `physical-cpus` where given, else the lowest free CPUs in order. Returns
+/// Places every vCPU on a physical CPU: the manifest's `physical-cpus`
+/// where given (a CPU may appear more than once: those vCPUs share it),
+/// else spread round robin over the VM's share of the free CPUs (as many as
+/// it has vCPUs, or all that are left). A CPU never serves two VMs. Returns
 /// each VM's vCPU → CPU list and the per-CPU assignment.
 pub fn assign(
     vms: &[VmConfig],
@@ -58,17 +60,13 @@ pub fn assign(
                 .map(|(c, _)| c)
                 .take(vcpus)
                 .collect();
-            if free.len() < vcpus {
+            if free.is_empty() {
                 return Err(ManifestError::new(
                     field("vcpus"),
-                    format!(
-                        "{vcpus} vCPUs need {vcpus} free physical CPUs, {} are left of {cpus} \
-                         (time slicing is not implemented)",
-                        free.len()
-                    ),
+                    format!("no free physical CPU left of {cpus}"),
                 ));
             }
-            free
+            (0..vcpus).map(|v| free[v % free.len()]).collect()
         } else {
             if vm.physical_cpus.len() != vcpus {
                 return Err(ManifestError::new(
@@ -81,20 +79,22 @@ pub fn assign(
                 .map(|c| usize::try_from(*c).unwrap_or(usize::MAX))
                 .collect()
         };
-        for (v, cpu) in wanted.iter().enumerate() {
+        for cpu in &wanted {
             let slot = by_cpu.as_mut_slice().get_mut(*cpu).ok_or_else(|| {
                 ManifestError::new(
                     field("physical-cpus"),
                     format!("CPU {cpu} does not exist (the machine has {cpus})"),
                 )
             })?;
-            if let Some((other, _)) = *slot {
-                return Err(ManifestError::new(
-                    field("physical-cpus"),
-                    format!("CPU {cpu} already runs a vCPU of {}", vms[other].name),
-                ));
+            match *slot {
+                Some(other) if other != k => {
+                    return Err(ManifestError::new(
+                        field("physical-cpus"),
+                        format!("CPU {cpu} already runs vCPUs of {}", vms[other].name),
+                    ))
+                }
+                _ => *slot = Some(k),
             }
-            *slot = Some((k, v));
         }
         per_vm.push(wanted);
     }
@@ -113,7 +113,7 @@ pub struct Machine {
     pub bundle: Archive<'static>,
     /// The VMs.
     pub vms: Vec<&'static Mutex<Vm>>,
-    /// Which vCPU each CPU runs.
+    /// Which VM each CPU serves.
     pub assignment: Assignment,
     /// VMs not powered off yet.
     pub running: AtomicUsize,
@@ -151,6 +151,7 @@ pub fn init_cpu_gic(gic: &GicV3Info, primary: bool) -> Option<HostGic> {
     host_gic.enable(VTIMER_INTID);
     host_gic.enable(MAINTENANCE_INTID);
     host_gic.enable(KICK_SGI);
+    host_gic.enable(HYP_TIMER_INTID);
     Some(host_gic)
 }
 
@@ -168,19 +169,25 @@ pub fn boot_secondary(cpu: usize) -> ! {
 }
 
 fn cpu_loop(machine: &Machine, cpu: usize) -> ! {
-    let Some(Some((k, index))) = machine.assignment.as_slice().get(cpu).copied() else {
+    let Some(Some(k)) = machine.assignment.as_slice().get(cpu).copied() else {
         loop {
             arch::wait_for_event();
         }
     };
     let vm = machine.vms[k];
-    let name: String = vm.lock().name.clone();
+    let (name, indices): (String, Vec<usize>) = {
+        let v = vm.lock();
+        let mine = (0..v.pcpus.len()).filter(|i| v.pcpus[*i] == cpu).collect();
+        (v.name.clone(), mine)
+    };
+    let owner = indices.contains(&0);
     loop {
         let epoch = vm.lock().epoch;
-        match run_session(vm, index, &machine.host) {
-            SessionEnd::CpuOff => {}
-            SessionEnd::Stopped(stop) if index == 0 => owner_stop(machine, vm, &name, stop),
-            SessionEnd::Stopped(_) => wait_restart(vm, epoch),
+        let stop = run_cpu(vm, &indices, &machine.host);
+        if owner {
+            owner_stop(machine, vm, &name, stop);
+        } else {
+            wait_restart(vm, epoch);
         }
     }
 }
@@ -229,10 +236,7 @@ mod tests {
         ]);
         let (per_vm, by_cpu) = assign(&vms, 4).unwrap();
         assert_eq!(per_vm, [vec![0, 1], vec![2]]);
-        assert_eq!(
-            by_cpu.as_slice(),
-            &[Some((0, 0)), Some((0, 1)), Some((1, 0)), None]
-        );
+        assert_eq!(by_cpu.as_slice(), &[Some(0), Some(0), Some(1), None]);
     }
 
     #[test]
@@ -250,15 +254,23 @@ mod tests {
         ]);
         assert_eq!(
             assign(&clash, 2).unwrap_err().to_string(),
-            "vms/vm@1/physical-cpus: CPU 1 already runs a vCPU of vm0"
+            "vms/vm@1/physical-cpus: CPU 1 already runs vCPUs of vm0"
         );
-        let too_many = configs(vec![default_vm("vm0")
+        // More vCPUs than CPUs: they share them, round robin.
+        let shared = configs(vec![default_vm("vm0")
             .set("vcpus", Value::U32(4))
             .without("physical-cpus")]);
-        assert!(assign(&too_many, 2)
-            .unwrap_err()
-            .to_string()
-            .starts_with("vms/vm@0/vcpus: 4 vCPUs need 4 free physical CPUs, 2 are left of 2"));
+        assert_eq!(assign(&shared, 2).unwrap().0, [vec![0, 1, 0, 1]]);
+        let no_cpu_left = configs(vec![
+            default_vm("vm0")
+                .set("vcpus", Value::U32(2))
+                .without("physical-cpus"),
+            default_vm("vm1").without("physical-cpus"),
+        ]);
+        assert_eq!(
+            assign(&no_cpu_left, 2).unwrap_err().to_string(),
+            "vms/vm@1/vcpus: no free physical CPU left of 2"
+        );
         let missing = configs(vec![
             default_vm("vm0").set("physical-cpus", Value::Cells(vec![3]))
         ]);

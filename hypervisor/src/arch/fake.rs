@@ -194,3 +194,15 @@ pub fn secondary_entry_point() -> PhysAddr {
 pub fn read_id_register(_crm: u8, _op2: u8) -> u64 {
     0
 }
+
+/// Host builds run no guests.
+pub fn set_wfx_trap(_trap: bool) {}
+
+/// Host builds have no EL2 timer.
+pub fn hyp_timer_arm(_ticks: u64) {}
+
+/// Host builds have no EL2 timer.
+pub fn hyp_timer_disarm() {}
+
+/// Host builds have no interrupts to wait for.
+pub fn wait_for_interrupt() {}

@@ -10,7 +10,7 @@ use crate::arch::aarch64::gic_lr::{ListRegister, LrState};
 use crate::console::{self, Routed};
 use crate::devices::gic::Group;
 use crate::fixed_vec::FixedVec;
-use crate::layout::VTIMER_INTID;
+use crate::layout::{HYP_TIMER_INTID, VTIMER_INTID};
 use crate::platform::MAX_CPUS;
 
 use super::exit::update_device_lines;
@@ -69,14 +69,27 @@ pub fn take_console_input(vm: &mut Vm) -> bool {
     update_device_lines(vm)
 }
 
-/// Serves the physical interrupts pending at EL2 after an IRQ exit; returns
-/// whether an emulated device's line changed (other vCPUs may need a kick).
-pub fn handle_physical_irqs(vm: &mut Vm, vcpu: &mut Vcpu, host: &HostIrqs) -> bool {
-    let mut changed = false;
+/// What the physical interrupts of one exit asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IrqEvents {
+    /// An emulated device's line changed (other vCPUs may need a kick).
+    pub device_changed: bool,
+    /// The time slice ended (the EL2 physical timer fired).
+    pub preempt: bool,
+}
+
+/// Serves the physical interrupts pending at EL2 after an IRQ exit (or while
+/// the CPU idles with `vcpu` loaded).
+pub fn handle_physical_irqs(vm: &mut Vm, vcpu: &mut Vcpu, host: &HostIrqs) -> IrqEvents {
+    let mut events = IrqEvents::default();
     loop {
         let intid = arch::gic_ack();
         if intid >= arch::SPURIOUS_INTID {
-            return changed;
+            return events;
+        }
+        if intid == HYP_TIMER_INTID {
+            arch::hyp_timer_disarm();
+            events.preempt = true;
         }
         if intid == VTIMER_INTID {
             // Stays active until the guest EOIs the virtual interrupt.
@@ -94,7 +107,7 @@ pub fn handle_physical_irqs(vm: &mut Vm, vcpu: &mut Vcpu, host: &HostIrqs) -> bo
                         }
                     }
                 }
-                changed |= take_console_input(vm);
+                events.device_changed |= take_console_input(vm);
             }
         }
         arch::gic_eoi(intid);
@@ -107,8 +120,14 @@ pub fn handle_physical_irqs(vm: &mut Vm, vcpu: &mut Vcpu, host: &HostIrqs) -> bo
 pub fn sync_from_lrs(vm: &mut Vm, vcpu: &mut Vcpu) {
     for (n, slot) in vcpu.lrs.iter_mut().enumerate() {
         let Some(intid) = *slot else { continue };
-        if ListRegister::decode(arch::gic_read_lr(n)).state != LrState::Invalid {
+        let lr = ListRegister::decode(arch::gic_read_lr(n));
+        if lr.state != LrState::Invalid {
             continue;
+        }
+        if intid == VTIMER_INTID && lr.pintid.is_none() && vcpu.vtimer_active {
+            // A software copy of the timer interrupt retired while the
+            // physical one was held active for it: release that too.
+            arch::gic_deactivate(VTIMER_INTID);
         }
         // Free it: an invalid LR with its EOI bit still set keeps the
         // maintenance interrupt asserted.
@@ -151,6 +170,39 @@ pub fn flush_to_lrs(vm: &mut Vm, vcpu: &mut Vcpu) {
     } else {
         ICH_HCR_EN
     });
+}
+
+/// Takes the vCPU's interrupts off this CPU's list registers so another
+/// vCPU can run here; a timer interrupt forwarded with HW = 1 becomes a
+/// software one (with an EOI maintenance request) and the physical one is
+/// released, since the next vCPU's timer uses it.
+pub fn save_lrs(vcpu: &mut Vcpu) {
+    vcpu.saved_lrs.clear();
+    for (n, slot) in vcpu.lrs.iter().enumerate() {
+        let mut raw = arch::gic_read_lr(n);
+        if slot.is_some() {
+            let mut lr = ListRegister::decode(raw);
+            if lr.pintid.is_some() {
+                lr.pintid = None;
+                lr.eoi_maintenance = true;
+                raw = lr.encode();
+            }
+        }
+        vcpu.saved_lrs.push(raw);
+        arch::gic_write_lr(n, 0);
+    }
+    if vcpu.vtimer_active {
+        arch::gic_deactivate(VTIMER_INTID);
+        vcpu.vtimer_active = false;
+    }
+}
+
+/// Puts back what [`save_lrs`] took.
+pub fn restore_lrs(vcpu: &mut Vcpu) {
+    for (n, raw) in vcpu.saved_lrs.iter().enumerate() {
+        arch::gic_write_lr(n, *raw);
+    }
+    vcpu.saved_lrs.clear();
 }
 
 /// Empties every list register (the vCPU leaves this CPU) and gives back a

@@ -31,6 +31,9 @@ use crate::mm::frames::{FrameAllocator, Frames};
 use crate::mm::pagetable::{MapAttrs, PageTable};
 use loader::{load_kernel, RamImage};
 
+/// CNTV_CTL_EL0.ENABLE and .IMASK.
+const CNTV_CTL_ENABLE: u64 = 1 << 0;
+const CNTV_CTL_IMASK: u64 = 1 << 1;
 /// SPIs each VM's vGIC implements (INTIDs 32..96: UART, RTC, virtio slots).
 const VGIC_SPIS: u32 = 64;
 /// MPIDR bit 31 is RES1.
@@ -146,6 +149,8 @@ pub struct Vcpu {
     pub lrs: Vec<Option<u32>>,
     /// The physical virtual-timer PPI is active and owned by this vCPU.
     pub vtimer_active: bool,
+    /// List registers saved while another vCPU uses this CPU.
+    pub saved_lrs: Vec<u64>,
 }
 
 impl Vcpu {
@@ -156,7 +161,24 @@ impl Vcpu {
             regs: VcpuRegs::boot(entry, context, vcpu_mpidr(index)),
             lrs: alloc::vec![None; arch::gic_lr_count()],
             vtimer_active: false,
+            saved_lrs: Vec::new(),
         }
+    }
+
+    /// Whether the vCPU's virtual timer condition holds while it is not
+    /// loaded (its saved CNTV_CTL/CVAL against the counter; CNTVOFF is 0).
+    pub fn timer_due(&self, now: u64) -> bool {
+        let ctl = self.regs.el1.cntv_ctl_el0;
+        ctl & CNTV_CTL_ENABLE != 0
+            && ctl & CNTV_CTL_IMASK == 0
+            && now >= self.regs.el1.cntv_cval_el0
+    }
+
+    /// When the saved virtual timer fires, if it is armed.
+    pub fn timer_deadline(&self) -> Option<u64> {
+        let ctl = self.regs.el1.cntv_ctl_el0;
+        (ctl & CNTV_CTL_ENABLE != 0 && ctl & CNTV_CTL_IMASK == 0)
+            .then_some(self.regs.el1.cntv_cval_el0)
     }
 }
 

@@ -1,104 +1,278 @@
-//! The run loop of one physical CPU, which runs one vCPU (`Vm::pcpus`).
-//! A *session* waits until its vCPU is powered on (PSCI), loads it, and
-//! enters / handles exits until the vCPU turns itself off or the VM stops.
+//! The run loop of one physical CPU and the vCPUs placed on it
+//! (`Vm::pcpus`). With one vCPU the CPU is simply dedicated to it. With
+//! several, they are time-sliced round robin: the EL2 physical timer ends a
+//! slice, WFI/WFE trap so an idle or spinning vCPU yields, and a descheduled
+//! vCPU's virtual timer is watched in software (its interrupt made pending
+//! in the vGIC when due, the EL2 timer armed for the earliest deadline).
 //!
-//! Lock order: the VM lock, then the console lock (`println!`), then the
-//! heap lock. The VM lock is never held while a guest runs.
+//! Lock order: the VM lock, then the console input lock, then the console
+//! lock, then the heap lock. The VM lock is never held while a guest runs.
+
+use alloc::vec::Vec;
 
 use spin::Mutex;
 
 use crate::arch;
-use crate::arch::aarch64::context::ExitKind;
+use crate::arch::aarch64::context::{El1SysRegs, ExitKind};
+use crate::arch::aarch64::esr::{Esr, ExceptionClass};
+use crate::console::{self, Routed};
+use crate::layout::VTIMER_INTID;
 use crate::println;
 
 use super::exit::{handle_sync, ExitOutcome};
 use super::irq::{
-    clear_lrs, flush_to_lrs, handle_physical_irqs, sync_from_lrs, take_console_input, HostIrqs,
+    clear_lrs, flush_to_lrs, handle_physical_irqs, restore_lrs, save_lrs, sync_from_lrs,
+    take_console_input, HostIrqs,
 };
 use super::{Vcpu, Vm, VmStop};
 
-/// How a session ended.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum SessionEnd {
-    /// The VM stopped (this CPU or another saw it).
-    Stopped(VmStop),
-    /// This vCPU turned itself off (PSCI CPU_OFF); others still run.
-    CpuOff,
+/// Length of a time slice when vCPUs share a CPU.
+const SLICE_US: u64 = 4_000;
+
+/// One vCPU placed on this CPU.
+struct Slot {
+    index: usize,
+    /// Started (PSCI) and not turned off.
+    vcpu: Option<Vcpu>,
+    /// Waiting in WFI for an interrupt.
+    blocked: bool,
 }
 
-/// Waits for vCPU `index` to be powered on and runs it until it is off or
-/// the VM stops.
-pub fn run_session(vm: &Mutex<Vm>, index: usize, host: &HostIrqs) -> SessionEnd {
-    let (mut vcpu, epoch) = loop {
-        {
-            let mut v = vm.lock();
-            if let Some(stop) = v.stopped {
-                return SessionEnd::Stopped(stop);
+/// Runs the vCPUs `indices` of `vm` on this CPU until the VM stops.
+pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
+    let mut slots: Vec<Slot> = indices
+        .iter()
+        .map(|&index| Slot {
+            index,
+            vcpu: None,
+            blocked: false,
+        })
+        .collect();
+    let shared = slots.len() > 1;
+    arch::set_wfx_trap(shared);
+    let epoch = vm.lock().epoch;
+    let mut loaded: Option<usize> = None;
+    let mut current = 0;
+    // The running vCPU keeps the CPU until its slice ends, it blocks in
+    // WFI, yields with WFE or turns itself off.
+    let mut yield_cpu = true;
+    let stop = loop {
+        let mut v = vm.lock();
+        if let Some(stop) = v.stopped {
+            break stop;
+        }
+        if v.epoch != epoch {
+            break VmStop::Reset;
+        }
+        if take_console_input(&mut v) {
+            host.kick(&v.pcpus, in_use(&v) & !own_mask(&slots));
+        }
+        let now = arch::counter();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if let Some((entry, context)) = v.power.get_mut(slot.index).and_then(|p| p.boot.take())
+            {
+                if slot.vcpu.is_none() {
+                    v.in_guest += 1;
+                }
+                slot.vcpu = Some(Vcpu::boot(slot.index, entry, context));
+                slot.blocked = false;
+                if loaded == Some(i) {
+                    loaded = None;
+                }
             }
-            if let Some((entry, context)) = v.power.get_mut(index).and_then(|p| p.boot.take()) {
-                v.in_guest += 1;
+            let Some(vcpu) = slot.vcpu.as_ref() else {
+                continue;
+            };
+            // A vCPU that is not loaded has its timer in software.
+            if loaded != Some(i) && vcpu.timer_due(now) {
+                let _ = v.vgic.set_ppi_level(slot.index, VTIMER_INTID, true);
+            }
+            if slot.blocked && matches!(v.vgic.highest_pending(slot.index), Ok(Some(_))) {
+                slot.blocked = false;
+            }
+        }
+        let n = slots.len();
+        let runnable = |s: &Slot| s.vcpu.is_some() && !s.blocked;
+        let next = if !yield_cpu && runnable(&slots[current]) {
+            Some(current)
+        } else {
+            (1..=n)
+                .map(|k| (current + k) % n)
+                .find(|&i| runnable(&slots[i]))
+        };
+        yield_cpu = false;
+        let Some(next) = next else {
+            // Nothing to run: sleep until an interrupt (a kick, the loaded
+            // vCPU's timer, the EL2 timer for a descheduled one's deadline).
+            arm_for_deadlines(&slots, loaded, None, now);
+            drop(v);
+            arch::wait_for_interrupt();
+            let mut v = vm.lock();
+            match loaded.and_then(|i| slots[i].vcpu.as_mut()) {
+                Some(vcpu) => {
+                    let events = handle_physical_irqs(&mut v, vcpu, host);
+                    if events.device_changed {
+                        host.kick(&v.pcpus, !(1u64 << vcpu.index));
+                    }
+                }
+                None => drain_irqs(host),
+            }
+            continue;
+        };
+        if loaded != Some(next) {
+            if let Some(old) = loaded.and_then(|i| slots[i].vcpu.as_mut()) {
+                arch::save_el1(&mut old.regs.el1);
+                save_lrs(old);
+            }
+            let vcpu = slots[next].vcpu.as_mut().unwrap_or_else(|| unreachable!());
+            if loaded.is_none() {
                 arch::load_stage2(v.stage2_root, v.vmid);
-                break (Vcpu::boot(index, entry, context), v.epoch);
             }
+            arch::load_el1(&vcpu.regs.el1);
+            if vcpu.saved_lrs.is_empty() {
+                clear_lrs(vcpu);
+            } else {
+                restore_lrs(vcpu);
+            }
+            loaded = Some(next);
         }
-        arch::wait_for_event();
-    };
-    arch::load_el1(&vcpu.regs.el1);
-    clear_lrs(&mut vcpu);
-    let end = run_vcpu(vm, &mut vcpu, epoch, host);
-    clear_lrs(&mut vcpu);
-    vm.lock().in_guest -= 1;
-    end
-}
+        current = next;
+        let others_runnable = slots
+            .iter()
+            .enumerate()
+            .any(|(i, s)| i != next && runnable(s));
+        arm_for_deadlines(&slots, loaded, Some(others_runnable), now);
+        let index = slots[next].index;
+        let vcpu = slots[next].vcpu.as_mut().unwrap_or_else(|| unreachable!());
+        flush_to_lrs(&mut v, vcpu);
+        drop(v);
 
-fn run_vcpu(vm: &Mutex<Vm>, vcpu: &mut Vcpu, epoch: u64, host: &HostIrqs) -> SessionEnd {
-    loop {
-        {
-            let mut v = vm.lock();
-            if let Some(stop) = v.stopped {
-                return SessionEnd::Stopped(stop);
-            }
-            if v.epoch != epoch {
-                return SessionEnd::Stopped(VmStop::Reset);
-            }
-            if take_console_input(&mut v) {
-                let others = in_use(&v) & !(1 << vcpu.index);
-                host.kick(&v.pcpus, others);
-            }
-            flush_to_lrs(&mut v, vcpu);
-        }
         let info = arch::run_guest(&mut vcpu.regs.guest);
+
         let mut v = vm.lock();
         sync_from_lrs(&mut v, vcpu);
+        let mut block = false;
         let outcome = match info.kind {
             ExitKind::Irq | ExitKind::Fiq => {
-                if handle_physical_irqs(&mut v, vcpu, host) {
-                    ExitOutcome::Kick(!(1u64 << vcpu.index))
+                let events = handle_physical_irqs(&mut v, vcpu, host);
+                yield_cpu = events.preempt;
+                if events.device_changed {
+                    ExitOutcome::Kick(!(1u64 << index))
                 } else {
                     ExitOutcome::Continue
                 }
             }
             ExitKind::SError => {
                 println!(
-                    "hypervisor: {}: vcpu {}: SError (ESR {:#x}), stopping the VM",
-                    v.name, vcpu.index, info.esr
+                    "hypervisor: {}: vcpu {index}: SError (ESR {:#x}), stopping the VM",
+                    v.name, info.esr
                 );
                 ExitOutcome::Stop(VmStop::PowerOff)
+            }
+            ExitKind::Sync if shared && Esr(info.esr).class() == ExceptionClass::Wfx => {
+                let regs = &mut vcpu.regs.guest;
+                regs.pc = regs.pc.wrapping_add(Esr(info.esr).instruction_len());
+                // WFI (ISS bit 0 clear) waits for an interrupt; WFE yields.
+                let is_wfi = info.esr & 1 == 0;
+                let pending = matches!(v.vgic.highest_pending(index), Ok(Some(_)))
+                    || vcpu.lrs.iter().any(Option::is_some);
+                block = is_wfi && !pending;
+                yield_cpu = true;
+                ExitOutcome::Continue
             }
             ExitKind::Sync => handle_sync(&mut v, vcpu, &info),
         };
         match outcome {
             ExitOutcome::Continue => {}
             ExitOutcome::Kick(mask) => host.kick(&v.pcpus, mask & in_use(&v)),
-            ExitOutcome::CpuOn(_) => arch::send_event(),
-            ExitOutcome::CpuOff => return SessionEnd::CpuOff,
+            ExitOutcome::CpuOn(_) => {
+                host.kick(&v.pcpus, in_use(&v) & !(1 << index));
+                arch::send_event();
+            }
+            ExitOutcome::CpuOff => {
+                clear_lrs(vcpu);
+                // Its timer must not keep interrupting an idle CPU.
+                arch::load_el1(&El1SysRegs::default());
+                slots[next].vcpu = None;
+                loaded = None;
+                v.in_guest -= 1;
+            }
             ExitOutcome::Stop(stop) => {
                 v.stopped = Some(stop);
-                host.kick(&v.pcpus, in_use(&v) & !(1 << vcpu.index));
+                host.kick(&v.pcpus, in_use(&v) & !(1 << index));
                 arch::send_event();
-                return SessionEnd::Stopped(stop);
+                break stop;
             }
         }
+        if block {
+            slots[next].blocked = true;
+        }
+    };
+    arch::hyp_timer_disarm();
+    let mut v = vm.lock();
+    for slot in &mut slots {
+        if let Some(mut vcpu) = slot.vcpu.take() {
+            clear_lrs(&mut vcpu);
+            v.in_guest -= 1;
+        }
+    }
+    stop
+}
+
+/// Serves whatever woke an idle CPU with no vCPU loaded: console input is
+/// routed (the loop above picks up this VM's share), the rest acknowledged.
+fn drain_irqs(host: &HostIrqs) {
+    loop {
+        let intid = arch::gic_ack();
+        if intid >= arch::SPURIOUS_INTID {
+            return;
+        }
+        if intid == crate::layout::HYP_TIMER_INTID {
+            arch::hyp_timer_disarm();
+        }
+        if let Some((base, uart_intid)) = host.uart {
+            if intid == uart_intid {
+                while let Some(byte) = arch::uart_read_byte(base) {
+                    if let Routed::To(k) = console::feed_input(byte) {
+                        host.kick_home(k);
+                    }
+                }
+            }
+        }
+        arch::gic_eoi(intid);
+        arch::gic_deactivate(intid);
+    }
+}
+
+/// The vCPUs placed on this CPU, as a mask.
+fn own_mask(slots: &[Slot]) -> u64 {
+    slots
+        .iter()
+        .filter(|s| s.index < 64)
+        .fold(0, |mask, s| mask | (1 << s.index))
+}
+
+/// Arms the EL2 timer for the end of the slice (when others are runnable)
+/// or the earliest virtual-timer deadline of the vCPUs not loaded.
+fn arm_for_deadlines(slots: &[Slot], loaded: Option<usize>, slice: Option<bool>, now: u64) {
+    let mut at: Option<u64> = None;
+    if slice == Some(true) {
+        let ticks = arch::counter_frequency().saturating_mul(SLICE_US) / 1_000_000;
+        at = Some(now.saturating_add(ticks.max(1)));
+    }
+    for (i, slot) in slots.iter().enumerate() {
+        if loaded == Some(i) {
+            continue;
+        }
+        // A deadline already passed is pending in the vGIC: nothing to wait for.
+        let deadline = slot.vcpu.as_ref().and_then(Vcpu::timer_deadline);
+        if let Some(deadline) = deadline.filter(|d| *d > now) {
+            at = Some(at.map_or(deadline, |a| a.min(deadline)));
+        }
+    }
+    match at {
+        Some(at) => arch::hyp_timer_arm(at.saturating_sub(now).max(1)),
+        None => arch::hyp_timer_disarm(),
     }
 }
 

@@ -489,3 +489,45 @@ macro_rules! id_reg_read {
 pub fn read_id_register(crm: u8, op2: u8) -> u64 {
     id_reg_read!(crm, op2; 1, 2, 3, 4, 5, 6, 7)
 }
+
+/// HCR_EL2.TWI and .TWE: WFI and WFE trap, so an idle or spinning vCPU
+/// gives its CPU to another.
+const HCR_EL2_TWI_TWE: u64 = (1 << 13) | (1 << 14);
+
+/// Traps WFI/WFE to EL2 (when this CPU time-slices several vCPUs) or not.
+pub fn set_wfx_trap(trap: bool) {
+    let mut hcr: u64;
+    // SAFETY: toggles only the WFI/WFE trap bits of HCR_EL2, which decide
+    // whether the guest's idle instructions exit to us.
+    unsafe {
+        asm!("mrs {0}, hcr_el2", out(reg) hcr, options(nomem, nostack));
+        if trap {
+            hcr |= HCR_EL2_TWI_TWE;
+        } else {
+            hcr &= !HCR_EL2_TWI_TWE;
+        }
+        asm!("msr hcr_el2, {0}", "isb", in(reg) hcr, options(nomem, nostack));
+    }
+}
+
+/// Arms the EL2 physical timer (PPI 26) to fire `ticks` from now.
+pub fn hyp_timer_arm(ticks: u64) {
+    // SAFETY: the EL2 physical timer belongs to the hypervisor alone.
+    unsafe {
+        asm!("msr cnthp_tval_el2, {0}", "msr cnthp_ctl_el2, {1}", "isb",
+             in(reg) ticks, in(reg) 1u64, options(nomem, nostack));
+    }
+}
+
+/// Disarms the EL2 physical timer.
+pub fn hyp_timer_disarm() {
+    // SAFETY: as in `hyp_timer_arm`.
+    unsafe { asm!("msr cnthp_ctl_el2, xzr", "isb", options(nomem, nostack)) };
+}
+
+/// Waits for an interrupt (taken or not: EL2 runs with IRQs masked, and
+/// WFI still wakes on a pending one).
+pub fn wait_for_interrupt() {
+    // SAFETY: WFI only waits.
+    unsafe { asm!("dsb sy", "wfi", options(nomem, nostack)) };
+}
