@@ -11,8 +11,9 @@
 //! ```
 //!
 //! With a boot bundle (`-initrd`, a cpio holding `manifest.dtb` and the VMs'
-//! files) it builds the manifest's VM instead and runs it; a bad manifest
-//! prints `hypervisor: manifest: <field>: <problem>` and powers off.
+//! files) it builds the manifest's VMs instead and hands the CPUs to
+//! `machine::run`; a bad manifest prints
+//! `hypervisor: manifest: <field>: <problem>` and powers off.
 //!
 //! Fault injection for the lab's failure tests: when the host command line
 //! (`/chosen/bootargs`, QEMU `-append`) holds the word `hv.debug=panic`, the

@@ -1,18 +1,20 @@
 //! Architecture layer: the one place that chooses an implementation by
 //! target (Hubris-style). Portable code calls the names re-exported here:
 //!
-//! - `uart_write(base, bytes)`: polled output on a PL011;
-//! - `psci_call(conduit, function, args)`: an SMC/HVC to the firmware;
-//! - `current_el()`, `halt()`;
-//! - `enable_mmu(root)`: turn on the EL2 stage-1 tables built by `mm`;
-//! - `IdentityTables`: a `mm::pagetable::TableMemory` over host RAM;
-//! - `heap_init(range)`: hand the global allocator its memory.
+//! - platform: `uart_*`, `rtc_read_seconds`, `counter*`, `psci_call`,
+//!   `current_el`, `halt`, events/interrupt waits, `secondary_entry_point`;
+//! - memory: `enable_mmu`, `IdentityTables` (a `mm::pagetable::TableMemory`
+//!   over host RAM), `frames_bytes*`, `initrd_bytes`, `heap_init`;
+//! - host GIC: `HostGic`, `gic_*` (acknowledge, EOI, SGIs, list registers);
+//! - guests: `init_virtualization`, `load_stage2`, `run_guest`,
+//!   `save_el1`/`load_el1`, `inject_sync_exception`, `guest_va_to_ipa`,
+//!   `read_id_register`, `set_wfx_trap`, `hyp_timer_*`.
 //!
 //! On the bare-metal target these are the EL2 implementations in
 //! `aarch64::hw`; on the host (unit tests, `cargo check`) a fake backend
 //! stands in, so portable code compiles and is tested without hardware.
-//! The AArch64 encodings and decoders (`aarch64::pte`, `aarch64::mmio_decode`)
-//! are plain logic and build everywhere.
+//! The AArch64 encodings and decoders (`aarch64::pte`, `esr`, `gic_lr`,
+//! `idregs`, `context`, `mmio_decode`) are plain logic and build everywhere.
 pub mod aarch64;
 
 #[cfg(target_os = "none")]
