@@ -71,3 +71,116 @@ pub fn report(sweep: &SweepRecord) -> Report {
         .add_test_suite(suite);
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::results::SweepFold;
+    use crate::run::events::{Event, EventKind, ExitReason, StepFailure};
+    use crate::sweep::events::SweepEvent;
+    use std::sync::Arc;
+
+    fn run(scenario: &str, attempt: u32, verdict: Verdict) -> Vec<SweepEvent> {
+        let event = |kind| SweepEvent::Run {
+            attempt,
+            event: Event {
+                scenario: Arc::from(scenario),
+                at: Duration::from_millis(10),
+                kind,
+            },
+        };
+        let reason = match verdict {
+            Verdict::Passed => ExitReason::StepsPassed,
+            _ => ExitReason::StepFailed {
+                step: 0,
+                failure: StepFailure::Timeout { timeout_secs: 5 },
+            },
+        };
+        vec![
+            event(EventKind::RunStarted {
+                run_id: format!("{scenario}-{attempt}"),
+                run_dir: format!("/runs/{scenario}/{attempt}").into(),
+                steps: vec!["expect /x/ within 5s".into()],
+                rerun: format!("cargo run -p lab -- scenario {scenario}"),
+            }),
+            event(EventKind::ConsoleLine {
+                console: Arc::from("serial"),
+                line: format!("attempt {attempt}"),
+            }),
+            event(EventKind::RunFinished {
+                verdict,
+                reason,
+                duration: Duration::from_millis(1500),
+            }),
+        ]
+    }
+
+    /// A flaky scenario (failed, then passed) and a failed one, folded from
+    /// events, written as JUnit and read back with quick-junit's own parser.
+    #[test]
+    fn flaky_and_failed_read_back() {
+        let mut fold = SweepFold::default();
+        let mut events = vec![SweepEvent::Started {
+            sweep_id: "s1".into(),
+            dir: "/sweeps/s1".into(),
+            scenarios: vec!["a".into(), "b".into()],
+            jobs: 2,
+            rerun_failed: "cargo run -p lab -- sweep --only-failed".into(),
+        }];
+        events.extend(run("a", 1, Verdict::Failed));
+        events.extend(run("b", 1, Verdict::Failed));
+        events.extend(run("a", 2, Verdict::Passed));
+        events.push(SweepEvent::ScenarioFinished {
+            scenario: "a".into(),
+            verdict: SweepVerdict::Flaky,
+            attempts: 2,
+        });
+        events.extend(run("b", 2, Verdict::Failed));
+        events.push(SweepEvent::ScenarioFinished {
+            scenario: "b".into(),
+            verdict: SweepVerdict::Failed,
+            attempts: 2,
+        });
+        events.push(SweepEvent::Finished {
+            wall: Duration::from_secs(4),
+            interrupted: false,
+        });
+        for event in &events {
+            fold.on_event(event);
+        }
+        let record = fold.record();
+        assert_eq!((record.counts.flaky, record.counts.failed), (1, 1));
+        let a = &record.scenarios[0];
+        assert_eq!(a.attempts.len(), 2);
+        assert_eq!(a.attempts[0].console_tail, ["attempt 1"]);
+        assert!(
+            a.attempts[1].console_tail.is_empty(),
+            "a pass keeps no tail"
+        );
+
+        let xml = report(&record).to_string().unwrap();
+        let back = Report::deserialize_from_str(&xml).unwrap();
+        assert_eq!((back.tests, back.failures, back.errors), (2, 1, 0));
+        let cases = &back.test_suites[0].test_cases;
+        match &cases[0].status {
+            TestCaseStatus::Success { flaky_runs } => {
+                assert_eq!(flaky_runs.len(), 1);
+                assert_eq!(
+                    flaky_runs[0].message.as_ref().map(|m| m.as_str()),
+                    Some("step 1: timed out after 5s")
+                );
+            }
+            other => panic!("a flaky scenario is a success with flaky runs: {other:?}"),
+        }
+        assert!(matches!(
+            &cases[1].status,
+            TestCaseStatus::NonSuccess {
+                kind: NonSuccessKind::Failure,
+                ..
+            }
+        ));
+        assert!(cases[1].system_out.as_ref().is_some_and(|out| out
+            .as_str()
+            .contains("reproduce: cargo run -p lab -- scenario b")));
+    }
+}
