@@ -7,11 +7,12 @@ use crate::run::events::Verdict;
 use crate::run::record::ResultWriter;
 use crate::run::{self, Cancel, Lab, RunOptions};
 use crate::scenario::{self, Scenario};
-use crate::{bench, doctor, images, qemu};
+use crate::sweep::{self, SweepArgs};
+use crate::{bench, debug, doctor, images, qemu, replay};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use std::io::Write;
-use std::path::Path;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -37,6 +38,31 @@ enum Command {
         /// Use only cached guest images.
         #[arg(long)]
         offline: bool,
+        /// Echo the console as it arrives.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Start QEMU halted with its gdbstub on :1234, steps without
+        /// timeouts; prints the gdb-multiarch line.
+        #[arg(long, conflicts_with = "record")]
+        gdb: bool,
+        /// After the steps, or at the first failure, hand the console to
+        /// this terminal (Ctrl-] leaves).
+        #[arg(long)]
+        attach: bool,
+        /// Record the run with QEMU's record/replay into <run-dir>/replay/.
+        #[arg(long)]
+        record: bool,
+    },
+    /// Run many scenarios, -j at a time; write results.json and junit.xml.
+    Sweep(SweepArgs),
+    /// Replay a run recorded with `scenario --record`, instruction for
+    /// instruction.
+    Replay {
+        /// The recorded run's directory (target/lab/runs/<scenario>/<id>).
+        run_dir: PathBuf,
+        /// Start QEMU halted with its gdbstub on :1234; prints the gdb line.
+        #[arg(long)]
+        gdb: bool,
         /// Echo the console as it arrives.
         #[arg(short, long)]
         verbose: bool,
@@ -99,7 +125,25 @@ impl Command {
                 name,
                 offline,
                 verbose,
-            } => run_one(&name, offline, verbose),
+                gdb,
+                attach,
+                record,
+            } => run_one(
+                &name,
+                &OneRun {
+                    offline,
+                    verbose,
+                    gdb,
+                    attach,
+                    record,
+                },
+            ),
+            Command::Sweep(args) => sweep::command(&args),
+            Command::Replay {
+                run_dir,
+                gdb,
+                verbose,
+            } => replay_one(&run_dir, gdb, verbose),
             Command::Doctor => doctor::run(&Lab::discover()?),
             Command::Bench(Bench::Boot {
                 scenario,
@@ -154,31 +198,94 @@ fn load(root: &Path, name: &str) -> Result<Scenario> {
     }
 }
 
-fn run_one(name: &str, offline: bool, verbose: bool) -> Result<ExitCode> {
+/// How `lab scenario` runs its one scenario.
+struct OneRun {
+    offline: bool,
+    verbose: bool,
+    gdb: bool,
+    attach: bool,
+    record: bool,
+}
+
+fn run_one(name: &str, how: &OneRun) -> Result<ExitCode> {
     let lab = Lab::discover()?;
     let scenario = load(&lab.root, name)?;
     let qemu = qemu::provision::ensure_qemu()?;
-    let mut rerun = format!("cargo run -p lab -- scenario {name}");
-    if offline {
-        rerun.push_str(" --offline");
+    if how.attach && !std::io::stdin().is_terminal() {
+        anyhow::bail!("--attach needs a terminal on stdin");
     }
-    let options = RunOptions {
-        offline,
-        rerun,
+    let revision = sweep::git_revision(&lab.root);
+    let mut options = RunOptions {
+        offline: how.offline,
+        rerun: sweep::rerun_command(name, how.offline, revision.as_deref()),
         cancel: interrupt_on_ctrl_c(),
-        boot_files: None,
-        qemu_args: Vec::new(),
+        attach: how.attach,
+        ..RunOptions::default()
     };
-    let consumers: Vec<Box<dyn run::events::Consumer>> = vec![
+    let mut consumers: Vec<Box<dyn run::events::Consumer>> = vec![
+        Box::new(Display::new(Box::new(std::io::stdout()), how.verbose)),
+        Box::new(ResultWriter::default()),
+    ];
+    if how.gdb {
+        options.qemu_args.extend(debug::gdbstub_args());
+        options.no_timeouts = true;
+        let elf = debug::symbol_crate(&scenario).map(|k| debug::elf_path(&lab.target_dir, k));
+        consumers.push(Box::new(GdbHint(debug::gdb_line(elf.as_deref()))));
+    }
+    let summary = if how.record {
+        let file = if name.ends_with(".yaml") || name.contains('/') {
+            PathBuf::from(name)
+        } else {
+            scenario::scenarios_dir(&lab.root).join(format!("{name}.yaml"))
+        };
+        let summary = replay::record(&lab, &scenario, &file, &qemu, &options, consumers)?;
+        println!(
+            "recorded: cargo run -p lab -- replay {}",
+            summary.run_dir.display()
+        );
+        summary
+    } else {
+        run::run_scenario(&lab, &scenario, &qemu, &options, consumers)?
+    };
+    Ok(exit_code(summary.verdict))
+}
+
+fn replay_one(run_dir: &Path, gdb: bool, verbose: bool) -> Result<ExitCode> {
+    let lab = Lab::discover()?;
+    let qemu = qemu::provision::ensure_qemu()?;
+    let recording = replay::Replay::open(run_dir)?;
+    let mut extra = Vec::new();
+    let mut consumers: Vec<Box<dyn run::events::Consumer>> = vec![
         Box::new(Display::new(Box::new(std::io::stdout()), verbose)),
         Box::new(ResultWriter::default()),
     ];
-    let summary = run::run_scenario(&lab, &scenario, &qemu, &options, consumers)?;
-    Ok(match summary.verdict {
+    if gdb {
+        extra = debug::gdbstub_args();
+        consumers.push(Box::new(GdbHint(debug::gdb_line(
+            recording.symbols().as_deref(),
+        ))));
+    }
+    let summary = replay::replay(&lab, run_dir, &qemu, &extra, gdb, consumers)?;
+    Ok(exit_code(summary.verdict))
+}
+
+fn exit_code(verdict: Verdict) -> ExitCode {
+    match verdict {
         Verdict::Passed => ExitCode::SUCCESS,
         Verdict::Failed => ExitCode::from(1),
         Verdict::Error => ExitCode::from(EXIT_ERROR),
-    })
+    }
+}
+
+/// Prints how to attach gdb once QEMU is up and waiting for it.
+struct GdbHint(String);
+
+impl run::events::Consumer for GdbHint {
+    fn on_event(&mut self, event: &run::events::Event) {
+        if let run::events::EventKind::QemuStarted { .. } = event.kind {
+            println!("QEMU waits for gdb (no step timeouts): {}", self.0);
+        }
+    }
 }
 
 /// A cancel flag that Ctrl-C sets, so the run stops QEMU and writes its

@@ -137,6 +137,8 @@ pub fn record(
         qemu_args: options.qemu_args.clone(),
     };
     let mut run_options = options.clone();
+    // SIGTERM, not SIGKILL, at the end: QEMU writes the log's header last.
+    run_options.graceful_stop = true;
     run_options.boot_files = Some(staged_files(dir, &recording));
     run_options
         .qemu_args
@@ -208,8 +210,14 @@ impl Replay {
         })
     }
 
-    /// The run options that replay it (`extra_args`: e.g. the gdbstub).
-    pub fn options(&self, rerun: String, extra_args: &[String]) -> Result<RunOptions> {
+    /// The run options that replay it (`extra_args`: e.g. the gdbstub;
+    /// `no_timeouts` for a debugger).
+    pub fn options(
+        &self,
+        rerun: String,
+        extra_args: &[String],
+        no_timeouts: bool,
+    ) -> Result<RunOptions> {
         let mut qemu_args = self.recording.qemu_args.clone();
         qemu_args.extend(icount_args(&self.dir.join(REPLAY_LOG), false)?);
         qemu_args.extend_from_slice(extra_args);
@@ -218,6 +226,7 @@ impl Replay {
             rerun,
             boot_files: Some(staged_files(&self.dir, &self.recording)),
             qemu_args,
+            no_timeouts,
             ..RunOptions::default()
         })
     }
@@ -229,11 +238,12 @@ pub fn replay(
     run_dir: &Path,
     qemu: &Path,
     extra_args: &[String],
+    no_timeouts: bool,
     consumers: Vec<Box<dyn Consumer>>,
 ) -> Result<RunSummary> {
     let replay = Replay::open(run_dir)?;
     let rerun = format!("cargo run -p lab -- replay {}", run_dir.display());
-    let options = replay.options(rerun, extra_args)?;
+    let options = replay.options(rerun, extra_args, no_timeouts)?;
     run_scenario(lab, &replay.scenario, qemu, &options, consumers)
 }
 

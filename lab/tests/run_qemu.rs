@@ -77,7 +77,7 @@ fn run_with_cancel(file: &Path, boot_files: Option<BootFiles>, cancel: Cancel) -
         rerun: format!("cargo run -p lab -- scenario {}", file.display()),
         cancel,
         boot_files,
-        qemu_args: Vec::new(),
+        ..RunOptions::default()
     };
     let summary = run_scenario(
         &lab,

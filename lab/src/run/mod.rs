@@ -4,6 +4,7 @@
 //! `result.json`) run on their own thread and read the same stream.
 
 pub mod artifacts;
+mod attach;
 pub mod boot;
 mod console;
 pub mod display;
@@ -89,6 +90,13 @@ pub struct RunOptions {
     pub boot_files: Option<BootFiles>,
     /// Appended to the QEMU command line (`-icount shift=0` for benches).
     pub qemu_args: Vec<String>,
+    /// Steps wait without timeouts (`--gdb`).
+    pub no_timeouts: bool,
+    /// After the steps, or at the first failure, hand the console to the
+    /// terminal (`--attach`).
+    pub attach: bool,
+    /// End QEMU with SIGTERM first, so it can finish its files (`--record`).
+    pub graceful_stop: bool,
 }
 
 /// What a finished run reports to its caller.
@@ -180,7 +188,10 @@ fn prepare_and_drive(
     run_dir: &Path,
     emitter: &Emitter,
 ) -> Result<ExitReason> {
-    let script = steps::compile(scenario)?;
+    let mut script = steps::compile(scenario)?;
+    if options.no_timeouts {
+        script = script.without_timeouts();
+    }
     let files = match &options.boot_files {
         Some(files) => files.clone(),
         None => boot::resolve(lab, scenario, options.offline, run_dir, emitter)?,
@@ -204,7 +215,14 @@ fn prepare_and_drive(
         pid: qemu.pid().map(|pid| pid.as_raw()),
     });
     let reason = steps::run_all(&mut qemu, &script, &options.cancel, emitter);
-    let status = qemu.stop();
+    if options.attach {
+        qemu.attach();
+    }
+    let status = if options.graceful_stop {
+        qemu.stop_gracefully()
+    } else {
+        qemu.stop()
+    };
     emitter.emit(EventKind::QemuStopped { status });
     Ok(reason)
 }

@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 /// and the cancel flag again.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How long QEMU gets to exit after SIGTERM before it is killed.
+const TERM_GRACE: Duration = Duration::from_secs(5);
+
 /// How long QEMU gets to close its console after it has been killed.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -249,6 +252,28 @@ impl QemuProcess {
             }
         }
         status
+    }
+
+    /// Like [`QemuProcess::stop`], but asks QEMU to quit first (SIGTERM to
+    /// its group), so it can finish what it writes (a record/replay log is
+    /// unreadable without its final header); SIGKILL after a grace period.
+    pub fn stop_gracefully(mut self) -> QemuStatus {
+        if self.status.is_none() {
+            if let Some(group) = self.group {
+                let _ = killpg(group, Signal::SIGTERM);
+                let _ = self.reap_within(TERM_GRACE);
+            }
+        }
+        self.stop()
+    }
+
+    /// Hands the console to the user's terminal until they detach or QEMU
+    /// exits (`--attach`).
+    pub fn attach(&mut self) {
+        let closed = &self.console_closed;
+        super::attach::interact(&mut self.session, || {
+            !matches!(closed.try_recv(), Err(mpsc::TryRecvError::Empty))
+        });
     }
 
     fn kill_and_reap(&mut self) -> QemuStatus {

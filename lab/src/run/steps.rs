@@ -38,6 +38,25 @@ pub struct Script {
     pub fail_on: Vec<Regex>,
 }
 
+/// The timeout of every wait under `--gdb`: a debugger may hold the
+/// machine as long as it likes (a century still fits an `Instant`).
+pub const NO_TIMEOUT_SECS: u64 = 100 * 365 * 24 * 3600;
+
+impl Script {
+    /// The same steps without timeouts.
+    pub fn without_timeouts(mut self) -> Script {
+        for action in &mut self.actions {
+            match action {
+                Action::Expect { timeout_secs, .. } | Action::ExpectExit { timeout_secs, .. } => {
+                    *timeout_secs = NO_TIMEOUT_SECS
+                }
+                Action::Send { .. } => {}
+            }
+        }
+        self
+    }
+}
+
 /// Compiles every step of a scenario.
 pub fn compile(scenario: &Scenario) -> Result<Script> {
     let regex = |pattern: &str| {
