@@ -102,7 +102,9 @@ fn failed_run_exits_1_with_tail_artifacts_and_rerun_command() {
         "{stdout}"
     );
     assert!(
-        stdout.contains(&format!("reproduce: cargo run -p lab -- scenario {file}\n")),
+        stdout.contains(&format!(
+            "reproduce: cargo run -p lab -- scenario {file}  # at git "
+        )),
         "{stdout}"
     );
     let artifacts = stdout
