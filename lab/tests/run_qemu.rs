@@ -325,3 +325,44 @@ fn each_vm_gets_its_own_console_under_the_hypervisor() {
     // console.log stays raw, tags included.
     assert!(out.console.contains("[vm1] TESTGUEST"), "{}", out.console);
 }
+
+/// A boot bundle whose manifest asks for a VM with no vCPUs.
+fn bad_manifest_bundle(dir: &Path) -> LabeledPath {
+    let mut fdt = vm_fdt::FdtWriter::new().unwrap();
+    let root = fdt.begin_node("").unwrap();
+    fdt.property_string("compatible", "lab,hypervisor-manifest-v1")
+        .unwrap();
+    let vms = fdt.begin_node("vms").unwrap();
+    let vm = fdt.begin_node("vm@0").unwrap();
+    fdt.property_string("name", "vm0").unwrap();
+    fdt.property_u32("vcpus", 0).unwrap();
+    fdt.end_node(vm).unwrap();
+    fdt.end_node(vms).unwrap();
+    fdt.end_node(root).unwrap();
+    let manifest = fdt.finish().unwrap();
+
+    let path = dir.join("bad-bundle.cpio");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let mut member = cpio::newc::Builder::new("manifest.dtb")
+        .mode(0o100644)
+        .write(&mut file, manifest.len() as u32);
+    std::io::Write::write_all(&mut member, &manifest).unwrap();
+    cpio::newc::trailer(member.finish().unwrap()).unwrap();
+    LabeledPath::new("bad-bundle.cpio", path)
+}
+
+#[test]
+fn a_bad_manifest_is_named_and_the_hypervisor_powers_off() {
+    let lab = Lab::discover().unwrap();
+    let hypervisor =
+        lab::build::build_flat_binary(&lab.root, &lab.target_dir, "hypervisor").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = BootFiles {
+        kernel: hypervisor,
+        initrd: Some(bad_manifest_bundle(dir.path())),
+    };
+    let out = run(&fixture("hv_bad_manifest"), Some(files));
+    assert_eq!(out.summary.verdict, Verdict::Passed, "{}", out.console);
+    assert!(!out.console.contains("hypervisor panic"), "{}", out.console);
+    out.assert_qemu_gone();
+}
