@@ -8,6 +8,7 @@
 //! hypervisor 0.1.0: EL2, <N> CPUs, <M> MiB RAM at 0x<base>
 //! hypervisor: gicv3 dist 0x<a> redist 0x<b>, pl011 0x<c>, psci <smc|hvc>
 //! hypervisor: no VMs to run, powering off
+//! hypervisor: <vm>: <n> vCPU on CPU[s] <c>[,<c>...], <m> MiB at IPA 0x<ipa> (host 0x<pa>), entry 0x<pc>
 //! ```
 //!
 //! With a boot bundle (`-initrd`, a cpio holding `manifest.dtb` and the VMs'
@@ -37,6 +38,7 @@ use crate::vm::irq::HostIrqs;
 use crate::vm::{HostClock, Vm};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::fmt;
 use core::sync::atomic::AtomicUsize;
 use spin::Mutex;
 
@@ -175,9 +177,10 @@ fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator, root: Ph
             Err(e) => manifest_error(&e),
         };
         println!(
-            "hypervisor: {}: {} vCPU, {} MiB at IPA {:#x} (host {:#x}), entry {:#x}",
+            "hypervisor: {}: {} vCPU on {}, {} MiB at IPA {:#x} (host {:#x}), entry {:#x}",
             vm.name,
             vm.power.len(),
+            CpuList(&vm.pcpus),
             vm.ram.size() / (1024 * 1024),
             RAM_BASE,
             vm.ram.host_base(),
@@ -271,4 +274,21 @@ fn build_identity_map(
         }
     }
     Ok(tables.root())
+}
+
+/// The physical CPU of each vCPU, in vCPU order, for the VM banner line:
+/// `CPU 0`, or `CPUs 0,1,0,1` (a CPU named twice time-slices its vCPUs).
+struct CpuList<'a>(&'a [usize]);
+
+impl fmt::Display for CpuList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.len() == 1 { "CPU " } else { "CPUs " })?;
+        for (i, cpu) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{cpu}")?;
+        }
+        Ok(())
+    }
 }

@@ -57,9 +57,9 @@ pub struct Normalizer {
 const TERMINAL_ESCAPES: &str = r"\x1b\[[0-9;?<=>!]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78cDEHMNOZ]";
 
 impl Normalizer {
-    /// The lab's rules, in the order they apply. Order matters: escapes first, the
-    /// kernel build string before dates, MACs before times of day, hex runs
-    /// before durations.
+    /// The lab's rules, in the order they apply. Order matters: escapes
+    /// first, the kernel build string before dates, host placement before
+    /// addresses, MACs before times of day, hex runs before durations.
     pub fn standard() -> &'static Normalizer {
         static STANDARD: OnceLock<Normalizer> = OnceLock::new();
         STANDARD.get_or_init(|| Normalizer {
@@ -99,6 +99,12 @@ impl Normalizer {
                     "program counters and link registers (`pc 0x40083018`): they move with every rebuild of the code",
                     r"\b(pc|PC|lr|LR|elr|ELR|ELR_EL[123])([ =:]+)0x[0-9a-fA-F]+\b",
                     "${1}${2}<code>",
+                ),
+                Rule::new(
+                    "host-placement",
+                    "where the hypervisor put a VM's RAM in host memory (`host 0x49e00000`): it moves whenever the boot bundle changes size",
+                    r"\(host 0x[0-9a-fA-F]+\)",
+                    "(host <placement>)",
                 ),
                 Rule::new(
                     "address",
@@ -231,6 +237,11 @@ mod tests {
             "TESTGUEST FAIL unexpected exception ESR=0x96000010 ELR=<code>",
         ),
         (
+            "host-placement",
+            "hypervisor: vm0: 1 vCPU on CPU 0, 64 MiB at IPA 0x40000000 (host 0x41200000), entry 0x40080000",
+            "hypervisor: vm0: 1 vCPU on CPU 0, 64 MiB at IPA 0x40000000 (host <placement>), entry 0x40080000",
+        ),
+        (
             "address",
             "[    0.000000] GICv3: CPU0: found redistributor 0 region 0:0x00000000080a0000",
             "[    0.000000] GICv3: CPU0: found redistributor 0 region 0:0x<addr>",
@@ -296,7 +307,6 @@ mod tests {
         let normalizer = Normalizer::standard();
         for line in [
             "hypervisor 0.1.0: EL2, 2 CPUs, 512 MiB RAM at 0x40000000",
-            "hypervisor: vm0: 1 vCPU, 64 MiB at IPA 0x40000000 (host 0x41200000), entry 0x40080000",
             "TESTGUEST uart: PASS pl011 at 0x9000000 PeriphID=0x00141011 PCellID=0xb105f00d EL1",
             "TESTGUEST DONE passed=9 failed=0",
             "LAB-READY vm0",

@@ -57,20 +57,43 @@ fn write(vms: &[ManifestVm]) -> Result<Vec<u8>, vm_fdt::Error> {
     fdt.finish()
 }
 
-/// Physical CPUs for each VM's vCPUs: consecutive, wrapping around the
-/// machine's CPUs, so VMs spread over the machine before they share.
+/// Physical CPUs for each VM's vCPUs. The hypervisor never lets two VMs
+/// share a CPU, so each VM gets its own share of the machine: one CPU each
+/// first, then the rest handed out in VM order to VMs with more vCPUs than
+/// CPUs. A VM's vCPUs go round robin over its share, so with fewer CPUs
+/// than vCPUs they are time-sliced. The scenario check guarantees at least
+/// one CPU per VM; if there are fewer, the surplus VMs get an empty list
+/// and the hypervisor's own placement reports them.
 pub fn assign_cpus(vcpus: &[u32], machine_cpus: u32) -> Vec<Vec<u32>> {
-    let mut next = 0u32;
-    vcpus
+    let mut shares: Vec<u32> = vcpus
         .iter()
-        .map(|&count| {
-            (0..count)
-                .map(|_| {
-                    let cpu = next % machine_cpus.max(1);
-                    next = next.wrapping_add(1);
-                    cpu
-                })
-                .collect()
+        .enumerate()
+        .map(|(i, _)| u32::from((i as u64) < u64::from(machine_cpus)))
+        .collect();
+    let mut spare = machine_cpus.saturating_sub(shares.iter().sum());
+    while spare > 0 {
+        let Some(share) = shares
+            .iter_mut()
+            .zip(vcpus)
+            .find(|(share, wanted)| **share > 0 && **share < **wanted)
+            .map(|(share, _)| share)
+        else {
+            break;
+        };
+        *share += 1;
+        spare -= 1;
+    }
+    let mut first = 0;
+    shares
+        .iter()
+        .zip(vcpus)
+        .map(|(&share, &count)| {
+            if share == 0 {
+                return Vec::new();
+            }
+            let cpus = (0..count).map(|v| first + v % share).collect();
+            first += share;
+            cpus
         })
         .collect()
 }
@@ -80,9 +103,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpus_spread_then_wrap() {
+    fn each_vm_gets_its_own_cpus() {
         assert_eq!(assign_cpus(&[1, 1], 2), [vec![0], vec![1]]);
-        assert_eq!(assign_cpus(&[2, 1], 2), [vec![0, 1], vec![0]]);
+        assert_eq!(assign_cpus(&[4], 4), [vec![0, 1, 2, 3]]);
+        assert_eq!(assign_cpus(&[1], 4), [vec![0]]);
+    }
+
+    #[test]
+    fn oversubscribed_vcpus_share_their_vms_cpus_only() {
         assert_eq!(assign_cpus(&[4], 2), [vec![0, 1, 0, 1]]);
+        assert_eq!(assign_cpus(&[2, 1], 2), [vec![0, 0], vec![1]]);
+        assert_eq!(assign_cpus(&[3, 2], 4), [vec![0, 1, 2], vec![3, 3]]);
+        assert_eq!(assign_cpus(&[2, 2], 3), [vec![0, 1], vec![2, 2]]);
+    }
+
+    #[test]
+    fn more_vms_than_cpus_leaves_the_surplus_unplaced() {
+        assert_eq!(assign_cpus(&[1, 1, 1], 2), [vec![0], vec![1], vec![]]);
     }
 }

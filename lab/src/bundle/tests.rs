@@ -96,7 +96,7 @@ fn manifest_names_members_and_places() {
     assert!(vm1.property("initrd").is_none());
     assert_eq!(
         vm1.property("physical-cpus").unwrap().value,
-        [0, 0, 0, 1, 0, 0, 0, 0]
+        [0, 0, 0, 1, 0, 0, 0, 1]
     );
 }
 

@@ -150,7 +150,7 @@ mod tests {
                 1000,
                 "hypervisor 0.1.0: EL2, 2 CPUs, 512 MiB RAM at 0x40000000",
             ),
-            line(1010, "hypervisor: vm0: 1 vCPU, 64 MiB at IPA 0x40000000 (host 0x41200000), entry 0x40080000"),
+            line(1010, "hypervisor: vm0: 1 vCPU on CPU 0, 64 MiB at IPA 0x40000000 (host 0x41200000), entry 0x40080000"),
             line(
                 1100,
                 "[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x410fd083]",

@@ -153,7 +153,17 @@ fn stable_lines(
                 Ok(regex) => (cursor..texts.len()).find(|&i| regex.is_match(&texts[i])),
                 Err(_) => None,
             },
-            Step::Send { line, .. } => (cursor..texts.len()).find(|&i| texts[i].contains(line)),
+            // The echo of a sent line is kept where it is found; the shell's
+            // line editor may wrap or redraw a long one, so a missing echo
+            // is no reason to stop following the steps.
+            Step::Send { line, .. } => {
+                if let Some(i) = (cursor..texts.len()).find(|&i| texts[i].contains(line)) {
+                    keep[i] = true;
+                    cursor = i;
+                    last_matched = Some(i);
+                }
+                continue;
+            }
             Step::ExpectExit { .. } => continue,
         };
         match found {
@@ -233,6 +243,28 @@ mod tests {
         assert_eq!(
             t.stable_text(&s, Normalizer::standard()),
             "end: every step passed\n--- serial ---\nLAB-READY vm0\nvm0:/root# uname -a\nLinux vm0 6.1.0-50-cloud-arm64 #<build> aarch64 GNU/Linux\n"
+        );
+    }
+
+    #[test]
+    fn a_long_send_whose_echo_wrapped_does_not_end_the_transcript() {
+        let s = scenario(
+            "  - send: 'for i in 1 2 3 4; do echo worker-$i-done; done; echo workers-finished'\n  - expect: '(?m)^workers-finished$'\n  - send: nproc\n  - expect: '(?m)^4$'\n",
+        );
+        let t = transcript(
+            &[
+                "vm0:/root# for i in 1 2 3 4; do echo worker-$i-done; done; echo worke",
+                "rs-finished",
+                "worker-1-done",
+                "workers-finished",
+                "vm0:/root# nproc",
+                "4",
+            ],
+            ExitReason::StepsPassed,
+        );
+        assert_eq!(
+            t.stable_text(&s, Normalizer::standard()),
+            "end: every step passed\n--- serial ---\nworkers-finished\nvm0:/root# nproc\n4\n"
         );
     }
 

@@ -17,6 +17,10 @@ use std::path::{Path, PathBuf};
 /// The only schema version this lab reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The most vCPUs one VM may have: the hypervisor's `MAX_VCPUS`
+/// (`hypervisor/src/layout.rs`).
+pub const MAX_VCPUS: u32 = 8;
+
 /// Seconds an `expect` or `expect-exit` step waits when it names no timeout.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 
@@ -216,12 +220,18 @@ impl Scenario {
                     format!("duplicate VM name `{}`", vm.name),
                 );
             }
-            if vm.vcpus == 0 || vm.vcpus > self.machine.cpus {
+            // Under the hypervisor a VM may have more vCPUs than CPUs (they
+            // are time-sliced); a direct boot is QEMU's `-smp` itself.
+            let (max_vcpus, limit) = match self.boot {
+                BootMode::Hypervisor => (MAX_VCPUS, "the hypervisor's limit"),
+                BootMode::Direct => (self.machine.cpus, "machine.cpus"),
+            };
+            if vm.vcpus == 0 || vm.vcpus > max_vcpus {
                 return at(
                     "vcpus",
                     &vm.vcpus.to_string(),
                     &format!("vms[{i}].vcpus"),
-                    format!("must be between 1 and machine.cpus ({})", self.machine.cpus),
+                    format!("must be between 1 and {limit} ({max_vcpus})"),
                 );
             }
             if vm.memory_mib == 0 || vm.memory_mib > self.machine.memory_mib {
@@ -251,6 +261,23 @@ impl Scenario {
                     "must be a multiple of 2 under the hypervisor".into(),
                 );
             }
+        }
+        if self.boot == BootMode::Hypervisor && self.vms.len() > self.machine.cpus as usize {
+            let (i, vm) = (
+                self.machine.cpus as usize,
+                &self.vms[self.machine.cpus as usize],
+            );
+            return at(
+                "name",
+                &vm.name,
+                &format!("vms[{i}]"),
+                format!(
+                    "{} VMs need at least {} CPUs: the hypervisor gives each VM its own (machine.cpus is {})",
+                    self.vms.len(),
+                    self.vms.len(),
+                    self.machine.cpus
+                ),
+            );
         }
         if self.boot == BootMode::Direct && self.vms.len() != 1 {
             return at(

@@ -163,6 +163,16 @@ const BAD_CASES: &[(&str, (usize, usize), &str)] = &[
         (12, 5),
         "vms[1].memory-mib: must be a multiple of 2 under the hypervisor",
     ),
+    (
+        "too_many_vcpus",
+        (8, 5),
+        "vms[0].vcpus: must be between 1 and the hypervisor's limit (8)",
+    ),
+    (
+        "more_vms_than_cpus",
+        (14, 5),
+        "vms[2]: 3 VMs need at least 3 CPUs",
+    ),
 ];
 
 #[test]
