@@ -112,7 +112,12 @@ fn a_sweep_with_a_broken_scenario() {
     // Per-step timings and a boot timeline in the record.
     let passed = &record.scenarios[1].attempts[0];
     assert!(passed.run.steps.iter().all(|s| s.duration_ms.is_some()));
-    let marks: Vec<&str> = passed.timeline.iter().map(|m| m.what.as_str()).collect();
+    let marks: Vec<&str> = passed
+        .run
+        .timeline
+        .iter()
+        .map(|m| m.what.as_str())
+        .collect();
     assert!(
         marks.starts_with(&["qemu-start", "hypervisor-start", "step 1", "step 2"]),
         "{marks:?}"

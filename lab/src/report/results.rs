@@ -4,7 +4,6 @@
 //! [`SweepFold`] folds the sweep event stream into it; the display and the
 //! report writer both use that fold, so they cannot disagree.
 
-use super::timeline::{Mark, TimelineBuilder};
 use crate::run::events::{EventKind, Verdict};
 use crate::run::record::{RecordBuilder, RunRecord};
 use crate::sweep::events::{SweepEvent, SweepVerdict};
@@ -77,8 +76,8 @@ pub struct AttemptRecord {
     pub attempt: u32,
     /// The run directory (console.log, qemu-cmdline.txt, result.json...).
     pub artifacts: PathBuf,
+    /// Its `result.json`, boot timeline included.
     pub run: RunRecord,
-    pub timeline: Vec<Mark>,
     /// The last console lines, for attempts that did not pass.
     pub console_tail: Vec<String>,
 }
@@ -97,7 +96,6 @@ pub fn sweep_verdict(attempts: &[Verdict]) -> SweepVerdict {
 #[derive(Debug, Default)]
 struct AttemptFold {
     record: RecordBuilder,
-    timeline: TimelineBuilder,
     artifacts: PathBuf,
     tail: VecDeque<String>,
 }
@@ -133,7 +131,6 @@ impl SweepFold {
                 let key = (event.scenario.to_string(), *attempt);
                 let fold = self.running.entry(key.clone()).or_default();
                 fold.record.on_event(event);
-                fold.timeline.on_event(event);
                 match &event.kind {
                     EventKind::RunStarted { run_dir, .. } => fold.artifacts = run_dir.clone(),
                     EventKind::ConsoleLine { line, .. } => {
@@ -156,7 +153,6 @@ impl SweepFold {
                         attempt: *attempt,
                         artifacts: fold.artifacts,
                         run,
-                        timeline: fold.timeline.marks().to_vec(),
                         console_tail,
                     });
                 }

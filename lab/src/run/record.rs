@@ -1,10 +1,11 @@
-//! The result record of one run (`result.json`), folded from the event
-//! stream. [`RecordBuilder`] is the pure fold (sweep reports reuse it);
+//! The result record of one run (`result.json`): verdict, stage and step
+//! timings and the boot timeline, folded from the event stream. [`RecordBuilder`] is the pure fold (sweep reports reuse it);
 //! [`ResultWriter`] is the consumer that writes the file when the run ends.
 
 use super::artifacts::RESULT_JSON;
 use super::events::{Consumer, Event, EventKind, ExitReason, QemuStatus, StepFailure, Verdict};
 use crate::build::write_atomically;
+use crate::report::timeline::{Mark, TimelineBuilder};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub struct RunRecord {
     pub qemu_started_ms: Option<u64>,
     pub stages: Vec<StageRecord>,
     pub steps: Vec<StepRecord>,
+    /// Boot stages per console and step ends, in order of arrival.
+    #[serde(default)]
+    pub timeline: Vec<Mark>,
     /// The command that reproduces this run.
     pub rerun: String,
 }
@@ -64,12 +68,14 @@ fn ms(d: Duration) -> u64 {
 #[derive(Debug, Default)]
 pub struct RecordBuilder {
     record: Option<RunRecord>,
+    timeline: TimelineBuilder,
     run_dir: Option<PathBuf>,
     finished: bool,
 }
 
 impl RecordBuilder {
     pub fn on_event(&mut self, event: &Event) {
+        self.timeline.on_event(event);
         if let EventKind::RunStarted {
             run_id,
             run_dir,
@@ -100,6 +106,7 @@ impl RecordBuilder {
                         failure: None,
                     })
                     .collect(),
+                timeline: Vec::new(),
                 rerun: rerun.clone(),
             });
             return;
@@ -145,6 +152,7 @@ impl RecordBuilder {
                 record.verdict = *verdict;
                 record.exit_reason = reason.clone();
                 record.duration_ms = ms(*duration);
+                record.timeline = self.timeline.marks().to_vec();
                 self.finished = true;
             }
             EventKind::RunStarted { .. } | EventKind::ConsoleLine { .. } => {}
@@ -286,6 +294,20 @@ mod tests {
         );
         assert_eq!(record.steps[1].started_ms, Some(30));
         assert_eq!(record.steps[1].failure, Some(failure));
+        let timeline: Vec<_> = record
+            .timeline
+            .iter()
+            .map(|m| (m.what.as_str(), m.at_ms))
+            .collect();
+        assert_eq!(
+            timeline,
+            [
+                ("qemu-start", 10),
+                ("step 1", 30),
+                ("step 2 failed", 2030),
+                ("qemu-exit", 2040)
+            ]
+        );
         let json = serde_json::to_string(record).unwrap();
         assert!(json.contains(r#""exit-reason":{"kind":"step-failed","step":1,"failure":{"kind":"timeout","timeout-secs":2}}"#), "{json}");
         let back: RunRecord = serde_json::from_str(&json).unwrap();
