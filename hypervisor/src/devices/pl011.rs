@@ -126,6 +126,20 @@ impl<S: CharSink> Pl011<S> {
         true
     }
 
+    /// Takes received bytes from `source` while the buffer has room, so
+    /// input longer than the buffer waits at its source (the console's
+    /// per-VM queue) until the guest reads, instead of being dropped.
+    /// Returns how many bytes it took.
+    pub fn fill_rx(&mut self, mut source: impl FnMut() -> Option<u8>) -> usize {
+        let mut taken = 0;
+        while self.rx.len() < RX_CAPACITY {
+            let Some(byte) = source() else { break };
+            self.push_rx(byte);
+            taken += 1;
+        }
+        taken
+    }
+
     /// Whether the UART's interrupt line is asserted (RIS & IMSC != 0).
     pub fn interrupt_pending(&self) -> bool {
         self.mis() != 0
@@ -329,6 +343,28 @@ mod tests {
         write(&mut u, reg::ICR, u64::from(INT_OE));
         assert_eq!(read(&mut u, reg::RSR_ECR), 0);
         assert_eq!(read(&mut u, reg::RIS) as u32 & INT_OE, 0);
+    }
+
+    #[test]
+    fn fill_takes_what_fits_and_the_rest_later() {
+        let mut u = uart();
+        let mut input = (0..RX_CAPACITY + 44).map(|i| i as u8);
+        assert_eq!(u.fill_rx(|| input.next()), RX_CAPACITY);
+        assert_ne!(read(&mut u, reg::FR) as u32 & FR_RXFF, 0);
+        for i in 0..4 {
+            assert_eq!(read(&mut u, reg::DR), i);
+        }
+        assert_eq!(u.fill_rx(|| input.next()), 4);
+        for i in 4..RX_CAPACITY as u64 + 4 {
+            assert_eq!(read(&mut u, reg::DR), i & 0xFF);
+        }
+        assert_eq!(u.fill_rx(|| input.next()), 40);
+        assert_eq!(u.fill_rx(|| input.next()), 0, "source drained");
+        assert_eq!(read(&mut u, reg::RSR_ECR), 0, "nothing was lost");
+        for i in RX_CAPACITY as u64 + 4..RX_CAPACITY as u64 + 44 {
+            assert_eq!(read(&mut u, reg::DR), i & 0xFF);
+        }
+        assert_ne!(read(&mut u, reg::FR) as u32 & FR_RXFE, 0);
     }
 
     #[test]

@@ -60,12 +60,13 @@ impl HostIrqs {
     }
 }
 
-/// Moves console input typed for `vm` into its PL011; returns whether its
-/// interrupt line changed.
+/// Moves console input typed for `vm` into its PL011, as much as its
+/// receive buffer takes: the rest stays queued and follows on a later exit
+/// (the run loop calls this on every one, the guest's reads included).
+/// Returns whether the PL011's interrupt line changed.
 pub fn take_console_input(vm: &mut Vm) -> bool {
-    while let Some(byte) = console::take_input(vm.index) {
-        vm.uart.push_rx(byte);
-    }
+    let index = vm.index;
+    vm.uart.fill_rx(|| console::take_input(index));
     update_device_lines(vm)
 }
 

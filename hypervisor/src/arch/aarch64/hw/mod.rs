@@ -46,6 +46,12 @@ const UARTCR_ENABLE: u32 = (1 << 0) | (1 << 8) | (1 << 9);
 const UARTFR_RXFE: u32 = 1 << 4;
 /// UARTIMSC: receive and receive-timeout interrupts.
 const UARTIMSC_RX_RT: u32 = (1 << 4) | (1 << 6);
+/// PL011 line control register offset.
+const UARTLCR_H: u64 = 0x2C;
+/// UARTLCR_H: FIFOs enabled (FEN), 8-bit words (WLEN).
+const UARTLCR_H_FEN_WLEN8: u32 = (1 << 4) | (0b11 << 5);
+/// UARTFR: the UART is busy transmitting.
+const UARTFR_BUSY: u32 = 1 << 3;
 /// PL031 data register offset (seconds).
 const RTCDR: u64 = 0x00;
 
@@ -62,8 +68,17 @@ fn mmio_write32(base: PhysAddr, offset: u64, value: u32) {
     unsafe { core::ptr::write_volatile(reg, value) }
 }
 
-/// Lets the PL011 at `base` receive and interrupt on received characters.
+/// Lets the PL011 at `base` receive into its 32-byte FIFO and interrupt on
+/// received characters (the RX interrupt at the FIFO's trigger level, the
+/// receive timeout for fewer). Without the FIFO the UART holds a single
+/// byte, and any input QEMU delivers without flow control (its recorder
+/// does, `-icount rr=record`) beyond that and its console multiplexer's
+/// buffer is lost before the hypervisor runs.
 pub fn uart_enable_rx_irq(base: PhysAddr) {
+    // LCR_H may only change while nothing is being sent (PL011 TRM, UARTLCR_H).
+    while mmio_read32(base, UARTFR) & UARTFR_BUSY != 0 {}
+    let lcr_h = mmio_read32(base, UARTLCR_H);
+    mmio_write32(base, UARTLCR_H, lcr_h | UARTLCR_H_FEN_WLEN8);
     let cr = mmio_read32(base, UARTCR);
     mmio_write32(base, UARTCR, cr | UARTCR_ENABLE);
     let imsc = mmio_read32(base, UARTIMSC);
