@@ -12,13 +12,16 @@
 //! - `<scenario>.yaml`: the scenario file as it was;
 //! - `recording.json`: which file is `-kernel` and which `-initrd`.
 //!
+//! While recording, the recorder takes console input without flow
+//! control, so the lab types each `send` echo-paced (`run::typing`).
+//!
 //! `lab replay <run-dir>` runs the same scenario from those files with
 //! `rr=replay`: QEMU executes the same instructions and prints the same
 //! console, whatever the host does meanwhile; console input comes from the
-//! log, not from the lab. Our scenarios have no block devices or network
-//! backends, so no `blkreplay` or `filter-replay` is needed; QEMU replays
-//! several vCPUs too, but round-robin on one host thread (icount rules out
-//! multi-threaded TCG), which is why recorded runs are slower.
+//! log, not from the lab. A replay runs slower than the recording did (see
+//! [`REPLAY_TIMEOUT_FACTOR`]). Our scenarios have no block devices or
+//! network backends, so no `blkreplay` or `filter-replay` is needed. QEMU
+//! (10.0) refuses record/replay on a machine with more than one CPU.
 
 use crate::debug;
 use crate::qemu::{BootFiles, LabeledPath};
@@ -35,6 +38,14 @@ pub const REPLAY_DIR: &str = "replay";
 pub const REPLAY_LOG: &str = "replay.bin";
 /// What QEMU booted, by file name in [`REPLAY_DIR`].
 pub const RECORDING_JSON: &str = "recording.json";
+
+/// How many times its timeouts a replay's steps wait. A replay lives
+/// through the recording's idle time again, in real time, and where input
+/// arrived it first waits for the guest's next timer deadline (QEMU warps
+/// an idle machine's clock only after that long), so it runs slower than
+/// the recording did. Its outcome is the recording's either way; the
+/// timeouts only catch a replay that is stuck.
+pub const REPLAY_TIMEOUT_FACTOR: u64 = 5;
 
 /// `recording.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +150,8 @@ pub fn record(
     let mut run_options = options.clone();
     // SIGTERM, not SIGKILL, at the end: QEMU writes the log's header last.
     run_options.graceful_stop = true;
+    // The recorder reads console input without flow control.
+    run_options.echo_paced = true;
     run_options.boot_files = Some(staged_files(dir, &recording));
     run_options
         .qemu_args
@@ -190,8 +203,13 @@ impl Replay {
 }
 
 impl Replay {
-    /// Reads the recording of `run_dir`.
+    /// Reads the recording of `run_dir`. A link to it (a scenario's
+    /// `latest`) is resolved first: the replay is a new run of the same
+    /// scenario, which points `latest` at itself.
     pub fn open(run_dir: &Path) -> Result<Replay> {
+        let run_dir = run_dir
+            .canonicalize()
+            .with_context(|| format!("{} is not a run directory", run_dir.display()))?;
         let dir = run_dir.join(REPLAY_DIR);
         let json_path = dir.join(RECORDING_JSON);
         let json = std::fs::read(&json_path).with_context(|| {
@@ -227,6 +245,7 @@ impl Replay {
             boot_files: Some(staged_files(&self.dir, &self.recording)),
             qemu_args,
             no_timeouts,
+            timeout_factor: Some(REPLAY_TIMEOUT_FACTOR),
             ..RunOptions::default()
         })
     }
@@ -242,7 +261,8 @@ pub fn replay(
     consumers: Vec<Box<dyn Consumer>>,
 ) -> Result<RunSummary> {
     let replay = Replay::open(run_dir)?;
-    let rerun = format!("cargo run -p lab -- replay {}", run_dir.display());
+    let recorded = replay.dir.parent().unwrap_or(run_dir);
+    let rerun = format!("cargo run -p lab -- replay {}", recorded.display());
     let options = replay.options(rerun, extra_args, no_timeouts)?;
     run_scenario(lab, &replay.scenario, qemu, &options, consumers)
 }
@@ -262,6 +282,60 @@ mod tests {
             ["-icount", "shift=auto,rr=replay,rrfile=/r/replay.bin"]
         );
         assert!(icount_args(Path::new("/a,b/replay.bin"), true).is_err());
+    }
+
+    #[test]
+    fn a_link_to_the_recorded_run_is_resolved_when_opened() {
+        let root = tempfile::tempdir().unwrap();
+        let recorded = root.path().join("1");
+        let dir = recorded.join(REPLAY_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        std::fs::copy(
+            scenarios.join("testguest_bare.yaml"),
+            dir.join("testguest_bare.yaml"),
+        )
+        .unwrap();
+        let recording = Recording {
+            scenario: "testguest_bare".into(),
+            kernel: StagedFile {
+                label: "testguest".into(),
+                file: "testguest.bin".into(),
+            },
+            initrd: None,
+            symbols: None,
+            qemu_args: Vec::new(),
+        };
+        std::fs::write(
+            dir.join(RECORDING_JSON),
+            serde_json::to_vec(&recording).unwrap(),
+        )
+        .unwrap();
+        let latest = root.path().join("latest");
+        std::os::unix::fs::symlink("1", &latest).unwrap();
+
+        let replay = Replay::open(&latest).unwrap();
+        // The replay's own run directory takes `latest` over.
+        std::fs::remove_file(&latest).unwrap();
+        std::os::unix::fs::symlink("2", &latest).unwrap();
+        let recorded = recorded.canonicalize().unwrap();
+        assert_eq!(replay.dir, recorded.join(REPLAY_DIR));
+        let options = replay.options(String::new(), &[], false).unwrap();
+        let files = options.boot_files.unwrap();
+        assert_eq!(
+            files.kernel.path,
+            recorded.join(REPLAY_DIR).join("testguest.bin")
+        );
+        let rrfile = format!(
+            "rrfile={}",
+            recorded.join(REPLAY_DIR).join(REPLAY_LOG).display()
+        );
+        assert!(
+            options.qemu_args.iter().any(|a| a.ends_with(&rrfile)),
+            "{:?}",
+            options.qemu_args
+        );
+        assert!(Replay::open(&root.path().join("none")).is_err());
     }
 
     #[test]

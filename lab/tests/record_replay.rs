@@ -3,7 +3,8 @@
 //! for line, and the replay passes the scenario's steps too. A scenario
 //! that ends with QEMU's own exit replays completely; one the lab stops
 //! after its last step (Linux at its shell) replays identically up to
-//! where the lab stopped the replay.
+//! where the lab stopped the replay. `linux_single` types long lines into
+//! its shell, which the recorder only takes echo-paced (`run::typing`).
 
 use lab::normalize::Normalizer;
 use lab::replay::{self, REPLAY_DIR, REPLAY_LOG};
@@ -101,4 +102,9 @@ fn testguest_single_replays_to_the_same_transcript() {
 #[test]
 fn linux_bare_replays_to_the_same_transcript() {
     record_and_replay("linux_bare");
+}
+
+#[test]
+fn linux_single_replays_to_the_same_transcript() {
+    record_and_replay("linux_single");
 }

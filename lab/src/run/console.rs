@@ -78,6 +78,21 @@ impl ConsoleTexts {
         }
     }
 
+    /// Where the text of `console` ends so far, the unfinished line
+    /// included: an offset for [`text_from`](Self::text_from).
+    pub fn end(&self, console: &str) -> usize {
+        let Ok(texts) = self.0.lock() else {
+            return 0;
+        };
+        let lines = texts.lines.get(console).map_or(0, String::len);
+        let partial = texts
+            .partial
+            .as_ref()
+            .filter(|(c, _)| &**c == console)
+            .map_or(0, |(_, p)| p.len());
+        lines + partial
+    }
+
     /// The text of `console` from byte `from` on, the unfinished line
     /// included. Offsets stay valid: an unfinished line is later committed
     /// with the same text plus `\n`.
@@ -263,6 +278,9 @@ mod tests {
         assert_eq!(texts.text_from("serial", 0), "hypervisor: up\n");
         assert_eq!(texts.text_from("vm1", 0), "ready\n");
         assert_eq!(texts.text_from("vm0", 0), "vm0:/# ");
+        assert_eq!(texts.end("vm0"), 7);
+        assert_eq!(texts.end("vm1"), 6);
+        assert_eq!(texts.end("nobody"), 0);
         assert_eq!(texts.text_from("vm1", 2), "ady\n");
         // The unfinished line is committed at the same offsets.
         tee.take_in(b"ls\r\n");

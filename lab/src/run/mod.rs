@@ -12,6 +12,7 @@ pub mod events;
 mod qemu_process;
 pub mod record;
 mod steps;
+mod typing;
 
 use crate::build;
 use crate::qemu::{qemu_command, BootFiles, QemuArg};
@@ -92,11 +93,17 @@ pub struct RunOptions {
     pub qemu_args: Vec<String>,
     /// Steps wait without timeouts (`--gdb`).
     pub no_timeouts: bool,
+    /// Steps wait this many times their timeouts (replays).
+    pub timeout_factor: Option<u64>,
     /// After the steps, or at the first failure, hand the console to the
     /// terminal (`--attach`).
     pub attach: bool,
     /// End QEMU with SIGTERM first, so it can finish its files (`--record`).
     pub graceful_stop: bool,
+    /// Type each `send` in pieces, each once the console echoed the one
+    /// before (`--record`: QEMU's recorder takes console input without flow
+    /// control).
+    pub echo_paced: bool,
 }
 
 /// What a finished run reports to its caller.
@@ -189,9 +196,13 @@ fn prepare_and_drive(
     emitter: &Emitter,
 ) -> Result<ExitReason> {
     let mut script = steps::compile(scenario)?;
+    if let Some(factor) = options.timeout_factor {
+        script = script.timeouts_times(factor);
+    }
     if options.no_timeouts {
         script = script.without_timeouts();
     }
+    script.echo_paced = options.echo_paced;
     let files = match &options.boot_files {
         Some(files) => files.clone(),
         None => boot::resolve(lab, scenario, options.offline, run_dir, emitter)?,

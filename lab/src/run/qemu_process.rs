@@ -5,6 +5,7 @@
 
 use super::console::{ConsoleTee, ConsoleTexts, Consoles};
 use super::events::{Emitter, QemuStatus};
+use super::typing;
 use super::Cancel;
 use crate::qemu::QemuCommand;
 use anyhow::{bail, Context, Result};
@@ -28,6 +29,14 @@ use std::time::{Duration, Instant};
 /// How long one rexpect wait lasts before the lab checks its own deadline
 /// and the cancel flag again.
 const POLL: Duration = Duration::from_millis(100);
+
+/// How long a paced line waits for the echo of a piece before it takes
+/// the console for one that does not echo.
+const ECHO_WAIT: Duration = Duration::from_secs(5);
+
+/// How often a paced line looks for its echo (the console reader files
+/// output as it arrives, in its own thread).
+const ECHO_POLL: Duration = Duration::from_millis(1);
 
 /// How long QEMU gets to exit after SIGTERM before it is killed.
 const TERM_GRACE: Duration = Duration::from_secs(5);
@@ -194,6 +203,48 @@ impl QemuProcess {
             .send_line(line)
             .and_then(|_| self.session.flush())
             .map_err(|e| e.to_string())
+    }
+
+    /// Types `line` and a newline in pieces ([`typing`]), each once
+    /// `console` has echoed the one before; returns once it echoed the
+    /// last, so a next line starts with QEMU's buffers empty too. A
+    /// console that shows no echo of a piece within [`ECHO_WAIT`] (a guest
+    /// that does not echo) gets the rest of the line at once.
+    pub fn send_line_paced(
+        &mut self,
+        line: &str,
+        console: &str,
+        cancel: &Cancel,
+    ) -> Result<(), String> {
+        let pieces = typing::pieces(line);
+        for (i, piece) in pieces.iter().enumerate() {
+            let from = self.texts.end(console);
+            self.send_raw(piece)?;
+            if !self.wait_echo(console, from, piece, cancel) {
+                return self.send_raw(&pieces[i + 1..].concat());
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the text of `console` from `from` on shows the echo of
+    /// `typed`; false if it does not within [`ECHO_WAIT`], or the run is
+    /// cancelled, or the console closed.
+    fn wait_echo(&self, console: &str, from: usize, typed: &str, cancel: &Cancel) -> bool {
+        let deadline = Instant::now() + ECHO_WAIT;
+        loop {
+            if typing::echoed(&self.texts.text_from(console, from), typed) {
+                return true;
+            }
+            let closed = !matches!(
+                self.console_closed.try_recv(),
+                Err(mpsc::TryRecvError::Empty)
+            );
+            if closed || cancel.is_cancelled() || Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(ECHO_POLL);
+        }
     }
 
     /// Waits for a regex (failing on the first `fail_on` match that comes

@@ -36,6 +36,12 @@ pub enum Action {
 pub struct Script {
     pub actions: Vec<Action>,
     pub fail_on: Vec<Regex>,
+    /// The VMs with consoles of their own, in the order the input focus
+    /// numbers them (none when one console carries everything).
+    pub tagged: Vec<String>,
+    /// Type each `send` in pieces, each after the focused console echoed
+    /// the one before ([`super::typing`]).
+    pub echo_paced: bool,
 }
 
 /// The timeout of every wait under `--gdb`: a debugger may hold the
@@ -44,11 +50,20 @@ pub const NO_TIMEOUT_SECS: u64 = 100 * 365 * 24 * 3600;
 
 impl Script {
     /// The same steps without timeouts.
-    pub fn without_timeouts(mut self) -> Script {
+    pub fn without_timeouts(self) -> Script {
+        self.map_timeouts(|_| NO_TIMEOUT_SECS)
+    }
+
+    /// The same steps with `factor` times their timeouts.
+    pub fn timeouts_times(self, factor: u64) -> Script {
+        self.map_timeouts(|secs| secs.saturating_mul(factor).min(NO_TIMEOUT_SECS))
+    }
+
+    fn map_timeouts(mut self, f: impl Fn(u64) -> u64) -> Script {
         for action in &mut self.actions {
             match action {
                 Action::Expect { timeout_secs, .. } | Action::ExpectExit { timeout_secs, .. } => {
-                    *timeout_secs = NO_TIMEOUT_SECS
+                    *timeout_secs = f(*timeout_secs)
                 }
                 Action::Send { .. } => {}
             }
@@ -101,7 +116,12 @@ pub fn compile(scenario: &Scenario) -> Result<Script> {
             })
         })
         .collect::<Result<_>>()?;
-    Ok(Script { actions, fail_on })
+    Ok(Script {
+        actions,
+        fail_on,
+        tagged,
+        echo_paced: false,
+    })
 }
 
 /// The hypervisor's input-focus escape: Ctrl-\ then the VM's index digit.
@@ -130,7 +150,7 @@ pub fn run_all(
     for (index, action) in script.actions.iter().enumerate() {
         emitter.emit(EventKind::StepStarted { index });
         let start = Instant::now();
-        let result = run_one(qemu, action, &script.fail_on, &mut focus, cancel);
+        let result = run_one(qemu, action, script, &mut focus, cancel);
         let duration = start.elapsed();
         match result {
             Ok(()) => emitter.emit(EventKind::StepPassed { index, duration }),
@@ -153,10 +173,11 @@ pub fn run_all(
 fn run_one(
     qemu: &mut QemuProcess,
     action: &Action,
-    fail_on: &[Regex],
+    script: &Script,
     focus: &mut usize,
     cancel: &Cancel,
 ) -> Result<(), StepFailure> {
+    let fail_on = &script.fail_on;
     match action {
         Action::Expect {
             regex,
@@ -177,7 +198,16 @@ fn run_one(
                     .map_err(send_failed)?;
                 *focus = to;
             }
-            qemu.send_line(line).map_err(send_failed)
+            if script.echo_paced {
+                let console = script
+                    .tagged
+                    .get(*focus)
+                    .map_or(super::MACHINE_CONSOLE, String::as_str);
+                qemu.send_line_paced(line, console, cancel)
+            } else {
+                qemu.send_line(line)
+            }
+            .map_err(send_failed)
         }
         Action::ExpectExit {
             status: expected,
@@ -287,6 +317,27 @@ mod tests {
                 timeout_secs: 30
             }
         ));
+        let timeouts = |script: &Script| -> Vec<u64> {
+            script
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Expect { timeout_secs, .. }
+                    | Action::ExpectExit { timeout_secs, .. } => Some(*timeout_secs),
+                    Action::Send { .. } => None,
+                })
+                .collect()
+        };
+        let script = compile(&scenario).unwrap();
+        assert_eq!(timeouts(&script.clone().timeouts_times(4)), [12, 120]);
+        assert_eq!(
+            timeouts(&script.clone().without_timeouts()),
+            [NO_TIMEOUT_SECS; 2]
+        );
+        assert_eq!(
+            timeouts(&script.without_timeouts().timeouts_times(4)),
+            [NO_TIMEOUT_SECS; 2]
+        );
         let described: Vec<_> = scenario.steps.iter().map(describe).collect();
         // One VM: its console is the machine's, patterns stay as written.
         assert!(super::super::tagged_vms(&scenario).is_empty());
