@@ -156,6 +156,12 @@ pub fn load_el1(_regs: &El1SysRegs) {}
 /// Host builds run no guests.
 pub fn save_el1(_regs: &mut El1SysRegs) {}
 
+/// Copies `src` into the start of `dst` (guest RAM being loaded).
+pub fn copy_to_guest_ram(dst: &mut [u8], src: &[u8]) {
+    let len = src.len().min(dst.len());
+    dst[..len].copy_from_slice(&src[..len]);
+}
+
 /// Host builds have no instruction cache to maintain.
 pub fn sync_icache() {}
 

@@ -77,7 +77,7 @@ impl RamImage<'_> {
     /// Copies `data` to `ipa`.
     pub fn place(&mut self, ipa: IntermediatePhysAddr, data: &[u8]) -> Result<(), LoadError> {
         let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
-        self.span(ipa, len)?.copy_from_slice(data);
+        crate::arch::copy_to_guest_ram(self.span(ipa, len)?, data);
         Ok(())
     }
 

@@ -15,9 +15,9 @@ pub use gic::{
     gic_write_lr, HostGic, SPURIOUS_INTID,
 };
 pub use guest::{
-    guest_va_to_ipa, hyp_timer_arm, hyp_timer_disarm, init_virtualization, inject_sync_exception,
-    load_el1, load_stage2, read_id_register, run_guest, save_el1, set_wfx_trap, sync_icache,
-    vtcr_el2, wait_for_interrupt,
+    copy_to_guest_ram, guest_va_to_ipa, hyp_timer_arm, hyp_timer_disarm, init_virtualization,
+    inject_sync_exception, load_el1, load_stage2, read_id_register, run_guest, save_el1,
+    set_wfx_trap, sync_icache, vtcr_el2, wait_for_interrupt,
 };
 pub use heap::heap_init;
 pub use mmu::{enable_mmu, frames_bytes, frames_bytes_mut, initrd_bytes, IdentityTables};
