@@ -52,11 +52,16 @@ fn write_unlocked(args: fmt::Arguments<'_>) {
     }
 }
 
-/// Ends a VM's unfinished line before other output (caller holds the lock).
+/// What ends a VM's unfinished line that other output interrupts: ASCII RS,
+/// which terminals do not show, then a line break. The lab's console reader
+/// (`lab/src/run/console.rs`) joins the line with the VM's next tagged line.
+const LINE_BREAK: &[u8] = b"\x1e\r\n";
+
+/// Breaks a VM's unfinished line before other output (caller holds the lock).
 fn break_partial_line(base: PhysAddr, unless: usize) {
     let owner = PARTIAL_LINE.load(Ordering::Relaxed);
     if owner != NO_SOURCE && owner != unless {
-        arch::uart_write(base, b"\r\n");
+        arch::uart_write(base, LINE_BREAK);
         PARTIAL_LINE.store(NO_SOURCE, Ordering::Relaxed);
     }
 }
@@ -73,8 +78,8 @@ pub fn print(args: fmt::Arguments<'_>) {
 
 /// Writes a guest's output byte for source `source` (a VM index) whose
 /// lines start with `tag`: every console line carries exactly one source's
-/// bytes, so a line another source interrupts is broken and continued on a
-/// new, tagged line.
+/// bytes, so a line another source interrupts is broken (marked with
+/// [`LINE_BREAK`]) and continued on a new, tagged line.
 pub fn write_tagged(source: usize, tag: &str, byte: u8) {
     let base = CONSOLE_BASE.load(Ordering::Acquire);
     if base == 0 {

@@ -312,8 +312,15 @@ fn each_vm_gets_its_own_console_under_the_hypervisor() {
                 .any(|l| l.starts_with("TESTGUEST uart: PASS")),
             "{vm}: {vm_lines:?}"
         );
+        // Whole lines, however the two VMs' output interleaved on the UART.
         assert!(
-            vm_lines.iter().all(|l| !l.starts_with("[vm")),
+            vm_lines.iter().all(|l| l.starts_with("TESTGUEST ")),
+            "{vm}: {vm_lines:?}"
+        );
+        assert!(
+            vm_lines
+                .iter()
+                .any(|l| l.starts_with("TESTGUEST DONE passed=")),
             "{vm}: {vm_lines:?}"
         );
     }

@@ -4,7 +4,11 @@
 //!
 //! With several VMs the hypervisor starts each VM's lines with `[<vm>] `;
 //! [`Consoles`] routes such a line to that VM's console, tag removed, and
-//! everything else to the machine's own console.
+//! everything else to the machine's own console. When output of another
+//! source interrupts a VM's unfinished line, the hypervisor ends that line
+//! with [`LINE_BREAK_MARK`] and continues it on the VM's next tagged line;
+//! the tee joins the pieces, so each VM's console holds the lines its guest
+//! printed, however the VMs' output interleaved.
 
 use super::events::{Emitter, EventKind};
 use std::collections::BTreeMap;
@@ -16,6 +20,10 @@ use std::sync::{Arc, Mutex};
 /// Longest line kept whole; a guest printing without newlines still
 /// produces events.
 const MAX_LINE: usize = 4096;
+
+/// The byte (ASCII RS) the hypervisor puts before the line break it inserts
+/// into a VM's unfinished line; terminals show nothing for it.
+pub const LINE_BREAK_MARK: char = '\x1e';
 
 /// Which console a line belongs to.
 #[derive(Debug, Clone)]
@@ -38,6 +46,11 @@ impl Consoles {
         }
     }
 
+    /// Whether `console` is a VM's tagged console.
+    fn is_tagged(&self, console: &str) -> bool {
+        self.tagged.iter().any(|(_, c)| &**c == console)
+    }
+
     /// The console of a line and the line without its tag.
     pub fn route(&self, line: String) -> (Arc<str>, String) {
         for (tag, console) in &self.tagged {
@@ -58,8 +71,8 @@ pub struct ConsoleTexts(Arc<Mutex<Texts>>);
 #[derive(Debug, Default)]
 struct Texts {
     lines: BTreeMap<Arc<str>, String>,
-    /// The unfinished line and its console.
-    partial: Option<(Arc<str>, String)>,
+    /// Each console's unfinished line.
+    partial: BTreeMap<Arc<str>, String>,
 }
 
 impl ConsoleTexts {
@@ -68,11 +81,11 @@ impl ConsoleTexts {
             let text = texts.lines.entry(console.clone()).or_default();
             text.push_str(line);
             text.push('\n');
-            texts.partial = None;
+            texts.partial.remove(console);
         }
     }
 
-    fn set_partial(&self, partial: Option<(Arc<str>, String)>) {
+    fn set_partials(&self, partial: BTreeMap<Arc<str>, String>) {
         if let Ok(mut texts) = self.0.lock() {
             texts.partial = partial;
         }
@@ -85,11 +98,7 @@ impl ConsoleTexts {
             return 0;
         };
         let lines = texts.lines.get(console).map_or(0, String::len);
-        let partial = texts
-            .partial
-            .as_ref()
-            .filter(|(c, _)| &**c == console)
-            .map_or(0, |(_, p)| p.len());
+        let partial = texts.partial.get(console).map_or(0, String::len);
         lines + partial
     }
 
@@ -106,7 +115,7 @@ impl ConsoleTexts {
             .and_then(|t| t.get(from..))
             .unwrap_or_default()
             .to_owned();
-        if let Some((_, partial)) = texts.partial.as_ref().filter(|(c, _)| &**c == console) {
+        if let Some(partial) = texts.partial.get(console) {
             text.push_str(partial);
         }
         text
@@ -122,7 +131,10 @@ pub struct ConsoleTee<R> {
     consoles: Consoles,
     texts: ConsoleTexts,
     emitter: Emitter,
+    /// The physical line being received.
     line: Vec<u8>,
+    /// Per VM console, the start of a line the hypervisor broke.
+    broken: BTreeMap<Arc<str>, String>,
     closed: Option<Sender<()>>,
 }
 
@@ -142,6 +154,7 @@ impl<R> ConsoleTee<R> {
             texts,
             emitter,
             line: Vec::new(),
+            broken: BTreeMap::new(),
             closed: Some(closed),
         }
     }
@@ -159,22 +172,44 @@ impl<R> ConsoleTee<R> {
                 }
             }
         }
-        let partial = (!self.line.is_empty()).then(|| self.consoles.route(self.current_line()));
-        self.texts.set_partial(partial);
-    }
-
-    /// The bytes of the unfinished line as text, without a trailing `\r`.
-    fn current_line(&self) -> String {
-        let mut text = String::from_utf8_lossy(&self.line).into_owned();
-        if text.ends_with('\r') {
-            text.pop();
+        let mut partials = self.broken.clone();
+        if !self.line.is_empty() {
+            let (console, mut text) = self.consoles.route(self.current_line());
+            // A mark not yet followed by its line break is not text.
+            if self.consoles.is_tagged(&console) && text.ends_with(LINE_BREAK_MARK) {
+                text.pop();
+            }
+            partials.entry(console).or_default().push_str(&text);
         }
-        text
+        self.texts.set_partials(partials);
     }
 
+    /// The bytes of the unfinished line as text, without trailing `\r`s
+    /// (guests end lines with `\r\n`, and the pty turns `\n` into `\r\n`).
+    fn current_line(&self) -> String {
+        let text = String::from_utf8_lossy(&self.line);
+        text.trim_end_matches('\r').to_owned()
+    }
+
+    /// Ends the physical line: a VM's line the hypervisor broke waits for
+    /// its continuation, any other completes its console's line.
     fn emit_line(&mut self) {
-        let (console, line) = self.consoles.route(self.current_line());
+        let (console, mut text) = self.consoles.route(self.current_line());
         self.line.clear();
+        if self.consoles.is_tagged(&console) && text.ends_with(LINE_BREAK_MARK) {
+            text.pop();
+            self.broken.entry(console).or_default().push_str(&text);
+            return;
+        }
+        let line = match self.broken.remove(&console) {
+            // A `\r` the guest sent just before the break ends its line.
+            Some(start) => (start + &text).trim_end_matches('\r').to_owned(),
+            None => text,
+        };
+        self.commit(console, line);
+    }
+
+    fn commit(&mut self, console: Arc<str>, line: String) {
         self.texts.push_line(&console, &line);
         self.emitter.emit(EventKind::ConsoleLine { console, line });
     }
@@ -185,6 +220,9 @@ impl<R> ConsoleTee<R> {
         }
         if !self.line.is_empty() {
             self.emit_line();
+        }
+        for (console, line) in std::mem::take(&mut self.broken) {
+            self.commit(console, line);
         }
         let _ = self.log.flush();
         self.closed = None;
@@ -287,6 +325,52 @@ mod tests {
         assert_eq!(texts.text_from("vm0", 0), "vm0:/# ls\n");
         assert_eq!(texts.text_from("vm0", 7), "ls\n");
         assert_eq!(texts.text_from("nobody", 0), "");
+    }
+
+    #[test]
+    fn lines_the_hypervisor_broke_are_joined_per_vm() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel::<Event>();
+        let (closed_tx, _closed_rx) = mpsc::channel();
+        let texts = ConsoleTexts::default();
+        let mut tee = ConsoleTee::new(
+            &b""[..],
+            File::create(dir.path().join("log")).unwrap(),
+            Consoles::new("serial", &["vm0".into(), "vm1".into()]),
+            texts.clone(),
+            Emitter::new(tx, "s"),
+            closed_tx,
+        );
+        tee.take_in(b"[vm0] TESTGUEST ua\x1e\r");
+        assert_eq!(
+            texts.text_from("vm0", 0),
+            "TESTGUEST ua",
+            "the mark is not text"
+        );
+        tee.take_in(b"\r\n[vm1] TESTGUEST uart: PASS\r\r\nhypervisor: note\r\n[vm0] rt: ");
+        assert_eq!(texts.text_from("vm0", 0), "TESTGUEST uart: ");
+        assert_eq!(texts.text_from("vm1", 0), "TESTGUEST uart: PASS\n");
+        tee.take_in(b"PASS\r\x1e\r\r\n[vm0] \r\n[vm1] vm1:/# \x1e\r\n[vm0] done\r\n");
+        assert_eq!(texts.text_from("vm0", 0), "TESTGUEST uart: PASS\ndone\n");
+        assert_eq!(texts.text_from("vm1", 0), "TESTGUEST uart: PASS\nvm1:/# ");
+        tee.close();
+        let lines: Vec<String> = rx
+            .try_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::ConsoleLine { console, line } => Some(format!("{console}: {line}")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "vm1: TESTGUEST uart: PASS",
+                "serial: hypervisor: note",
+                "vm0: TESTGUEST uart: PASS",
+                "vm0: done",
+                "vm1: vm1:/# ",
+            ]
+        );
     }
 
     #[test]
