@@ -24,6 +24,7 @@
 //! (10.0) refuses record/replay on a machine with more than one CPU.
 
 use crate::debug;
+use crate::qemu::cmdline::machine_shape;
 use crate::qemu::{BootFiles, LabeledPath};
 use crate::run::events::{Consumer, Emitter};
 use crate::run::{boot, run_scenario, Lab, RunOptions, RunSummary};
@@ -101,6 +102,18 @@ fn stage(dir: &Path, file: &LabeledPath) -> Result<StagedFile> {
     })
 }
 
+/// QEMU records only single-CPU machines; say so before building anything.
+pub fn check_recordable(scenario: &Scenario) -> Result<()> {
+    let (cpus, _) = machine_shape(scenario);
+    if cpus > 1 {
+        anyhow::bail!(
+            "{}: QEMU records and replays only single-CPU machines, and this one has {cpus} CPUs",
+            scenario.name
+        );
+    }
+    Ok(())
+}
+
 /// Runs `scenario` (from `scenario_file`) under QEMU's recorder. The
 /// recording ends up in `<run-dir>/replay/`.
 pub fn record(
@@ -111,6 +124,7 @@ pub fn record(
     options: &RunOptions,
     consumers: Vec<Box<dyn Consumer>>,
 ) -> Result<RunSummary> {
+    check_recordable(scenario)?;
     let work = lab.target_dir.join("lab");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let staging = tempfile::Builder::new()
@@ -270,6 +284,21 @@ pub fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_single_cpu_machines_record() {
+        let load = |name: &str| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            crate::scenario::load_by_name(&root, name).unwrap()
+        };
+        assert!(check_recordable(&load("linux_single")).is_ok());
+        assert!(check_recordable(&load("linux_bare")).is_ok());
+        let err = check_recordable(&load("linux_smp")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "linux_smp: QEMU records and replays only single-CPU machines, and this one has 4 CPUs"
+        );
+    }
 
     #[test]
     fn icount_arguments() {
