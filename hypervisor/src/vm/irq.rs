@@ -144,8 +144,11 @@ pub fn sync_from_lrs(vm: &mut Vm, vcpu: &mut Vcpu) {
 }
 
 /// Before an entry: moves deliverable interrupts from the model into free
-/// list registers, highest priority first.
-pub fn flush_to_lrs(vm: &mut Vm, vcpu: &mut Vcpu) {
+/// list registers, highest priority first. Returns the ICH_HCR_EL2 value
+/// the entry needs (with the underflow maintenance interrupt when some did
+/// not fit).
+#[must_use]
+pub fn flush_to_lrs(vm: &mut Vm, vcpu: &mut Vcpu) -> u64 {
     update_device_lines(vm);
     let mut more = false;
     while let Ok(Some(next)) = vm.vgic.highest_pending(vcpu.index) {
@@ -166,11 +169,11 @@ pub fn flush_to_lrs(vm: &mut Vm, vcpu: &mut Vcpu) {
         vcpu.lrs[free] = Some(next.intid);
         let _ = vm.vgic.activate(vcpu.index, next.intid);
     }
-    arch::gic_set_ich_hcr(if more {
+    if more {
         ICH_HCR_EN | ICH_HCR_UIE
     } else {
         ICH_HCR_EN
-    });
+    }
 }
 
 /// Takes the vCPU's interrupts off this CPU's list registers so another

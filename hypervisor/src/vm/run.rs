@@ -1,7 +1,8 @@
 //! The run loop of one physical CPU and the vCPUs placed on it
 //! (`Vm::pcpus`). With one vCPU the CPU is simply dedicated to it. With
 //! several, they are time-sliced round robin: the EL2 physical timer ends a
-//! slice, WFI/WFE trap so an idle or spinning vCPU yields, and a descheduled
+//! slice (measured from when the vCPU got the CPU, not from its last exit),
+//! WFI/WFE trap so an idle or spinning vCPU yields, and a descheduled
 //! vCPU's virtual timer is watched in software (its interrupt made pending
 //! in the vGIC when due, the EL2 timer armed for the earliest deadline).
 //!
@@ -29,6 +30,44 @@ use super::{Vcpu, Vm, VmStop};
 /// Length of a time slice when vCPUs share a CPU.
 const SLICE_US: u64 = 4_000;
 
+/// This CPU's EL2 physical timer and GIC virtual interface control, written
+/// only when their value changes: every write makes QEMU re-evaluate its
+/// timers or virtual interrupt lines, and the run loop passes here on every
+/// exit.
+#[derive(Default)]
+struct CpuControls {
+    /// The EL2 timer's deadline as last written (`Some(None)`: disarmed);
+    /// `None` when unknown (its interrupt handler disarms it).
+    hyp_deadline: Option<Option<u64>>,
+    /// ICH_HCR_EL2 as last written.
+    ich_hcr: Option<u64>,
+}
+
+impl CpuControls {
+    fn set_hyp_deadline(&mut self, deadline: Option<u64>, now: u64) {
+        if self.hyp_deadline == Some(deadline) {
+            return;
+        }
+        match deadline {
+            Some(at) => arch::hyp_timer_arm(at.saturating_sub(now).max(1)),
+            None => arch::hyp_timer_disarm(),
+        }
+        self.hyp_deadline = Some(deadline);
+    }
+
+    /// After serving physical interrupts, which may have disarmed the timer.
+    fn forget_hyp_deadline(&mut self) {
+        self.hyp_deadline = None;
+    }
+
+    fn set_ich_hcr(&mut self, value: u64) {
+        if self.ich_hcr != Some(value) {
+            arch::gic_set_ich_hcr(value);
+            self.ich_hcr = Some(value);
+        }
+    }
+}
+
 /// One vCPU placed on this CPU.
 struct Slot {
     index: usize,
@@ -53,9 +92,13 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
     let epoch = vm.lock().epoch;
     let mut loaded: Option<usize> = None;
     let mut current = 0;
-    // The running vCPU keeps the CPU until its slice ends, it blocks in
-    // WFI, yields with WFE or turns itself off.
+    let mut controls = CpuControls::default();
+    let slice_ticks = (arch::counter_frequency().saturating_mul(SLICE_US) / 1_000_000).max(1);
+    // The running vCPU keeps the CPU until its slice ends (however often
+    // it exits meanwhile), it blocks in WFI, yields with WFE or turns
+    // itself off.
     let mut yield_cpu = true;
+    let mut slice_start = 0;
     let stop = loop {
         let mut v = vm.lock();
         if let Some(stop) = v.stopped {
@@ -93,7 +136,8 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         }
         let n = slots.len();
         let runnable = |s: &Slot| s.vcpu.is_some() && !s.blocked;
-        let next = if !yield_cpu && runnable(&slots[current]) {
+        let keep = !yield_cpu && runnable(&slots[current]);
+        let next = if keep {
             Some(current)
         } else {
             (1..=n)
@@ -104,7 +148,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         let Some(next) = next else {
             // Nothing to run: sleep until an interrupt (a kick, the loaded
             // vCPU's timer, the EL2 timer for a descheduled one's deadline).
-            arm_for_deadlines(&slots, loaded, None, now);
+            controls.set_hyp_deadline(next_deadline(&slots, loaded, None, now), now);
             drop(v);
             arch::wait_for_interrupt();
             let mut v = vm.lock();
@@ -117,8 +161,12 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
                 }
                 None => drain_irqs(host),
             }
+            controls.forget_hyp_deadline();
             continue;
         };
+        if !keep {
+            slice_start = now;
+        }
         if loaded != Some(next) {
             if let Some(old) = loaded.and_then(|i| slots[i].vcpu.as_mut()) {
                 arch::save_el1(&mut old.regs.el1);
@@ -141,10 +189,11 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             .iter()
             .enumerate()
             .any(|(i, s)| i != next && runnable(s));
-        arm_for_deadlines(&slots, loaded, Some(others_runnable), now);
+        let slice_end = others_runnable.then(|| slice_start.saturating_add(slice_ticks));
+        controls.set_hyp_deadline(next_deadline(&slots, loaded, slice_end, now), now);
         let index = slots[next].index;
         let vcpu = slots[next].vcpu.as_mut().unwrap_or_else(|| unreachable!());
-        flush_to_lrs(&mut v, vcpu);
+        controls.set_ich_hcr(flush_to_lrs(&mut v, vcpu));
         drop(v);
 
         let info = arch::run_guest(&mut vcpu.regs.guest);
@@ -155,6 +204,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         let outcome = match info.kind {
             ExitKind::Irq | ExitKind::Fiq => {
                 let events = handle_physical_irqs(&mut v, vcpu, host);
+                controls.forget_hyp_deadline();
                 yield_cpu = events.preempt;
                 if events.device_changed {
                     ExitOutcome::Kick(!(1u64 << index))
@@ -252,14 +302,16 @@ fn own_mask(slots: &[Slot]) -> u64 {
         .fold(0, |mask, s| mask | (1 << s.index))
 }
 
-/// Arms the EL2 timer for the end of the slice (when others are runnable)
-/// or the earliest virtual-timer deadline of the vCPUs not loaded.
-fn arm_for_deadlines(slots: &[Slot], loaded: Option<usize>, slice: Option<bool>, now: u64) {
-    let mut at: Option<u64> = None;
-    if slice == Some(true) {
-        let ticks = arch::counter_frequency().saturating_mul(SLICE_US) / 1_000_000;
-        at = Some(now.saturating_add(ticks.max(1)));
-    }
+/// When the EL2 timer must fire: the end of the running vCPU's slice (when
+/// others wait for the CPU) or the earliest virtual-timer deadline of the
+/// vCPUs not loaded, whichever comes first.
+fn next_deadline(
+    slots: &[Slot],
+    loaded: Option<usize>,
+    slice_end: Option<u64>,
+    now: u64,
+) -> Option<u64> {
+    let mut at = slice_end;
     for (i, slot) in slots.iter().enumerate() {
         if loaded == Some(i) {
             continue;
@@ -270,10 +322,7 @@ fn arm_for_deadlines(slots: &[Slot], loaded: Option<usize>, slice: Option<bool>,
             at = Some(at.map_or(deadline, |a| a.min(deadline)));
         }
     }
-    match at {
-        Some(at) => arch::hyp_timer_arm(at.saturating_sub(now).max(1)),
-        None => arch::hyp_timer_disarm(),
-    }
+    at
 }
 
 /// The vCPUs of `vm` that may be running (powered on), as a mask.
