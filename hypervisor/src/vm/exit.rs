@@ -80,27 +80,27 @@ fn device(vm: &mut Vm, w: Window) -> &mut dyn MmioDevice {
     }
 }
 
-/// Re-evaluates the emulated devices' interrupt lines; returns whether one
-/// changed.
-pub fn update_device_lines(vm: &mut Vm) -> bool {
+/// Re-evaluates the emulated devices' interrupt lines. Returns, as a mask,
+/// the vCPUs that an interrupt which just rose is routed to: they have to
+/// look at their vGIC state (a line that fell needs nobody's attention).
+pub fn update_device_lines(vm: &mut Vm) -> u64 {
     let lines = (vm.uart.interrupt_pending(), vm.rtc.interrupt_pending());
     if lines == vm.lines {
-        return false;
+        return 0;
     }
+    let rose = [
+        (PL011_INTID, lines.0 && !vm.lines.0),
+        (PL031_INTID, lines.1 && !vm.lines.1),
+    ];
     vm.lines = lines;
     // Both INTIDs exist in every VM's vGIC (VGIC_SPIS covers them).
     let _ = vm.vgic.set_spi_level(PL011_INTID, lines.0);
     let _ = vm.vgic.set_spi_level(PL031_INTID, lines.1);
-    true
-}
-
-/// Every vCPU of `vm` but `me`, as a mask.
-fn all_but(vm: &Vm, me: usize) -> u64 {
-    let all = match vm.power.len() {
-        n if n >= 64 => u64::MAX,
-        n => (1u64 << n) - 1,
-    };
-    all & !(1u64 << (me % 64))
+    rose.iter()
+        .filter(|(_, rose)| *rose)
+        .filter_map(|(intid, _)| vm.vgic.spi_target(*intid).ok().flatten())
+        .filter(|&vcpu| vcpu < 64)
+        .fold(0, |mask, vcpu| mask | (1 << vcpu))
 }
 
 fn inject_data_abort(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo, why: &str) {
@@ -175,8 +175,11 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
         Ok(()) => {
             let regs = &mut vcpu.regs.guest;
             regs.pc = regs.pc.wrapping_add(e.instruction_len());
-            if matches!(window, Window::Uart | Window::Rtc) && update_device_lines(vm) {
-                return ExitOutcome::Kick(all_but(vm, vcpu.index));
+            if matches!(window, Window::Uart | Window::Rtc) {
+                let others = update_device_lines(vm) & !(1 << (vcpu.index % 64));
+                if others != 0 {
+                    return ExitOutcome::Kick(others);
+                }
             }
         }
         Err(err) => {

@@ -63,8 +63,8 @@ impl HostIrqs {
 /// Moves console input typed for `vm` into its PL011, as much as its
 /// receive buffer takes: the rest stays queued and follows on a later exit
 /// (the run loop calls this on every one, the guest's reads included).
-/// Returns whether the PL011's interrupt line changed.
-pub fn take_console_input(vm: &mut Vm) -> bool {
+/// Returns the vCPUs to kick (see [`update_device_lines`]).
+pub fn take_console_input(vm: &mut Vm) -> u64 {
     let index = vm.index;
     vm.uart.fill_rx(|| console::take_input(index));
     update_device_lines(vm)
@@ -73,8 +73,9 @@ pub fn take_console_input(vm: &mut Vm) -> bool {
 /// What the physical interrupts of one exit asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IrqEvents {
-    /// An emulated device's line changed (other vCPUs may need a kick).
-    pub device_changed: bool,
+    /// vCPUs an emulated device's interrupt that rose is routed to (a
+    /// mask): they need a kick if they run elsewhere.
+    pub kick: u64,
     /// The time slice ended (the EL2 physical timer fired).
     pub preempt: bool,
 }
@@ -108,7 +109,7 @@ pub fn handle_physical_irqs(vm: &mut Vm, vcpu: &mut Vcpu, host: &HostIrqs) -> Ir
                         }
                     }
                 }
-                events.device_changed |= take_console_input(vm);
+                events.kick |= take_console_input(vm);
             }
         }
         arch::gic_eoi(intid);
@@ -149,7 +150,9 @@ pub fn sync_from_lrs(vm: &mut Vm, vcpu: &mut Vcpu) {
 /// not fit).
 #[must_use]
 pub fn flush_to_lrs(vm: &mut Vm, vcpu: &mut Vcpu) -> u64 {
-    update_device_lines(vm);
+    // The vCPU about to enter picks up its own; others were kicked when
+    // their interrupt rose.
+    let _ = update_device_lines(vm);
     let mut more = false;
     while let Ok(Some(next)) = vm.vgic.highest_pending(vcpu.index) {
         let Some(free) = vcpu.lrs.iter().position(Option::is_none) else {

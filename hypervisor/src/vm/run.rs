@@ -88,6 +88,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         })
         .collect();
     let shared = slots.len() > 1;
+    let own = own_mask(&slots);
     arch::set_wfx_trap(shared);
     let epoch = vm.lock().epoch;
     let mut loaded: Option<usize> = None;
@@ -107,8 +108,9 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         if v.epoch != epoch {
             break VmStop::Reset;
         }
-        if take_console_input(&mut v) {
-            host.kick(&v.pcpus, in_use(&v) & !own_mask(&slots));
+        let kick = take_console_input(&mut v) & in_use(&v) & !own;
+        if kick != 0 {
+            host.kick(&v.pcpus, kick);
         }
         let now = arch::counter();
         for (i, slot) in slots.iter_mut().enumerate() {
@@ -155,8 +157,9 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             match loaded.and_then(|i| slots[i].vcpu.as_mut()) {
                 Some(vcpu) => {
                     let events = handle_physical_irqs(&mut v, vcpu, host);
-                    if events.device_changed {
-                        host.kick(&v.pcpus, !(1u64 << vcpu.index));
+                    let kick = events.kick & in_use(&v) & !own;
+                    if kick != 0 {
+                        host.kick(&v.pcpus, kick);
                     }
                 }
                 None => drain_irqs(host),
@@ -206,8 +209,9 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
                 let events = handle_physical_irqs(&mut v, vcpu, host);
                 controls.forget_hyp_deadline();
                 yield_cpu = events.preempt;
-                if events.device_changed {
-                    ExitOutcome::Kick(!(1u64 << index))
+                let others = events.kick & !own;
+                if others != 0 {
+                    ExitOutcome::Kick(others)
                 } else {
                     ExitOutcome::Continue
                 }
