@@ -76,11 +76,11 @@ pub fn print(args: fmt::Arguments<'_>) {
     write_unlocked(args);
 }
 
-/// Writes a guest's output byte for source `source` (a VM index) whose
-/// lines start with `tag`: every console line carries exactly one source's
+/// Writes a guest's output for source `source` (a VM index) whose lines
+/// start with `tag`: every console line carries exactly one source's
 /// bytes, so a line another source interrupts is broken (marked with
 /// [`LINE_BREAK`]) and continued on a new, tagged line.
-pub fn write_tagged(source: usize, tag: &str, byte: u8) {
+pub fn write_tagged(source: usize, tag: &str, bytes: &[u8]) {
     let base = CONSOLE_BASE.load(Ordering::Acquire);
     if base == 0 {
         return;
@@ -88,12 +88,14 @@ pub fn write_tagged(source: usize, tag: &str, byte: u8) {
     let base = PhysAddr::new(base);
     let _guard = CONSOLE_LOCK.lock();
     break_partial_line(base, source);
-    if PARTIAL_LINE.load(Ordering::Relaxed) != source {
-        arch::uart_write(base, tag.as_bytes());
+    for &byte in bytes {
+        if PARTIAL_LINE.load(Ordering::Relaxed) != source {
+            arch::uart_write(base, tag.as_bytes());
+        }
+        arch::uart_write(base, &[byte]);
+        let owner = if byte == b'\n' { NO_SOURCE } else { source };
+        PARTIAL_LINE.store(owner, Ordering::Relaxed);
     }
-    arch::uart_write(base, &[byte]);
-    let owner = if byte == b'\n' { NO_SOURCE } else { source };
-    PARTIAL_LINE.store(owner, Ordering::Relaxed);
 }
 
 /// Writes raw bytes (a guest's console output) as one piece.

@@ -113,6 +113,10 @@ impl<S: CharSink> Pl011<S> {
         &self.sink
     }
 
+    pub fn sink_mut(&mut self) -> &mut S {
+        &mut self.sink
+    }
+
     /// Queues a byte received on the physical UART. Returns false, drops the
     /// byte and flags an overrun when the buffer is full.
     pub fn push_rx(&mut self, byte: u8) -> bool {

@@ -10,6 +10,7 @@ pub mod irq;
 pub mod loader;
 pub mod run;
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -26,6 +27,7 @@ use crate::devices::memory::{region_offset, GuestMemory, GuestMemoryError};
 use crate::devices::pl011::{CharSink, Pl011};
 use crate::devices::pl031::{Pl031, TimeSource};
 use crate::devices::virtio::mmio::EmptySlot;
+use crate::fixed_vec::FixedVec;
 use crate::layout::RAM_BASE;
 use crate::mm::frames::{FrameAllocator, Frames};
 use crate::mm::pagetable::{MapAttrs, PageTable};
@@ -103,18 +105,65 @@ impl GuestMemory for GuestRam {
     }
 }
 
+/// Bytes a VM's PL011 holds for the physical console between two guest
+/// entries; more are written at once.
+const CONSOLE_BATCH: usize = 64;
+
 /// A VM's console output: the physical console, each line tagged with the
-/// VM name when more than one VM shares it.
+/// VM name when more than one VM shares it. The bytes a guest transmits are
+/// held until its vCPU leaves the VM lock ([`VmConsole::take_output`]):
+/// the physical UART is slow under emulation, and other vCPUs of the VM
+/// must not wait for it.
 pub struct VmConsole {
     /// VM index and `[name] ` when tagging.
-    tag: Option<(usize, String)>,
+    tag: Option<(usize, &'static str)>,
+    pending: FixedVec<u8, CONSOLE_BATCH>,
+}
+
+impl VmConsole {
+    fn new(tag: Option<(usize, &'static str)>) -> Self {
+        VmConsole {
+            tag,
+            pending: FixedVec::new(),
+        }
+    }
+
+    /// The output held so far, to be written once the VM lock is released.
+    pub fn take_output(&mut self) -> VmOutput {
+        VmOutput {
+            tag: self.tag,
+            bytes: core::mem::take(&mut self.pending),
+        }
+    }
 }
 
 impl CharSink for VmConsole {
     fn write_byte(&mut self, byte: u8) {
-        match &self.tag {
-            Some((source, tag)) => console::write_tagged(*source, tag, byte),
-            None => console::write_bytes(&[byte]),
+        if let Err(byte) = self.pending.push(byte) {
+            // A full batch goes out at once, still in order.
+            self.take_output().write();
+            let _ = self.pending.push(byte);
+        }
+    }
+}
+
+/// Console output of a VM taken out of its lock (see [`VmConsole`]).
+#[must_use]
+pub struct VmOutput {
+    tag: Option<(usize, &'static str)>,
+    bytes: FixedVec<u8, CONSOLE_BATCH>,
+}
+
+impl VmOutput {
+    /// Writes it to the physical console.
+    pub fn write(self) {
+        let bytes = self.bytes.as_slice();
+        if bytes.is_empty() {
+            return;
+        }
+        match self.tag {
+            Some((source, tag)) => console::write_tagged(source, tag, bytes),
+            None => console::write_bytes(bytes),
         }
     }
 }
@@ -350,9 +399,11 @@ impl Vm {
             in_guest: 0,
             lines: (false, false),
             vgic,
-            uart: Pl011::new(VmConsole {
-                tag: tag_console.then(|| (index, format!("[{}] ", config.name))),
-            }),
+            uart: Pl011::new(VmConsole::new(tag_console.then(|| {
+                // Lives as long as the machine, like the VM.
+                let tag: &'static str = Box::leak(format!("[{}] ", config.name).into_boxed_str());
+                (index, tag)
+            }))),
             rtc: Pl031::new(clock),
             rtc_clock: clock,
             virtio_empty: EmptySlot,
@@ -387,9 +438,8 @@ impl Vm {
         self.vgic = Vgic::new(VGIC_SPIS, &affinities(self.power.len())).map_err(|e| {
             ManifestError::new(format!("{}/vcpus", self.config.node), format!("{e}"))
         })?;
-        self.uart = Pl011::new(VmConsole {
-            tag: self.uart.sink().tag.clone(),
-        });
+        self.uart.sink_mut().take_output().write();
+        self.uart = Pl011::new(VmConsole::new(self.uart.sink().tag));
         self.rtc = Pl031::new(self.rtc_clock);
         self.power = boot_power(self.power.len(), self.entry, self.config.dtb.ipa);
         self.stopped = None;
@@ -448,7 +498,7 @@ impl Vm {
             in_guest: 0,
             lines: (false, false),
             vgic: Vgic::new(VGIC_SPIS, &affinities(vcpus)).unwrap(),
-            uart: Pl011::new(VmConsole { tag: None }),
+            uart: Pl011::new(VmConsole::new(None)),
             rtc: Pl031::new(clock),
             rtc_clock: clock,
             virtio_empty: EmptySlot,

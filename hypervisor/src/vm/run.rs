@@ -7,7 +7,8 @@
 //! in the vGIC when due, the EL2 timer armed for the earliest deadline).
 //!
 //! Lock order: the VM lock, then the console input lock, then the console
-//! lock, then the heap lock. The VM lock is never held while a guest runs.
+//! lock, then the heap lock. The VM lock is never held while a guest runs,
+//! nor while its console output goes to the (slow) physical UART.
 
 use alloc::vec::Vec;
 
@@ -151,7 +152,9 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             // Nothing to run: sleep until an interrupt (a kick, the loaded
             // vCPU's timer, the EL2 timer for a descheduled one's deadline).
             controls.set_hyp_deadline(next_deadline(&slots, loaded, None, now), now);
+            let output = v.uart.sink_mut().take_output();
             drop(v);
+            output.write();
             arch::wait_for_interrupt();
             let mut v = vm.lock();
             match loaded.and_then(|i| slots[i].vcpu.as_mut()) {
@@ -197,7 +200,9 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         let index = slots[next].index;
         let vcpu = slots[next].vcpu.as_mut().unwrap_or_else(|| unreachable!());
         controls.set_ich_hcr(flush_to_lrs(&mut v, vcpu));
+        let output = v.uart.sink_mut().take_output();
         drop(v);
+        output.write();
 
         let info = arch::run_guest(&mut vcpu.regs.guest);
 
@@ -270,6 +275,9 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             v.in_guest -= 1;
         }
     }
+    let output = v.uart.sink_mut().take_output();
+    drop(v);
+    output.write();
     stop
 }
 
