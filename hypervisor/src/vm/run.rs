@@ -12,7 +12,7 @@
 
 use alloc::vec::Vec;
 
-use spin::Mutex;
+use spin::{Mutex, MutexGuard};
 
 use crate::arch;
 use crate::arch::aarch64::context::{El1SysRegs, ExitKind};
@@ -152,9 +152,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             // Nothing to run: sleep until an interrupt (a kick, the loaded
             // vCPU's timer, the EL2 timer for a descheduled one's deadline).
             controls.set_hyp_deadline(next_deadline(&slots, loaded, None, now), now);
-            let output = v.uart.sink_mut().take_output();
-            drop(v);
-            output.write();
+            unlock(v);
             arch::wait_for_interrupt();
             let mut v = vm.lock();
             match loaded.and_then(|i| slots[i].vcpu.as_mut()) {
@@ -200,9 +198,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         let index = slots[next].index;
         let vcpu = slots[next].vcpu.as_mut().unwrap_or_else(|| unreachable!());
         controls.set_ich_hcr(flush_to_lrs(&mut v, vcpu));
-        let output = v.uart.sink_mut().take_output();
-        drop(v);
-        output.write();
+        unlock(v);
 
         let info = arch::run_guest(&mut vcpu.regs.guest);
 
@@ -275,10 +271,16 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             v.in_guest -= 1;
         }
     }
-    let output = v.uart.sink_mut().take_output();
-    drop(v);
-    output.write();
+    unlock(v);
     stop
+}
+
+/// Releases the VM lock, then writes the console output the VM's guest
+/// produced while it was held (see `VmConsole`).
+fn unlock(mut vm: MutexGuard<'_, Vm>) {
+    let output = vm.uart.sink_mut().take_output();
+    drop(vm);
+    output.write();
 }
 
 /// Serves whatever woke an idle CPU with no vCPU loaded: console input is

@@ -298,13 +298,19 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), input);
     }
 
-    #[test]
-    fn texts_keep_each_console_with_its_unfinished_line() {
+    /// A tee over a serial console shared by two tagged VMs, fed by
+    /// `take_in`; its texts and its events.
+    fn two_vm_tee() -> (
+        tempfile::TempDir,
+        ConsoleTee<&'static [u8]>,
+        ConsoleTexts,
+        mpsc::Receiver<Event>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, _rx) = mpsc::channel::<Event>();
+        let (tx, rx) = mpsc::channel::<Event>();
         let (closed_tx, _closed_rx) = mpsc::channel();
         let texts = ConsoleTexts::default();
-        let mut tee = ConsoleTee::new(
+        let tee = ConsoleTee::new(
             &b""[..],
             File::create(dir.path().join("log")).unwrap(),
             Consoles::new("serial", &["vm0".into(), "vm1".into()]),
@@ -312,6 +318,12 @@ mod tests {
             Emitter::new(tx, "s"),
             closed_tx,
         );
+        (dir, tee, texts, rx)
+    }
+
+    #[test]
+    fn texts_keep_each_console_with_its_unfinished_line() {
+        let (_dir, mut tee, texts, _rx) = two_vm_tee();
         tee.take_in(b"hypervisor: up\r\n[vm1] ready\r\n[vm0] vm0:/# ");
         assert_eq!(texts.text_from("serial", 0), "hypervisor: up\n");
         assert_eq!(texts.text_from("vm1", 0), "ready\n");
@@ -329,18 +341,7 @@ mod tests {
 
     #[test]
     fn lines_the_hypervisor_broke_are_joined_per_vm() {
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = mpsc::channel::<Event>();
-        let (closed_tx, _closed_rx) = mpsc::channel();
-        let texts = ConsoleTexts::default();
-        let mut tee = ConsoleTee::new(
-            &b""[..],
-            File::create(dir.path().join("log")).unwrap(),
-            Consoles::new("serial", &["vm0".into(), "vm1".into()]),
-            texts.clone(),
-            Emitter::new(tx, "s"),
-            closed_tx,
-        );
+        let (_dir, mut tee, texts, rx) = two_vm_tee();
         tee.take_in(b"[vm0] TESTGUEST ua\x1e\r");
         assert_eq!(
             texts.text_from("vm0", 0),
