@@ -30,12 +30,12 @@ use crate::fixed_vec::FixedVec;
 use crate::layout::RAM_BASE;
 use crate::machine::{self, Machine};
 use crate::mm::frames::FrameAllocator;
-use crate::mm::pagetable::{MapAttrs, MapError, PageTable};
+use crate::mm::pagetable::{MapAttrs, MapError, PageTable, LARGEST_BLOCK};
 use crate::platform::PlatformInfo;
 use crate::power;
 use crate::println;
 use crate::vm::irq::HostIrqs;
-use crate::vm::{HostClock, Vm};
+use crate::vm::{self, HostClock, Vm, VmHost};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
@@ -166,13 +166,16 @@ fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator, root: Ph
         .pl031
         .map_or(0, |r| u64::from(arch::rtc_read_seconds(r.start)));
     let uptime = arch::counter() / arch::counter_frequency().max(1);
-    let clock = HostClock {
-        epoch_at_zero: now.saturating_sub(uptime),
+    let vm_host = VmHost {
+        clock: HostClock {
+            epoch_at_zero: now.saturating_sub(uptime),
+        },
+        tag_console: manifest.vms.len() > 1,
+        stage2_leaf: vm::stage2_largest_leaf(platform.qemu_virt),
     };
-    let tag_consoles = manifest.vms.len() > 1;
     let mut vms = Vec::new();
     for (k, (config, pcpus)) in manifest.vms.iter().zip(per_vm).enumerate() {
-        let vm = match Vm::create(k, config, &bundle, frames, clock, pcpus, tag_consoles) {
+        let vm = match Vm::create(k, config, &bundle, frames, pcpus, vm_host) {
             Ok(vm) => vm,
             Err(e) => manifest_error(&e),
         };
@@ -245,14 +248,28 @@ fn build_identity_map(
             continue;
         };
         if let Some(size) = end.checked_offset_from(start).filter(|s| *s > 0) {
-            tables.map::<El2Stage1>(&mut mem, start.as_u64(), start, size, MapAttrs::RAM)?;
+            tables.map::<El2Stage1>(
+                &mut mem,
+                start.as_u64(),
+                start,
+                size,
+                MapAttrs::RAM,
+                LARGEST_BLOCK,
+            )?;
         }
     }
     for dev in platform.device_ranges().iter() {
         let start = dev.start.align_down(PAGE_SIZE);
         let end = dev.end.align_up(PAGE_SIZE).ok_or(MapError::BadRange)?;
         let size = end.checked_offset_from(start).ok_or(MapError::BadRange)?;
-        match tables.map::<El2Stage1>(&mut mem, start.as_u64(), start, size, MapAttrs::DEVICE) {
+        match tables.map::<El2Stage1>(
+            &mut mem,
+            start.as_u64(),
+            start,
+            size,
+            MapAttrs::DEVICE,
+            LARGEST_BLOCK,
+        ) {
             // Two devices share a page: map what is left page by page.
             Err(MapError::AlreadyMapped) => {
                 let mut page = start;
@@ -263,6 +280,7 @@ fn build_identity_map(
                         page,
                         PAGE_SIZE,
                         MapAttrs::DEVICE,
+                        PAGE_SIZE,
                     ) {
                         Ok(()) | Err(MapError::AlreadyMapped) => {}
                         Err(e) => return Err(e),

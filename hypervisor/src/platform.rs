@@ -65,6 +65,8 @@ pub struct PlatformInfo<'dtb> {
     pub bootargs: &'dtb str,
     /// `/chosen` `linux,initrd-start` .. `linux,initrd-end` (the boot bundle).
     pub initrd: Option<PhysRange>,
+    /// The root is `compatible = "linux,dummy-virt"`: QEMU's `virt` board.
+    pub qemu_virt: bool,
 }
 
 /// Why the DTB could not describe a machine we can run on.
@@ -258,6 +260,11 @@ impl<'dtb> PlatformInfo<'dtb> {
             psci,
             bootargs,
             initrd,
+            qemu_virt: fdt
+                .root()
+                .compatible()
+                .all()
+                .any(|c| c == "linux,dummy-virt"),
         })
     }
 
@@ -330,6 +337,7 @@ mod tests {
         assert_eq!(p.psci, PsciConduit::Smc);
         assert_eq!(p.initrd, None);
         assert_eq!(p.device_ranges().len(), 4);
+        assert!(p.qemu_virt);
     }
 
     #[test]

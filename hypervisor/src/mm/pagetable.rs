@@ -1,7 +1,7 @@
 //! Translation-table builder shared by the hypervisor's EL2 stage 1 and every
 //! guest's stage 2: 4 KiB granule, a 39-bit input space starting at level 1,
-//! 1 GiB and 2 MiB blocks wherever input, output and length line up, 4 KiB
-//! pages elsewhere. The descriptor encodings come from a
+//! 1 GiB and 2 MiB blocks (up to a size the caller chooses) wherever input,
+//! output and length line up, 4 KiB pages elsewhere. The descriptor encodings come from a
 //! [`DescriptorFormat`] and the tables live behind a [`TableMemory`], so the
 //! walk is tested on the host against fake memory.
 #![forbid(unsafe_code)]
@@ -12,6 +12,8 @@ use crate::addr::{PhysAddr, PAGE_SIZE};
 pub const INPUT_BITS: u32 = 39;
 /// Level of the root table for [`INPUT_BITS`] with a 4 KiB granule.
 pub const START_LEVEL: usize = 1;
+/// The largest leaf the tables can hold: a level-1 (1 GiB) block.
+pub const LARGEST_BLOCK: u64 = level_size(START_LEVEL);
 /// Descriptors per table.
 pub const ENTRIES: usize = 512;
 
@@ -122,7 +124,8 @@ impl PageTable {
         self.root
     }
 
-    /// Maps input `[input, input + size)` onto `output` with `attrs`.
+    /// Maps input `[input, input + size)` onto `output` with `attrs`, in
+    /// leaves of at most `largest_leaf` bytes (a [`level_size`]).
     pub fn map<F: DescriptorFormat>(
         &mut self,
         mem: &mut impl TableMemory,
@@ -130,6 +133,7 @@ impl PageTable {
         output: PhysAddr,
         size: u64,
         attrs: MapAttrs,
+        largest_leaf: u64,
     ) -> Result<(), MapError> {
         let end = input.checked_add(size).ok_or(MapError::BadRange)?;
         if !input.is_multiple_of(PAGE_SIZE)
@@ -148,13 +152,15 @@ impl PageTable {
                 output.checked_add(done).ok_or(MapError::BadRange)?,
                 size - done,
                 attrs,
+                largest_leaf,
             )?;
             done += step;
         }
         Ok(())
     }
 
-    /// Maps the largest aligned block that starts at `input`; returns its size.
+    /// Maps the largest aligned leaf (at most `largest_leaf` bytes) that
+    /// starts at `input`; returns its size.
     fn map_one<F: DescriptorFormat>(
         &mut self,
         mem: &mut impl TableMemory,
@@ -162,6 +168,7 @@ impl PageTable {
         output: PhysAddr,
         remaining: u64,
         attrs: MapAttrs,
+        largest_leaf: u64,
     ) -> Result<u64, MapError> {
         let mut table = self.root;
         let mut level = START_LEVEL;
@@ -169,7 +176,10 @@ impl PageTable {
             let size = level_size(level);
             let index = index_at(input, level);
             let current = F::decode(mem.read(table, index), level);
-            let fits = input.is_multiple_of(size) && output.is_aligned(size) && remaining >= size;
+            let fits = size <= largest_leaf
+                && input.is_multiple_of(size)
+                && output.is_aligned(size)
+                && remaining >= size;
             if fits && current == Descriptor::Invalid {
                 mem.write(table, index, F::leaf(output, level, attrs));
                 return Ok(size);
@@ -268,8 +278,15 @@ mod tests {
         let mut pt = PageTable::new(&mut mem).unwrap();
         // 4 MiB + 8 KiB of guest RAM at IPA 0x4000_0000 on a 2 MiB-aligned partition.
         let host = PhysAddr::new(0x4820_0000);
-        pt.map::<Stage2>(&mut mem, 0x4000_0000, host, 0x40_2000, MapAttrs::RAM)
-            .unwrap();
+        pt.map::<Stage2>(
+            &mut mem,
+            0x4000_0000,
+            host,
+            0x40_2000,
+            MapAttrs::RAM,
+            LARGEST_BLOCK,
+        )
+        .unwrap();
         assert_eq!(pt.translate::<Stage2>(&mem, 0x4000_0000), Some((host, 2)));
         assert_eq!(
             pt.translate::<Stage2>(&mem, 0x4020_1234),
@@ -286,6 +303,29 @@ mod tests {
     }
 
     #[test]
+    fn pages_only_when_blocks_are_not_wanted() {
+        let mut mem = FakeTables::new(16);
+        let mut pt = PageTable::new(&mut mem).unwrap();
+        let host = PhysAddr::new(0x4820_0000);
+        pt.map::<Stage2>(
+            &mut mem,
+            0x4000_0000,
+            host,
+            0x40_0000,
+            MapAttrs::RAM,
+            PAGE_SIZE,
+        )
+        .unwrap();
+        assert_eq!(pt.translate::<Stage2>(&mem, 0x4000_0000), Some((host, 3)));
+        assert_eq!(
+            pt.translate::<Stage2>(&mem, 0x403f_f008),
+            Some((PhysAddr::new(0x485f_f008), 3))
+        );
+        // Root, one level-2 table, two level-3 tables.
+        assert_eq!(mem.tables.len(), 4);
+    }
+
+    #[test]
     fn misaligned_output_falls_back_to_pages() {
         let mut mem = FakeTables::new(16);
         let mut pt = PageTable::new(&mut mem).unwrap();
@@ -295,6 +335,7 @@ mod tests {
             PhysAddr::new(0x4000_1000),
             0x20_0000,
             MapAttrs::RAM,
+            LARGEST_BLOCK,
         )
         .unwrap();
         assert_eq!(
@@ -313,6 +354,7 @@ mod tests {
             PhysAddr::new(0x4000_0000),
             1 << 30,
             MapAttrs::RAM,
+            LARGEST_BLOCK,
         )
         .unwrap();
         assert_eq!(
@@ -326,14 +368,35 @@ mod tests {
     fn overlaps_bad_ranges_and_exhaustion_are_errors() {
         let mut mem = FakeTables::new(2);
         let mut pt = PageTable::new(&mut mem).unwrap();
-        pt.map::<Stage2>(&mut mem, 0, PhysAddr::new(0), 0x20_0000, MapAttrs::DEVICE)
-            .unwrap();
+        pt.map::<Stage2>(
+            &mut mem,
+            0,
+            PhysAddr::new(0),
+            0x20_0000,
+            MapAttrs::DEVICE,
+            LARGEST_BLOCK,
+        )
+        .unwrap();
         assert_eq!(
-            pt.map::<Stage2>(&mut mem, 0x1000, PhysAddr::new(0), 0x1000, MapAttrs::DEVICE),
+            pt.map::<Stage2>(
+                &mut mem,
+                0x1000,
+                PhysAddr::new(0),
+                0x1000,
+                MapAttrs::DEVICE,
+                LARGEST_BLOCK
+            ),
             Err(MapError::AlreadyMapped)
         );
         assert_eq!(
-            pt.map::<Stage2>(&mut mem, 0x123, PhysAddr::new(0), 0x1000, MapAttrs::DEVICE),
+            pt.map::<Stage2>(
+                &mut mem,
+                0x123,
+                PhysAddr::new(0),
+                0x1000,
+                MapAttrs::DEVICE,
+                LARGEST_BLOCK
+            ),
             Err(MapError::BadRange)
         );
         assert_eq!(
@@ -342,7 +405,8 @@ mod tests {
                 1 << 39,
                 PhysAddr::new(0),
                 0x1000,
-                MapAttrs::DEVICE
+                MapAttrs::DEVICE,
+                LARGEST_BLOCK,
             ),
             Err(MapError::BadRange)
         );
@@ -352,7 +416,8 @@ mod tests {
                 0x4000_0000,
                 PhysAddr::new(0),
                 0x1000,
-                MapAttrs::DEVICE
+                MapAttrs::DEVICE,
+                LARGEST_BLOCK,
             ),
             Err(MapError::OutOfTables)
         );
