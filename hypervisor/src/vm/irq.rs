@@ -153,6 +153,10 @@ pub fn flush_to_lrs(vm: &mut Vm, vcpu: &mut Vcpu) -> u64 {
     // The vCPU about to enter picks up its own; others were kicked when
     // their interrupt rose.
     let _ = update_device_lines(vm);
+    // Most exits (a console byte) change no interrupt state: skip the scan.
+    if vcpu.settled_at == Some(vm.vgic.generation()) {
+        return ICH_HCR_EN;
+    }
     let mut more = false;
     while let Ok(Some(next)) = vm.vgic.highest_pending(vcpu.index) {
         let Some(free) = vcpu.lrs.iter().position(Option::is_none) else {
@@ -173,8 +177,10 @@ pub fn flush_to_lrs(vm: &mut Vm, vcpu: &mut Vcpu) -> u64 {
         let _ = vm.vgic.activate(vcpu.index, next.intid);
     }
     if more {
+        vcpu.settled_at = None;
         ICH_HCR_EN | ICH_HCR_UIE
     } else {
+        vcpu.settled_at = Some(vm.vgic.generation());
         ICH_HCR_EN
     }
 }
@@ -206,6 +212,7 @@ pub fn save_lrs(vcpu: &mut Vcpu) {
 
 /// Puts back what [`save_lrs`] took.
 pub fn restore_lrs(vcpu: &mut Vcpu) {
+    vcpu.settled_at = None;
     for (n, raw) in vcpu.saved_lrs.iter().enumerate() {
         arch::gic_write_lr(n, *raw);
     }
@@ -215,6 +222,7 @@ pub fn restore_lrs(vcpu: &mut Vcpu) {
 /// Empties every list register (the vCPU leaves this CPU) and gives back a
 /// physical timer interrupt the guest still held.
 pub fn clear_lrs(vcpu: &mut Vcpu) {
+    vcpu.settled_at = None;
     for (n, slot) in vcpu.lrs.iter_mut().enumerate() {
         arch::gic_write_lr(n, 0);
         *slot = None;

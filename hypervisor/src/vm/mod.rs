@@ -226,6 +226,10 @@ pub struct Vcpu {
     pub vtimer_active: bool,
     /// List registers saved while another vCPU uses this CPU.
     pub saved_lrs: Vec<u64>,
+    /// The vGIC generation at which it last had nothing deliverable left
+    /// over (`irq::flush_to_lrs`); `None` after its list registers changed
+    /// hands.
+    pub settled_at: Option<u64>,
 }
 
 impl Vcpu {
@@ -237,6 +241,7 @@ impl Vcpu {
             lrs: alloc::vec![None; arch::gic_lr_count()],
             vtimer_active: false,
             saved_lrs: Vec::new(),
+            settled_at: None,
         }
     }
 

@@ -236,6 +236,10 @@ mod sgi1r {
 pub struct Vgic {
     distributor: Distributor,
     redistributors: Redistributors,
+    /// Bumped by every call that may change what [`Vgic::highest_pending`]
+    /// answers (each `&mut self` method), so a caller that found nothing
+    /// pending can skip the scan until it changes.
+    generation: u64,
 }
 
 impl Vgic {
@@ -256,16 +260,29 @@ impl Vgic {
         Ok(Vgic {
             distributor: Distributor::new(spis as usize, vcpus.len()),
             redistributors: Redistributors(redistributors),
+            generation: 0,
         })
+    }
+
+    /// Changes whenever the interrupt state may have changed (see the
+    /// field); equal values mean [`Vgic::highest_pending`] answers the same.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn touch(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// The GICD window's device.
     pub fn distributor(&mut self) -> &mut Distributor {
+        self.touch();
         &mut self.distributor
     }
 
     /// The GICR region's device (all vCPUs' frames).
     pub fn redistributors(&mut self) -> &mut Redistributors {
+        self.touch();
         &mut self.redistributors
     }
 
@@ -297,6 +314,7 @@ impl Vgic {
     }
 
     fn irq_mut(&mut self, vcpu: usize, intid: u32) -> Result<&mut IrqState, VgicError> {
+        self.touch();
         let redistributor = self
             .redistributors
             .0
@@ -313,6 +331,7 @@ impl Vgic {
 
     /// Drives an SPI's input line (level-sensitive devices: PL011, PL031).
     pub fn set_spi_level(&mut self, intid: u32, level: bool) -> Result<(), VgicError> {
+        self.touch();
         let irq = self
             .distributor
             .spi_mut(intid)
@@ -361,6 +380,7 @@ impl Vgic {
     /// pending on every target and returns them as a bit mask of vCPUs.
     pub fn send_sgi(&mut self, sender: usize, value: u64) -> Result<u64, VgicError> {
         self.redistributor(sender)?;
+        self.touch();
         let intid = ((value >> sgi1r::INTID_SHIFT) & 0xF) as usize;
         let cluster = (((value >> sgi1r::AFF3_SHIFT) & 0xFF) << 16)
             | (((value >> sgi1r::AFF2_SHIFT) & 0xFF) << 8)

@@ -388,3 +388,33 @@ fn configuration_is_checked() {
     );
     assert_eq!(gic.irq(1, 0), Err(VgicError::NoSuchVcpu(1)));
 }
+
+#[test]
+fn generation_moves_with_every_change_and_only_then() {
+    let mut gic = vgic(2);
+    gicd_write(&mut gic, 0x0, CTLR_LINUX);
+    wake_and_enable_ppi(&mut gic, 0, VTIMER_PPI, 0xa0);
+    let settled = gic.generation();
+    assert_eq!(gic.highest_pending(0), Ok(None));
+    assert_eq!(gic.irq(0, VTIMER_PPI).map(|irq| irq.enabled), Ok(true));
+    assert_eq!(gic.generation(), settled, "reads leave it alone");
+
+    let changes: [&dyn Fn(&mut Vgic); 6] = [
+        &|g| g.set_ppi_level(0, VTIMER_PPI, true).unwrap(),
+        &|g| g.set_spi_level(UART_SPI, true).unwrap(),
+        &|g| g.raise_edge(1, 3).unwrap(),
+        &|g| g.activate(0, VTIMER_PPI).unwrap(),
+        &|g| g.deactivate(0, VTIMER_PPI).unwrap(),
+        &|g| {
+            g.send_sgi(0, 1 << 40).unwrap();
+        },
+    ];
+    let mut last = settled;
+    for change in changes {
+        change(&mut gic);
+        assert_ne!(gic.generation(), last);
+        last = gic.generation();
+    }
+    gicd_write(&mut gic, 0x0, 0);
+    assert_ne!(gic.generation(), last, "an MMIO write may change anything");
+}
