@@ -101,8 +101,9 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
     // itself off.
     let mut yield_cpu = true;
     let mut slice_start = 0;
+    // Held from each exit through the next entry, and released meanwhile.
+    let mut v = vm.lock();
     let stop = loop {
-        let mut v = vm.lock();
         if let Some(stop) = v.stopped {
             break stop;
         }
@@ -154,7 +155,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             controls.set_hyp_deadline(next_deadline(&slots, loaded, None, now), now);
             unlock(v);
             arch::wait_for_interrupt();
-            let mut v = vm.lock();
+            v = vm.lock();
             match loaded.and_then(|i| slots[i].vcpu.as_mut()) {
                 Some(vcpu) => {
                     let events = handle_physical_irqs(&mut v, vcpu, host);
@@ -202,7 +203,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
 
         let info = arch::run_guest(&mut vcpu.regs.guest);
 
-        let mut v = vm.lock();
+        v = vm.lock();
         sync_from_lrs(&mut v, vcpu);
         let mut block = false;
         let outcome = match info.kind {
@@ -264,7 +265,6 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         }
     };
     arch::hyp_timer_disarm();
-    let mut v = vm.lock();
     for slot in &mut slots {
         if let Some(mut vcpu) = slot.vcpu.take() {
             clear_lrs(&mut vcpu);
