@@ -205,12 +205,36 @@ impl InputRouter {
     pub fn take(&mut self, vm: usize) -> Option<u8> {
         self.queues.get_mut(vm)?.pop_front()
     }
+
+    /// Whether bytes are queued for `vm`.
+    pub fn has_input(&self, vm: usize) -> bool {
+        self.queues.get(vm).is_some_and(|q| !q.is_empty())
+    }
 }
 
 // A global because the one physical UART's input arrives on CPU 0 and is
 // consumed by whichever CPU runs the focused VM. Lock order: a VM's lock,
 // then this, then the console lock.
 static INPUT: Mutex<Option<InputRouter>> = Mutex::new(None);
+
+// The VMs with input queued in INPUT, one bit each (a VM past bit 63
+// always takes the lock), so that the run loops, which ask on every exit,
+// skip INPUT's lock when there is none. Changed only under INPUT's lock; a
+// byte queued just after a run loop looked is picked up by the kick that
+// follows it.
+static INPUT_WAITING: AtomicU64 = AtomicU64::new(0);
+
+/// Records whether `router` has input queued for `vm` (call under INPUT).
+fn note_waiting(router: &InputRouter, vm: usize) {
+    if vm >= 64 {
+        return;
+    }
+    if router.has_input(vm) {
+        INPUT_WAITING.fetch_or(1 << vm, Ordering::Release);
+    } else {
+        INPUT_WAITING.fetch_and(!(1 << vm), Ordering::Release);
+    }
+}
 
 /// Sets up input routing for `vms` VMs.
 pub fn init_input(vms: usize) {
@@ -219,10 +243,13 @@ pub fn init_input(vms: usize) {
 
 /// Routes a byte typed on the console.
 pub fn feed_input(byte: u8) -> Routed {
-    let routed = INPUT
-        .lock()
-        .as_mut()
-        .map_or(Routed::Nothing, |r| r.feed(byte));
+    let routed = INPUT.lock().as_mut().map_or(Routed::Nothing, |r| {
+        let routed = r.feed(byte);
+        if let Routed::To(vm) = routed {
+            note_waiting(r, vm);
+        }
+        routed
+    });
     if let Routed::Focus(vm) = routed {
         print(format_args!("hypervisor: console input to VM {vm}\n"));
     }
@@ -231,7 +258,14 @@ pub fn feed_input(byte: u8) -> Routed {
 
 /// The next byte typed for VM `vm`.
 pub fn take_input(vm: usize) -> Option<u8> {
-    INPUT.lock().as_mut().and_then(|r| r.take(vm))
+    if vm < 64 && INPUT_WAITING.load(Ordering::Acquire) & (1 << vm) == 0 {
+        return None;
+    }
+    INPUT.lock().as_mut().and_then(|r| {
+        let byte = r.take(vm);
+        note_waiting(r, vm);
+        byte
+    })
 }
 
 #[cfg(test)]

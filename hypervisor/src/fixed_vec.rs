@@ -36,6 +36,11 @@ impl<T: Copy + Default, const N: usize> FixedVec<T, N> {
         }
     }
 
+    /// Empties it (the slots keep their old values, unseen).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
     /// The stored values.
     pub fn as_slice(&self) -> &[T] {
         &self.items[..self.len]
@@ -88,6 +93,17 @@ impl<T: Copy + Default, const N: usize> FixedVec<T, N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clear_empties_for_reuse() {
+        let mut v: FixedVec<u8, 2> = FixedVec::new();
+        assert_eq!(v.push(1), Ok(()));
+        assert_eq!(v.push(2), Ok(()));
+        v.clear();
+        assert!(v.is_empty());
+        assert_eq!(v.push(3), Ok(()));
+        assert_eq!(v.as_slice(), &[3]);
+    }
 
     #[test]
     fn push_insert_remove_respect_capacity() {

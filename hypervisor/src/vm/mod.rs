@@ -106,8 +106,10 @@ impl GuestMemory for GuestRam {
 }
 
 /// Bytes a VM's PL011 holds for the physical console between two guest
-/// entries; more are written at once.
-const CONSOLE_BATCH: usize = 64;
+/// entries; more are written at once. Every transmitted byte exits, so a
+/// batch holds one byte in practice; it is small because it is copied out
+/// of the VM on every exit.
+const CONSOLE_BATCH: usize = 16;
 
 /// A VM's console output: the physical console, each line tagged with the
 /// VM name when more than one VM shares it. The bytes a guest transmits are
@@ -130,10 +132,12 @@ impl VmConsole {
 
     /// The output held so far, to be written once the VM lock is released.
     pub fn take_output(&mut self) -> VmOutput {
-        VmOutput {
+        let output = VmOutput {
             tag: self.tag,
-            bytes: core::mem::take(&mut self.pending),
-        }
+            bytes: self.pending,
+        };
+        self.pending.clear();
+        output
     }
 }
 

@@ -424,13 +424,12 @@ impl Vgic {
         }
         let affinity = redistributor.affinity();
         let private = (0u32..).zip(redistributor.private.iter());
-        let spis = self
-            .distributor
-            .spis()
-            .filter(|(intid, _)| self.distributor.routed_to(*intid, affinity));
+        let spis = self.distributor.spis().filter(|(intid, irq)| {
+            self.deliverable(irq) && self.distributor.routed_to(*intid, affinity)
+        });
         let best = private
-            .chain(spis)
             .filter(|(_, irq)| self.deliverable(irq))
+            .chain(spis)
             .min_by_key(|(intid, irq)| (irq.priority, *intid));
         Ok(best.map(|(intid, irq)| PendingIrq {
             intid,
