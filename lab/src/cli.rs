@@ -162,7 +162,8 @@ impl Command {
                     offline,
                     cache_dir: None,
                 };
-                images::fetch_command(&lab.root, update, &options)?;
+                let programs = images::initramfs_programs(&lab.root, &lab.target_dir)?;
+                images::fetch_command(&lab.root, update, &programs, &options)?;
                 Ok(ExitCode::SUCCESS)
             }
         }

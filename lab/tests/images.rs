@@ -576,10 +576,14 @@ mod images {
         }
 
         #[test]
-        fn initramfs_holds_busybox_init_and_modules_in_order() {
+        fn initramfs_holds_busybox_init_programs_and_modules_in_order() {
             let inputs = initramfs::Inputs {
                 busybox: b"busybox binary".to_vec(),
                 init: b"#!/bin/sh\necho hi\n".to_vec(),
+                programs: vec![initramfs::Program {
+                    name: "lab-clock".into(),
+                    elf: b"\x7fELF clock".to_vec(),
+                }],
                 modules: vec![
                     ("virtio".into(), module("virtio", &[])),
                     ("virtio_mmio".into(), module("virtio_mmio", &["virtio"])),
@@ -600,6 +604,8 @@ mod images {
             assert_eq!(file("init").data, inputs.init);
             assert_eq!(file("init").mode, 0o100755);
             assert_eq!(file("bin/busybox").data, inputs.busybox);
+            assert_eq!(file("bin/lab-clock").data, inputs.programs[0].elf);
+            assert_eq!(file("bin/lab-clock").mode, 0o100755);
             assert_eq!(
                 file(initramfs::LOAD_ORDER_FILE).data,
                 b"virtio.ko\nvirtio_mmio.ko\n"
@@ -613,6 +619,70 @@ mod images {
             for needed in ["dev", "proc", "sys", "lib/modules", "root"] {
                 assert!(dirs.contains(&needed), "{needed} missing: {dirs:?}");
             }
+        }
+    }
+
+    /// The programs the initramfs carries, built as the lab builds them.
+    mod programs {
+        use super::*;
+        use object::elf::{
+            FileHeader64, EM_AARCH64, ET_EXEC, PF_W, PF_X, PT_DYNAMIC, PT_INTERP, PT_LOAD,
+        };
+        use object::read::elf::{FileHeader, ProgramHeader};
+        use object::Endianness;
+
+        #[test]
+        fn lab_clock_is_a_static_executable_linux_can_exec() {
+            let root = workspace_root();
+            let target_dir = lab::build::target_dir(&root).unwrap();
+            let programs = lab::images::initramfs_programs(&root, &target_dir).unwrap();
+            let names: Vec<&str> = programs.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names, lab::images::INITRAMFS_PROGRAMS);
+            let elf = &programs[0].elf;
+            let header = FileHeader64::<Endianness>::parse(&elf[..]).unwrap();
+            let endian = header.endian().unwrap();
+            assert_eq!(header.e_type(endian), ET_EXEC, "not position-independent");
+            assert_eq!(header.e_machine(endian), EM_AARCH64);
+            let segments = header.program_headers(endian, &elf[..]).unwrap();
+            for ph in segments {
+                let kind = ph.p_type(endian);
+                assert!(
+                    kind != PT_INTERP && kind != PT_DYNAMIC,
+                    "a static program has no interpreter and no dynamic section"
+                );
+            }
+            let loads: Vec<_> = segments
+                .iter()
+                .filter(|ph| ph.p_type(endian) == PT_LOAD)
+                .collect();
+            let entry = header.e_entry(endian);
+            assert!(
+                loads.iter().any(|ph| {
+                    let start = ph.p_vaddr(endian);
+                    ph.p_flags(endian) & PF_X != 0
+                        && (start..start + ph.p_filesz(endian)).contains(&entry)
+                }),
+                "the entry {entry:#x} is in an executable segment"
+            );
+            for ph in &loads {
+                assert!(
+                    ph.p_flags(endian) & (PF_W | PF_X) != PF_W | PF_X,
+                    "no segment is writable and executable"
+                );
+                assert_eq!(
+                    ph.p_vaddr(endian) % 4096,
+                    ph.p_offset(endian) % 4096,
+                    "a segment Linux can mmap"
+                );
+            }
+            for (a, b) in loads.iter().zip(loads.iter().skip(1)) {
+                let end_page = (a.p_vaddr(endian) + a.p_memsz(endian)).div_ceil(4096);
+                assert!(
+                    end_page <= b.p_vaddr(endian) / 4096,
+                    "segments with different permissions share no page"
+                );
+            }
+            assert!(elf.len() < 64 << 10, "{} bytes: debug info?", elf.len());
         }
     }
 
@@ -650,6 +720,23 @@ mod images {
             ] {
                 assert!(script.contains(needed), "init lacks {needed:?}");
             }
+        }
+
+        #[test]
+        fn runs_every_initramfs_program_it_needs_just_before_the_sentinel() {
+            let script = script();
+            let clock = script
+                .find("/bin/lab-clock ||")
+                .expect("init runs lab-clock");
+            let ready = script.find("echo \"LAB-READY $name\"").unwrap();
+            assert!(clock < ready, "lab-clock runs before LAB-READY");
+            let between = &script[clock..ready];
+            assert_eq!(
+                between.matches('\n').count(),
+                2,
+                "nothing but the `fi` between lab-clock and the sentinel:\n{between}"
+            );
+            assert!(lab::images::INITRAMFS_PROGRAMS.contains(&"lab-clock"));
         }
     }
 

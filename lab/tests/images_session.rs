@@ -11,7 +11,7 @@ mod images {
 
     use lab::images::cache::sha256_hex;
     use lab::images::debian::DEFAULT_MIRROR;
-    use lab::images::initramfs::LOAD_ORDER_FILE;
+    use lab::images::initramfs::{Program, LOAD_ORDER_FILE};
     use lab::images::lock::LockFile;
     use lab::images::{ImageOptions, Session};
 
@@ -342,6 +342,52 @@ images:
         );
         assert!(world.fetcher.calls.borrow()[calls..].contains(&World::url(KERNEL_POOL)));
         assert!(intact());
+    }
+
+    #[test]
+    fn initramfs_carries_the_programs_and_a_changed_program_rebuilds_it() {
+        let world = World::new();
+        let program = |elf: &[u8]| Program {
+            name: "lab-clock".into(),
+            elf: elf.to_vec(),
+        };
+        let without = world
+            .session(false)
+            .prepare_linux_guest("linux-test", true)
+            .unwrap();
+        let members = initramfs_members(without.initramfs.as_ref().unwrap());
+        assert!(members.iter().all(|(name, _)| name != "bin/lab-clock"));
+
+        let first = world
+            .session(true)
+            .with_programs(vec![program(b"clock v1")])
+            .prepare_linux_guest("linux-test", true)
+            .unwrap();
+        assert_ne!(first.initramfs, without.initramfs);
+        let members = initramfs_members(first.initramfs.as_ref().unwrap());
+        assert_eq!(member(&members, "bin/lab-clock"), b"clock v1");
+
+        let same = world
+            .session(true)
+            .with_programs(vec![program(b"clock v1")])
+            .prepare_linux_guest("linux-test", true)
+            .unwrap();
+        assert_eq!(same, first, "the same program reuses the cached initramfs");
+
+        let changed = world
+            .session(true)
+            .with_programs(vec![program(b"clock v2")])
+            .prepare_linux_guest("linux-test", true)
+            .unwrap();
+        assert_ne!(changed.initramfs, first.initramfs);
+        let members = initramfs_members(changed.initramfs.as_ref().unwrap());
+        assert_eq!(member(&members, "bin/lab-clock"), b"clock v2");
+        let members = initramfs_members(first.initramfs.as_ref().unwrap());
+        assert_eq!(
+            member(&members, "bin/lab-clock"),
+            b"clock v1",
+            "a cached initramfs is never rewritten"
+        );
     }
 
     #[test]

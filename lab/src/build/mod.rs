@@ -1,7 +1,9 @@
 //! Building what QEMU boots from this workspace: the hypervisor and the
 //! in-tree bare-metal guests, each `cargo build`-ed for
 //! `aarch64-unknown-none` and turned into a flat binary (`flat.rs`) that
-//! starts with its arm64 Image header.
+//! starts with its arm64 Image header; and the static Linux programs the
+//! initramfs carries (`lab-clock`), built for the same target and kept as
+//! ELF.
 
 mod flat;
 
@@ -61,14 +63,9 @@ pub fn build_args(krate: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// Builds a bare-metal crate and writes its flat binary to
-/// `<target>/lab/bin/<crate>.bin`. A failed build is an error carrying the
-/// compiler's output.
-pub fn build_flat_binary(
-    workspace_root: &Path,
-    target_dir: &Path,
-    krate: &str,
-) -> Result<LabeledPath> {
+/// Builds a crate for `aarch64-unknown-none` and returns its ELF. A failed
+/// build is an error carrying the compiler's output.
+pub fn build_elf(workspace_root: &Path, target_dir: &Path, krate: &str) -> Result<Vec<u8>> {
     let args = build_args(krate);
     let out = Command::new(cargo())
         .args(&args)
@@ -82,13 +79,29 @@ pub fn build_flat_binary(
             String::from_utf8_lossy(&out.stderr).trim_end()
         );
     }
-    let elf_path = target_dir
+    let elf_path = elf_path(target_dir, krate);
+    std::fs::read(&elf_path).with_context(|| format!("reading {}", elf_path.display()))
+}
+
+/// Where cargo puts the release ELF of a crate built by [`build_elf`].
+pub fn elf_path(target_dir: &Path, krate: &str) -> PathBuf {
+    target_dir
         .join(BARE_METAL_TARGET)
         .join("release")
-        .join(krate);
-    let elf =
-        std::fs::read(&elf_path).with_context(|| format!("reading {}", elf_path.display()))?;
-    let flat = elf_to_flat(&elf).with_context(|| format!("converting {}", elf_path.display()))?;
+        .join(krate)
+}
+
+/// Builds a bare-metal crate and writes its flat binary to
+/// `<target>/lab/bin/<crate>.bin`. A failed build is an error carrying the
+/// compiler's output.
+pub fn build_flat_binary(
+    workspace_root: &Path,
+    target_dir: &Path,
+    krate: &str,
+) -> Result<LabeledPath> {
+    let elf = build_elf(workspace_root, target_dir, krate)?;
+    let flat = elf_to_flat(&elf)
+        .with_context(|| format!("converting {}", elf_path(target_dir, krate).display()))?;
     let dir = target_dir.join("lab").join("bin");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let label = format!("{krate}.bin");

@@ -1,6 +1,7 @@
 //! The lab's initramfs: a gzip-compressed cpio (newc) archive with busybox,
-//! the kernel modules in load order (`/lib/modules/load-order`), `/dev/console`
-//! and the `/init` script from `guest-images/init/init`. Entries carry mtime 0
+//! the kernel modules in load order (`/lib/modules/load-order`), `/dev/console`,
+//! the lab's own static programs in `/bin` (`lab-clock`) and the `/init`
+//! script from `guest-images/init/init`. Entries carry mtime 0
 //! and root ownership, so the same inputs give the same bytes.
 
 use std::io::Write;
@@ -54,11 +55,21 @@ impl Entry {
     }
 }
 
+/// A static Linux program the initramfs carries as `/bin/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    pub name: String,
+    /// The executable ELF.
+    pub elf: Vec<u8>,
+}
+
 /// The inputs of the initramfs.
 #[derive(Debug, Clone)]
 pub struct Inputs {
     pub busybox: Vec<u8>,
     pub init: Vec<u8>,
+    /// Programs for `/bin`, besides busybox.
+    pub programs: Vec<Program>,
     /// Uncompressed modules as `(name, ELF)`, in load order.
     pub modules: Vec<(String, Vec<u8>)>,
 }
@@ -91,6 +102,13 @@ pub fn entries(inputs: Inputs) -> Vec<Entry> {
     });
     entries.push(Entry::file("bin/busybox", inputs.busybox, true));
     entries.push(Entry::symlink("bin/sh", "busybox"));
+    for program in inputs.programs {
+        entries.push(Entry::file(
+            &format!("bin/{}", program.name),
+            program.elf,
+            true,
+        ));
+    }
     entries.push(Entry::file("init", inputs.init, true));
     let mut order = String::new();
     for (name, elf) in inputs.modules {

@@ -46,6 +46,27 @@ pub struct ImageOptions {
     pub cache_dir: Option<PathBuf>,
 }
 
+/// The crates whose programs go into the initramfs's `/bin` (see
+/// [`initramfs_programs`]).
+pub const INITRAMFS_PROGRAMS: &[&str] = &["lab-clock"];
+
+/// Builds the [`INITRAMFS_PROGRAMS`] (static Linux ELFs, for
+/// `aarch64-unknown-none`) for [`prepare_linux_guest`] and [`fetch_command`].
+pub fn initramfs_programs(
+    workspace_root: &Path,
+    target_dir: &Path,
+) -> Result<Vec<initramfs::Program>> {
+    INITRAMFS_PROGRAMS
+        .iter()
+        .map(|krate| {
+            Ok(initramfs::Program {
+                name: (*krate).to_owned(),
+                elf: crate::build::build_elf(workspace_root, target_dir, krate)?,
+            })
+        })
+        .collect()
+}
+
 /// Host paths of what a Linux VM boots (inside the cache; do not modify).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestFiles {
@@ -56,23 +77,34 @@ pub struct GuestFiles {
 }
 
 /// The kernel of `image` and, if `with_initramfs`, the lab's initramfs with
-/// that kernel's modules, fetched and built through the cache.
+/// that kernel's modules and `programs` (from [`initramfs_programs`]),
+/// fetched and built through the cache.
 pub fn prepare_linux_guest(
     workspace_root: &Path,
     image: &str,
     with_initramfs: bool,
+    programs: &[initramfs::Program],
     opts: &ImageOptions,
 ) -> Result<GuestFiles> {
     let fetcher = HttpFetcher::new();
-    Session::open(workspace_root, opts, &fetcher)?.prepare_linux_guest(image, with_initramfs)
+    Session::open(workspace_root, opts, &fetcher)?
+        .with_programs(programs.to_vec())
+        .prepare_linux_guest(image, with_initramfs)
 }
 
 /// `lab fetch [--update] [--offline]`: with `update`, re-resolves every
 /// image and rewrites images.lock; then fetches and builds everything the
-/// scenarios under `scenarios/` use.
-pub fn fetch_command(workspace_root: &Path, update: bool, opts: &ImageOptions) -> Result<()> {
+/// scenarios under `scenarios/` use, the initramfs with `programs`.
+pub fn fetch_command(
+    workspace_root: &Path,
+    update: bool,
+    programs: &[initramfs::Program],
+    opts: &ImageOptions,
+) -> Result<()> {
     let fetcher = HttpFetcher::new();
-    Session::open(workspace_root, opts, &fetcher)?.fetch(update)
+    Session::open(workspace_root, opts, &fetcher)?
+        .with_programs(programs.to_vec())
+        .fetch(update)
 }
 
 /// images.yaml, images.lock and the cache, opened once.
@@ -84,6 +116,8 @@ pub struct Session<'f> {
     fetcher: &'f dyn Fetcher,
     offline: bool,
     indexes: Indexes,
+    /// What the initramfs carries in `/bin` besides busybox.
+    programs: Vec<initramfs::Program>,
 }
 
 impl<'f> Session<'f> {
@@ -106,7 +140,15 @@ impl<'f> Session<'f> {
             fetcher,
             offline: opts.offline,
             indexes: Indexes::new(),
+            programs: Vec::new(),
         })
+    }
+
+    /// The session, its initramfs carrying `programs` in `/bin` (none
+    /// unless given).
+    pub fn with_programs(mut self, programs: Vec<initramfs::Program>) -> Self {
+        self.programs = programs;
+        self
     }
 
     /// See [`prepare_linux_guest`].
@@ -276,8 +318,9 @@ impl<'f> Session<'f> {
         self.cache.insert_derived(&key, &raw)
     }
 
-    /// The initramfs with busybox, `/init` and `modules` (`(name, path in
-    /// the package, sha256)` in load order), built once per set of inputs.
+    /// The initramfs with busybox, `/init`, the session's programs and
+    /// `modules` (`(name, path in the package, sha256)` in load order),
+    /// built once per set of inputs: every input's hash is in the cache key.
     fn initramfs(&mut self, image: &str, modules: &[(String, String, String)]) -> Result<PathBuf> {
         let busybox_image = self.manifest.busybox.clone();
         let busybox = self.image_file(&busybox_image)?;
@@ -287,6 +330,11 @@ impl<'f> Session<'f> {
         let init = std::fs::read(&init_path)
             .with_context(|| format!("cannot read {}", init_path.display()))?;
         let mut inputs = vec![sha256_hex(&busybox), sha256_hex(&init)];
+        inputs.extend(
+            self.programs
+                .iter()
+                .map(|p| format!("bin/{} {}", p.name, sha256_hex(&p.elf))),
+        );
         inputs.extend(
             modules
                 .iter()
@@ -313,6 +361,7 @@ impl<'f> Session<'f> {
         let archive = initramfs::build(initramfs::Inputs {
             busybox,
             init,
+            programs: self.programs.clone(),
             modules: elves,
         })
         .with_context(|| format!("cannot build the {what}"))?;

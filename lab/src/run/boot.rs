@@ -7,6 +7,7 @@ use super::events::{Emitter, EventKind};
 use super::Lab;
 use crate::build;
 use crate::bundle::{self, VmFiles};
+use crate::images::initramfs::Program;
 use crate::images::{self, ImageOptions};
 use crate::qemu::{qemu_command, BootFiles, LabeledPath, QemuCommand};
 use crate::scenario::{BootMode, KernelSource, Scenario};
@@ -109,6 +110,7 @@ pub fn resolve(
         offline,
         cache_dir: None,
     };
+    let programs = initramfs_programs(lab, scenario, emitter)?;
     let mut guest = None;
     let mut resolve_one = |artifact: &Artifact| -> Result<LabeledPath> {
         let label = artifact.label();
@@ -127,6 +129,7 @@ pub fn resolve(
                             &lab.root,
                             image,
                             with_initramfs,
+                            &programs,
                             &image_options,
                         )
                     })?);
@@ -141,7 +144,7 @@ pub fn resolve(
                 }
             }
             Artifact::Bundle => {
-                let files = vm_files(lab, scenario, &image_options, emitter)?;
+                let files = vm_files(lab, scenario, &programs, &image_options, emitter)?;
                 stage(emitter, "pack bundle", || {
                     bundle::pack(scenario, &files)?.write_to(out_dir)
                 })?
@@ -154,10 +157,23 @@ pub fn resolve(
     Ok(BootFiles { kernel, initrd })
 }
 
+/// The programs the lab's initramfs carries, built once for the scenario;
+/// none if no VM boots the initramfs.
+fn initramfs_programs(lab: &Lab, scenario: &Scenario, emitter: &Emitter) -> Result<Vec<Program>> {
+    if !scenario.vms.iter().any(|vm| vm.initramfs) {
+        return Ok(Vec::new());
+    }
+    let name = format!("build {}", images::INITRAMFS_PROGRAMS.join(", "));
+    stage(emitter, &name, || {
+        images::initramfs_programs(&lab.root, &lab.target_dir)
+    })
+}
+
 /// Reads what each VM boots: in-tree crates are built, images prepared.
 fn vm_files(
     lab: &Lab,
     scenario: &Scenario,
+    programs: &[Program],
     image_options: &ImageOptions,
     emitter: &Emitter,
 ) -> Result<Vec<VmFiles>> {
@@ -184,7 +200,13 @@ fn vm_files(
             }
             KernelSource::Image(image) => {
                 let guest = stage(emitter, &format!("prepare image {image}"), || {
-                    images::prepare_linux_guest(&lab.root, image, vm.initramfs, image_options)
+                    images::prepare_linux_guest(
+                        &lab.root,
+                        image,
+                        vm.initramfs,
+                        programs,
+                        image_options,
+                    )
                 })?;
                 Ok(VmFiles {
                     kernel: read(&guest.kernel)?,
