@@ -58,7 +58,8 @@ const TERMINAL_ESCAPES: &str = r"\x1b\[[0-9;?<=>!]*[ -/]*[@-~]|\x1b\][^\x07\x1b]
 
 impl Normalizer {
     /// The lab's rules, in the order they apply. Order matters: escapes
-    /// first, the kernel build string before dates, host placement before
+    /// first, the guest clock line before any rule could take a piece of a
+    /// number, the kernel build string before dates, host placement before
     /// addresses, MACs before times of day, hex runs before durations.
     pub fn standard() -> &'static Normalizer {
         static STANDARD: OnceLock<Normalizer> = OnceLock::new();
@@ -69,6 +70,12 @@ impl Normalizer {
                     "ANSI/VT100 escape sequences and other control characters",
                     &format!(r"{TERMINAL_ESCAPES}|[\x00-\x08\x0b-\x1f\x7f]"),
                     "",
+                ),
+                Rule::new(
+                    "guest-clock",
+                    "the guest counter line `LAB-CLOCK <ticks> <frequency>` (/bin/lab-clock): ticks since reset differ every run",
+                    r"\bLAB-CLOCK \d+ \d+\b",
+                    "LAB-CLOCK <ticks> <frequency>",
                 ),
                 Rule::new(
                     "kernel-timestamp",
@@ -190,6 +197,16 @@ mod tests {
             "terminal-escapes",
             "\x1b[1;32mok\x1b[0m \x1b]0;title\x07done\x1b(B",
             "ok done",
+        ),
+        (
+            "guest-clock",
+            "LAB-CLOCK 123412341234 62500000",
+            "LAB-CLOCK <ticks> <frequency>",
+        ),
+        (
+            "guest-clock",
+            "LAB-CLOCK 0 1000000000",
+            "LAB-CLOCK <ticks> <frequency>",
         ),
         (
             "kernel-timestamp",

@@ -6,7 +6,8 @@
 //! - every line one of the scenario's steps matched (an `expect` regex, or
 //!   the echo of a `send`), found by replaying the steps over the lines;
 //! - every sentinel line: the hypervisor's `hypervisor...` lines, the test
-//!   guest's `TESTGUEST ...` lines and the initramfs' `LAB-READY <vm>`;
+//!   guest's `TESTGUEST ...` lines and the initramfs' `LAB-CLOCK ...` (its
+//!   numbers masked by the normaliser) and `LAB-READY <vm>`;
 //!
 //! each through [`Normalizer`], and only up to the last line the steps
 //! matched: after it the lab kills QEMU, so how much more arrived is
@@ -111,7 +112,8 @@ impl Consumer for TranscriptCollector {
 pub fn sentinel() -> &'static Regex {
     static SENTINEL: OnceLock<Regex> = OnceLock::new();
     SENTINEL.get_or_init(|| {
-        Regex::new(r"^(hypervisor\b|TESTGUEST |LAB-READY )").expect("valid sentinel regex")
+        Regex::new(r"^(hypervisor\b|TESTGUEST |LAB-CLOCK |LAB-READY )")
+            .expect("valid sentinel regex")
     })
 }
 
@@ -232,6 +234,7 @@ mod tests {
             &[
                 "[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x410fd083]",
                 "[    1.427373] Run /init as init process",
+                "LAB-CLOCK 93750000 62500000",
                 "LAB-READY vm0",
                 "",
                 "vm0:/root# \x1b[6nuname -a",
@@ -242,7 +245,7 @@ mod tests {
         );
         assert_eq!(
             t.stable_text(&s, Normalizer::standard()),
-            "end: every step passed\n--- serial ---\nLAB-READY vm0\nvm0:/root# uname -a\nLinux vm0 6.1.0-50-cloud-arm64 #<build> aarch64 GNU/Linux\n"
+            "end: every step passed\n--- serial ---\nLAB-CLOCK <ticks> <frequency>\nLAB-READY vm0\nvm0:/root# uname -a\nLinux vm0 6.1.0-50-cloud-arm64 #<build> aarch64 GNU/Linux\n"
         );
     }
 
