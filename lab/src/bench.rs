@@ -1,13 +1,24 @@
 //! `lab bench boot`: boot-to-sentinel time of a scenario against its
 //! baseline, both run alternately in the same invocation, median of N, as a
-//! ratio. A boot runs from QEMU's start to the guest's boot-complete
-//! sentinel, read from the run's boot timeline: `LAB-READY <vm>` (the lab's
-//! initramfs) or `TESTGUEST DONE` (the bare-metal test guest). Both sides
-//! must reach the same sentinel, so the ratio compares like with like; the
-//! console tee stamps lines to the millisecond, unlike step ends, which
-//! rexpect's polling rounds to 100 ms.
+//! ratio. A boot ends at the guest's boot-complete sentinel, read from the
+//! run's boot timeline: `LAB-READY <vm>` (the lab's initramfs) or
+//! `TESTGUEST DONE` (the bare-metal test guest). Both sides must reach the
+//! same sentinel, so the ratio compares like with like.
+//!
+//! What a boot's time is depends on the clock ([`Clock`]):
+//! - host wall time (the default): from QEMU's start to the sentinel line,
+//!   as the console tee stamped it (to the millisecond, unlike step ends,
+//!   which rexpect's polling rounds to 100 ms);
+//! - virtual time (`--icount`, QEMU under `-icount shift=0`, one
+//!   instruction = 1 ns): the guest's own virtual counter on its
+//!   `LAB-CLOCK <ticks> <frequency>` line, printed just before the sentinel.
+//!   The counter starts at machine reset on bare QEMU and under the
+//!   hypervisor (CNTVOFF_EL2 = 0) alike, so it is virtual time since
+//!   power-on on both sides, and the load on the host does not change it.
+//!   A side that prints no `LAB-CLOCK` line is an error, never measured in
+//!   wall time instead.
 
-use crate::report::timeline::{Mark, TimelineBuilder};
+use crate::report::timeline::{Mark, TimelineBuilder, LAB_CLOCK_STAGE};
 use crate::run::events::{Consumer, Event, Verdict};
 use crate::run::{run_scenario, Lab, RunOptions};
 use crate::scenario::{self, Scenario};
@@ -22,6 +33,37 @@ pub const ICOUNT_ARGS: [&str; 2] = ["-icount", "shift=0"];
 /// The timeline stages that end a boot (see `report::timeline::STAGES`).
 pub const BOOT_DONE: [&str; 2] = ["lab-ready", "guest-done"];
 
+/// What a boot's time is measured in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Host wall time from QEMU's start to the sentinel line.
+    Wall,
+    /// The guest's virtual counter at the sentinel, QEMU under
+    /// [`ICOUNT_ARGS`].
+    Virtual,
+}
+
+impl Clock {
+    /// How the output names the measure, plainly.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Clock::Wall => "host wall time from QEMU's start to the sentinel line",
+            Clock::Virtual => {
+                "virtual time (-icount shift=0): the guest's own counter (CNTVCT_EL0 / CNTFRQ_EL0) \
+                 on its LAB-CLOCK line just before the sentinel, counted from machine reset"
+            }
+        }
+    }
+
+    /// The unit word after each time.
+    fn word(self) -> &'static str {
+        match self {
+            Clock::Wall => "wall",
+            Clock::Virtual => "virtual",
+        }
+    }
+}
+
 /// Collects the run's boot timeline.
 #[derive(Clone, Default)]
 struct TimelineTap(Arc<Mutex<TimelineBuilder>>);
@@ -34,26 +76,71 @@ impl Consumer for TimelineTap {
     }
 }
 
+/// The first boot-complete mark of a timeline and its index.
+fn boot_done(marks: &[Mark]) -> Option<(usize, &Mark)> {
+    marks
+        .iter()
+        .enumerate()
+        .find(|(_, m)| BOOT_DONE.contains(&m.what.as_str()))
+}
+
 /// The boot-complete stage a timeline reached and how long after QEMU's
-/// start; `None` if QEMU never started or no boot-complete line came.
+/// start, in host wall time; `None` if QEMU never started or no
+/// boot-complete line came.
 pub fn boot_time(marks: &[Mark]) -> Option<(&str, Duration)> {
     let start = marks.iter().find(|m| m.what == "qemu-start")?.at_ms;
-    let done = marks
-        .iter()
-        .find(|m| BOOT_DONE.contains(&m.what.as_str()))?;
+    let (_, done) = boot_done(marks)?;
     Some((
         done.what.as_str(),
         Duration::from_millis(done.at_ms.saturating_sub(start)),
     ))
 }
 
-/// Boots `scenario` once: its boot-complete stage and boot time.
-fn boot_once(
-    lab: &Lab,
-    scenario: &Scenario,
-    qemu: &Path,
-    options: &RunOptions,
-) -> Result<(String, Duration)> {
+/// The guest's virtual time at its boot-complete sentinel: the counter on
+/// the `LAB-CLOCK` line the same console printed before the sentinel.
+/// `None` without a sentinel, without such a line, or with a counter
+/// frequency of zero.
+pub fn virtual_boot_time(marks: &[Mark]) -> Option<Duration> {
+    let (index, done) = boot_done(marks)?;
+    marks[..index]
+        .iter()
+        .rev()
+        .find(|m| m.what == LAB_CLOCK_STAGE && m.console == done.console)?
+        .guest_clock?
+        .elapsed()
+}
+
+/// One boot: its boot-complete stage, its host wall time and, if the guest
+/// printed its counter, its virtual time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Boot {
+    pub stage: String,
+    pub wall: Duration,
+    pub virtual_time: Option<Duration>,
+}
+
+impl Boot {
+    /// The boot of a timeline; `None` without QEMU or a sentinel.
+    pub fn from_marks(marks: &[Mark]) -> Option<Boot> {
+        let (stage, wall) = boot_time(marks)?;
+        Some(Boot {
+            stage: stage.to_owned(),
+            wall,
+            virtual_time: virtual_boot_time(marks),
+        })
+    }
+
+    /// The boot's time on `clock`; `None` if the guest did not give it.
+    pub fn time(&self, clock: Clock) -> Option<Duration> {
+        match clock {
+            Clock::Wall => Some(self.wall),
+            Clock::Virtual => self.virtual_time,
+        }
+    }
+}
+
+/// Boots `scenario` once.
+fn boot_once(lab: &Lab, scenario: &Scenario, qemu: &Path, options: &RunOptions) -> Result<Boot> {
     let tap = TimelineTap::default();
     let summary = run_scenario(lab, scenario, qemu, options, vec![Box::new(tap.clone())])?;
     if summary.verdict != Verdict::Passed {
@@ -67,8 +154,8 @@ fn boot_once(
         .0
         .lock()
         .map_err(|_| anyhow::anyhow!("timeline poisoned"))?;
-    match boot_time(timeline.marks()) {
-        Some((stage, took)) => Ok((stage.to_owned(), took)),
+    match Boot::from_marks(timeline.marks()) {
+        Some(boot) => Ok(boot),
         None => bail!(
             "{} printed no boot-complete sentinel (LAB-READY or TESTGUEST DONE); see {}",
             scenario.name,
@@ -83,6 +170,11 @@ pub fn median(mut times: Vec<Duration>) -> Option<Duration> {
     times.get(times.len().checked_sub(1)? / 2).copied()
 }
 
+/// `scenario / baseline` of two medians.
+pub fn ratio(scenario: Duration, baseline: Duration) -> f64 {
+    scenario.as_secs_f64() / baseline.as_secs_f64().max(f64::EPSILON)
+}
+
 /// Runs the benchmark and prints one line per boot and the summary.
 pub fn boot(lab: &Lab, qemu: &Path, names: [&str; 2], runs: usize, icount: bool) -> Result<()> {
     if runs == 0 {
@@ -92,6 +184,7 @@ pub fn boot(lab: &Lab, qemu: &Path, names: [&str; 2], runs: usize, icount: bool)
         .iter()
         .map(|name| scenario::load_by_name(&lab.root, name))
         .collect::<Result<Vec<_>>>()?;
+    let clock = if icount { Clock::Virtual } else { Clock::Wall };
     let options = RunOptions {
         qemu_args: if icount {
             ICOUNT_ARGS.map(str::to_owned).to_vec()
@@ -100,16 +193,18 @@ pub fn boot(lab: &Lab, qemu: &Path, names: [&str; 2], runs: usize, icount: bool)
         },
         ..RunOptions::default()
     };
+    println!("measuring {}", clock.describe());
     let mut times = vec![Vec::new(), Vec::new()];
     let mut sentinels: [Option<String>; 2] = [None, None];
     for run in 1..=runs {
         // Alternate, so drift on the machine hits both alike.
         for (which, scenario) in scenarios.iter().enumerate() {
-            let (stage, took) = boot_once(lab, scenario, qemu, &options)
+            let boot = boot_once(lab, scenario, qemu, &options)
                 .with_context(|| format!("run {run} of {}", scenario.name))?;
+            let stage = &boot.stage;
             match &sentinels[which] {
                 None => sentinels[which] = Some(stage.clone()),
-                Some(first) if *first != stage => {
+                Some(first) if first != stage => {
                     bail!(
                         "{}: run {run} ended its boot at {stage}, run 1 at {first}",
                         scenario.name
@@ -117,10 +212,24 @@ pub fn boot(lab: &Lab, qemu: &Path, names: [&str; 2], runs: usize, icount: bool)
                 }
                 Some(_) => {}
             }
+            let Some(took) = boot.time(clock) else {
+                bail!(
+                    "{}: run {run} reached {stage} without printing `LAB-CLOCK <ticks> <frequency>` \
+                     before it on the same console, so its virtual time is unknown; --icount \
+                     reads the guest's own counter, which the lab's initramfs prints \
+                     (/bin/lab-clock), and does not fall back to wall time",
+                    scenario.name
+                );
+            };
+            let wall = match clock {
+                Clock::Virtual => format!(" (host wall {:.3}s)", boot.wall.as_secs_f64()),
+                Clock::Wall => String::new(),
+            };
             println!(
-                "{:<20} run {run}: {:.3}s to {stage}",
+                "{:<20} run {run}: {:.3}s {} to {stage}{wall}",
                 scenario.name,
-                took.as_secs_f64()
+                took.as_secs_f64(),
+                clock.word()
             );
             times[which].push(took);
         }
@@ -138,16 +247,20 @@ pub fn boot(lab: &Lab, qemu: &Path, names: [&str; 2], runs: usize, icount: bool)
         .into_iter()
         .map(|t| median(t).unwrap_or_default())
         .collect();
-    let mode = if icount { " (-icount shift=0)" } else { "" };
+    let word = clock.word();
     for (scenario, m) in scenarios.iter().zip(&medians) {
         println!(
-            "{:<20} median of {runs}: {:.3}s{mode}",
+            "{:<20} median of {runs}: {:.3}s {word}",
             scenario.name,
             m.as_secs_f64()
         );
     }
-    let ratio = medians[0].as_secs_f64() / medians[1].as_secs_f64().max(f64::EPSILON);
-    println!("ratio {} / {}: {ratio:.3}{mode}", names[0], names[1]);
+    println!(
+        "ratio {} / {}: {:.3} ({word} time)",
+        names[0],
+        names[1],
+        ratio(medians[0], medians[1])
+    );
     Ok(())
 }
 
@@ -155,12 +268,119 @@ pub fn boot(lab: &Lab, qemu: &Path, names: [&str; 2], runs: usize, icount: bool)
 mod tests {
     use super::*;
 
+    use crate::report::timeline::GuestClock;
+
     fn mark(what: &str, console: Option<&str>, at_ms: u64) -> Mark {
         Mark {
             what: what.into(),
             console: console.map(str::to_owned),
             at_ms,
+            guest_clock: None,
         }
+    }
+
+    fn clock(console: &str, at_ms: u64, ticks: u64, frequency_hz: u64) -> Mark {
+        Mark {
+            guest_clock: Some(GuestClock {
+                ticks,
+                frequency_hz,
+            }),
+            ..mark(LAB_CLOCK_STAGE, Some(console), at_ms)
+        }
+    }
+
+    /// QEMU's virt board counter frequency; any other works the same.
+    const HZ: u64 = 62_500_000;
+
+    #[test]
+    fn virtual_time_is_the_counter_the_sentinels_console_printed_before_it() {
+        // 2.75 s of guest time, 1.25 s at the first clock line.
+        let (ticks, early) = (HZ * 11 / 4, HZ * 5 / 4);
+        let marks = [
+            mark("qemu-start", None, 200),
+            clock("vm1", 2000, early, HZ),
+            clock("vm0", 2600, ticks, HZ),
+            mark("lab-ready", Some("vm0"), 2700),
+            mark("lab-ready", Some("vm1"), 2800),
+        ];
+        assert_eq!(virtual_boot_time(&marks), Some(Duration::from_millis(2750)));
+        let boot = Boot::from_marks(&marks).unwrap();
+        assert_eq!(boot.time(Clock::Virtual), Some(Duration::from_millis(2750)));
+        assert_eq!(boot.time(Clock::Wall), Some(Duration::from_millis(2500)));
+        assert_eq!(boot.stage, "lab-ready");
+    }
+
+    #[test]
+    fn no_virtual_time_without_a_clock_line_before_the_sentinel() {
+        let sentinel_only = [
+            mark("qemu-start", None, 10),
+            mark("guest-done", Some("serial"), 90),
+        ];
+        let boot = Boot::from_marks(&sentinel_only).unwrap();
+        assert_eq!(boot.time(Clock::Virtual), None, "never wall time instead");
+        assert_eq!(boot.time(Clock::Wall), Some(Duration::from_millis(80)));
+
+        let after = [
+            mark("qemu-start", None, 10),
+            mark("lab-ready", Some("serial"), 90),
+            clock("serial", 95, HZ, HZ),
+        ];
+        assert_eq!(virtual_boot_time(&after), None);
+        let other_console = [clock("vm1", 80, HZ, HZ), mark("lab-ready", Some("vm0"), 90)];
+        assert_eq!(virtual_boot_time(&other_console), None);
+        let unparsed = [
+            Mark {
+                guest_clock: None,
+                ..clock("serial", 80, HZ, HZ)
+            },
+            mark("lab-ready", Some("serial"), 90),
+        ];
+        assert_eq!(virtual_boot_time(&unparsed), None);
+        assert_eq!(
+            virtual_boot_time(&[clock("serial", 80, HZ, HZ)]),
+            None,
+            "no sentinel"
+        );
+        assert_eq!(
+            virtual_boot_time(&[
+                clock("serial", 80, HZ, 0),
+                mark("lab-ready", Some("serial"), 90)
+            ]),
+            None,
+            "a zero frequency gives no time"
+        );
+    }
+
+    #[test]
+    fn medians_of_virtual_times_and_their_ratio() {
+        let boots = |seconds: &[u64]| -> Vec<Duration> {
+            seconds
+                .iter()
+                .map(|s| {
+                    let marks = [
+                        mark("qemu-start", None, 0),
+                        clock("serial", 1, s * HZ, HZ),
+                        mark("lab-ready", Some("serial"), 2),
+                    ];
+                    Boot::from_marks(&marks)
+                        .unwrap()
+                        .time(Clock::Virtual)
+                        .unwrap()
+                })
+                .collect()
+        };
+        let scenario = median(boots(&[6, 3, 9])).unwrap();
+        let baseline = median(boots(&[2, 4, 3])).unwrap();
+        assert_eq!(scenario, Duration::from_secs(6));
+        assert_eq!(baseline, Duration::from_secs(3));
+        assert!((ratio(scenario, baseline) - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn output_says_which_clock_it_measures() {
+        assert!(Clock::Virtual.describe().contains("virtual time"));
+        assert!(Clock::Virtual.describe().contains("CNTVCT_EL0"));
+        assert!(Clock::Wall.describe().contains("wall time"));
     }
 
     #[test]

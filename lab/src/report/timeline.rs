@@ -1,9 +1,16 @@
 //! The boot timeline of a run, per console, folded from the event stream:
 //! when QEMU started, when each boot stage's sentinel line arrived
 //! (hypervisor banner, a VM handed over, guest kernel start, init,
-//! `LAB-READY`) and when each step ended. Times are milliseconds since the
-//! run started, as the console tee stamped the lines (not rexpect's 100 ms
-//! polling).
+//! `LAB-CLOCK`, `LAB-READY`) and when each step ended. Times are
+//! milliseconds since the run started, as the console tee stamped the lines
+//! (not rexpect's 100 ms polling).
+//!
+//! The `lab-clock` mark also carries what the guest printed on that line,
+//! `LAB-CLOCK <ticks> <frequency>`: its virtual counter (CNTVCT_EL0) and the
+//! counter's frequency, read by `/bin/lab-clock` just before `LAB-READY`.
+//! Both bare QEMU and the hypervisor (CNTVOFF_EL2 = 0) start that counter
+//! at machine reset, so it is the guest's time since power-on; under
+//! `-icount` it is virtual time, which `lab bench boot --icount` compares.
 
 use crate::run::events::{Event, EventKind};
 use regex::Regex;
@@ -20,7 +27,60 @@ pub struct Mark {
     /// The console whose line marked it; `None` for lab events.
     pub console: Option<String>,
     pub at_ms: u64,
+    /// The guest's counter, on the `lab-clock` mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_clock: Option<GuestClock>,
 }
+
+/// A guest's virtual counter as it printed it: `LAB-CLOCK <ticks> <frequency>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct GuestClock {
+    /// CNTVCT_EL0.
+    pub ticks: u64,
+    /// CNTFRQ_EL0, in Hz.
+    pub frequency_hz: u64,
+}
+
+impl GuestClock {
+    /// The `LAB-CLOCK <ticks> <frequency>` line (the whole line, decimal
+    /// numbers); `None` for any other line.
+    pub fn parse(line: &str) -> Option<GuestClock> {
+        let rest = line.strip_prefix(LAB_CLOCK_PREFIX)?;
+        let (ticks, frequency) = rest.split_once(' ')?;
+        // Digits only: `parse` alone would take a `+` sign.
+        let number = |s: &str| {
+            if s.bytes().all(|b| b.is_ascii_digit()) {
+                s.parse::<u64>().ok()
+            } else {
+                None
+            }
+        };
+        Some(GuestClock {
+            ticks: number(ticks)?,
+            frequency_hz: number(frequency)?,
+        })
+    }
+
+    /// The counter as time since it started (machine reset); `None` for a
+    /// frequency of zero.
+    pub fn elapsed(&self) -> Option<Duration> {
+        if self.frequency_hz == 0 {
+            return None;
+        }
+        let whole = self.ticks / self.frequency_hz;
+        let part = u128::from(self.ticks % self.frequency_hz) * 1_000_000_000
+            / u128::from(self.frequency_hz);
+        // `part` is below 10^9: the remainder is below the frequency.
+        Some(Duration::new(whole, u32::try_from(part).ok()?))
+    }
+}
+
+/// What a guest counter line starts with (`guest-images/lab-clock`).
+pub const LAB_CLOCK_PREFIX: &str = "LAB-CLOCK ";
+
+/// The timeline stage of the `LAB-CLOCK` line.
+pub const LAB_CLOCK_STAGE: &str = "lab-clock";
 
 /// Boot stages and the first console line that marks each (per console).
 pub const STAGES: &[(&str, &str)] = &[
@@ -31,6 +91,7 @@ pub const STAGES: &[(&str, &str)] = &[
         r"Booting Linux on physical CPU|^TESTGUEST uart: ",
     ),
     ("init", r"Run /init as init process"),
+    (LAB_CLOCK_STAGE, r"^LAB-CLOCK \d+ \d+$"),
     ("lab-ready", r"^LAB-READY \S+"),
     ("network-up", r"\beth\d+: Link is Up"),
     ("guest-done", r"^TESTGUEST DONE "),
@@ -63,6 +124,7 @@ impl TimelineBuilder {
             what,
             console: None,
             at_ms,
+            guest_clock: None,
         };
         match &event.kind {
             EventKind::RunStarted { .. } => self.marks.clear(),
@@ -85,6 +147,11 @@ impl TimelineBuilder {
                             what: (*name).to_owned(),
                             console: Some(console.to_string()),
                             at_ms,
+                            guest_clock: if *name == LAB_CLOCK_STAGE {
+                                GuestClock::parse(line)
+                            } else {
+                                None
+                            },
                         });
                     }
                 }
@@ -98,7 +165,8 @@ impl TimelineBuilder {
     }
 }
 
-/// One line per mark for the terminal: `  +1.234s  lab-ready (serial)`.
+/// One line per mark for the terminal: `  +1.234s  lab-ready (serial)`,
+/// `  +1.200s  lab-clock (serial): guest counter at 0.987654s`.
 pub fn render(marks: &[Mark]) -> String {
     marks
         .iter()
@@ -108,8 +176,13 @@ pub fn render(marks: &[Mark]) -> String {
                 .as_ref()
                 .map(|c| format!(" ({c})"))
                 .unwrap_or_default();
+            let clock = m
+                .guest_clock
+                .and_then(|c| c.elapsed())
+                .map(|t| format!(": guest counter at {:.6}s", t.as_secs_f64()))
+                .unwrap_or_default();
             format!(
-                "  +{}.{:03}s  {}{on}\n",
+                "  +{}.{:03}s  {}{on}{clock}\n",
                 m.at_ms / 1000,
                 m.at_ms % 1000,
                 m.what
@@ -156,6 +229,7 @@ mod tests {
                 "[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x410fd083]",
             ),
             line(2400, "[    1.427373] Run /init as init process"),
+            line(2450, "LAB-CLOCK 93750000 62500000"),
             line(2500, "LAB-READY vm0"),
             line(2600, "LAB-READY vm0"),
             Event {
@@ -183,10 +257,101 @@ mod tests {
                 ("vm-start", 1010),
                 ("kernel-start", 1100),
                 ("init", 2400),
+                ("lab-clock", 2450),
                 ("lab-ready", 2500),
                 ("step 1", 2700)
             ]
         );
-        assert!(render(builder.marks()).contains("  +2.500s  lab-ready (serial)\n"));
+        let clock = &builder.marks()[5];
+        assert_eq!(
+            clock.guest_clock,
+            Some(GuestClock {
+                ticks: 93_750_000,
+                frequency_hz: 62_500_000
+            })
+        );
+        assert!(builder
+            .marks()
+            .iter()
+            .all(|m| m.guest_clock.is_none() || m.what == LAB_CLOCK_STAGE));
+        let text = render(builder.marks());
+        assert!(text.contains("  +2.500s  lab-ready (serial)\n"), "{text}");
+        assert!(
+            text.contains("  +2.450s  lab-clock (serial): guest counter at 1.500000s\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn guest_clock_lines() {
+        for (line, expected) in [
+            ("LAB-CLOCK 0 62500000", Some((0, 62_500_000))),
+            (
+                "LAB-CLOCK 18446744073709551615 1000000000",
+                Some((u64::MAX, 1_000_000_000)),
+            ),
+            ("LAB-CLOCK 18446744073709551616 1", None),
+            ("LAB-CLOCK +5 62500000", None),
+            ("LAB-CLOCK 5  62500000", None),
+            ("LAB-CLOCK 5 62500000 ", None),
+            ("LAB-CLOCK 5", None),
+            ("LAB-CLOCK  62500000", None),
+            ("LAB-CLOCK 0x10 62500000", None),
+            ("xLAB-CLOCK 5 62500000", None),
+            ("LAB-READY vm0", None),
+        ] {
+            let got = GuestClock::parse(line).map(|c| (c.ticks, c.frequency_hz));
+            assert_eq!(got, expected, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn guest_clock_elapsed_is_ticks_over_frequency() {
+        // Frequencies divisible by every denominator: `num/den` of a second
+        // is a whole number of ticks.
+        for hz in [62_500_000u64, 1_000_000_000, 24_000_000, 4] {
+            for (whole, num, den) in [(0u64, 0u64, 1u64), (2, 1, 2), (1, 3, 4), (7, 0, 1)] {
+                let clock = GuestClock {
+                    ticks: whole * hz + hz / den * num,
+                    frequency_hz: hz,
+                };
+                let expected =
+                    Duration::from_secs(whole) + Duration::from_nanos(1_000_000_000 / den * num);
+                assert_eq!(clock.elapsed(), Some(expected), "{clock:?}");
+            }
+        }
+        let huge = GuestClock {
+            ticks: u64::MAX,
+            frequency_hz: 1,
+        };
+        assert_eq!(huge.elapsed(), Some(Duration::from_secs(u64::MAX)));
+        let stopped = GuestClock {
+            ticks: 5,
+            frequency_hz: 0,
+        };
+        assert_eq!(stopped.elapsed(), None);
+    }
+
+    #[test]
+    fn marks_keep_the_guest_clock_in_json_and_read_old_json() {
+        let mark = Mark {
+            what: LAB_CLOCK_STAGE.into(),
+            console: Some("serial".into()),
+            at_ms: 7,
+            guest_clock: Some(GuestClock {
+                ticks: 3,
+                frequency_hz: 4,
+            }),
+        };
+        let json = serde_json::to_string(&mark).unwrap();
+        assert_eq!(
+            json,
+            r#"{"what":"lab-clock","console":"serial","at-ms":7,"guest-clock":{"ticks":3,"frequency-hz":4}}"#
+        );
+        assert_eq!(serde_json::from_str::<Mark>(&json).unwrap(), mark);
+        let old: Mark =
+            serde_json::from_str(r#"{"what":"lab-ready","console":"serial","at-ms":9}"#).unwrap();
+        assert_eq!(old.guest_clock, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("guest-clock"));
     }
 }
