@@ -256,9 +256,14 @@ pub fn feed_input(byte: u8) -> Routed {
     routed
 }
 
+/// Whether input waits for VM `vm`, without taking the input lock.
+pub fn input_waiting(vm: usize) -> bool {
+    vm >= 64 || INPUT_WAITING.load(Ordering::Acquire) & (1 << vm) != 0
+}
+
 /// The next byte typed for VM `vm`.
 pub fn take_input(vm: usize) -> Option<u8> {
-    if vm < 64 && INPUT_WAITING.load(Ordering::Acquire) & (1 << vm) == 0 {
+    if !input_waiting(vm) {
         return None;
     }
     INPUT.lock().as_mut().and_then(|r| {

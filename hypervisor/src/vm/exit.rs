@@ -6,10 +6,10 @@
 
 use crate::addr::IntermediatePhysAddr;
 use crate::arch;
-use crate::arch::aarch64::context::ExitInfo;
+use crate::arch::aarch64::context::{ExitInfo, ExitKind, VcpuRegs};
 use crate::arch::aarch64::esr::{self, Esr, ExceptionClass};
 use crate::arch::aarch64::idregs;
-use crate::arch::aarch64::mmio_decode::{self, Direction};
+use crate::arch::aarch64::mmio_decode::{self, Direction, MmioAccess};
 use crate::devices::memory::GuestMemory;
 use crate::devices::virtio::mmio::SLOT_SIZE;
 use crate::devices::{MmioDevice, MmioError};
@@ -20,7 +20,7 @@ use crate::layout::{
 use crate::println;
 use crate::psci::{self, PsciAction, PsciTarget};
 
-use super::{Vcpu, VcpuPower, Vm, VmStop};
+use super::{Vcpu, VcpuPower, Vm, VmStop, VmUart};
 
 /// What the run loop does after an exit.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -70,21 +70,81 @@ fn window_of(vcpus: usize, ipa: IntermediatePhysAddr) -> Option<(Window, u64)> {
     })
 }
 
-fn device(vm: &mut Vm, w: Window) -> &mut dyn MmioDevice {
-    match w {
-        Window::Gicd => vm.vgic.distributor(),
-        Window::Gicr => vm.vgic.redistributors(),
-        Window::Uart => &mut vm.uart,
-        Window::Rtc => &mut vm.rtc,
-        Window::Virtio => &mut vm.virtio_empty,
+/// Performs a decoded access on `dev` for the vCPU whose registers are
+/// `regs`: a store takes its register's value, a load lands in it.
+fn perform(
+    dev: &mut dyn MmioDevice,
+    regs: &mut VcpuRegs,
+    offset: u64,
+    access: &MmioAccess,
+) -> Result<(), MmioError> {
+    let reg = usize::from(access.register);
+    match access.direction {
+        Direction::Write => dev.write(offset, access.width, access.store_value(regs.x(reg))),
+        Direction::Read => dev
+            .read(offset, access.width)
+            .map(|raw| regs.set_x(reg, access.load_result(raw))),
     }
+}
+
+/// What [`uart_fast_path`] did with an exit.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FastExit {
+    /// Not an access it handles: the exit is the slow path's.
+    NotMine,
+    /// Done. When the UART's interrupt line moved, the VM's devices must
+    /// be looked at (`update_device_lines`) before the vCPU runs again.
+    Done { line_moved: bool },
+}
+
+/// Handles a guest access to its PL011 that needs nothing of the VM but
+/// the UART, under the UART's own lock. These are most exits of a booting
+/// Linux (two per console character: a flag read, a data write), and the
+/// VM lock they would otherwise take is the one every other exit of the
+/// VM's vCPUs needs. Only accesses the syndrome describes (ISV) qualify.
+pub fn uart_fast_path(uart: &VmUart, vcpu: &mut Vcpu, info: &ExitInfo) -> FastExit {
+    let e = Esr(info.esr);
+    if info.kind != ExitKind::Sync
+        || e.class() != ExceptionClass::DataAbortLower
+        || !e.isv()
+        || e.s1ptw()
+    {
+        return FastExit::NotMine;
+    }
+    let ipa = esr::fault_ipa(info.hpfar, info.far);
+    let Some(offset) = ipa
+        .checked_offset_from(PL011_BASE)
+        .filter(|offset| *offset < PRIMECELL_SIZE)
+    else {
+        return FastExit::NotMine;
+    };
+    let Ok(access) = mmio_decode::decode_syndrome(info.esr) else {
+        return FastExit::NotMine;
+    };
+    let mut device = uart.lock();
+    let line_before = device.interrupt_pending();
+    // A refused access changes nothing; the slow path refuses it again and
+    // reports it.
+    if perform(&mut *device, &mut vcpu.regs, offset, &access).is_err() {
+        return FastExit::NotMine;
+    }
+    let line_moved = device.interrupt_pending() != line_before;
+    let output = device.sink_mut().take_output();
+    drop(device);
+    output.write();
+    let regs = &mut vcpu.regs.guest;
+    regs.pc = regs.pc.wrapping_add(e.instruction_len());
+    FastExit::Done { line_moved }
 }
 
 /// Re-evaluates the emulated devices' interrupt lines. Returns, as a mask,
 /// the vCPUs that an interrupt which just rose is routed to: they have to
 /// look at their vGIC state (a line that fell needs nobody's attention).
 pub fn update_device_lines(vm: &mut Vm) -> u64 {
-    let lines = (vm.uart.interrupt_pending(), vm.rtc.interrupt_pending());
+    let lines = (
+        vm.uart.lock().interrupt_pending(),
+        vm.rtc.interrupt_pending(),
+    );
     if lines == vm.lines {
         return 0;
     }
@@ -154,15 +214,13 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
         inject_data_abort(vm, vcpu, info, "MMIO access with SP writeback");
         return ExitOutcome::Continue;
     }
-    let reg = usize::from(access.register);
-    let result: Result<(), MmioError> = match access.direction {
-        Direction::Write => {
-            let value = access.store_value(vcpu.regs.x(reg));
-            device(vm, window).write(offset, access.width, value)
-        }
-        Direction::Read => device(vm, window)
-            .read(offset, access.width)
-            .map(|raw| vcpu.regs.set_x(reg, access.load_result(raw))),
+    let regs = &mut vcpu.regs;
+    let result = match window {
+        Window::Gicd => perform(vm.vgic.distributor(), regs, offset, &access),
+        Window::Gicr => perform(vm.vgic.redistributors(), regs, offset, &access),
+        Window::Uart => perform(&mut *vm.uart.lock(), regs, offset, &access),
+        Window::Rtc => perform(&mut vm.rtc, regs, offset, &access),
+        Window::Virtio => perform(&mut vm.virtio_empty, regs, offset, &access),
     };
     if result.is_ok() {
         if let Some(w) = access.writeback {

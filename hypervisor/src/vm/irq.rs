@@ -66,7 +66,7 @@ impl HostIrqs {
 /// Returns the vCPUs to kick (see [`update_device_lines`]).
 pub fn take_console_input(vm: &mut Vm) -> u64 {
     let index = vm.index;
-    if vm.uart.fill_rx(|| console::take_input(index)) == 0 {
+    if vm.uart.lock().fill_rx(|| console::take_input(index)) == 0 {
         return 0;
     }
     update_device_lines(vm)

@@ -32,6 +32,7 @@ use crate::layout::RAM_BASE;
 use crate::mm::frames::{FrameAllocator, Frames};
 use crate::mm::pagetable::{MapAttrs, PageTable};
 use loader::{load_kernel, RamImage};
+use spin::Mutex;
 
 /// CNTV_CTL_EL0.ENABLE and .IMASK.
 const CNTV_CTL_ENABLE: u64 = 1 << 0;
@@ -192,6 +193,9 @@ impl TimeSource for HostClock {
     }
 }
 
+/// A VM's PL011 and the lock it has to itself.
+pub type VmUart = Mutex<Pl011<VmConsole>>;
+
 /// What the host gives every VM it creates.
 #[derive(Clone, Copy)]
 pub struct VmHost {
@@ -320,8 +324,10 @@ pub struct Vm {
     pub lines: (bool, bool),
     /// The virtual GICv3.
     pub vgic: Vgic,
-    /// The PL011.
-    pub uart: Pl011<VmConsole>,
+    /// The PL011, behind its own lock (taken after the VM's), so that the
+    /// console accesses, a booting Linux's most frequent exits, need only
+    /// that one (`exit::uart_fast_path`).
+    pub uart: &'static VmUart,
     /// The PL031.
     pub rtc: Pl031<HostClock>,
     rtc_clock: HostClock,
@@ -434,11 +440,14 @@ impl Vm {
             in_guest: 0,
             lines: (false, false),
             vgic,
-            uart: Pl011::new(VmConsole::new(host.tag_console.then(|| {
-                // Lives as long as the machine, like the VM.
-                let tag: &'static str = Box::leak(format!("[{}] ", config.name).into_boxed_str());
-                (index, tag)
-            }))),
+            // Lives as long as the machine, like the VM.
+            uart: Box::leak(Box::new(Mutex::new(Pl011::new(VmConsole::new(
+                host.tag_console.then(|| {
+                    let tag: &'static str =
+                        Box::leak(format!("[{}] ", config.name).into_boxed_str());
+                    (index, tag)
+                }),
+            ))))),
             rtc: Pl031::new(host.clock),
             rtc_clock: host.clock,
             virtio_empty: EmptySlot,
@@ -473,8 +482,10 @@ impl Vm {
         self.vgic = Vgic::new(VGIC_SPIS, &affinities(self.power.len())).map_err(|e| {
             ManifestError::new(format!("{}/vcpus", self.config.node), format!("{e}"))
         })?;
-        self.uart.sink_mut().take_output().write();
-        self.uart = Pl011::new(VmConsole::new(self.uart.sink().tag));
+        let mut uart = self.uart.lock();
+        uart.sink_mut().take_output().write();
+        *uart = Pl011::new(VmConsole::new(uart.sink().tag));
+        drop(uart);
         self.rtc = Pl031::new(self.rtc_clock);
         self.power = boot_power(self.power.len(), self.entry, self.config.dtb.ipa);
         self.stopped = None;
@@ -533,7 +544,7 @@ impl Vm {
             in_guest: 0,
             lines: (false, false),
             vgic: Vgic::new(VGIC_SPIS, &affinities(vcpus)).unwrap(),
-            uart: Pl011::new(VmConsole::new(None)),
+            uart: Box::leak(Box::new(Mutex::new(Pl011::new(VmConsole::new(None))))),
             rtc: Pl031::new(clock),
             rtc_clock: clock,
             virtio_empty: EmptySlot,

@@ -6,9 +6,14 @@
 //! vCPU's virtual timer is watched in software (its interrupt made pending
 //! in the vGIC when due, the EL2 timer armed for the earliest deadline).
 //!
-//! Lock order: the VM lock, then the console input lock, then the console
-//! lock, then the heap lock. The VM lock is never held while a guest runs,
-//! nor while its console output goes to the (slow) physical UART.
+//! Accesses to the VM's PL011 are handled under the UART's own lock and
+//! re-enter the guest at once (`exit::uart_fast_path`); every other exit
+//! takes the VM lock.
+//!
+//! Lock order: the VM lock, then the VM's UART lock, then the console input
+//! lock, then the console lock, then the heap lock. The VM lock is never
+//! held while a guest runs, nor while its console output goes to the
+//! (slow) physical UART.
 
 use alloc::vec::Vec;
 
@@ -21,7 +26,7 @@ use crate::console::{self, Routed};
 use crate::layout::VTIMER_INTID;
 use crate::println;
 
-use super::exit::{handle_sync, ExitOutcome};
+use super::exit::{handle_sync, uart_fast_path, update_device_lines, ExitOutcome, FastExit};
 use super::irq::{
     clear_lrs, flush_to_lrs, handle_physical_irqs, restore_lrs, save_lrs, sync_from_lrs,
     take_console_input, HostIrqs,
@@ -91,7 +96,10 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
     let shared = slots.len() > 1;
     let own = own_mask(&slots);
     arch::set_wfx_trap(shared);
-    let epoch = vm.lock().epoch;
+    let (epoch, vm_index, uart) = {
+        let v = vm.lock();
+        (v.epoch, v.index, v.uart)
+    };
     let mut loaded: Option<usize> = None;
     let mut current = 0;
     let mut controls = CpuControls::default();
@@ -201,42 +209,61 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         controls.set_ich_hcr(flush_to_lrs(&mut v, vcpu));
         unlock(v);
 
-        let info = arch::run_guest(&mut vcpu.regs.guest);
+        // Exits the UART handles on its own re-enter at once.
+        let exit = loop {
+            let info = arch::run_guest(&mut vcpu.regs.guest);
+            match uart_fast_path(uart, vcpu, &info) {
+                FastExit::NotMine => break Some(info),
+                FastExit::Done { line_moved } => {
+                    if line_moved || console::input_waiting(vm_index) {
+                        break None;
+                    }
+                }
+            }
+        };
 
         v = vm.lock();
         sync_from_lrs(&mut v, vcpu);
         let mut block = false;
-        let outcome = match info.kind {
-            ExitKind::Irq | ExitKind::Fiq => {
-                let events = handle_physical_irqs(&mut v, vcpu, host);
-                controls.forget_hyp_deadline();
-                yield_cpu = events.preempt;
-                let others = events.kick & !own;
-                if others != 0 {
-                    ExitOutcome::Kick(others)
-                } else {
+        let outcome = match exit {
+            // Done on the fast path, which left the device lines and the
+            // console input to this one.
+            None => match update_device_lines(&mut v) & !own {
+                0 => ExitOutcome::Continue,
+                others => ExitOutcome::Kick(others),
+            },
+            Some(info) => match info.kind {
+                ExitKind::Irq | ExitKind::Fiq => {
+                    let events = handle_physical_irqs(&mut v, vcpu, host);
+                    controls.forget_hyp_deadline();
+                    yield_cpu = events.preempt;
+                    let others = events.kick & !own;
+                    if others != 0 {
+                        ExitOutcome::Kick(others)
+                    } else {
+                        ExitOutcome::Continue
+                    }
+                }
+                ExitKind::SError => {
+                    println!(
+                        "hypervisor: {}: vcpu {index}: SError (ESR {:#x}), stopping the VM",
+                        v.name, info.esr
+                    );
+                    ExitOutcome::Stop(VmStop::PowerOff)
+                }
+                ExitKind::Sync if shared && Esr(info.esr).class() == ExceptionClass::Wfx => {
+                    let regs = &mut vcpu.regs.guest;
+                    regs.pc = regs.pc.wrapping_add(Esr(info.esr).instruction_len());
+                    // WFI (ISS bit 0 clear) waits for an interrupt; WFE yields.
+                    let is_wfi = info.esr & 1 == 0;
+                    let pending = matches!(v.vgic.highest_pending(index), Ok(Some(_)))
+                        || vcpu.lrs.iter().any(Option::is_some);
+                    block = is_wfi && !pending;
+                    yield_cpu = true;
                     ExitOutcome::Continue
                 }
-            }
-            ExitKind::SError => {
-                println!(
-                    "hypervisor: {}: vcpu {index}: SError (ESR {:#x}), stopping the VM",
-                    v.name, info.esr
-                );
-                ExitOutcome::Stop(VmStop::PowerOff)
-            }
-            ExitKind::Sync if shared && Esr(info.esr).class() == ExceptionClass::Wfx => {
-                let regs = &mut vcpu.regs.guest;
-                regs.pc = regs.pc.wrapping_add(Esr(info.esr).instruction_len());
-                // WFI (ISS bit 0 clear) waits for an interrupt; WFE yields.
-                let is_wfi = info.esr & 1 == 0;
-                let pending = matches!(v.vgic.highest_pending(index), Ok(Some(_)))
-                    || vcpu.lrs.iter().any(Option::is_some);
-                block = is_wfi && !pending;
-                yield_cpu = true;
-                ExitOutcome::Continue
-            }
-            ExitKind::Sync => handle_sync(&mut v, vcpu, &info),
+                ExitKind::Sync => handle_sync(&mut v, vcpu, &info),
+            },
         };
         match outcome {
             ExitOutcome::Continue => {}
@@ -277,8 +304,8 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
 
 /// Releases the VM lock, then writes the console output the VM's guest
 /// produced while it was held (see `VmConsole`).
-fn unlock(mut vm: MutexGuard<'_, Vm>) {
-    let output = vm.uart.sink_mut().take_output();
+fn unlock(vm: MutexGuard<'_, Vm>) {
+    let output = vm.uart.lock().sink_mut().take_output();
     drop(vm);
     output.write();
 }
