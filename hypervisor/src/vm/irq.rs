@@ -156,7 +156,7 @@ pub fn flush_to_lrs(vm: &mut Vm, vcpu: &mut Vcpu) -> u64 {
     // their interrupt rose.
     let _ = update_device_lines(vm);
     // Most exits (a console byte) change no interrupt state: skip the scan.
-    if vcpu.settled_at == Some(vm.vgic.generation()) {
+    if vcpu.settled_at == Some(vm.vgic.generation(vcpu.index)) {
         return ICH_HCR_EN;
     }
     let mut more = false;
@@ -182,7 +182,7 @@ pub fn flush_to_lrs(vm: &mut Vm, vcpu: &mut Vcpu) -> u64 {
         vcpu.settled_at = None;
         ICH_HCR_EN | ICH_HCR_UIE
     } else {
-        vcpu.settled_at = Some(vm.vgic.generation());
+        vcpu.settled_at = Some(vm.vgic.generation(vcpu.index));
         ICH_HCR_EN
     }
 }

@@ -236,10 +236,11 @@ mod sgi1r {
 pub struct Vgic {
     distributor: Distributor,
     redistributors: Redistributors,
-    /// Bumped by every call that may change what [`Vgic::highest_pending`]
-    /// answers (each `&mut self` method), so a caller that found nothing
+    /// Per vCPU, bumped by every call that may change what
+    /// [`Vgic::highest_pending`] answers for it (each `&mut self` method
+    /// bumps the vCPUs it may affect), so a caller that found nothing
     /// pending can skip the scan until it changes.
-    generation: u64,
+    generations: Vec<u64>,
 }
 
 impl Vgic {
@@ -260,29 +261,37 @@ impl Vgic {
         Ok(Vgic {
             distributor: Distributor::new(spis as usize, vcpus.len()),
             redistributors: Redistributors(redistributors),
-            generation: 0,
+            generations: alloc::vec![0; vcpus.len()],
         })
     }
 
-    /// Changes whenever the interrupt state may have changed (see the
+    /// Changes whenever `vcpu`'s interrupt state may have changed (see the
     /// field); equal values mean [`Vgic::highest_pending`] answers the same.
-    pub fn generation(&self) -> u64 {
-        self.generation
+    pub fn generation(&self, vcpu: usize) -> u64 {
+        self.generations.get(vcpu).copied().unwrap_or(0)
     }
 
-    fn touch(&mut self) {
-        self.generation = self.generation.wrapping_add(1);
+    fn touch(&mut self, vcpu: usize) {
+        if let Some(g) = self.generations.get_mut(vcpu) {
+            *g = g.wrapping_add(1);
+        }
+    }
+
+    fn touch_all(&mut self) {
+        for g in &mut self.generations {
+            *g = g.wrapping_add(1);
+        }
     }
 
     /// The GICD window's device.
     pub fn distributor(&mut self) -> &mut Distributor {
-        self.touch();
+        self.touch_all();
         &mut self.distributor
     }
 
     /// The GICR region's device (all vCPUs' frames).
     pub fn redistributors(&mut self) -> &mut Redistributors {
-        self.touch();
+        self.touch_all();
         &mut self.redistributors
     }
 
@@ -314,7 +323,11 @@ impl Vgic {
     }
 
     fn irq_mut(&mut self, vcpu: usize, intid: u32) -> Result<&mut IrqState, VgicError> {
-        self.touch();
+        if usize::try_from(intid).is_ok_and(|i| i < PRIVATE_IRQS) {
+            self.touch(vcpu);
+        } else {
+            self.touch_all();
+        }
         let redistributor = self
             .redistributors
             .0
@@ -331,7 +344,7 @@ impl Vgic {
 
     /// Drives an SPI's input line (level-sensitive devices: PL011, PL031).
     pub fn set_spi_level(&mut self, intid: u32, level: bool) -> Result<(), VgicError> {
-        self.touch();
+        self.touch_all();
         let irq = self
             .distributor
             .spi_mut(intid)
@@ -380,7 +393,6 @@ impl Vgic {
     /// pending on every target and returns them as a bit mask of vCPUs.
     pub fn send_sgi(&mut self, sender: usize, value: u64) -> Result<u64, VgicError> {
         self.redistributor(sender)?;
-        self.touch();
         let intid = ((value >> sgi1r::INTID_SHIFT) & 0xF) as usize;
         let cluster = (((value >> sgi1r::AFF3_SHIFT) & 0xFF) << 16)
             | (((value >> sgi1r::AFF2_SHIFT) & 0xFF) << 8)
@@ -405,13 +417,12 @@ impl Vgic {
                 kicked |= 1 << vcpu;
             }
         }
+        for vcpu in 0..self.generations.len().min(64) {
+            if kicked & (1 << vcpu) != 0 {
+                self.touch(vcpu);
+            }
+        }
         Ok(kicked)
-    }
-
-    /// Whether `irq` may be forwarded: enabled, pending, not already active,
-    /// and its group enabled at the distributor.
-    fn deliverable(&self, irq: &IrqState) -> bool {
-        irq.enabled && irq.pending() && !irq.active && self.distributor.group_enabled(irq.group1)
     }
 
     /// The highest-priority (lowest value; then lowest INTID) deliverable
@@ -422,20 +433,40 @@ impl Vgic {
         if !redistributor.awake() {
             return Ok(None);
         }
+        // Deliverable: enabled, pending, not already active, its group
+        // enabled at the distributor. This runs under the VM lock: cheap
+        // field tests first, an SPI's routing only for candidates.
+        let groups = [
+            self.distributor.group_enabled(false),
+            self.distributor.group_enabled(true),
+        ];
+        let candidate = |irq: &IrqState| {
+            irq.enabled && !irq.active && irq.pending() && groups[usize::from(irq.group1)]
+        };
+        let mut best: Option<PendingIrq> = None;
+        // INTIDs ascend, so a strictly better priority wins ties to the
+        // lower INTID.
+        let mut consider = |intid: u32, irq: &IrqState| {
+            if best.is_none_or(|b| irq.priority < b.priority) {
+                best = Some(PendingIrq {
+                    intid,
+                    priority: irq.priority,
+                    group: irq.group(),
+                });
+            }
+        };
+        for (intid, irq) in (0u32..).zip(redistributor.private.iter()) {
+            if candidate(irq) {
+                consider(intid, irq);
+            }
+        }
         let affinity = redistributor.affinity();
-        let private = (0u32..).zip(redistributor.private.iter());
-        let spis = self.distributor.spis().filter(|(intid, irq)| {
-            self.deliverable(irq) && self.distributor.routed_to(*intid, affinity)
-        });
-        let best = private
-            .filter(|(_, irq)| self.deliverable(irq))
-            .chain(spis)
-            .min_by_key(|(intid, irq)| (irq.priority, *intid));
-        Ok(best.map(|(intid, irq)| PendingIrq {
-            intid,
-            priority: irq.priority,
-            group: irq.group(),
-        }))
+        for (intid, irq) in self.distributor.spis() {
+            if candidate(irq) && self.distributor.routed_to(intid, affinity) {
+                consider(intid, irq);
+            }
+        }
+        Ok(best)
     }
 
     /// The hypervisor handed `intid` to `vcpu` (list register): it stops

@@ -390,31 +390,53 @@ fn configuration_is_checked() {
 }
 
 #[test]
-fn generation_moves_with_every_change_and_only_then() {
+fn generations_move_for_the_vcpus_a_change_may_affect() {
     let mut gic = vgic(2);
     gicd_write(&mut gic, 0x0, CTLR_LINUX);
     wake_and_enable_ppi(&mut gic, 0, VTIMER_PPI, 0xa0);
-    let settled = gic.generation();
+    wake_and_enable_ppi(&mut gic, 1, VTIMER_PPI, 0xa0);
+    let at = |g: &Vgic| [g.generation(0), g.generation(1)];
+    let settled = at(&gic);
     assert_eq!(gic.highest_pending(0), Ok(None));
     assert_eq!(gic.irq(0, VTIMER_PPI).map(|irq| irq.enabled), Ok(true));
-    assert_eq!(gic.generation(), settled, "reads leave it alone");
+    assert_eq!(at(&gic), settled, "reads leave them alone");
 
-    let changes: [&dyn Fn(&mut Vgic); 6] = [
-        &|g| g.set_ppi_level(0, VTIMER_PPI, true).unwrap(),
-        &|g| g.set_spi_level(UART_SPI, true).unwrap(),
-        &|g| g.raise_edge(1, 3).unwrap(),
-        &|g| g.activate(0, VTIMER_PPI).unwrap(),
-        &|g| g.deactivate(0, VTIMER_PPI).unwrap(),
-        &|g| {
-            g.send_sgi(0, 1 << 40).unwrap();
-        },
+    type Change<'a> = &'a dyn Fn(&mut Vgic);
+    // (change, moves vCPU 0, moves vCPU 1)
+    let changes: [(Change, bool, bool); 7] = [
+        (
+            &|g| g.set_ppi_level(0, VTIMER_PPI, true).unwrap(),
+            true,
+            false,
+        ),
+        (&|g| g.activate(0, VTIMER_PPI).unwrap(), true, false),
+        (&|g| g.deactivate(0, VTIMER_PPI).unwrap(), true, false),
+        (&|g| g.raise_edge(1, 3).unwrap(), false, true),
+        (&|g| g.set_spi_level(UART_SPI, true).unwrap(), true, true),
+        (&|g| g.raise_edge(0, UART_SPI).unwrap(), true, true),
+        // IRM: every vCPU but the sender.
+        (
+            &|g| {
+                g.send_sgi(0, 1 << 40).unwrap();
+            },
+            false,
+            true,
+        ),
     ];
-    let mut last = settled;
-    for change in changes {
+    for (change, moves0, moves1) in changes {
+        let before = at(&gic);
         change(&mut gic);
-        assert_ne!(gic.generation(), last);
-        last = gic.generation();
+        let after = at(&gic);
+        assert_eq!(
+            [after[0] != before[0], after[1] != before[1]],
+            [moves0, moves1]
+        );
     }
+    let before = at(&gic);
     gicd_write(&mut gic, 0x0, 0);
-    assert_ne!(gic.generation(), last, "an MMIO write may change anything");
+    let after = at(&gic);
+    assert!(
+        after[0] != before[0] && after[1] != before[1],
+        "an MMIO write may change anything"
+    );
 }
