@@ -20,6 +20,7 @@ mod irq;
 mod redistributor;
 
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::fmt;
 
 pub use distributor::{Distributor, GICD_SIZE};
@@ -241,6 +242,13 @@ pub struct Vgic {
     /// bumps the vCPUs it may affect), so a caller that found nothing
     /// pending can skip the scan until it changes.
     generations: Vec<u64>,
+    /// Bumped by every call that may change an SPI (state, routing, the
+    /// distributor's enables).
+    spi_generation: u64,
+    /// Per vCPU, the `spi_generation` at which no SPI routed to it was
+    /// deliverable: [`Vgic::highest_pending`] skips the SPIs until it moves
+    /// (most changes concern one vCPU's own SGIs and PPIs).
+    spis_idle_at: Vec<Cell<Option<u64>>>,
 }
 
 impl Vgic {
@@ -262,6 +270,8 @@ impl Vgic {
             distributor: Distributor::new(spis as usize, vcpus.len()),
             redistributors: Redistributors(redistributors),
             generations: alloc::vec![0; vcpus.len()],
+            spi_generation: 0,
+            spis_idle_at: alloc::vec![Cell::new(None); vcpus.len()],
         })
     }
 
@@ -281,6 +291,7 @@ impl Vgic {
         for g in &mut self.generations {
             *g = g.wrapping_add(1);
         }
+        self.spi_generation = self.spi_generation.wrapping_add(1);
     }
 
     /// The GICD window's device.
@@ -460,11 +471,20 @@ impl Vgic {
                 consider(intid, irq);
             }
         }
+        let spis_idle = self.spis_idle_at.get(vcpu);
+        if spis_idle.is_some_and(|idle| idle.get() == Some(self.spi_generation)) {
+            return Ok(best);
+        }
         let affinity = redistributor.affinity();
+        let mut any_spi = false;
         for (intid, irq) in self.distributor.spis() {
             if candidate(irq) && self.distributor.routed_to(intid, affinity) {
+                any_spi = true;
                 consider(intid, irq);
             }
+        }
+        if let Some(idle) = spis_idle {
+            idle.set((!any_spi).then_some(self.spi_generation));
         }
         Ok(best)
     }
