@@ -103,9 +103,9 @@ impl VirtioDevice for Drain {
 #[test]
 fn gic_survives_random_accesses() {
     let affinities: Vec<_> = (0..4).map(|i| Affinity::new(0, 0, 0, i)).collect();
-    let mut gic = Vgic::new(64, &affinities).unwrap();
-    hammer(gic.distributor(), 1);
-    hammer(gic.redistributors(), 2);
+    let gic = Vgic::new(64, &affinities).unwrap();
+    hammer(&mut gic.distributor(), 1);
+    hammer(&mut gic.redistributors(), 2);
     let mut rng = XorShift(3);
     for _ in 0..ROUNDS {
         let (vcpu, value) = ((rng.next() % 6) as usize, rng.next());

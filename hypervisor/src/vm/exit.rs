@@ -216,8 +216,8 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
     }
     let regs = &mut vcpu.regs;
     let result = match window {
-        Window::Gicd => perform(vm.vgic.distributor(), regs, offset, &access),
-        Window::Gicr => perform(vm.vgic.redistributors(), regs, offset, &access),
+        Window::Gicd => perform(&mut vm.vgic.distributor(), regs, offset, &access),
+        Window::Gicr => perform(&mut vm.vgic.redistributors(), regs, offset, &access),
         Window::Uart => perform(&mut *vm.uart.lock(), regs, offset, &access),
         Window::Rtc => perform(&mut vm.rtc, regs, offset, &access),
         Window::Virtio => perform(&mut vm.virtio_empty, regs, offset, &access),

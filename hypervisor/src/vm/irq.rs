@@ -8,7 +8,7 @@ use crate::addr::PhysAddr;
 use crate::arch;
 use crate::arch::aarch64::gic_lr::{ListRegister, LrState};
 use crate::console::{self, Routed};
-use crate::devices::gic::Group;
+use crate::devices::gic::{Group, Vgic};
 use crate::fixed_vec::FixedVec;
 use crate::layout::{HYP_TIMER_INTID, VTIMER_INTID};
 use crate::platform::MAX_CPUS;
@@ -61,8 +61,9 @@ impl HostIrqs {
 }
 
 /// Moves console input typed for `vm` into its PL011, as much as its
-/// receive buffer takes: the rest stays queued and follows on a later exit
-/// (the run loop calls this on every one, the guest's reads included).
+/// receive buffer takes: the rest stays queued and follows later (the run
+/// loop calls this whenever it holds the VM lock, and the UART's fast path
+/// hands over to it while input waits).
 /// Returns the vCPUs to kick (see [`update_device_lines`]).
 pub fn take_console_input(vm: &mut Vm) -> u64 {
     let index = vm.index;
@@ -75,43 +76,63 @@ pub fn take_console_input(vm: &mut Vm) -> u64 {
 /// What the physical interrupts of one exit asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IrqEvents {
-    /// vCPUs an emulated device's interrupt that rose is routed to (a
-    /// mask): they need a kick if they run elsewhere.
-    pub kick: u64,
     /// The time slice ended (the EL2 physical timer fired).
     pub preempt: bool,
+    /// Another CPU kicked this one: the VM's state changed (interrupts,
+    /// power, a stop).
+    pub kicked: bool,
+    /// Console input arrived for this VM.
+    pub console_input: bool,
+}
+
+impl IrqEvents {
+    /// Whether the run loop has to look at the VM (under its lock) before
+    /// the vCPU runs again; the timer and maintenance interrupts need only
+    /// the vGIC.
+    pub fn need_vm(&self) -> bool {
+        self.preempt || self.kicked || self.console_input
+    }
 }
 
 /// Serves the physical interrupts pending at EL2 after an IRQ exit (or while
-/// the CPU idles with `vcpu` loaded).
-pub fn handle_physical_irqs(vm: &mut Vm, vcpu: &mut Vcpu, host: &HostIrqs) -> IrqEvents {
+/// the CPU idles with `vcpu` loaded), for `vcpu` of VM number `vm_index`.
+/// Needs only the vGIC: what needs the VM is reported.
+pub fn handle_physical_irqs(
+    vgic: &Vgic,
+    vm_index: usize,
+    vcpu: &mut Vcpu,
+    host: &HostIrqs,
+) -> IrqEvents {
     let mut events = IrqEvents::default();
     loop {
         let intid = arch::gic_ack();
         if intid >= arch::SPURIOUS_INTID {
             return events;
         }
-        if intid == HYP_TIMER_INTID {
-            arch::hyp_timer_disarm();
-            events.preempt = true;
-        }
-        if intid == VTIMER_INTID {
-            // Stays active until the guest EOIs the virtual interrupt.
-            let _ = vm.vgic.set_ppi_level(vcpu.index, VTIMER_INTID, true);
-            vcpu.vtimer_active = true;
-            arch::gic_eoi(intid);
-            continue;
+        match intid {
+            HYP_TIMER_INTID => {
+                arch::hyp_timer_disarm();
+                events.preempt = true;
+            }
+            VTIMER_INTID => {
+                // Stays active until the guest EOIs the virtual interrupt.
+                let _ = vgic.set_ppi_level(vcpu.index, VTIMER_INTID, true);
+                vcpu.vtimer_active = true;
+                arch::gic_eoi(intid);
+                continue;
+            }
+            KICK_SGI => events.kicked = true,
+            _ => {}
         }
         if let Some((base, uart_intid)) = host.uart {
             if intid == uart_intid {
                 while let Some(byte) = arch::uart_read_byte(base) {
-                    if let Routed::To(k) = console::feed_input(byte) {
-                        if k != vm.index {
-                            host.kick_home(k);
-                        }
+                    match console::feed_input(byte) {
+                        Routed::To(k) if k == vm_index => events.console_input = true,
+                        Routed::To(k) => host.kick_home(k),
+                        _ => {}
                     }
                 }
-                events.kick |= take_console_input(vm);
             }
         }
         arch::gic_eoi(intid);
@@ -121,7 +142,7 @@ pub fn handle_physical_irqs(vm: &mut Vm, vcpu: &mut Vcpu, host: &HostIrqs) -> Ir
 
 /// After an exit: retires the interrupts the guest EOI'd from their list
 /// registers.
-pub fn sync_from_lrs(vm: &mut Vm, vcpu: &mut Vcpu) {
+pub fn sync_from_lrs(vgic: &Vgic, vcpu: &mut Vcpu) {
     for (n, slot) in vcpu.lrs.iter_mut().enumerate() {
         let Some(intid) = *slot else { continue };
         let lr = ListRegister::decode(arch::gic_read_lr(n));
@@ -137,33 +158,31 @@ pub fn sync_from_lrs(vm: &mut Vm, vcpu: &mut Vcpu) {
         // maintenance interrupt asserted.
         arch::gic_write_lr(n, 0);
         *slot = None;
-        let _ = vm.vgic.deactivate(vcpu.index, intid);
+        let _ = vgic.deactivate(vcpu.index, intid);
         if intid == VTIMER_INTID {
             // The physical timer interrupt fires again if still asserted.
-            let _ = vm.vgic.set_ppi_level(vcpu.index, VTIMER_INTID, false);
+            let _ = vgic.set_ppi_level(vcpu.index, VTIMER_INTID, false);
             vcpu.vtimer_active = false;
         }
     }
 }
 
-/// Before an entry: moves deliverable interrupts from the model into free
+/// Before an entry: moves deliverable interrupts from the vGIC into free
 /// list registers, highest priority first. Returns the ICH_HCR_EL2 value
 /// the entry needs (with the underflow maintenance interrupt when some did
-/// not fit).
+/// not fit). Device lines are the caller's (`update_device_lines`).
 #[must_use]
-pub fn flush_to_lrs(vm: &mut Vm, vcpu: &mut Vcpu) -> u64 {
-    // The vCPU about to enter picks up its own; others were kicked when
-    // their interrupt rose.
-    let _ = update_device_lines(vm);
-    // Most exits (a console byte) change no interrupt state: skip the scan.
-    if vcpu.settled_at == Some(vm.vgic.generation(vcpu.index)) {
+pub fn flush_to_lrs(vgic: &Vgic, vcpu: &mut Vcpu) -> u64 {
+    // Most exits change no interrupt state of this vCPU: skip the scan.
+    if vcpu.settled_at == Some(vgic.generation(vcpu.index)) {
         return ICH_HCR_EN;
     }
-    let mut more = false;
-    while let Ok(Some(next)) = vm.vgic.highest_pending(vcpu.index) {
+    let more = loop {
         let Some(free) = vcpu.lrs.iter().position(Option::is_none) else {
-            more = true;
-            break;
+            break matches!(vgic.highest_pending(vcpu.index), Ok(Some(_)));
+        };
+        let Ok(Some(next)) = vgic.activate_highest(vcpu.index) else {
+            break false;
         };
         let mut lr = ListRegister::pending(next.intid, next.priority);
         lr.group1 = next.group == Group::One;
@@ -176,13 +195,12 @@ pub fn flush_to_lrs(vm: &mut Vm, vcpu: &mut Vcpu) -> u64 {
         }
         arch::gic_write_lr(free, lr.encode());
         vcpu.lrs[free] = Some(next.intid);
-        let _ = vm.vgic.activate(vcpu.index, next.intid);
-    }
+    };
     if more {
         vcpu.settled_at = None;
         ICH_HCR_EN | ICH_HCR_UIE
     } else {
-        vcpu.settled_at = Some(vm.vgic.generation(vcpu.index));
+        vcpu.settled_at = Some(vgic.generation(vcpu.index));
         ICH_HCR_EN
     }
 }

@@ -322,8 +322,9 @@ pub struct Vm {
     pub in_guest: usize,
     /// Last levels driven onto the PL011 and PL031 SPIs.
     pub lines: (bool, bool),
-    /// The virtual GICv3.
-    pub vgic: Vgic,
+    /// The virtual GICv3, with locks of its own (taken after the VM's and
+    /// the UART's), so that interrupt exits need only those.
+    pub vgic: &'static Vgic,
     /// The PL011, behind its own lock (taken after the VM's), so that the
     /// console accesses, a booting Linux's most frequent exits, need only
     /// that one (`exit::uart_fast_path`).
@@ -439,7 +440,8 @@ impl Vm {
             epoch: 0,
             in_guest: 0,
             lines: (false, false),
-            vgic,
+            // Lives as long as the machine, like the VM.
+            vgic: Box::leak(Box::new(vgic)),
             // Lives as long as the machine, like the VM.
             uart: Box::leak(Box::new(Mutex::new(Pl011::new(VmConsole::new(
                 host.tag_console.then(|| {
@@ -479,9 +481,7 @@ impl Vm {
     pub fn reset(&mut self, bundle: &Archive<'_>) -> Result<(), ManifestError> {
         self.entry = Self::load_images(&mut self.ram, &self.config, bundle)?;
         arch::sync_icache();
-        self.vgic = Vgic::new(VGIC_SPIS, &affinities(self.power.len())).map_err(|e| {
-            ManifestError::new(format!("{}/vcpus", self.config.node), format!("{e}"))
-        })?;
+        self.vgic.reset();
         let mut uart = self.uart.lock();
         uart.sink_mut().take_output().write();
         *uart = Pl011::new(VmConsole::new(uart.sink().tag));
@@ -543,7 +543,7 @@ impl Vm {
             epoch: 0,
             in_guest: 0,
             lines: (false, false),
-            vgic: Vgic::new(VGIC_SPIS, &affinities(vcpus)).unwrap(),
+            vgic: Box::leak(Box::new(Vgic::new(VGIC_SPIS, &affinities(vcpus)).unwrap())),
             uart: Box::leak(Box::new(Mutex::new(Pl011::new(VmConsole::new(None))))),
             rtc: Pl031::new(clock),
             rtc_clock: clock,

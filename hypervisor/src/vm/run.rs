@@ -20,7 +20,7 @@ use alloc::vec::Vec;
 use spin::{Mutex, MutexGuard};
 
 use crate::arch;
-use crate::arch::aarch64::context::{El1SysRegs, ExitKind};
+use crate::arch::aarch64::context::{El1SysRegs, ExitInfo, ExitKind};
 use crate::arch::aarch64::esr::{Esr, ExceptionClass};
 use crate::console::{self, Routed};
 use crate::layout::VTIMER_INTID;
@@ -29,7 +29,7 @@ use crate::println;
 use super::exit::{handle_sync, uart_fast_path, update_device_lines, ExitOutcome, FastExit};
 use super::irq::{
     clear_lrs, flush_to_lrs, handle_physical_irqs, restore_lrs, save_lrs, sync_from_lrs,
-    take_console_input, HostIrqs,
+    take_console_input, HostIrqs, IrqEvents,
 };
 use super::{Vcpu, Vm, VmStop};
 
@@ -74,6 +74,19 @@ impl CpuControls {
     }
 }
 
+/// Why a vCPU's run on the CPU ended up needing the VM lock.
+enum Exit {
+    /// A synchronous exit the UART's fast path does not handle.
+    Sync(ExitInfo),
+    /// An SError.
+    SError(ExitInfo),
+    /// Physical interrupts were served; these need the VM.
+    Irqs(IrqEvents),
+    /// A UART access was done, and moved its interrupt line or found
+    /// console input waiting.
+    DevicesMoved,
+}
+
 /// One vCPU placed on this CPU.
 struct Slot {
     index: usize,
@@ -96,9 +109,9 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
     let shared = slots.len() > 1;
     let own = own_mask(&slots);
     arch::set_wfx_trap(shared);
-    let (epoch, vm_index, uart) = {
+    let (epoch, vm_index, uart, vgic) = {
         let v = vm.lock();
-        (v.epoch, v.index, v.uart)
+        (v.epoch, v.index, v.uart, v.vgic)
     };
     let mut loaded: Option<usize> = None;
     let mut current = 0;
@@ -164,13 +177,11 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             unlock(v);
             arch::wait_for_interrupt();
             v = vm.lock();
+            // What needs the VM (a kick, console input) is looked at
+            // at the top of the loop.
             match loaded.and_then(|i| slots[i].vcpu.as_mut()) {
                 Some(vcpu) => {
-                    let events = handle_physical_irqs(&mut v, vcpu, host);
-                    let kick = events.kick & in_use(&v) & !own;
-                    if kick != 0 {
-                        host.kick(&v.pcpus, kick);
-                    }
+                    let _ = handle_physical_irqs(vgic, vm_index, vcpu, host);
                 }
                 None => drain_irqs(host),
             }
@@ -206,64 +217,74 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         controls.set_hyp_deadline(next_deadline(&slots, loaded, slice_end, now), now);
         let index = slots[next].index;
         let vcpu = slots[next].vcpu.as_mut().unwrap_or_else(|| unreachable!());
-        controls.set_ich_hcr(flush_to_lrs(&mut v, vcpu));
+        let _ = update_device_lines(&mut v);
+        controls.set_ich_hcr(flush_to_lrs(vgic, vcpu));
         unlock(v);
 
-        // Exits the UART handles on its own re-enter at once.
+        // Exits that need only the UART or the vGIC (console accesses, the
+        // virtual timer, maintenance) re-enter at once, without the VM lock.
         let exit = loop {
             let info = arch::run_guest(&mut vcpu.regs.guest);
-            match uart_fast_path(uart, vcpu, &info) {
-                FastExit::NotMine => break Some(info),
-                FastExit::Done { line_moved } => {
-                    if line_moved || console::input_waiting(vm_index) {
-                        break None;
+            match info.kind {
+                ExitKind::Irq | ExitKind::Fiq => {
+                    sync_from_lrs(vgic, vcpu);
+                    let events = handle_physical_irqs(vgic, vm_index, vcpu, host);
+                    if events.need_vm() {
+                        break Exit::Irqs(events);
                     }
                 }
+                ExitKind::SError => break Exit::SError(info),
+                ExitKind::Sync => match uart_fast_path(uart, vcpu, &info) {
+                    FastExit::NotMine => break Exit::Sync(info),
+                    FastExit::Done { line_moved } => {
+                        if line_moved || console::input_waiting(vm_index) {
+                            break Exit::DevicesMoved;
+                        }
+                    }
+                },
             }
+            controls.set_ich_hcr(flush_to_lrs(vgic, vcpu));
         };
 
         v = vm.lock();
-        sync_from_lrs(&mut v, vcpu);
+        sync_from_lrs(vgic, vcpu);
         let mut block = false;
         let outcome = match exit {
-            // Done on the fast path, which left the device lines and the
-            // console input to this one.
-            None => match update_device_lines(&mut v) & !own {
+            // Handled; the device lines and console input are done at the
+            // top of the loop, and whom to kick decided here.
+            Exit::DevicesMoved => match update_device_lines(&mut v) & !own {
                 0 => ExitOutcome::Continue,
                 others => ExitOutcome::Kick(others),
             },
-            Some(info) => match info.kind {
-                ExitKind::Irq | ExitKind::Fiq => {
-                    let events = handle_physical_irqs(&mut v, vcpu, host);
+            Exit::Irqs(events) => {
+                if events.preempt {
                     controls.forget_hyp_deadline();
-                    yield_cpu = events.preempt;
-                    let others = events.kick & !own;
-                    if others != 0 {
-                        ExitOutcome::Kick(others)
-                    } else {
-                        ExitOutcome::Continue
-                    }
-                }
-                ExitKind::SError => {
-                    println!(
-                        "hypervisor: {}: vcpu {index}: SError (ESR {:#x}), stopping the VM",
-                        v.name, info.esr
-                    );
-                    ExitOutcome::Stop(VmStop::PowerOff)
-                }
-                ExitKind::Sync if shared && Esr(info.esr).class() == ExceptionClass::Wfx => {
-                    let regs = &mut vcpu.regs.guest;
-                    regs.pc = regs.pc.wrapping_add(Esr(info.esr).instruction_len());
-                    // WFI (ISS bit 0 clear) waits for an interrupt; WFE yields.
-                    let is_wfi = info.esr & 1 == 0;
-                    let pending = matches!(v.vgic.highest_pending(index), Ok(Some(_)))
-                        || vcpu.lrs.iter().any(Option::is_some);
-                    block = is_wfi && !pending;
                     yield_cpu = true;
-                    ExitOutcome::Continue
                 }
-                ExitKind::Sync => handle_sync(&mut v, vcpu, &info),
-            },
+                match take_console_input(&mut v) & !own {
+                    0 => ExitOutcome::Continue,
+                    others => ExitOutcome::Kick(others),
+                }
+            }
+            Exit::SError(info) => {
+                println!(
+                    "hypervisor: {}: vcpu {index}: SError (ESR {:#x}), stopping the VM",
+                    v.name, info.esr
+                );
+                ExitOutcome::Stop(VmStop::PowerOff)
+            }
+            Exit::Sync(info) if shared && Esr(info.esr).class() == ExceptionClass::Wfx => {
+                let regs = &mut vcpu.regs.guest;
+                regs.pc = regs.pc.wrapping_add(Esr(info.esr).instruction_len());
+                // WFI (ISS bit 0 clear) waits for an interrupt; WFE yields.
+                let is_wfi = info.esr & 1 == 0;
+                let pending = matches!(v.vgic.highest_pending(index), Ok(Some(_)))
+                    || vcpu.lrs.iter().any(Option::is_some);
+                block = is_wfi && !pending;
+                yield_cpu = true;
+                ExitOutcome::Continue
+            }
+            Exit::Sync(info) => handle_sync(&mut v, vcpu, &info),
         };
         match outcome {
             ExitOutcome::Continue => {}

@@ -53,6 +53,15 @@ pub struct Distributor {
     vcpus: usize,
 }
 
+/// The [`Distributor::group_enables`] bit of Group 1 (`group1`) or Group 0.
+pub fn group_enable_bit(group1: bool) -> u32 {
+    if group1 {
+        CTLR_ENABLE_GRP1
+    } else {
+        CTLR_ENABLE_GRP0
+    }
+}
+
 impl Distributor {
     /// `spis` is a multiple of 32 (checked by `Vgic::new`).
     pub(super) fn new(spis: usize, vcpus: usize) -> Self {
@@ -64,14 +73,10 @@ impl Distributor {
         }
     }
 
-    /// Whether interrupts of the group can be forwarded at all.
-    pub fn group_enabled(&self, group1: bool) -> bool {
-        let bit = if group1 {
-            CTLR_ENABLE_GRP1
-        } else {
-            CTLR_ENABLE_GRP0
-        };
-        self.ctlr & bit != 0
+    /// GICD_CTLR's EnableGrp0 and EnableGrp1 bits: whether interrupts of
+    /// each group can be forwarded at all ([`group_enable_bit`]).
+    pub fn group_enables(&self) -> u32 {
+        self.ctlr & (CTLR_ENABLE_GRP0 | CTLR_ENABLE_GRP1)
     }
 
     pub(super) fn spi(&self, intid: u32) -> Option<&IrqState> {

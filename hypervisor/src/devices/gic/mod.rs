@@ -20,10 +20,12 @@ mod irq;
 mod redistributor;
 
 use alloc::vec::Vec;
-use core::cell::Cell;
 use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-pub use distributor::{Distributor, GICD_SIZE};
+use spin::Mutex;
+
+pub use distributor::{group_enable_bit, Distributor, GICD_SIZE};
 pub use irq::{Group, IrqState};
 pub use redistributor::{Redistributor, GICR_FRAME_SIZE};
 
@@ -157,52 +159,66 @@ pub struct PendingIrq {
     pub group: Group,
 }
 
-/// The redistributor region: one frame per vCPU, in vCPU order.
-pub struct Redistributors(Vec<Redistributor>);
+/// The GICD window as an [`MmioDevice`]: each access under the
+/// distributor's lock.
+pub struct DistributorMmio<'a>(&'a Vgic);
 
-impl Redistributors {
-    fn frame(&mut self, offset: u64) -> Result<(&mut Redistributor, u64), MmioError> {
-        let index = usize::try_from(offset / GICR_FRAME_SIZE)
-            .map_err(|_| MmioError::OutOfWindow { offset })?;
-        let frame = self
-            .0
-            .get_mut(index)
-            .ok_or(MmioError::OutOfWindow { offset })?;
-        Ok((frame, offset % GICR_FRAME_SIZE))
-    }
-}
-
-impl MmioDevice for Redistributors {
-    fn size(&self) -> u64 {
-        self.0.len() as u64 * GICR_FRAME_SIZE
-    }
-
-    fn read(&mut self, offset: u64, width: AccessWidth) -> Result<u64, MmioError> {
-        let (frame, within) = self.frame(offset)?;
-        frame
-            .read(within, width)
-            .map_err(|e| rebase(e, offset - within))
-    }
-
-    fn write(&mut self, offset: u64, width: AccessWidth, value: u64) -> Result<(), MmioError> {
-        let (frame, within) = self.frame(offset)?;
-        frame
-            .write(within, width, value)
-            .map_err(|e| rebase(e, offset - within))
-    }
-}
-
-impl MmioDevice for Distributor {
+impl MmioDevice for DistributorMmio<'_> {
     fn size(&self) -> u64 {
         GICD_SIZE
     }
 
     fn read(&mut self, offset: u64, width: AccessWidth) -> Result<u64, MmioError> {
-        Distributor::read(self, offset, width)
+        self.0.distributor.lock().read(offset, width)
     }
 
     fn write(&mut self, offset: u64, width: AccessWidth, value: u64) -> Result<(), MmioError> {
-        Distributor::write(self, offset, width, value)
+        let vgic = self.0;
+        let mut distributor = vgic.distributor.lock();
+        let result = distributor.write(offset, width, value);
+        vgic.group_enables
+            .store(distributor.group_enables(), Ordering::Release);
+        drop(distributor);
+        vgic.touch_all();
+        result
+    }
+}
+
+/// The GICR region as an [`MmioDevice`]: one frame per vCPU, in vCPU
+/// order, each access under that vCPU's redistributor lock.
+pub struct RedistributorsMmio<'a>(&'a Vgic);
+
+impl RedistributorsMmio<'_> {
+    fn frame(&self, offset: u64) -> Result<(usize, u64), MmioError> {
+        let index = usize::try_from(offset / GICR_FRAME_SIZE)
+            .ok()
+            .filter(|i| *i < self.0.vcpus())
+            .ok_or(MmioError::OutOfWindow { offset })?;
+        Ok((index, offset % GICR_FRAME_SIZE))
+    }
+}
+
+impl MmioDevice for RedistributorsMmio<'_> {
+    fn size(&self) -> u64 {
+        self.0.vcpus() as u64 * GICR_FRAME_SIZE
+    }
+
+    fn read(&mut self, offset: u64, width: AccessWidth) -> Result<u64, MmioError> {
+        let (index, within) = self.frame(offset)?;
+        self.0.redistributors[index]
+            .lock()
+            .read(within, width)
+            .map_err(|e| rebase(e, offset - within))
+    }
+
+    fn write(&mut self, offset: u64, width: AccessWidth, value: u64) -> Result<(), MmioError> {
+        let (index, within) = self.frame(offset)?;
+        let result = self.0.redistributors[index]
+            .lock()
+            .write(within, width, value)
+            .map_err(|e| rebase(e, offset - within));
+        self.0.touch(index);
+        result
     }
 }
 
@@ -233,22 +249,36 @@ mod sgi1r {
     pub const AFF3_SHIFT: u32 = 48;
 }
 
-/// One VM's virtual GICv3.
+/// Marks an `spis_idle_at` entry as "scan the SPIs".
+const SPIS_NOT_IDLE: u64 = u64::MAX;
+
+/// One VM's virtual GICv3, shared by its vCPUs' physical CPUs without the
+/// VM's lock: the distributor and each redistributor have their own locks,
+/// so one vCPU's timer interrupt does not wait for another vCPU's exit.
+///
+/// Lock order: a redistributor, then the distributor; never two
+/// redistributors at once.
 pub struct Vgic {
-    distributor: Distributor,
-    redistributors: Redistributors,
+    distributor: Mutex<Distributor>,
+    redistributors: Vec<Mutex<Redistributor>>,
+    /// Each vCPU's affinity (fixed), for SPI routing.
+    affinities: Vec<Affinity>,
+    /// GICD_CTLR's group enables ([`Distributor::group_enables`]), copied
+    /// out of the distributor's lock for the scans of private interrupts.
+    group_enables: AtomicU32,
     /// Per vCPU, bumped by every call that may change what
-    /// [`Vgic::highest_pending`] answers for it (each `&mut self` method
-    /// bumps the vCPUs it may affect), so a caller that found nothing
-    /// pending can skip the scan until it changes.
-    generations: Vec<u64>,
+    /// [`Vgic::highest_pending`] answers for it (each mutation bumps the
+    /// vCPUs it may affect), so a caller that found nothing pending can
+    /// skip the scan until it changes.
+    generations: Vec<AtomicU64>,
     /// Bumped by every call that may change an SPI (state, routing, the
     /// distributor's enables).
-    spi_generation: u64,
+    spi_generation: AtomicU64,
     /// Per vCPU, the `spi_generation` at which no SPI routed to it was
-    /// deliverable: [`Vgic::highest_pending`] skips the SPIs until it moves
-    /// (most changes concern one vCPU's own SGIs and PPIs).
-    spis_idle_at: Vec<Cell<Option<u64>>>,
+    /// deliverable ([`SPIS_NOT_IDLE`] otherwise): the scan skips the SPIs
+    /// until it moves (most changes concern one vCPU's SGIs and PPIs).
+    spis_idle_at: Vec<AtomicU64>,
+    spis: u32,
 }
 
 impl Vgic {
@@ -261,58 +291,71 @@ impl Vgic {
         if vcpus.is_empty() || vcpus.len() > 64 {
             return Err(VgicError::VcpuCount(vcpus.len()));
         }
-        let redistributors = vcpus
-            .iter()
-            .enumerate()
-            .map(|(i, affinity)| Redistributor::new(i as u16, *affinity, i + 1 == vcpus.len()))
-            .collect();
-        Ok(Vgic {
-            distributor: Distributor::new(spis as usize, vcpus.len()),
-            redistributors: Redistributors(redistributors),
-            generations: alloc::vec![0; vcpus.len()],
-            spi_generation: 0,
-            spis_idle_at: alloc::vec![Cell::new(None); vcpus.len()],
-        })
+        let fresh = |n: usize, value: u64| (0..n).map(|_| AtomicU64::new(value)).collect();
+        let vgic = Vgic {
+            distributor: Mutex::new(Distributor::new(spis as usize, vcpus.len())),
+            redistributors: (0..vcpus.len())
+                .map(|i| Mutex::new(Redistributor::new(i as u16, vcpus[i], i + 1 == vcpus.len())))
+                .collect(),
+            affinities: vcpus.to_vec(),
+            group_enables: AtomicU32::new(0),
+            generations: fresh(vcpus.len(), 0),
+            spi_generation: AtomicU64::new(0),
+            spis_idle_at: fresh(vcpus.len(), SPIS_NOT_IDLE),
+            spis,
+        };
+        Ok(vgic)
+    }
+
+    /// Puts every register back to its reset value (the VM restarts).
+    pub fn reset(&self) {
+        let count = self.vcpus();
+        for (i, redistributor) in self.redistributors.iter().enumerate() {
+            *redistributor.lock() =
+                Redistributor::new(i as u16, self.affinities[i], i + 1 == count);
+        }
+        *self.distributor.lock() = Distributor::new(self.spis as usize, count);
+        self.group_enables.store(0, Ordering::Release);
+        self.touch_all();
     }
 
     /// Changes whenever `vcpu`'s interrupt state may have changed (see the
     /// field); equal values mean [`Vgic::highest_pending`] answers the same.
     pub fn generation(&self, vcpu: usize) -> u64 {
-        self.generations.get(vcpu).copied().unwrap_or(0)
+        self.generations
+            .get(vcpu)
+            .map_or(0, |g| g.load(Ordering::Acquire))
     }
 
-    fn touch(&mut self, vcpu: usize) {
-        if let Some(g) = self.generations.get_mut(vcpu) {
-            *g = g.wrapping_add(1);
+    fn touch(&self, vcpu: usize) {
+        if let Some(g) = self.generations.get(vcpu) {
+            g.fetch_add(1, Ordering::AcqRel);
         }
     }
 
-    fn touch_all(&mut self) {
-        for g in &mut self.generations {
-            *g = g.wrapping_add(1);
+    fn touch_all(&self) {
+        self.spi_generation.fetch_add(1, Ordering::AcqRel);
+        for g in &self.generations {
+            g.fetch_add(1, Ordering::AcqRel);
         }
-        self.spi_generation = self.spi_generation.wrapping_add(1);
     }
 
     /// The GICD window's device.
-    pub fn distributor(&mut self) -> &mut Distributor {
-        self.touch_all();
-        &mut self.distributor
+    pub fn distributor(&self) -> DistributorMmio<'_> {
+        DistributorMmio(self)
     }
 
     /// The GICR region's device (all vCPUs' frames).
-    pub fn redistributors(&mut self) -> &mut Redistributors {
-        self.touch_all();
-        &mut self.redistributors
+    pub fn redistributors(&self) -> RedistributorsMmio<'_> {
+        RedistributorsMmio(self)
     }
 
     pub fn vcpus(&self) -> usize {
-        self.redistributors.0.len()
+        self.redistributors.len()
     }
 
-    fn redistributor(&self, vcpu: usize) -> Result<&Redistributor, VgicError> {
+    fn redistributor(&self, vcpu: usize) -> Result<&Mutex<Redistributor>, VgicError> {
         self.redistributors
-            .0
             .get(vcpu)
             .ok_or(VgicError::NoSuchVcpu(vcpu))
     }
@@ -320,89 +363,83 @@ impl Vgic {
     /// The state of `intid` as `vcpu` sees it.
     pub fn irq(&self, vcpu: usize, intid: u32) -> Result<IrqState, VgicError> {
         let redistributor = self.redistributor(vcpu)?;
-        match usize::try_from(intid)
-            .ok()
-            .and_then(|i| redistributor.private.get(i))
-        {
-            Some(state) => Ok(*state),
+        match usize::try_from(intid).ok().filter(|i| *i < PRIVATE_IRQS) {
+            Some(i) => Ok(redistributor.lock().private[i]),
             None => self
                 .distributor
+                .lock()
                 .spi(intid)
                 .copied()
                 .ok_or(VgicError::NoSuchInterrupt(intid)),
         }
     }
 
-    fn irq_mut(&mut self, vcpu: usize, intid: u32) -> Result<&mut IrqState, VgicError> {
-        if usize::try_from(intid).is_ok_and(|i| i < PRIVATE_IRQS) {
-            self.touch(vcpu);
-        } else {
-            self.touch_all();
-        }
-        let redistributor = self
-            .redistributors
-            .0
-            .get_mut(vcpu)
-            .ok_or(VgicError::NoSuchVcpu(vcpu))?;
+    /// Runs `change` on the state of `intid` as `vcpu` sees it, under its
+    /// bank's lock, and bumps the generations it may affect.
+    fn change_irq<R>(
+        &self,
+        vcpu: usize,
+        intid: u32,
+        change: impl FnOnce(&mut IrqState) -> R,
+    ) -> Result<R, VgicError> {
+        let redistributor = self.redistributor(vcpu)?;
         match usize::try_from(intid).ok().filter(|i| *i < PRIVATE_IRQS) {
-            Some(i) => Ok(&mut redistributor.private[i]),
-            None => self
-                .distributor
-                .spi_mut(intid)
-                .ok_or(VgicError::NoSuchInterrupt(intid)),
+            Some(i) => {
+                let result = change(&mut redistributor.lock().private[i]);
+                self.touch(vcpu);
+                Ok(result)
+            }
+            None => {
+                let result = self
+                    .distributor
+                    .lock()
+                    .spi_mut(intid)
+                    .map(change)
+                    .ok_or(VgicError::NoSuchInterrupt(intid))?;
+                self.touch_all();
+                Ok(result)
+            }
         }
     }
 
     /// Drives an SPI's input line (level-sensitive devices: PL011, PL031).
-    pub fn set_spi_level(&mut self, intid: u32, level: bool) -> Result<(), VgicError> {
-        self.touch_all();
-        let irq = self
-            .distributor
-            .spi_mut(intid)
-            .ok_or(VgicError::NoSuchInterrupt(intid))?;
-        if level && !irq.line && irq.edge {
-            irq.pending_latch = true;
+    pub fn set_spi_level(&self, intid: u32, level: bool) -> Result<(), VgicError> {
+        if intid < FIRST_SPI {
+            return Err(VgicError::NoSuchInterrupt(intid));
         }
-        irq.line = level;
-        Ok(())
+        self.change_irq(0, intid, |irq| drive_line(irq, level))
     }
 
     /// Drives a PPI's input line on one vCPU.
-    pub fn set_ppi_level(&mut self, vcpu: usize, intid: u32, level: bool) -> Result<(), VgicError> {
+    pub fn set_ppi_level(&self, vcpu: usize, intid: u32, level: bool) -> Result<(), VgicError> {
         if !(16..32).contains(&intid) {
             return Err(VgicError::NoSuchInterrupt(intid));
         }
-        let irq = self.irq_mut(vcpu, intid)?;
-        if level && !irq.line && irq.edge {
-            irq.pending_latch = true;
-        }
-        irq.line = level;
-        Ok(())
+        self.change_irq(vcpu, intid, |irq| drive_line(irq, level))
     }
 
     /// Makes an interrupt pending as an edge would (`vcpu` selects the bank
     /// for SGIs/PPIs and is ignored for SPIs).
-    pub fn raise_edge(&mut self, vcpu: usize, intid: u32) -> Result<(), VgicError> {
-        self.irq_mut(vcpu, intid)?.pending_latch = true;
-        Ok(())
+    pub fn raise_edge(&self, vcpu: usize, intid: u32) -> Result<(), VgicError> {
+        self.change_irq(vcpu, intid, |irq| irq.pending_latch = true)
     }
 
     /// The vCPU an SPI is routed to (GICD_IROUTER), if any: the one to kick
     /// when the SPI becomes pending while another physical CPU runs it.
     pub fn spi_target(&self, intid: u32) -> Result<Option<usize>, VgicError> {
-        self.distributor
+        let distributor = self.distributor.lock();
+        distributor
             .spi(intid)
             .ok_or(VgicError::NoSuchInterrupt(intid))?;
         Ok(self
-            .redistributors
-            .0
+            .affinities
             .iter()
-            .position(|r| self.distributor.routed_to(intid, r.affinity())))
+            .position(|a| distributor.routed_to(intid, *a)))
     }
 
     /// A write of `value` to ICC_SGI1R_EL1 by `sender`: makes the SGI
     /// pending on every target and returns them as a bit mask of vCPUs.
-    pub fn send_sgi(&mut self, sender: usize, value: u64) -> Result<u64, VgicError> {
+    pub fn send_sgi(&self, sender: usize, value: u64) -> Result<u64, VgicError> {
         self.redistributor(sender)?;
         let intid = ((value >> sgi1r::INTID_SHIFT) & 0xF) as usize;
         let cluster = (((value >> sgi1r::AFF3_SHIFT) & 0xFF) << 16)
@@ -411,8 +448,7 @@ impl Vgic {
         let range_base = ((value >> sgi1r::RS_SHIFT) & 0xF) * 16;
         let targets = value & sgi1r::TARGET_LIST_MASK;
         let mut kicked = 0u64;
-        for (vcpu, redistributor) in self.redistributors.0.iter_mut().enumerate() {
-            let affinity = redistributor.affinity();
+        for (vcpu, affinity) in self.affinities.iter().enumerate() {
             let hit = if value & sgi1r::IRM != 0 {
                 vcpu != sender
             } else {
@@ -421,16 +457,17 @@ impl Vgic {
                         .checked_sub(range_base)
                         .is_some_and(|bit| bit < 16 && targets & (1 << bit) != 0)
             };
+            if !hit {
+                continue;
+            }
+            let mut redistributor = self.redistributors[vcpu].lock();
             let sgi = &mut redistributor.private[intid];
             // ICC_SGI1R generates Group 1 SGIs only.
-            if hit && sgi.group1 {
+            if sgi.group1 {
                 sgi.pending_latch = true;
-                kicked |= 1 << vcpu;
-            }
-        }
-        for vcpu in 0..self.generations.len().min(64) {
-            if kicked & (1 << vcpu) != 0 {
+                drop(redistributor);
                 self.touch(vcpu);
+                kicked |= 1 << vcpu;
             }
         }
         Ok(kicked)
@@ -440,19 +477,30 @@ impl Vgic {
     /// interrupt for `vcpu`: its SGIs and PPIs, and the SPIs routed to it.
     /// Priority masking (PMR, running priority) is the CPU interface's.
     pub fn highest_pending(&self, vcpu: usize) -> Result<Option<PendingIrq>, VgicError> {
-        let redistributor = self.redistributor(vcpu)?;
+        self.scan(vcpu, false)
+    }
+
+    /// Like [`Vgic::highest_pending`], and hands the interrupt found to the
+    /// vCPU ([`Vgic::activate`]) under the same locks, so no other CPU can
+    /// change it in between.
+    pub fn activate_highest(&self, vcpu: usize) -> Result<Option<PendingIrq>, VgicError> {
+        self.scan(vcpu, true)
+    }
+
+    fn scan(&self, vcpu: usize, activate: bool) -> Result<Option<PendingIrq>, VgicError> {
+        let mut redistributor = self.redistributor(vcpu)?.lock();
         if !redistributor.awake() {
             return Ok(None);
         }
         // Deliverable: enabled, pending, not already active, its group
-        // enabled at the distributor. This runs under the VM lock: cheap
-        // field tests first, an SPI's routing only for candidates.
-        let groups = [
-            self.distributor.group_enabled(false),
-            self.distributor.group_enabled(true),
-        ];
+        // enabled at the distributor. Cheap field tests first, an SPI's
+        // routing only for candidates.
+        let groups = self.group_enables.load(Ordering::Acquire);
         let candidate = |irq: &IrqState| {
-            irq.enabled && !irq.active && irq.pending() && groups[usize::from(irq.group1)]
+            irq.enabled
+                && !irq.active
+                && irq.pending()
+                && groups & group_enable_bit(irq.group1) != 0
         };
         let mut best: Option<PendingIrq> = None;
         // INTIDs ascend, so a strictly better priority wins ties to the
@@ -471,38 +519,76 @@ impl Vgic {
                 consider(intid, irq);
             }
         }
-        let spis_idle = self.spis_idle_at.get(vcpu);
-        if spis_idle.is_some_and(|idle| idle.get() == Some(self.spi_generation)) {
-            return Ok(best);
+        let idle = &self.spis_idle_at[vcpu];
+        let spi_generation = self.spi_generation.load(Ordering::Acquire);
+        let mut distributor = None;
+        if idle.load(Ordering::Acquire) != spi_generation {
+            let d = self.distributor.lock();
+            let affinity = self.affinities[vcpu];
+            let mut any_spi = false;
+            for (intid, irq) in d.spis() {
+                if candidate(irq) && d.routed_to(intid, affinity) {
+                    any_spi = true;
+                    consider(intid, irq);
+                }
+            }
+            idle.store(
+                if any_spi {
+                    SPIS_NOT_IDLE
+                } else {
+                    spi_generation
+                },
+                Ordering::Release,
+            );
+            distributor = Some(d);
         }
-        let affinity = redistributor.affinity();
-        let mut any_spi = false;
-        for (intid, irq) in self.distributor.spis() {
-            if candidate(irq) && self.distributor.routed_to(intid, affinity) {
-                any_spi = true;
-                consider(intid, irq);
+        let Some(found) = best else {
+            return Ok(None);
+        };
+        if activate {
+            let irq = match usize::try_from(found.intid)
+                .ok()
+                .filter(|i| *i < PRIVATE_IRQS)
+            {
+                Some(i) => Some(&mut redistributor.private[i]),
+                None => distributor.as_mut().and_then(|d| d.spi_mut(found.intid)),
+            };
+            if let Some(irq) = irq {
+                irq.pending_latch = false;
+                irq.active = true;
+            }
+            drop(distributor);
+            drop(redistributor);
+            if found.intid < FIRST_SPI {
+                self.touch(vcpu);
+            } else {
+                self.touch_all();
             }
         }
-        if let Some(idle) = spis_idle {
-            idle.set((!any_spi).then_some(self.spi_generation));
-        }
-        Ok(best)
+        Ok(Some(found))
     }
 
     /// The hypervisor handed `intid` to `vcpu` (list register): it stops
     /// being pending (an edge is consumed) and becomes active.
-    pub fn activate(&mut self, vcpu: usize, intid: u32) -> Result<(), VgicError> {
-        let irq = self.irq_mut(vcpu, intid)?;
-        irq.pending_latch = false;
-        irq.active = true;
-        Ok(())
+    pub fn activate(&self, vcpu: usize, intid: u32) -> Result<(), VgicError> {
+        self.change_irq(vcpu, intid, |irq| {
+            irq.pending_latch = false;
+            irq.active = true;
+        })
     }
 
     /// The guest's EOI retired `intid` on `vcpu`.
-    pub fn deactivate(&mut self, vcpu: usize, intid: u32) -> Result<(), VgicError> {
-        self.irq_mut(vcpu, intid)?.active = false;
-        Ok(())
+    pub fn deactivate(&self, vcpu: usize, intid: u32) -> Result<(), VgicError> {
+        self.change_irq(vcpu, intid, |irq| irq.active = false)
     }
+}
+
+/// A device line moves: a rising edge latches an edge-triggered interrupt.
+fn drive_line(irq: &mut IrqState, level: bool) {
+    if level && !irq.line && irq.edge {
+        irq.pending_latch = true;
+    }
+    irq.line = level;
 }
 
 #[cfg(test)]

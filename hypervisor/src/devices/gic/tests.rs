@@ -96,7 +96,7 @@ fn ctlr_keeps_enables_and_reports_are_and_ds() {
 
 #[test]
 fn redistributor_typer_affinity_and_last() {
-    let mut gic = Vgic::new(
+    let gic = Vgic::new(
         SPIS,
         &[
             Affinity::from_mpidr(0x8000_0000),
@@ -443,4 +443,32 @@ fn generations_move_for_the_vcpus_a_change_may_affect() {
         after[0] != before[0] && after[1] != before[1],
         "an MMIO write may change anything"
     );
+}
+
+#[test]
+fn activate_highest_hands_over_what_highest_pending_names() {
+    let gic = &mut vgic(1);
+    gicd_write(gic, 0x0, CTLR_LINUX);
+    wake_and_enable_ppi(gic, 0, VTIMER_PPI, 0xa0);
+    gic.set_ppi_level(0, VTIMER_PPI, true).unwrap();
+    let named = gic.highest_pending(0).unwrap();
+    assert_eq!(named.map(|p| p.intid), Some(VTIMER_PPI));
+    assert_eq!(gic.activate_highest(0), Ok(named));
+    assert!(gic.irq(0, VTIMER_PPI).unwrap().active);
+    assert_eq!(gic.activate_highest(0), Ok(None), "active: not again");
+}
+
+#[test]
+fn reset_forgets_everything_the_guest_set() {
+    let gic = &mut vgic(2);
+    gicd_write(gic, 0x0, CTLR_LINUX);
+    wake_and_enable_ppi(gic, 1, VTIMER_PPI, 0xa0);
+    gic.set_ppi_level(1, VTIMER_PPI, true).unwrap();
+    assert!(gic.highest_pending(1).unwrap().is_some());
+    let before = gic.generation(1);
+    gic.reset();
+    assert_ne!(gic.generation(1), before);
+    assert_eq!(gic.highest_pending(1), Ok(None));
+    assert!(!gic.irq(1, VTIMER_PPI).unwrap().enabled);
+    assert_eq!(gicd_read(gic, 0x0) & 0b11, 0, "groups disabled again");
 }
