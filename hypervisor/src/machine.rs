@@ -24,7 +24,7 @@ use crate::layout::{HYP_TIMER_INTID, MAINTENANCE_INTID, VTIMER_INTID};
 use crate::platform::{GicV3Info, PlatformInfo, MAX_CPUS};
 use crate::power;
 use crate::println;
-use crate::vm::irq::{HostIrqs, KICK_SGI};
+use crate::vm::irq::{HostIrqs, INTERRUPT_SGI, KICK_SGI};
 use crate::vm::run::{run_cpu, wait_all_out, wait_restart};
 use crate::vm::{Vm, VmStop};
 
@@ -151,6 +151,7 @@ pub fn init_cpu_gic(gic: &GicV3Info, primary: bool) -> Option<HostGic> {
     host_gic.enable(VTIMER_INTID);
     host_gic.enable(MAINTENANCE_INTID);
     host_gic.enable(KICK_SGI);
+    host_gic.enable(INTERRUPT_SGI);
     host_gic.enable(HYP_TIMER_INTID);
     Some(host_gic)
 }

@@ -21,6 +21,7 @@ use crate::println;
 use crate::psci::{self, PsciAction, PsciTarget};
 
 use super::{Vcpu, VcpuPower, Vm, VmStop, VmUart};
+use crate::devices::gic::Vgic;
 
 /// What the run loop does after an exit.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -31,9 +32,9 @@ pub enum ExitOutcome {
     CpuOff,
     /// Start another vCPU (PSCI CPU_ON) and continue.
     CpuOn(usize),
-    /// Make the CPUs of these vCPUs (a mask) leave their guests to see new
-    /// interrupts, and continue.
-    Kick(u64),
+    /// These vCPUs (a mask) have new interrupts: tell their CPUs, and
+    /// continue.
+    Interrupt(u64),
     /// The whole VM stopped.
     Stop(VmStop),
 }
@@ -236,7 +237,7 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
             if matches!(window, Window::Uart | Window::Rtc) {
                 let others = update_device_lines(vm) & !(1 << (vcpu.index % 64));
                 if others != 0 {
-                    return ExitOutcome::Kick(others);
+                    return ExitOutcome::Interrupt(others);
                 }
             }
         }
@@ -311,20 +312,35 @@ fn handle_call(vm: &mut Vm, vcpu: &mut Vcpu, conduit: &str) -> ExitOutcome {
 const ISS_SYSREG_MASK: u64 = 0x003f_fc1e;
 const ISS_ICC_SGI1R_EL1: u64 = (3 << 20) | (5 << 17) | (12 << 10) | (11 << 1);
 
+/// A trapped ICC_SGI1R_EL1 write (the guest's IPIs): makes the SGI pending
+/// on its targets and returns the other vCPUs it made one pending for, or
+/// `None` if the exit is not such a write. It needs only the vGIC, so the
+/// run loop handles it without the VM lock.
+pub fn sgi_write(vgic: &Vgic, vcpu: &mut Vcpu, info: &ExitInfo) -> Option<u64> {
+    let e = Esr(info.esr);
+    let iss = e.iss();
+    let is_write = iss & 1 == 0;
+    if info.kind != ExitKind::Sync
+        || e.class() != ExceptionClass::SysReg
+        || iss & ISS_SYSREG_MASK != ISS_ICC_SGI1R_EL1
+        || !is_write
+    {
+        return None;
+    }
+    let rt = usize::try_from((iss >> 5) & 0x1f).unwrap_or(31);
+    // A bad sender cannot happen (vcpu is ours); targets outside the VM
+    // are ignored by the model.
+    let targets = vgic.send_sgi(vcpu.index, vcpu.regs.x(rt)).unwrap_or(0);
+    let regs = &mut vcpu.regs.guest;
+    regs.pc = regs.pc.wrapping_add(e.instruction_len());
+    // The sender picks up its own SGIs at its next entry.
+    Some(targets & !(1 << (vcpu.index % 64)))
+}
+
 fn handle_sysreg(vm: &mut Vm, vcpu: &mut Vcpu, e: Esr) -> ExitOutcome {
     let iss = e.iss();
     let is_read = iss & 1 != 0;
     let rt = usize::try_from((iss >> 5) & 0x1f).unwrap_or(31);
-    if iss & ISS_SYSREG_MASK == ISS_ICC_SGI1R_EL1 && !is_read {
-        let value = vcpu.regs.x(rt);
-        // A bad sender cannot happen (vcpu is ours); targets outside the VM
-        // are ignored by the model.
-        let targets = vm.vgic.send_sgi(vcpu.index, value).unwrap_or(0);
-        let regs = &mut vcpu.regs.guest;
-        regs.pc = regs.pc.wrapping_add(e.instruction_len());
-        // The sender picks up its own SGIs at its next entry.
-        return ExitOutcome::Kick(targets & !(1 << vcpu.index));
-    }
     let op0 = (iss >> 20) & 3;
     let op1 = (iss >> 14) & 7;
     let crn = (iss >> 10) & 0xf;
@@ -372,7 +388,10 @@ pub fn handle_sync(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome
             regs.pc = regs.pc.wrapping_add(e.instruction_len());
             ExitOutcome::Continue
         }
-        ExceptionClass::SysReg => handle_sysreg(vm, vcpu, e),
+        ExceptionClass::SysReg => match sgi_write(vm.vgic, vcpu, info) {
+            Some(targets) => ExitOutcome::Interrupt(targets),
+            None => handle_sysreg(vm, vcpu, e),
+        },
         ExceptionClass::Other(_) => {
             inject_undefined(vm, vcpu, "unhandled exception class", e.0);
             ExitOutcome::Continue

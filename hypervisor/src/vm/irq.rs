@@ -22,8 +22,12 @@ const ICH_HCR_EN: u64 = 1 << 0;
 /// so interrupts that did not fit get their turn.
 const ICH_HCR_UIE: u64 = 1 << 1;
 /// The SGI one physical CPU sends another to make it leave its guest and
-/// look at the VM's state (new interrupts, a stop).
+/// look at the VM's state (power, a stop, console input), under its lock.
 pub const KICK_SGI: u32 = 8;
+/// The SGI that tells a physical CPU that a vCPU it runs has a new
+/// interrupt in the vGIC: it re-enters with its list registers refilled,
+/// without the VM lock when the vCPU has the CPU to itself.
+pub const INTERRUPT_SGI: u32 = 9;
 
 /// The host's interrupt sources the run loops serve, and how to reach the
 /// other physical CPUs.
@@ -47,13 +51,23 @@ impl HostIrqs {
         }
     }
 
-    /// Makes the physical CPUs of the vCPUs in `mask` leave their guests;
-    /// `pcpus[v]` is the physical CPU of vCPU v.
+    /// Makes the physical CPUs of the vCPUs in `mask` leave their guests
+    /// and look at the VM; `pcpus[v]` is the physical CPU of vCPU v.
     pub fn kick(&self, pcpus: &[usize], mask: u64) {
+        self.send(KICK_SGI, pcpus, mask);
+    }
+
+    /// Tells the physical CPUs of the vCPUs in `mask` that those have new
+    /// interrupts in the vGIC.
+    pub fn interrupt(&self, pcpus: &[usize], mask: u64) {
+        self.send(INTERRUPT_SGI, pcpus, mask);
+    }
+
+    fn send(&self, sgi: u32, pcpus: &[usize], mask: u64) {
         for (vcpu, pcpu) in pcpus.iter().enumerate() {
             if vcpu < 64 && mask & (1 << vcpu) != 0 {
                 if let Some(mpidr) = self.cpu_mpidrs.as_slice().get(*pcpu) {
-                    arch::gic_send_sgi(KICK_SGI, *mpidr);
+                    arch::gic_send_sgi(sgi, *mpidr);
                 }
             }
         }
@@ -78,19 +92,22 @@ pub fn take_console_input(vm: &mut Vm) -> u64 {
 pub struct IrqEvents {
     /// The time slice ended (the EL2 physical timer fired).
     pub preempt: bool,
-    /// Another CPU kicked this one: the VM's state changed (interrupts,
-    /// power, a stop).
+    /// Another CPU kicked this one: the VM's state changed (power, a
+    /// stop, console input).
     pub kicked: bool,
+    /// Another CPU made an interrupt pending for a vCPU this one runs.
+    pub interrupted: bool,
     /// Console input arrived for this VM.
     pub console_input: bool,
 }
 
 impl IrqEvents {
     /// Whether the run loop has to look at the VM (under its lock) before
-    /// the vCPU runs again; the timer and maintenance interrupts need only
-    /// the vGIC.
-    pub fn need_vm(&self) -> bool {
-        self.preempt || self.kicked || self.console_input
+    /// the vCPU runs again: the timer and maintenance interrupts need only
+    /// the vGIC, and so does a new interrupt when the vCPU has the CPU to
+    /// itself (`shared`: other vCPUs, perhaps blocked in WFI, share it).
+    pub fn need_vm(&self, shared: bool) -> bool {
+        self.preempt || self.kicked || self.console_input || (shared && self.interrupted)
     }
 }
 
@@ -122,6 +139,7 @@ pub fn handle_physical_irqs(
                 continue;
             }
             KICK_SGI => events.kicked = true,
+            INTERRUPT_SGI => events.interrupted = true,
             _ => {}
         }
         if let Some((base, uart_intid)) = host.uart {

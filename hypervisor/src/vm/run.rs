@@ -6,14 +6,17 @@
 //! vCPU's virtual timer is watched in software (its interrupt made pending
 //! in the vGIC when due, the EL2 timer armed for the earliest deadline).
 //!
-//! Accesses to the VM's PL011 are handled under the UART's own lock and
-//! re-enter the guest at once (`exit::uart_fast_path`); every other exit
-//! takes the VM lock.
+//! Exits that need only the VM's UART or its vGIC re-enter the guest at
+//! once, without the VM lock: PL011 accesses (`exit::uart_fast_path`), the
+//! virtual timer and maintenance interrupts, IPIs (`exit::sgi_write`) and
+//! the interrupts they bring (`irq::INTERRUPT_SGI`) when the vCPU has the
+//! CPU to itself. Every other exit takes the VM lock.
 //!
-//! Lock order: the VM lock, then the VM's UART lock, then the console input
-//! lock, then the console lock, then the heap lock. The VM lock is never
-//! held while a guest runs, nor while its console output goes to the
-//! (slow) physical UART.
+//! Lock order: the VM lock, then either the VM's UART lock or its vGIC
+//! locks (never both at once), then the console input lock, then the
+//! console lock, then the heap lock. The VM lock is never held while a
+//! guest runs, nor while its console output goes to the (slow) physical
+//! UART.
 
 use alloc::vec::Vec;
 
@@ -26,7 +29,9 @@ use crate::console::{self, Routed};
 use crate::layout::VTIMER_INTID;
 use crate::println;
 
-use super::exit::{handle_sync, uart_fast_path, update_device_lines, ExitOutcome, FastExit};
+use super::exit::{
+    handle_sync, sgi_write, uart_fast_path, update_device_lines, ExitOutcome, FastExit,
+};
 use super::irq::{
     clear_lrs, flush_to_lrs, handle_physical_irqs, restore_lrs, save_lrs, sync_from_lrs,
     take_console_input, HostIrqs, IrqEvents,
@@ -85,6 +90,8 @@ enum Exit {
     /// A UART access was done, and moved its interrupt line or found
     /// console input waiting.
     DevicesMoved,
+    /// An IPI was sent; these vCPUs have new interrupts.
+    Interrupted(u64),
 }
 
 /// One vCPU placed on this CPU.
@@ -109,9 +116,9 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
     let shared = slots.len() > 1;
     let own = own_mask(&slots);
     arch::set_wfx_trap(shared);
-    let (epoch, vm_index, uart, vgic) = {
+    let (epoch, vm_index, uart, vgic, pcpus) = {
         let v = vm.lock();
-        (v.epoch, v.index, v.uart, v.vgic)
+        (v.epoch, v.index, v.uart, v.vgic, v.pcpus.clone())
     };
     let mut loaded: Option<usize> = None;
     let mut current = 0;
@@ -131,9 +138,9 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         if v.epoch != epoch {
             break VmStop::Reset;
         }
-        let kick = take_console_input(&mut v) & in_use(&v) & !own;
-        if kick != 0 {
-            host.kick(&v.pcpus, kick);
+        let interrupted = take_console_input(&mut v) & in_use(&v) & !own;
+        if interrupted != 0 {
+            host.interrupt(&v.pcpus, interrupted);
         }
         let now = arch::counter();
         for (i, slot) in slots.iter_mut().enumerate() {
@@ -221,26 +228,32 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         controls.set_ich_hcr(flush_to_lrs(vgic, vcpu));
         unlock(v);
 
-        // Exits that need only the UART or the vGIC (console accesses, the
-        // virtual timer, maintenance) re-enter at once, without the VM lock.
+        // Exits that need only the UART or the vGIC re-enter at once,
+        // without the VM lock (see the module doc).
         let exit = loop {
             let info = arch::run_guest(&mut vcpu.regs.guest);
             match info.kind {
                 ExitKind::Irq | ExitKind::Fiq => {
                     sync_from_lrs(vgic, vcpu);
                     let events = handle_physical_irqs(vgic, vm_index, vcpu, host);
-                    if events.need_vm() {
+                    if events.need_vm(shared) {
                         break Exit::Irqs(events);
                     }
                 }
                 ExitKind::SError => break Exit::SError(info),
                 ExitKind::Sync => match uart_fast_path(uart, vcpu, &info) {
-                    FastExit::NotMine => break Exit::Sync(info),
                     FastExit::Done { line_moved } => {
                         if line_moved || console::input_waiting(vm_index) {
                             break Exit::DevicesMoved;
                         }
                     }
+                    // An IPI to a vCPU sharing this CPU, perhaps blocked in
+                    // WFI, is the VM's business.
+                    FastExit::NotMine => match sgi_write(vgic, vcpu, &info) {
+                        Some(targets) if !shared => host.interrupt(&pcpus, targets),
+                        Some(targets) => break Exit::Interrupted(targets),
+                        None => break Exit::Sync(info),
+                    },
                 },
             }
             controls.set_ich_hcr(flush_to_lrs(vgic, vcpu));
@@ -254,7 +267,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             // top of the loop, and whom to kick decided here.
             Exit::DevicesMoved => match update_device_lines(&mut v) & !own {
                 0 => ExitOutcome::Continue,
-                others => ExitOutcome::Kick(others),
+                others => ExitOutcome::Interrupt(others),
             },
             Exit::Irqs(events) => {
                 if events.preempt {
@@ -263,9 +276,10 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
                 }
                 match take_console_input(&mut v) & !own {
                     0 => ExitOutcome::Continue,
-                    others => ExitOutcome::Kick(others),
+                    others => ExitOutcome::Interrupt(others),
                 }
             }
+            Exit::Interrupted(targets) => ExitOutcome::Interrupt(targets),
             Exit::SError(info) => {
                 println!(
                     "hypervisor: {}: vcpu {index}: SError (ESR {:#x}), stopping the VM",
@@ -288,7 +302,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         };
         match outcome {
             ExitOutcome::Continue => {}
-            ExitOutcome::Kick(mask) => host.kick(&v.pcpus, mask & in_use(&v)),
+            ExitOutcome::Interrupt(mask) => host.interrupt(&v.pcpus, mask & in_use(&v)),
             ExitOutcome::CpuOn(_) => {
                 host.kick(&v.pcpus, in_use(&v) & !(1 << index));
                 arch::send_event();
