@@ -272,22 +272,32 @@ mod tests {
     use super::*;
     use crate::arch::aarch64::pte::{El2Stage1, Stage2};
 
-    #[test]
-    fn ram_uses_blocks_and_pages_for_the_tail() {
+    /// Guest RAM of `size` bytes at IPA 0x4000_0000 on a 2 MiB-aligned
+    /// host partition at `HOST_RAM`, in leaves of at most `largest_leaf`.
+    fn map_guest_ram(size: u64, largest_leaf: u64) -> (FakeTables, PageTable) {
         let mut mem = FakeTables::new(16);
         let mut pt = PageTable::new(&mut mem).unwrap();
-        // 4 MiB + 8 KiB of guest RAM at IPA 0x4000_0000 on a 2 MiB-aligned partition.
-        let host = PhysAddr::new(0x4820_0000);
         pt.map::<Stage2>(
             &mut mem,
             0x4000_0000,
-            host,
-            0x40_2000,
+            HOST_RAM,
+            size,
             MapAttrs::RAM,
-            LARGEST_BLOCK,
+            largest_leaf,
         )
         .unwrap();
-        assert_eq!(pt.translate::<Stage2>(&mem, 0x4000_0000), Some((host, 2)));
+        (mem, pt)
+    }
+
+    const HOST_RAM: PhysAddr = PhysAddr::new(0x4820_0000);
+
+    #[test]
+    fn ram_uses_blocks_and_pages_for_the_tail() {
+        let (mem, pt) = map_guest_ram(0x40_2000, LARGEST_BLOCK);
+        assert_eq!(
+            pt.translate::<Stage2>(&mem, 0x4000_0000),
+            Some((HOST_RAM, 2))
+        );
         assert_eq!(
             pt.translate::<Stage2>(&mem, 0x4020_1234),
             Some((PhysAddr::new(0x4840_1234), 2))
@@ -304,19 +314,11 @@ mod tests {
 
     #[test]
     fn pages_only_when_blocks_are_not_wanted() {
-        let mut mem = FakeTables::new(16);
-        let mut pt = PageTable::new(&mut mem).unwrap();
-        let host = PhysAddr::new(0x4820_0000);
-        pt.map::<Stage2>(
-            &mut mem,
-            0x4000_0000,
-            host,
-            0x40_0000,
-            MapAttrs::RAM,
-            PAGE_SIZE,
-        )
-        .unwrap();
-        assert_eq!(pt.translate::<Stage2>(&mem, 0x4000_0000), Some((host, 3)));
+        let (mem, pt) = map_guest_ram(0x40_0000, PAGE_SIZE);
+        assert_eq!(
+            pt.translate::<Stage2>(&mem, 0x4000_0000),
+            Some((HOST_RAM, 3))
+        );
         assert_eq!(
             pt.translate::<Stage2>(&mem, 0x403f_f008),
             Some((PhysAddr::new(0x485f_f008), 3))
