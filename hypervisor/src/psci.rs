@@ -113,6 +113,21 @@ pub fn is_known(x0: u64) -> bool {
     is_supported(u32::try_from(x0 & 0xffff_ffff).unwrap_or(0))
 }
 
+/// TRNG_VERSION (SMCCC TRNG 1.0): is there a firmware random source?
+const TRNG_VERSION: u32 = 0x8400_0050;
+/// The vendor-specific hypervisor service's call UID query (Linux asks it
+/// to find KVM's paravirtual services).
+const VENDOR_HYP_CALL_UID: u32 = 0x8600_FF01;
+
+/// Whether `x0` is a probe a guest makes to find an optional service, for
+/// which NOT_SUPPORTED is the architected "absent" (not worth a log line).
+pub fn is_discovery_probe(x0: u64) -> bool {
+    matches!(
+        u32::try_from(x0 & 0xffff_ffff).unwrap_or(0),
+        TRNG_VERSION | VENDOR_HYP_CALL_UID
+    )
+}
+
 /// Narrows an SMC32 argument to its 32 bits.
 fn arg32(function: u32, value: u64) -> u64 {
     if function & 0x4000_0000 == 0 {
@@ -245,6 +260,16 @@ mod tests {
             handle(0xffff_ffff_8400_0000, [0; 3], &VM),
             PsciAction::Return(0x10001)
         );
+    }
+
+    #[test]
+    fn discovery_probes_are_absent_services_not_unknown_calls() {
+        for probe in [0x8400_0050, 0x8600_ff01] {
+            assert_eq!(handle(probe, [0; 3], &VM), PsciAction::Return(-1));
+            assert!(is_discovery_probe(probe) && !is_known(probe));
+        }
+        assert!(!is_discovery_probe(0x8800_0bad));
+        assert!(!is_discovery_probe(0x8400_0000), "PSCI_VERSION is known");
     }
 
     #[test]

@@ -273,7 +273,8 @@ fn handle_call(vm: &mut Vm, vcpu: &mut Vcpu, conduit: &str) -> ExitOutcome {
     let ret = |vcpu: &mut Vcpu, value: i64| vcpu.regs.set_x(0, value as u64);
     match action {
         PsciAction::Return(value) => {
-            if value == psci::NOT_SUPPORTED && !psci::is_known(x0) {
+            if value == psci::NOT_SUPPORTED && !psci::is_known(x0) && !psci::is_discovery_probe(x0)
+            {
                 println!(
                     "hypervisor: {}: vcpu {}: unknown {conduit} function {x0:#x}, returning NOT_SUPPORTED",
                     vm.name, vcpu.index
