@@ -175,8 +175,24 @@ pub fn ratio(scenario: Duration, baseline: Duration) -> f64 {
     scenario.as_secs_f64() / baseline.as_secs_f64().max(f64::EPSILON)
 }
 
+/// How `lab bench boot` runs.
+#[derive(Clone, Copy, Debug)]
+pub struct BootBench {
+    /// Boots of each scenario.
+    pub runs: usize,
+    /// Under `-icount shift=0`, measuring the guest's virtual time.
+    pub icount: bool,
+    /// Use only cached guest images.
+    pub offline: bool,
+}
+
 /// Runs the benchmark and prints one line per boot and the summary.
-pub fn boot(lab: &Lab, qemu: &Path, names: [&str; 2], runs: usize, icount: bool) -> Result<()> {
+pub fn boot(lab: &Lab, qemu: &Path, names: [&str; 2], how: BootBench) -> Result<()> {
+    let BootBench {
+        runs,
+        icount,
+        offline,
+    } = how;
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -191,6 +207,7 @@ pub fn boot(lab: &Lab, qemu: &Path, names: [&str; 2], runs: usize, icount: bool)
         } else {
             Vec::new()
         },
+        offline,
         ..RunOptions::default()
     };
     println!("measuring {}", clock.describe());

@@ -95,6 +95,9 @@ enum Bench {
         /// Run QEMU with `-icount shift=0` (virtual time).
         #[arg(long)]
         icount: bool,
+        /// Use only cached guest images; never touch the network.
+        #[arg(long)]
+        offline: bool,
     },
 }
 
@@ -150,10 +153,16 @@ impl Command {
                 baseline,
                 runs,
                 icount,
+                offline,
             }) => {
                 let lab = Lab::discover()?;
                 let qemu = qemu::provision::ensure_qemu()?;
-                bench::boot(&lab, &qemu, [&scenario, &baseline], runs, icount)?;
+                let how = bench::BootBench {
+                    runs,
+                    icount,
+                    offline,
+                };
+                bench::boot(&lab, &qemu, [&scenario, &baseline], how)?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Fetch { update, offline } => {
