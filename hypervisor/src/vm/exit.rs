@@ -419,7 +419,8 @@ mod tests {
         assert_eq!(at(u64::MAX), None);
     }
 
-    use crate::arch::aarch64::context::{ExitKind, SPSR_EL1H_MASKED};
+    use crate::arch::aarch64::context::SPSR_EL1H_MASKED;
+    use crate::devices::AccessWidth;
 
     const EC_HVC64: u64 = 0x16 << 26;
     const EC_SMC64: u64 = 0x17 << 26;
@@ -562,5 +563,91 @@ mod tests {
         // MSR ICC_SGI1R_EL1, X3.
         let iss = ISS_ICC_SGI1R_EL1 | (3 << 5) | (5 << 17);
         assert_eq!(iss & ISS_SYSREG_MASK, ISS_ICC_SGI1R_EL1);
+    }
+
+    /// STRH W1, [Xn]: ISV, SAS = halfword, SRT = 1, WnR.
+    const STRH_W1: u64 = EC_DABT_LOW | IL | (1 << 24) | (1 << 22) | (1 << 16) | (1 << 6);
+    /// LDRH W2, [Xn]: ISV, SAS = halfword, SRT = 2.
+    const LDRH_W2: u64 = EC_DABT_LOW | IL | (1 << 24) | (1 << 22) | (2 << 16);
+
+    #[test]
+    fn uart_fast_path_takes_described_uart_accesses_only() {
+        let vm = Vm::for_tests(1);
+        let mut v = vcpu(0);
+        let pc = v.regs.guest.pc;
+        // The flag register, as Linux polls it before each character.
+        assert_eq!(
+            uart_fast_path(vm.uart, &mut v, &exit(LDRH_W2, 0x0900_0018)),
+            FastExit::Done { line_moved: false }
+        );
+        assert_eq!(v.regs.guest.pc, pc + 4);
+        v.regs.set_x(1, u64::from(b'x'));
+        assert_eq!(
+            uart_fast_path(vm.uart, &mut v, &exit(STRH_W1, 0x0900_0000)),
+            FastExit::Done { line_moved: false }
+        );
+        assert_eq!(v.regs.guest.pc, pc + 8);
+        let not_mine = [
+            exit(LDRH_W2, 0x0800_0000),
+            // No ISV: the instruction has to be decoded from guest memory.
+            exit(LDRH_W2 & !(1 << 24), 0x0900_0018),
+            exit(EC_SYS64 | IL, 0x0900_0018),
+            // PeriphID at a halfword offset the PL011 refuses.
+            exit(LDRH_W2, 0x0900_0fe2),
+        ];
+        for info in not_mine {
+            assert_eq!(uart_fast_path(vm.uart, &mut v, &info), FastExit::NotMine);
+        }
+        assert_eq!(v.regs.guest.pc, pc + 8, "untouched when not handled");
+    }
+
+    #[test]
+    fn an_enabled_uart_interrupt_moving_is_reported() {
+        let vm = Vm::for_tests(1);
+        let mut v = vcpu(0);
+        // IMSC = TXIM, as the tty layer sets it to send: nothing yet.
+        v.regs.set_x(1, 1 << 5);
+        assert_eq!(
+            uart_fast_path(vm.uart, &mut v, &exit(STRH_W1, 0x0900_0038)),
+            FastExit::Done { line_moved: false }
+        );
+        // A byte leaves at once, the transmit interrupt latches.
+        v.regs.set_x(1, u64::from(b'x'));
+        assert_eq!(
+            uart_fast_path(vm.uart, &mut v, &exit(STRH_W1, 0x0900_0000)),
+            FastExit::Done { line_moved: true }
+        );
+        assert!(vm.uart.lock().interrupt_pending());
+    }
+
+    #[test]
+    fn sgi_writes_need_only_the_vgic() {
+        let vm = Vm::for_tests(3);
+        let gicd_ctlr_grp1 = 0b10;
+        let mut gicd = vm.vgic.distributor();
+        gicd.write(0, AccessWidth::Word, gicd_ctlr_grp1).unwrap();
+        let mut gicr = vm.vgic.redistributors();
+        for vcpu in 0..3u64 {
+            // IGROUPR0: SGIs are Group 1.
+            let igroupr0 = vcpu * 0x2_0000 + 0x1_0080;
+            gicr.write(igroupr0, AccessWidth::Word, 0xffff).unwrap();
+        }
+        let mut v = vcpu(0);
+        let pc = v.regs.guest.pc;
+        // MSR ICC_SGI1R_EL1, X3 with SGI 5 to the list {0, 2}.
+        let msr = EC_SYS64 | IL | ISS_ICC_SGI1R_EL1 | (3 << 5);
+        v.regs.set_x(3, (5 << 24) | 0b101);
+        assert_eq!(
+            sgi_write(vm.vgic, &mut v, &exit(msr, 0)),
+            Some(0b100),
+            "the sender's own SGI is not its target to tell"
+        );
+        assert_eq!(v.regs.guest.pc, pc + 4);
+        assert!(vm.vgic.irq(2, 5).unwrap().pending_latch);
+        assert!(vm.vgic.irq(0, 5).unwrap().pending_latch);
+        assert!(!vm.vgic.irq(1, 5).unwrap().pending_latch);
+        // A read of it is not a write.
+        assert_eq!(sgi_write(vm.vgic, &mut v, &exit(msr | 1, 0)), None);
+        assert_eq!(v.regs.guest.pc, pc + 4);
     }
 }
