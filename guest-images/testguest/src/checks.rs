@@ -163,18 +163,18 @@ pub fn vtimer<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option
     }
 }
 
-/// Sleeps in WFI with the virtual timer armed: the CPU (under a hypervisor,
-/// the vCPU blocked in its WFI exit) must wake on the timer's interrupt.
-/// A machine that never wakes it hangs here, and the lab's timeout says so.
-pub fn wfi<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option<&Gic>) {
-    let Some(gic) = gic else {
-        report.fail("wfi", format_args!("no GIC"));
-        return;
-    };
-    let intid = platform.vtimer_intid;
+/// What one timer sleep saw: how long it took (counter ticks) and the last
+/// interrupt taken.
+struct Slept {
+    elapsed: u64,
+    last_intid: u32,
+}
+
+/// Sleeps in WFI until the virtual timer (interrupt `intid`), armed for
+/// `ticks`, interrupts: no instructions run meanwhile.
+fn sleep_on_timer(gic: &Gic, intid: u32, ticks: u64) -> Slept {
     gic.enable_private(intid);
     let (count_before, _) = arch::irq_stats();
-    let ticks = ms_to_ticks(TIMER_DELAY_MS);
     let start = sysreg::counter();
     sysreg::vtimer_arm(u32::try_from(ticks).unwrap_or(u32::MAX));
     sysreg::irq_unmask();
@@ -185,16 +185,32 @@ pub fn wfi<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option<&G
     let elapsed = sysreg::counter().saturating_sub(start);
     sysreg::vtimer_stop();
     gic.disable_private(intid);
-    match arch::irq_stats() {
-        (_, last) if last != intid => report.fail(
+    Slept {
+        elapsed,
+        last_intid: arch::irq_stats().1,
+    }
+}
+
+/// Sleeps in WFI with the virtual timer armed: the CPU (under a hypervisor,
+/// the vCPU blocked in its WFI exit) must wake on the timer's interrupt.
+/// A machine that never wakes it hangs here, and the lab's timeout says so.
+pub fn wfi<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option<&Gic>) {
+    let Some(gic) = gic else {
+        report.fail("wfi", format_args!("no GIC"));
+        return;
+    };
+    let intid = platform.vtimer_intid;
+    let ticks = ms_to_ticks(TIMER_DELAY_MS);
+    match sleep_on_timer(gic, intid, ticks) {
+        Slept { last_intid, .. } if last_intid != intid => report.fail(
             "wfi",
-            format_args!("woken by INTID {last}, expected {intid}"),
+            format_args!("woken by INTID {last_intid}, expected {intid}"),
         ),
-        _ if elapsed < ticks => report.fail(
+        Slept { elapsed, .. } if elapsed < ticks => report.fail(
             "wfi",
             format_args!("woke after {} us, before the timer", ticks_to_us(elapsed)),
         ),
-        _ => report.pass(
+        Slept { elapsed, .. } => report.pass(
             "wfi",
             format_args!(
                 "woke on INTID {intid} {} us after arming for {TIMER_DELAY_MS} ms",
@@ -204,8 +220,23 @@ pub fn wfi<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option<&G
     }
 }
 
+/// Waits `ms` milliseconds: asleep on the timer when there is a GIC, since
+/// under `-icount` a busy-wait costs an instruction per nanosecond (1.5 s
+/// would be 1.5 billion of them); polling the counter without one.
+fn wait_ms(platform: &Platform, gic: Option<&Gic>, ms: u64) {
+    let ticks = ms_to_ticks(ms);
+    let start = sysreg::counter();
+    if let Some(gic) = gic {
+        // An early wake (another interrupt) falls through to the poll.
+        sleep_on_timer(gic, platform.vtimer_intid, ticks);
+    }
+    while sysreg::counter().saturating_sub(start) < ticks {
+        core::hint::spin_loop();
+    }
+}
+
 /// Reads the RTC, checks its identity and that it keeps time.
-pub fn pl031<W: Write>(report: &mut Report<W>, platform: &Platform) {
+pub fn pl031<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option<&Gic>) {
     let Some(rtc) = DeviceWindow::new(platform.rtc) else {
         report.fail("pl031", format_args!("RTC window overlaps the guest image"));
         return;
@@ -224,11 +255,7 @@ pub fn pl031<W: Write>(report: &mut Report<W>, platform: &Platform) {
         return;
     }
     let first = u64::from(rtc.read32(rtc::DR));
-    let start = sysreg::counter();
-    let wait = ms_to_ticks(1_500);
-    while sysreg::counter().saturating_sub(start) < wait {
-        core::hint::spin_loop();
-    }
+    wait_ms(platform, gic, 1_500);
     let second = u64::from(rtc.read32(rtc::DR));
     let date = DateTime::from_unix(first);
     if first < YEAR_2020 {

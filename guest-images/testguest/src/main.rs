@@ -151,11 +151,12 @@ mod guest {
         checks::spi(&mut report, &platform, gic.as_ref());
         checks::uart_irq(&mut report, &platform, gic.as_ref(), uart);
         smp::checks(&mut report, &platform, gic.as_ref());
-        checks::pl031(&mut report, &platform);
+        checks::pl031(&mut report, &platform, gic.as_ref());
         if platform.misbehave {
             checks::unmapped_access(&mut report, UNMAPPED_IPA);
             checks::bogus_call(&mut report, platform.conduit);
         }
+        report.clock(sysreg::counter(), sysreg::counter_frequency());
         report.done();
         power_off(platform.conduit)
     }
