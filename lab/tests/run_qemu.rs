@@ -312,9 +312,12 @@ fn each_vm_gets_its_own_console_under_the_hypervisor() {
                 .any(|l| l.starts_with("TESTGUEST uart: PASS")),
             "{vm}: {vm_lines:?}"
         );
-        // Whole lines, however the two VMs' output interleaved on the UART.
+        // Whole lines, however the two VMs' output interleaved on the UART:
+        // the test guest prints only these two kinds.
         assert!(
-            vm_lines.iter().all(|l| l.starts_with("TESTGUEST ")),
+            vm_lines
+                .iter()
+                .all(|l| l.starts_with("TESTGUEST ") || l.starts_with("LAB-CLOCK ")),
             "{vm}: {vm_lines:?}"
         );
         assert!(
