@@ -6,7 +6,7 @@ use core::fmt::Write;
 use crate::arch::{self, sysreg, DeviceWindow};
 use crate::civil::DateTime;
 use crate::console::{self, Pl011};
-use crate::gic::{poll_interrupt, Gic, Poll};
+use crate::gic::{poll_interrupt, Gic, Poll, SPURIOUS_INTID};
 use crate::platform::{Conduit, Platform};
 use crate::report::Report;
 use crate::smccc::{self, Version};
@@ -14,6 +14,11 @@ use crate::smccc::{self, Version};
 /// PL031 registers (PrimeCell RTC TRM, 3.2).
 mod rtc {
     pub const DR: usize = 0x000;
+    pub const MR: usize = 0x004;
+    pub const IMSC: usize = 0x010;
+    pub const ICR: usize = 0x01C;
+    /// RTCINTR, in IMSC/ICR.
+    pub const INT: u32 = 1;
     pub const PERIPH_ID0: usize = 0xFE0;
     pub const PCELL_ID0: usize = 0xFF0;
     pub const PERIPH_ID: u32 = 0x0004_1031;
@@ -27,6 +32,9 @@ const YEAR_2020: u64 = 1_577_836_800;
 /// How long the virtual timer is set for and how long we wait for it.
 const TIMER_DELAY_MS: u64 = 10;
 const TIMER_PATIENCE_MS: u64 = 2_000;
+/// The RTC alarm is set two seconds ahead (at least one full second);
+/// the virtual timer, set for this long, ends the wait when none comes.
+const ALARM_PATIENCE_MS: u64 = 4_000;
 
 fn ms_to_ticks(ms: u64) -> u64 {
     sysreg::counter_frequency().saturating_mul(ms) / 1_000
@@ -269,6 +277,73 @@ pub fn pl031<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option<
         report.pass(
             "pl031",
             format_args!("{date}, advanced {} s in 1.5 s", second - first),
+        );
+    }
+}
+
+/// The PL031's match register: an alarm two seconds ahead arrives as the
+/// DT's SPI while the CPU sleeps in WFI with no other work. A hypervisor
+/// that looks at the RTC only when the guest exits never delivers it; the
+/// virtual timer, armed as a backstop, ends the wait then.
+pub fn pl031_alarm<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option<&Gic>) {
+    let Some(gic) = gic else {
+        report.fail("pl031-alarm", format_args!("no GIC"));
+        return;
+    };
+    let Some(rtc) = DeviceWindow::new(platform.rtc) else {
+        report.fail(
+            "pl031-alarm",
+            format_args!("RTC window overlaps the guest image"),
+        );
+        return;
+    };
+    let (rtc_intid, timer_intid) = (platform.rtc_intid, platform.vtimer_intid);
+    let due = rtc.read32(rtc::DR).wrapping_add(2);
+    rtc.write32(rtc::MR, due);
+    rtc.write32(rtc::ICR, rtc::INT);
+    rtc.write32(rtc::IMSC, rtc::INT);
+    gic.enable_spi(rtc_intid);
+    gic.enable_private(timer_intid);
+    let start = sysreg::counter();
+    sysreg::vtimer_arm(u32::try_from(ms_to_ticks(ALARM_PATIENCE_MS)).unwrap_or(u32::MAX));
+    // Interrupts stay masked: WFI still wakes on a pending one, taken here.
+    let got = loop {
+        arch::wait_for_interrupt();
+        match sysreg::icc_iar1() {
+            SPURIOUS_INTID => continue,
+            intid => break intid,
+        }
+    };
+    let elapsed = sysreg::counter().saturating_sub(start);
+    rtc.write32(rtc::IMSC, 0);
+    rtc.write32(rtc::ICR, rtc::INT);
+    sysreg::vtimer_stop();
+    sysreg::icc_eoir1(got);
+    gic.disable_spi(rtc_intid);
+    gic.disable_private(timer_intid);
+    let now = rtc.read32(rtc::DR);
+    if got == rtc_intid && now.wrapping_sub(due) < 2 {
+        report.pass(
+            "pl031-alarm",
+            format_args!(
+                "INTID {rtc_intid} when DR reached MR = DR + 2, after {} ms",
+                ticks_to_us(elapsed) / 1000
+            ),
+        );
+    } else if got == rtc_intid {
+        report.fail(
+            "pl031-alarm",
+            format_args!("INTID {rtc_intid} at DR {now}, alarm set for {due}"),
+        );
+    } else if got == timer_intid {
+        report.fail(
+            "pl031-alarm",
+            format_args!("no RTC interrupt within {ALARM_PATIENCE_MS} ms of MR = DR + 2"),
+        );
+    } else {
+        report.fail(
+            "pl031-alarm",
+            format_args!("woken by INTID {got}, expected {rtc_intid}"),
         );
     }
 }

@@ -54,7 +54,8 @@ const PRIORITY: u8 = 0xA0;
 const PRIORITY_MASK: u64 = 0xF0;
 /// Polls of a GIC register before we give up on RWP/ChildrenAsleep.
 const GIC_POLLS: u32 = 1_000_000;
-const SPURIOUS_INTID: u32 = 1023;
+/// What ICC_IAR1_EL1 reads when nothing is pending.
+pub const SPURIOUS_INTID: u32 = 1023;
 
 /// Why bring-up failed.
 #[derive(Clone, Copy, Debug)]

@@ -152,6 +152,7 @@ mod guest {
         checks::uart_irq(&mut report, &platform, gic.as_ref(), uart);
         smp::checks(&mut report, &platform, gic.as_ref());
         checks::pl031(&mut report, &platform, gic.as_ref());
+        checks::pl031_alarm(&mut report, &platform, gic.as_ref());
         if platform.misbehave {
             checks::unmapped_access(&mut report, UNMAPPED_IPA);
             checks::bogus_call(&mut report, platform.conduit);

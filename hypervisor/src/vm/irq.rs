@@ -13,7 +13,6 @@ use crate::fixed_vec::FixedVec;
 use crate::layout::{HYP_TIMER_INTID, VTIMER_INTID};
 use crate::platform::MAX_CPUS;
 
-use super::exit::update_device_lines;
 use super::{Vcpu, Vm};
 
 /// ICH_HCR_EL2.En.
@@ -77,20 +76,18 @@ impl HostIrqs {
 /// Moves console input typed for `vm` into its PL011, as much as its
 /// receive buffer takes: the rest stays queued and follows later (the run
 /// loop calls this whenever it holds the VM lock, and the UART's fast path
-/// hands over to it while input waits).
-/// Returns the vCPUs to kick (see [`update_device_lines`]).
-pub fn take_console_input(vm: &mut Vm) -> u64 {
+/// hands over to it while input waits). The UART's line is the caller's
+/// ([`update_device_lines`](super::exit::update_device_lines)).
+pub fn take_console_input(vm: &mut Vm) {
     let index = vm.index;
-    if vm.uart.lock().fill_rx(|| console::take_input(index)) == 0 {
-        return 0;
-    }
-    update_device_lines(vm)
+    vm.uart.lock().fill_rx(|| console::take_input(index));
 }
 
 /// What the physical interrupts of one exit asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IrqEvents {
-    /// The time slice ended (the EL2 physical timer fired).
+    /// The EL2 physical timer fired: the time slice ended, or a deadline
+    /// it watches passed (a descheduled vCPU's timer, the RTC alarm).
     pub preempt: bool,
     /// Another CPU kicked this one: the VM's state changed (power, a
     /// stop, console input).

@@ -5,6 +5,7 @@
 //! WFI/WFE trap so an idle or spinning vCPU yields, and a descheduled
 //! vCPU's virtual timer is watched in software (its interrupt made pending
 //! in the vGIC when due, the EL2 timer armed for the earliest deadline).
+//! The CPU running vCPU 0 also arms the EL2 timer for the VM's RTC alarm.
 //!
 //! Exits that need only the VM's UART or its vGIC re-enter the guest at
 //! once, without the VM lock: PL011 accesses (`exit::uart_fast_path`), the
@@ -138,9 +139,13 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         if v.epoch != epoch {
             break VmStop::Reset;
         }
-        let interrupted = take_console_input(&mut v) & in_use(&v) & !own;
-        if interrupted != 0 {
-            host.interrupt(&v.pcpus, interrupted);
+        // Console input, the RTC alarm, a UART access on a fast path: the
+        // devices' lines are brought up to date here, before any vCPU is
+        // found blocked or entered, and the other CPUs told.
+        take_console_input(&mut v);
+        let rose = update_device_lines(&mut v) & in_use(&v) & !own;
+        if rose != 0 {
+            host.interrupt(&v.pcpus, rose);
         }
         let now = arch::counter();
         for (i, slot) in slots.iter_mut().enumerate() {
@@ -180,7 +185,8 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         let Some(next) = next else {
             // Nothing to run: sleep until an interrupt (a kick, the loaded
             // vCPU's timer, the EL2 timer for a descheduled one's deadline).
-            controls.set_hyp_deadline(next_deadline(&slots, loaded, None, now), now);
+            let wake = next_deadline(&slots, loaded, rtc_alarm(&v, own), now);
+            controls.set_hyp_deadline(wake, now);
             unlock(v);
             arch::wait_for_interrupt();
             v = vm.lock();
@@ -221,10 +227,10 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             .enumerate()
             .any(|(i, s)| i != next && runnable(s));
         let slice_end = others_runnable.then(|| slice_start.saturating_add(slice_ticks));
-        controls.set_hyp_deadline(next_deadline(&slots, loaded, slice_end, now), now);
+        let deadline = next_deadline(&slots, loaded, earliest(slice_end, rtc_alarm(&v, own)), now);
+        controls.set_hyp_deadline(deadline, now);
         let index = slots[next].index;
         let vcpu = slots[next].vcpu.as_mut().unwrap_or_else(|| unreachable!());
-        let _ = update_device_lines(&mut v);
         controls.set_ich_hcr(flush_to_lrs(vgic, vcpu));
         unlock(v);
 
@@ -263,21 +269,15 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         sync_from_lrs(vgic, vcpu);
         let mut block = false;
         let outcome = match exit {
-            // Handled; the device lines and console input are done at the
-            // top of the loop, and whom to kick decided here.
-            Exit::DevicesMoved => match update_device_lines(&mut v) & !own {
-                0 => ExitOutcome::Continue,
-                others => ExitOutcome::Interrupt(others),
-            },
+            // Handled; device lines and console input are brought up to date
+            // at the top of the loop.
+            Exit::DevicesMoved => ExitOutcome::Continue,
             Exit::Irqs(events) => {
                 if events.preempt {
                     controls.forget_hyp_deadline();
                     yield_cpu = true;
                 }
-                match take_console_input(&mut v) & !own {
-                    0 => ExitOutcome::Continue,
-                    others => ExitOutcome::Interrupt(others),
-                }
+                ExitOutcome::Continue
             }
             Exit::Interrupted(targets) => ExitOutcome::Interrupt(targets),
             Exit::SError(info) => {
@@ -378,27 +378,42 @@ fn own_mask(slots: &[Slot]) -> u64 {
         .fold(0, |mask, s| mask | (1 << s.index))
 }
 
-/// When the EL2 timer must fire: the end of the running vCPU's slice (when
-/// others wait for the CPU) or the earliest virtual-timer deadline of the
-/// vCPUs not loaded, whichever comes first.
+/// When the EL2 timer must fire: the earliest of `also` (the end of the
+/// running vCPU's slice when others wait for the CPU, the RTC alarm) and
+/// the virtual-timer deadlines of the vCPUs not loaded.
 fn next_deadline(
     slots: &[Slot],
     loaded: Option<usize>,
-    slice_end: Option<u64>,
+    also: Option<u64>,
     now: u64,
 ) -> Option<u64> {
-    let mut at = slice_end;
+    let mut at = also;
     for (i, slot) in slots.iter().enumerate() {
         if loaded == Some(i) {
             continue;
         }
         // A deadline already passed is pending in the vGIC: nothing to wait for.
         let deadline = slot.vcpu.as_ref().and_then(Vcpu::timer_deadline);
-        if let Some(deadline) = deadline.filter(|d| *d > now) {
-            at = Some(at.map_or(deadline, |a| a.min(deadline)));
-        }
+        at = earliest(at, deadline.filter(|d| *d > now));
     }
     at
+}
+
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When the VM's RTC alarm is due, if this CPU watches it: the one running
+/// vCPU 0 does, so that a guest asleep in WFI gets its alarm (the RTC's
+/// line is otherwise looked at only when some vCPU exits).
+fn rtc_alarm(vm: &Vm, own: u64) -> Option<u64> {
+    if own & 1 == 0 {
+        return None;
+    }
+    vm.rtc.next_event()
 }
 
 /// The vCPUs of `vm` that may be running (powered on), as a mask.
