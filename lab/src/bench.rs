@@ -20,10 +20,11 @@
 
 use crate::report::timeline::{Mark, TimelineBuilder, LAB_CLOCK_STAGE};
 use crate::run::events::{Consumer, Event, Verdict};
+use crate::run::record::ResultWriter;
 use crate::run::{run_scenario, Lab, RunOptions};
 use crate::scenario::{self, Scenario};
 use anyhow::{bail, Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -139,10 +140,20 @@ impl Boot {
     }
 }
 
-/// Boots `scenario` once.
-fn boot_once(lab: &Lab, scenario: &Scenario, qemu: &Path, options: &RunOptions) -> Result<Boot> {
+/// Boots `scenario` once: the boot, and the run directory it left (its
+/// `result.json` carries the timeline the boot was read from).
+pub fn boot_once(
+    lab: &Lab,
+    scenario: &Scenario,
+    qemu: &Path,
+    options: &RunOptions,
+) -> Result<(Boot, PathBuf)> {
     let tap = TimelineTap::default();
-    let summary = run_scenario(lab, scenario, qemu, options, vec![Box::new(tap.clone())])?;
+    // Every boot leaves its result.json beside its console.log, as a
+    // `lab scenario` run does: a failed one says why.
+    let consumers: Vec<Box<dyn Consumer>> =
+        vec![Box::new(tap.clone()), Box::new(ResultWriter::default())];
+    let summary = run_scenario(lab, scenario, qemu, options, consumers)?;
     if summary.verdict != Verdict::Passed {
         bail!(
             "{} failed; see {}",
@@ -155,7 +166,7 @@ fn boot_once(lab: &Lab, scenario: &Scenario, qemu: &Path, options: &RunOptions) 
         .lock()
         .map_err(|_| anyhow::anyhow!("timeline poisoned"))?;
     match Boot::from_marks(timeline.marks()) {
-        Some(boot) => Ok(boot),
+        Some(boot) => Ok((boot, summary.run_dir)),
         None => bail!(
             "{} printed no boot-complete sentinel (LAB-READY or TESTGUEST DONE); see {}",
             scenario.name,
@@ -216,7 +227,7 @@ pub fn boot(lab: &Lab, qemu: &Path, names: [&str; 2], how: BootBench) -> Result<
     for run in 1..=runs {
         // Alternate, so drift on the machine hits both alike.
         for (which, scenario) in scenarios.iter().enumerate() {
-            let boot = boot_once(lab, scenario, qemu, &options)
+            let (boot, _) = boot_once(lab, scenario, qemu, &options)
                 .with_context(|| format!("run {run} of {}", scenario.name))?;
             let stage = &boot.stage;
             match &sentinels[which] {
