@@ -298,8 +298,12 @@ pub fn load_stage2(root: PhysAddr, vmid: u16) {
     }
 }
 
-/// Copies `src` into the start of `dst` (guest RAM being loaded), 128
-/// bytes per iteration through vector register pairs. The target is built
+/// Copies `src` into the start of `dst` (guest RAM being loaded) and
+/// cleans the copy to the point of coherency: a guest starts with its MMU
+/// and data cache off and reads memory, not the hypervisor's cache (the
+/// arm64 boot protocol asks the same of a kernel image's loader).
+///
+/// The copy runs 128 bytes per iteration through vector register pairs. The target is built
 /// with strict alignment, so the compiler's `memcpy` moves a source that is
 /// misaligned against its destination (every bundle member: cpio aligns
 /// them to 4 bytes) by shifting words, several times slower; EL2 allows
@@ -340,6 +344,31 @@ pub fn copy_to_guest_ram(dst: &mut [u8], src: &[u8]) {
         }
     }
     dst[bulk..len].copy_from_slice(&src[bulk..len]);
+    clean_to_poc(&dst[..len]);
+}
+
+/// CTR_EL0.DminLine: log2 of the smallest data cache line, in words.
+const CTR_DMINLINE_SHIFT: u64 = 16;
+
+/// Cleans the data cache lines holding `bytes` to the point of coherency.
+fn clean_to_poc(bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {0}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    let line = 4usize << ((ctr >> CTR_DMINLINE_SHIFT) & 0xf);
+    let start = bytes.as_ptr() as usize & !(line - 1);
+    let end = bytes.as_ptr() as usize + bytes.len();
+    for address in (start..end).step_by(line) {
+        // SAFETY: cleaning a line of memory the caller owns (and the
+        // rest of that line) only writes dirty data back; it changes no
+        // value anyone reads.
+        unsafe { asm!("dc cvac, {0}", in(reg) address, options(nostack)) };
+    }
+    // SAFETY: a barrier only.
+    unsafe { asm!("dsb sy", options(nostack)) };
 }
 
 /// Makes new code in guest RAM visible to instruction fetch.
