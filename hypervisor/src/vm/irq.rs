@@ -192,12 +192,22 @@ pub fn flush_to_lrs(vgic: &Vgic, vcpu: &mut Vcpu) -> u64 {
     if vcpu.settled_at == Some(vgic.generation(vcpu.index)) {
         return ICH_HCR_EN;
     }
-    let more = loop {
+    // The generation is read before each scan: a change another CPU makes
+    // during the scan moves it past what is recorded, so the next entry
+    // scans again instead of missing that change.
+    vcpu.settled_at = None;
+    loop {
+        let generation = vgic.generation(vcpu.index);
         let Some(free) = vcpu.lrs.iter().position(Option::is_none) else {
-            break matches!(vgic.highest_pending(vcpu.index), Ok(Some(_)));
+            if matches!(vgic.highest_pending(vcpu.index), Ok(Some(_))) {
+                return ICH_HCR_EN | ICH_HCR_UIE;
+            }
+            vcpu.settled_at = Some(generation);
+            break;
         };
         let Ok(Some(next)) = vgic.activate_highest(vcpu.index) else {
-            break false;
+            vcpu.settled_at = Some(generation);
+            break;
         };
         let mut lr = ListRegister::pending(next.intid, next.priority);
         lr.group1 = next.group == Group::One;
@@ -210,14 +220,8 @@ pub fn flush_to_lrs(vgic: &Vgic, vcpu: &mut Vcpu) -> u64 {
         }
         arch::gic_write_lr(free, lr.encode());
         vcpu.lrs[free] = Some(next.intid);
-    };
-    if more {
-        vcpu.settled_at = None;
-        ICH_HCR_EN | ICH_HCR_UIE
-    } else {
-        vcpu.settled_at = Some(vgic.generation(vcpu.index));
-        ICH_HCR_EN
     }
+    ICH_HCR_EN
 }
 
 /// Takes the vCPU's interrupts off this CPU's list registers so another
@@ -265,5 +269,56 @@ pub fn clear_lrs(vcpu: &mut Vcpu) {
     if vcpu.vtimer_active {
         arch::gic_deactivate(VTIMER_INTID);
         vcpu.vtimer_active = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::{AccessWidth, MmioDevice};
+    use crate::vm::Vm;
+
+    /// vCPU 0 of a one-vCPU VM whose guest enabled Group 1 and the
+    /// virtual timer's PPI, with four list registers.
+    fn guest_with_timer_enabled() -> (Vm, Vcpu) {
+        let vm = Vm::for_tests(1);
+        vm.vgic
+            .distributor()
+            .write(0, AccessWidth::Word, 0b10)
+            .unwrap();
+        let mut gicr = vm.vgic.redistributors();
+        // WAKER: awake; IGROUPR0: Group 1; ISENABLER0: the timer.
+        gicr.write(0x14, AccessWidth::Word, 0).unwrap();
+        gicr.write(0x1_0080, AccessWidth::Word, u64::MAX).unwrap();
+        gicr.write(0x1_0100, AccessWidth::Word, 1 << VTIMER_INTID)
+            .unwrap();
+        let mut vcpu = Vcpu::boot(0, 0x4008_0000, 0);
+        vcpu.lrs = alloc::vec![None; 4];
+        (vm, vcpu)
+    }
+
+    #[test]
+    fn flush_moves_what_is_pending_and_then_settles() {
+        let (vm, mut vcpu) = guest_with_timer_enabled();
+        assert_eq!(flush_to_lrs(vm.vgic, &mut vcpu), ICH_HCR_EN);
+        assert_eq!(vcpu.settled_at, Some(vm.vgic.generation(0)));
+        vm.vgic.set_ppi_level(0, VTIMER_INTID, true).unwrap();
+        assert_eq!(flush_to_lrs(vm.vgic, &mut vcpu), ICH_HCR_EN);
+        assert_eq!(vcpu.lrs[0], Some(VTIMER_INTID));
+        assert!(vm.vgic.irq(0, VTIMER_INTID).unwrap().active);
+        // Settled at the generation its last scan started from.
+        assert_eq!(vcpu.settled_at, Some(vm.vgic.generation(0)));
+        assert_eq!(flush_to_lrs(vm.vgic, &mut vcpu), ICH_HCR_EN);
+        assert_eq!(vcpu.lrs.iter().flatten().count(), 1, "not twice");
+    }
+
+    #[test]
+    fn full_list_registers_ask_for_the_underflow_interrupt() {
+        let (vm, mut vcpu) = guest_with_timer_enabled();
+        vcpu.lrs = alloc::vec![Some(3); 4];
+        vm.vgic.set_ppi_level(0, VTIMER_INTID, true).unwrap();
+        assert_eq!(flush_to_lrs(vm.vgic, &mut vcpu), ICH_HCR_EN | ICH_HCR_UIE);
+        assert_eq!(vcpu.settled_at, None, "it has to try again");
+        assert!(!vm.vgic.irq(0, VTIMER_INTID).unwrap().active);
     }
 }
