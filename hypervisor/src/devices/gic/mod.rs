@@ -7,10 +7,16 @@
 //! - `Vgic::distributor()` / `Vgic::redistributors()`: `MmioDevice`s for the
 //!   GICD window (64 KiB) and the GICR region (128 KiB per vCPU);
 //! - `set_spi_level` / `set_ppi_level` / `raise_edge`: device lines;
-//! - `send_sgi`: a trapped ICC_SGI1R_EL1 write, returning the vCPUs to kick;
-//! - `highest_pending(vcpu)`, then `activate` when the interrupt goes into a
-//!   list register, `deactivate` when the guest's EOI retires it (for a level
-//!   interrupt whose line is still high it is pending again at once).
+//! - `send_sgi`: a trapped ICC_SGI1R_EL1 write, returning the vCPUs to tell;
+//! - `activate_highest(vcpu)` when the next interrupt goes into a list
+//!   register (`highest_pending` only looks), `deactivate` when the guest's
+//!   EOI retires it (for a level interrupt whose line is still high it is
+//!   pending again at once);
+//! - `generation(vcpu)`: equal readings mean nothing changed for the vCPU.
+//!
+//! Every method takes `&self`: the distributor and each redistributor have
+//! their own locks (see [`Vgic`]), so the physical CPUs of a VM reach the
+//! model without the VM's lock.
 //!
 //! Priorities keep 5 bits (PRIORITY_MASK), as QEMU's CPU interface
 //! (ICH_VTR_EL2.PRIbits) implements.
