@@ -55,7 +55,7 @@ fn write_unlocked(args: fmt::Arguments<'_>) {
 /// What ends a VM's unfinished line that other output interrupts: ASCII RS,
 /// which terminals do not show, then a line break. The lab's console reader
 /// (`lab/src/run/console.rs`) joins the line with the VM's next tagged line.
-const LINE_BREAK: &[u8] = b"\x1e\r\n";
+pub const LINE_BREAK: &[u8] = b"\x1e\r\n";
 
 /// Breaks a VM's unfinished line before other output (caller holds the lock).
 fn break_partial_line(base: PhysAddr, unless: usize) {

@@ -7,7 +7,7 @@
 
 /// PSTATE for a vCPU's first entry: EL1h, D, A, I and F masked.
 pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
-/// SPSR.M[3:0] values.
+/// `SPSR.M[3:0]` values.
 pub const SPSR_MODE_MASK: u64 = 0xf;
 /// EL0t.
 pub const SPSR_MODE_EL0T: u64 = 0b0000;
@@ -15,7 +15,7 @@ pub const SPSR_MODE_EL0T: u64 = 0b0000;
 pub const SPSR_MODE_EL1T: u64 = 0b0100;
 /// EL1h.
 pub const SPSR_MODE_EL1H: u64 = 0b0101;
-/// SPSR.M[4]: the exception came from AArch32.
+/// `SPSR.M[4]`: the exception came from AArch32.
 pub const SPSR_AARCH32: u64 = 1 << 4;
 
 /// FP/SIMD state: V0-V31, FPSR, FPCR.

@@ -1,4 +1,4 @@
-//! GICv3 list-register encoding (ICH_LR<n>_EL2): how the hypervisor hands a
+//! GICv3 list-register encoding (`ICH_LR<n>_EL2`): how the hypervisor hands a
 //! virtual interrupt to the GIC's virtual CPU interface. Pure bit layout,
 //! host-tested; `hw::gic` reads and writes the registers.
 #![forbid(unsafe_code)]
@@ -56,7 +56,7 @@ impl ListRegister {
         }
     }
 
-    /// The ICH_LR<n>_EL2 value.
+    /// The `ICH_LR<n>_EL2` value.
     pub fn encode(&self) -> u64 {
         let state = match self.state {
             LrState::Invalid => 0,
@@ -78,7 +78,7 @@ impl ListRegister {
         v
     }
 
-    /// Decodes an ICH_LR<n>_EL2 value.
+    /// Decodes an `ICH_LR<n>_EL2` value.
     pub fn decode(raw: u64) -> Self {
         let state = match raw >> STATE_SHIFT {
             0 => LrState::Invalid,

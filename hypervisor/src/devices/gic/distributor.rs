@@ -1,7 +1,7 @@
 //! The GICv3 distributor (GICD_*), as a guest with affinity routing sees
 //! it: a single security state (GICD_CTLR.DS = 1, as KVM presents it), ARE
 //! fixed to 1, so SGIs and PPIs live in the redistributors and SPIs are
-//! routed by GICD_IROUTER<n>. Register map: GICv3 architecture spec
+//! routed by `GICD_IROUTER<n>`. Register map: GICv3 architecture spec
 //! (IHI 0069), 12.9.
 
 use alloc::vec::Vec;

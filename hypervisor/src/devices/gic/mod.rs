@@ -100,7 +100,7 @@ fn byte_or_word(offset: u64, width: AccessWidth) -> Result<(), MmioError> {
     }
 }
 
-/// A vCPU's affinity as GICR_TYPER[63:32] packs it: Aff3.Aff2.Aff1.Aff0.
+/// A vCPU's affinity as `GICR_TYPER[63:32]` packs it: Aff3.Aff2.Aff1.Aff0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Affinity(u32);
 
@@ -109,7 +109,7 @@ impl Affinity {
         Affinity(u32::from_be_bytes([aff3, aff2, aff1, aff0]))
     }
 
-    /// From an MPIDR_EL1 value (Aff3 [39:32], Aff2..Aff0 [23:0]).
+    /// From an MPIDR_EL1 value (Aff3 `[39:32]`, Aff2..Aff0 `[23:0]`).
     pub const fn from_mpidr(mpidr: u64) -> Self {
         Affinity(((((mpidr >> 32) & 0xFF) << 24) | (mpidr & 0xFF_FFFF)) as u32)
     }
