@@ -10,6 +10,7 @@ use crate::arch::aarch64::context::{ExitInfo, ExitKind, VcpuRegs};
 use crate::arch::aarch64::esr::{self, Esr, ExceptionClass};
 use crate::arch::aarch64::idregs;
 use crate::arch::aarch64::mmio_decode::{self, Direction, MmioAccess};
+use crate::devices::gic::Vgic;
 use crate::devices::memory::GuestMemory;
 use crate::devices::virtio::mmio::SLOT_SIZE;
 use crate::devices::{MmioDevice, MmioError};
@@ -21,7 +22,6 @@ use crate::println;
 use crate::psci::{self, PsciAction, PsciTarget};
 
 use super::{Vcpu, VcpuPower, Vm, VmStop, VmUart};
-use crate::devices::gic::Vgic;
 
 /// What the run loop does after an exit.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -232,14 +232,10 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
     }
     match result {
         Ok(()) => {
+            // A UART or RTC line this moved is brought up to date, and its
+            // vCPU told, at the top of the run loop.
             let regs = &mut vcpu.regs.guest;
             regs.pc = regs.pc.wrapping_add(e.instruction_len());
-            if matches!(window, Window::Uart | Window::Rtc) {
-                let others = update_device_lines(vm) & !(1 << (vcpu.index % 64));
-                if others != 0 {
-                    return ExitOutcome::Interrupt(others);
-                }
-            }
         }
         Err(err) => {
             let why = alloc::format!("{window:?} {err}");

@@ -80,7 +80,9 @@ impl HostIrqs {
 /// ([`update_device_lines`](super::exit::update_device_lines)).
 pub fn take_console_input(vm: &mut Vm) {
     let index = vm.index;
-    vm.uart.lock().fill_rx(|| console::take_input(index));
+    if console::input_waiting(index) {
+        vm.uart.lock().fill_rx(|| console::take_input(index));
+    }
 }
 
 /// What the physical interrupts of one exit asked for.

@@ -322,8 +322,9 @@ pub struct Vm {
     pub in_guest: usize,
     /// Last levels driven onto the PL011 and PL031 SPIs.
     pub lines: (bool, bool),
-    /// The virtual GICv3, with locks of its own (taken after the VM's and
-    /// the UART's), so that interrupt exits need only those.
+    /// The virtual GICv3, with locks of its own (taken after the VM's,
+    /// never together with the UART's), so that interrupt exits need only
+    /// those.
     pub vgic: &'static Vgic,
     /// The PL011, behind its own lock (taken after the VM's), so that the
     /// console accesses, a booting Linux's most frequent exits, need only

@@ -69,10 +69,6 @@ impl Redistributor {
         }
     }
 
-    pub fn affinity(&self) -> Affinity {
-        self.affinity
-    }
-
     /// Whether the vCPU's interface is awake (GICR_WAKER.ProcessorSleep
     /// clear): a sleeping redistributor forwards nothing.
     pub fn awake(&self) -> bool {
