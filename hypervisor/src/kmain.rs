@@ -24,7 +24,7 @@
 use crate::addr::{PhysAddr, PhysRange, BLOCK_2M, PAGE_SIZE};
 use crate::arch::{self, aarch64::pte::El2Stage1, IdentityTables};
 use crate::boot::cpio::Archive;
-use crate::boot::manifest::{self, ManifestError};
+use crate::boot::manifest::{self, DeviceKind, ManifestError, VmConfig};
 use crate::console;
 use crate::fixed_vec::FixedVec;
 use crate::layout::RAM_BASE;
@@ -36,6 +36,7 @@ use crate::power;
 use crate::println;
 use crate::vm::irq::HostIrqs;
 use crate::vm::{self, HostClock, Vm, VmHost};
+use crate::vswitch::{Fabric, Owner};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
@@ -172,6 +173,8 @@ fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator, root: Ph
         },
         tag_console: manifest.vms.len() > 1,
         stage2_leaf: vm::stage2_largest_leaf(platform.qemu_virt),
+        // Lives as long as the machine: the VMs' ports point into it.
+        fabric: Box::leak(Box::new(fabric(&manifest.vms))),
     };
     let mut vms = Vec::new();
     for (k, (config, pcpus)) in manifest.vms.iter().zip(per_vm).enumerate() {
@@ -206,6 +209,25 @@ fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator, root: Ph
         },
         platform,
     )
+}
+
+/// The switches of the manifest's network devices, one port per device.
+fn fabric(vms: &[VmConfig]) -> Fabric {
+    Fabric::new(vms.iter().enumerate().flat_map(|(vm, config)| {
+        config
+            .devices
+            .iter()
+            .filter_map(move |device| match &device.kind {
+                DeviceKind::Net { switch, .. } => Some((
+                    switch.as_str(),
+                    Owner {
+                        vm,
+                        slot: device.slot,
+                    },
+                )),
+                DeviceKind::Block { .. } => None,
+            })
+    }))
 }
 
 fn print_banner(platform: &PlatformInfo<'_>) {

@@ -30,6 +30,8 @@ pub const VIRTIO_SLOTS: u64 = 32;
 pub const PL011_INTID: u32 = 33;
 /// Guest INTID of the PL031 (SPI 2).
 pub const PL031_INTID: u32 = 34;
+/// Guest INTID of virtio-mmio slot 0 (SPI 16); slot n has this + n.
+pub const VIRTIO_INTID_BASE: u32 = 48;
 /// Virtual timer PPI.
 pub const VTIMER_INTID: u32 = 27;
 /// EL2 physical timer PPI (the hypervisor's own time slices).

@@ -21,3 +21,4 @@ pub mod platform;
 pub mod power;
 pub mod psci;
 pub mod vm;
+pub mod vswitch;

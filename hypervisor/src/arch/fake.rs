@@ -188,6 +188,12 @@ pub fn gic_send_sgi(_intid: u32, _mpidr: u64) {}
 /// Host builds have no other CPUs to wake.
 pub fn send_event() {}
 
+/// Host builds share no memory with a guest CPU.
+pub fn memory_barrier() {}
+
+/// Host builds share no memory with a guest CPU.
+pub fn read_barrier() {}
+
 /// Host builds have no events to wait for.
 pub fn wait_for_event() {}
 

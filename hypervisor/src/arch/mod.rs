@@ -2,7 +2,8 @@
 //! target (Hubris-style). Portable code calls the names re-exported here:
 //!
 //! - platform: `uart_*`, `rtc_read_seconds`, `counter*`, `psci_call`,
-//!   `current_el`, `halt`, events/interrupt waits, `secondary_entry_point`;
+//!   `current_el`, `halt`, events/interrupt waits, `secondary_entry_point`,
+//!   `memory_barrier`/`read_barrier` (ordering against guest CPUs);
 //! - memory: `enable_mmu`, `IdentityTables` (a `mm::pagetable::TableMemory`
 //!   over host RAM), `frames_bytes*`, `initrd_bytes`, `heap_init`;
 //! - host GIC: `HostGic`, `gic_*` (acknowledge, EOI, SGIs, list registers);

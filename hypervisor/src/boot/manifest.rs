@@ -10,8 +10,19 @@
 //!                  kernel-ipa = <0x0 0x40080000>;     // not needed for elf
 //!                  dtb = "vm0/dtb"; dtb-ipa = <0x0 0x48000000>;
 //!                  initrd = "vm0/initrd"; initrd-ipa = <...>;  // optional pair
-//!                  physical-cpus = <0 1>; }; }; };
+//!                  physical-cpus = <0 1>;
+//!                  devices {                          // optional
+//!                      virtio@0 { kind = "virtio-net"; slot = <0>;
+//!                                 mac = [02 4c 41 42 00 01]; switch = "lan0"; };
+//!                      virtio@1 { kind = "virtio-blk"; slot = <1>;
+//!                                 disk-size = <0x0 0x4000000>; serial = "disk1";
+//!                                 image = "vm0/disk1";   // optional initial contents
+//!                                 read-only; };          // optional
+//!                  }; }; }; };
 //! ```
+//!
+//! Slot `n` is the virtio-mmio window at IPA 0x0A00_0000 + n·0x200 with
+//! SPI 16 + n, as on QEMU's `virt` board.
 #![forbid(unsafe_code)]
 
 use alloc::format;
@@ -21,7 +32,7 @@ use core::fmt;
 
 use super::dt::{self, Node, Property};
 use crate::addr::{IntermediatePhysAddr, PAGE_SIZE};
-use crate::layout::{MAX_VCPUS, RAM_BASE};
+use crate::layout::{MAX_VCPUS, RAM_BASE, VIRTIO_SLOTS};
 
 /// The `compatible` string of the root node.
 pub const COMPATIBLE: &str = "lab,hypervisor-manifest-v1";
@@ -39,6 +50,34 @@ pub enum KernelFormat {
     Elf,
     /// A flat binary loaded at `kernel-ipa` and entered there.
     Raw,
+}
+
+/// Longest serial number a virtio-blk device reports (GET_ID).
+const SERIAL_MAX: usize = 20;
+
+/// What kind of device a manifest device node describes.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum DeviceKind {
+    /// virtio-net on a port of the switch called `switch`.
+    Net { mac: [u8; 6], switch: String },
+    /// virtio-blk over `size` bytes of host RAM, filled from the bundle
+    /// member `image` (the rest zero).
+    Block {
+        size: u64,
+        serial: String,
+        image: Option<String>,
+        read_only: bool,
+    },
+}
+
+/// One device of a VM.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DeviceConfig {
+    /// Node path for messages (`vms/vm@0/devices/virtio@1`).
+    pub node: String,
+    /// virtio-mmio slot, below [`VIRTIO_SLOTS`].
+    pub slot: u32,
+    pub kind: DeviceKind,
 }
 
 /// A file of the bundle placed at a guest-physical address.
@@ -73,6 +112,8 @@ pub struct VmConfig {
     pub initrd: Option<Placement>,
     /// Physical CPUs the vCPUs run on (empty: the hypervisor chooses).
     pub physical_cpus: Vec<u32>,
+    /// virtio devices, in manifest order.
+    pub devices: Vec<DeviceConfig>,
 }
 
 impl VmConfig {
@@ -164,6 +205,82 @@ impl<'a> Fields<'_, 'a> {
     }
 }
 
+fn parse_device(node: &Node<'_>, path: String) -> Result<DeviceConfig, ManifestError> {
+    let f = Fields { node, path };
+    let slot = f.u32("slot")?;
+    if u64::from(slot) >= VIRTIO_SLOTS {
+        return Err(f.err("slot", format!("must be below {VIRTIO_SLOTS}, not {slot}")));
+    }
+    let kind = match f.string("kind")?.as_str() {
+        "virtio-net" => {
+            let mac: [u8; 6] = f
+                .prop("mac")?
+                .value
+                .try_into()
+                .map_err(|_| f.err("mac", "must be 6 bytes"))?;
+            if mac[0] & 1 != 0 || mac == [0; 6] {
+                return Err(f.err("mac", "must be a unicast address"));
+            }
+            DeviceKind::Net {
+                mac,
+                switch: f.string("switch")?,
+            }
+        }
+        "virtio-blk" => {
+            let size = f.u64("disk-size")?;
+            if size == 0 || !size.is_multiple_of(PAGE_SIZE) {
+                return Err(f.err(
+                    "disk-size",
+                    format!("must be a non-zero multiple of 4 KiB, not {size:#x}"),
+                ));
+            }
+            let serial = f.string("serial")?;
+            if serial.len() > SERIAL_MAX {
+                return Err(f.err("serial", format!("must be at most {SERIAL_MAX} bytes")));
+            }
+            let image = match node.property("image") {
+                None => None,
+                Some(_) => Some(f.string("image")?),
+            };
+            DeviceKind::Block {
+                size,
+                serial,
+                image,
+                read_only: node.property("read-only").is_some(),
+            }
+        }
+        other => {
+            return Err(f.err(
+                "kind",
+                format!("must be virtio-net or virtio-blk, not {other:?}"),
+            ))
+        }
+    };
+    Ok(DeviceConfig {
+        node: f.path.clone(),
+        slot,
+        kind,
+    })
+}
+
+fn parse_devices(
+    node: Option<&Node<'_>>,
+    vm_path: &str,
+) -> Result<Vec<DeviceConfig>, ManifestError> {
+    let mut devices: Vec<DeviceConfig> = Vec::new();
+    for child in node.map(|n| n.children.as_slice()).unwrap_or_default() {
+        let device = parse_device(child, format!("{vm_path}/devices/{}", child.name))?;
+        if devices.iter().any(|d| d.slot == device.slot) {
+            return Err(ManifestError::new(
+                format!("{}/slot", device.node),
+                format!("slot {} is taken by another device", device.slot),
+            ));
+        }
+        devices.push(device);
+    }
+    Ok(devices)
+}
+
 fn parse_vm(node: &Node<'_>, path: String) -> Result<VmConfig, ManifestError> {
     let f = Fields { node, path };
     let name = f.string("name")?;
@@ -221,6 +338,7 @@ fn parse_vm(node: &Node<'_>, path: String) -> Result<VmConfig, ManifestError> {
             .ok_or_else(|| f.err("physical-cpus", "must be a list of 32-bit cells"))?
             .collect(),
     };
+    let devices = parse_devices(node.child("devices"), &f.path)?;
     let vm = VmConfig {
         node: f.path.clone(),
         name,
@@ -232,6 +350,7 @@ fn parse_vm(node: &Node<'_>, path: String) -> Result<VmConfig, ManifestError> {
         dtb,
         initrd,
         physical_cpus,
+        devices,
     };
     // Placements must start inside RAM, page-aligned where the boot
     // protocols ask for it; whether the files fit is checked at load time.
@@ -305,6 +424,8 @@ pub(crate) mod tests {
     /// One VM's manifest properties; tests tweak them.
     pub struct VmSpec {
         pub props: Vec<(&'static str, Value)>,
+        /// Children of the `devices` node: name and properties.
+        pub devices: Vec<(String, Vec<(&'static str, Value)>)>,
     }
 
     pub enum Value {
@@ -312,6 +433,8 @@ pub(crate) mod tests {
         U32(u32),
         U64(u64),
         Cells(Vec<u32>),
+        Bytes(Vec<u8>),
+        Empty,
     }
 
     pub fn default_vm(name: &'static str) -> VmSpec {
@@ -327,6 +450,7 @@ pub(crate) mod tests {
                 ("dtb-ipa", Value::U64(0x4800_0000)),
                 ("physical-cpus", Value::Cells(vec![0])),
             ],
+            devices: Vec::new(),
         }
     }
 
@@ -340,6 +464,23 @@ pub(crate) mod tests {
             self.props.retain(|(n, _)| *n != name);
             self
         }
+        pub fn device(mut self, name: &str, props: Vec<(&'static str, Value)>) -> Self {
+            self.devices.push((name.into(), props));
+            self
+        }
+    }
+
+    fn write_props(w: &mut FdtWriter, props: &[(&'static str, Value)]) {
+        for (name, value) in props {
+            match value {
+                Value::Str(s) => w.property_string(name, s).unwrap(),
+                Value::U32(v) => w.property_u32(name, *v).unwrap(),
+                Value::U64(v) => w.property_u64(name, *v).unwrap(),
+                Value::Cells(c) => w.property_array_u32(name, c).unwrap(),
+                Value::Bytes(b) => w.property(name, b).unwrap(),
+                Value::Empty => w.property_null(name).unwrap(),
+            }
+        }
     }
 
     pub fn build(compatible: &str, vms: &[VmSpec]) -> Vec<u8> {
@@ -349,13 +490,15 @@ pub(crate) mod tests {
         let vms_node = w.begin_node("vms").unwrap();
         for (i, vm) in vms.iter().enumerate() {
             let n = w.begin_node(&format!("vm@{i}")).unwrap();
-            for (name, value) in &vm.props {
-                match value {
-                    Value::Str(s) => w.property_string(name, s).unwrap(),
-                    Value::U32(v) => w.property_u32(name, *v).unwrap(),
-                    Value::U64(v) => w.property_u64(name, *v).unwrap(),
-                    Value::Cells(c) => w.property_array_u32(name, c).unwrap(),
+            write_props(&mut w, &vm.props);
+            if !vm.devices.is_empty() {
+                let devices = w.begin_node("devices").unwrap();
+                for (name, props) in &vm.devices {
+                    let d = w.begin_node(name).unwrap();
+                    write_props(&mut w, props);
+                    w.end_node(d).unwrap();
                 }
+                w.end_node(devices).unwrap();
             }
             w.end_node(n).unwrap();
         }
@@ -396,6 +539,131 @@ pub(crate) mod tests {
         assert_eq!(vm1.kernel_ipa, None);
         assert_eq!(vm1.initrd.as_ref().unwrap().path, "vm1/initrd");
         assert_eq!(vm1.physical_cpus, [1, 0]);
+    }
+
+    fn net(slot: u32) -> Vec<(&'static str, Value)> {
+        vec![
+            ("kind", Value::Str("virtio-net")),
+            ("slot", Value::U32(slot)),
+            ("mac", Value::Bytes(vec![2, 0x4c, 0x41, 0x42, 0, 1])),
+            ("switch", Value::Str("lan0")),
+        ]
+    }
+
+    fn blk(slot: u32) -> Vec<(&'static str, Value)> {
+        vec![
+            ("kind", Value::Str("virtio-blk")),
+            ("slot", Value::U32(slot)),
+            ("disk-size", Value::U64(0x400_0000)),
+            ("serial", Value::Str("disk1")),
+        ]
+    }
+
+    fn with(
+        mut props: Vec<(&'static str, Value)>,
+        name: &'static str,
+        value: Value,
+    ) -> Vec<(&'static str, Value)> {
+        props.retain(|(n, _)| *n != name);
+        props.push((name, value));
+        props
+    }
+
+    #[test]
+    fn devices_parse_in_order() {
+        let mut image = blk(1);
+        image.push(("image", Value::Str("vm0/disk1")));
+        image.push(("read-only", Value::Empty));
+        let vm = default_vm("vm0")
+            .device("virtio@0", net(0))
+            .device("virtio@1", image)
+            .device("virtio@2", blk(2));
+        let m = parse(&build(COMPATIBLE, &[vm])).unwrap();
+        let devices = &m.vms[0].devices;
+        assert_eq!(devices.len(), 3);
+        assert_eq!(devices[0].node, "vms/vm@0/devices/virtio@0");
+        assert_eq!(
+            devices[0].kind,
+            DeviceKind::Net {
+                mac: [2, 0x4c, 0x41, 0x42, 0, 1],
+                switch: "lan0".into()
+            }
+        );
+        assert_eq!(devices[1].slot, 1);
+        assert_eq!(
+            devices[1].kind,
+            DeviceKind::Block {
+                size: 0x400_0000,
+                serial: "disk1".into(),
+                image: Some("vm0/disk1".into()),
+                read_only: true
+            }
+        );
+        assert!(matches!(
+            devices[2].kind,
+            DeviceKind::Block {
+                image: None,
+                read_only: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_devices_are_named() {
+        let at = "vms/vm@0/devices/virtio@0";
+        let cases: Vec<(Vec<(&'static str, Value)>, String)> = vec![
+            (
+                with(net(0), "slot", Value::U32(32)),
+                format!("{at}/slot: must be below 32"),
+            ),
+            (
+                with(net(0), "kind", Value::Str("virtio-gpu")),
+                format!("{at}/kind: must be virtio-net or virtio-blk"),
+            ),
+            (
+                with(net(0), "mac", Value::Bytes(vec![2, 0, 0])),
+                format!("{at}/mac: must be 6 bytes"),
+            ),
+            (
+                with(net(0), "mac", Value::Bytes(vec![1, 0, 0, 0, 0, 1])),
+                format!("{at}/mac: must be a unicast address"),
+            ),
+            (
+                net(0).into_iter().filter(|(n, _)| *n != "switch").collect(),
+                format!("{at}/switch: missing"),
+            ),
+            (
+                with(blk(0), "disk-size", Value::U64(1000)),
+                format!("{at}/disk-size: must be a non-zero multiple of 4 KiB"),
+            ),
+            (
+                with(blk(0), "disk-size", Value::U64(0)),
+                format!("{at}/disk-size: must be a non-zero multiple of 4 KiB"),
+            ),
+            (
+                with(blk(0), "serial", Value::Str("a-serial-longer-than-twenty")),
+                format!("{at}/serial: must be at most 20 bytes"),
+            ),
+            (
+                with(blk(0), "image", Value::U32(3)),
+                format!("{at}/image: must be a non-empty string"),
+            ),
+        ];
+        for (device, expected) in cases {
+            let got = error_of(default_vm("vm0").device("virtio@0", device));
+            assert!(
+                got.starts_with(&expected),
+                "{got:?} should start with {expected:?}"
+            );
+        }
+        let twice = default_vm("vm0")
+            .device("virtio@0", net(3))
+            .device("virtio@1", blk(3));
+        assert_eq!(
+            error_of(twice),
+            "vms/vm@0/devices/virtio@1/slot: slot 3 is taken by another device"
+        );
     }
 
     #[test]

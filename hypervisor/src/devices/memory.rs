@@ -44,10 +44,15 @@ pub trait GuestMemory {
     fn write(&mut self, address: IntermediatePhysAddr, buf: &[u8]) -> Result<(), GuestMemoryError>;
 
     /// Makes the writes so far visible to the guest's CPUs before any later
-    /// write (a device publishes a used-ring element before the index that
-    /// announces it). The bare-metal implementation issues `dmb ishst`;
-    /// host fakes need nothing.
+    /// access (a device publishes a used-ring element before the index that
+    /// announces it, and the index before it reads the driver's flags). The
+    /// bare-metal implementation issues `dmb ish`; host fakes need nothing.
     fn publish(&self) {}
+
+    /// Orders the reads so far before any later read (a device reads the
+    /// available index before the ring entries it announces). The
+    /// bare-metal implementation issues `dmb ishld`; host fakes need nothing.
+    fn acquire(&self) {}
 
     fn read_u16(&self, address: IntermediatePhysAddr) -> Result<u16, GuestMemoryError> {
         let mut bytes = [0; 2];

@@ -10,13 +10,17 @@
 //! - `pl011`: the console UART;
 //! - `pl031`: the real-time clock;
 //! - `memory`: the guest-memory trait;
-//! - `virtio`: the virtio-mmio transport, split virtqueues, empty slots.
+//! - `virtio`: the virtio-mmio transport, split virtqueues, empty slots,
+//!   the block and network devices;
+//! - `table`: a VM's devices by window ([`VmDevice`]), built from its
+//!   manifest entry.
 #![forbid(unsafe_code)]
 
 pub mod gic;
 pub mod memory;
 pub mod pl011;
 pub mod pl031;
+pub mod table;
 pub mod virtio;
 
 #[cfg(test)]
@@ -119,6 +123,39 @@ pub trait MmioDevice {
 
     /// Writes the low `width` bytes of `value` at `offset`.
     fn write(&mut self, offset: u64, width: AccessWidth, value: u64) -> Result<(), MmioError>;
+}
+
+/// A device in a VM's device table: its registers, plus what the run loop
+/// asks of every device between guest entries.
+pub trait VmDevice: MmioDevice + Send {
+    /// Whether its interrupt line is asserted.
+    fn interrupt_pending(&mut self) -> bool;
+
+    /// Does the work the guest's accesses or the backend started (virtio
+    /// queues) against the VM's RAM, a bounded amount per call.
+    fn service(&mut self, _mem: &mut dyn memory::GuestMemory) {}
+
+    /// Whether [`Self::service`] has work that no guest access will start:
+    /// input from the backend, a round left over at its budget.
+    fn has_work(&self) -> bool {
+        false
+    }
+
+    /// The VMs (a mask of manifest indices) the device delivered to since
+    /// the last call, whose CPUs must be woken.
+    fn take_wakeups(&mut self) -> u64 {
+        0
+    }
+
+    /// Counter value at which its interrupt line can change by itself
+    /// (an RTC alarm), for the run loop to set a timer.
+    fn next_event(&self) -> Option<u64> {
+        None
+    }
+
+    /// Back to its power-on state (the VM was reset). What it stores
+    /// (a disk's contents) stays.
+    fn reset(&mut self);
 }
 
 /// Checks that `[offset, offset + width)` lies in a window of `size` bytes

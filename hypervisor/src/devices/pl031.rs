@@ -4,7 +4,7 @@
 //! RTC read a sane date; the match register raises the interrupt line
 //! (`interrupt_pending`, SPI 2 → INTID 34) once the counter reaches it.
 
-use super::{amba_id_byte, check_access, AccessWidth, MmioDevice, MmioError};
+use super::{amba_id_byte, check_access, AccessWidth, MmioDevice, MmioError, VmDevice};
 
 /// The clock behind the RTC.
 pub trait TimeSource {
@@ -149,6 +149,20 @@ impl<T: TimeSource> Pl031<T> {
             _ => return Err(MmioError::Unhandled { offset }),
         }
         Ok(())
+    }
+}
+
+impl<T: TimeSource + Clone + Send> VmDevice for Pl031<T> {
+    fn interrupt_pending(&mut self) -> bool {
+        Pl031::interrupt_pending(self)
+    }
+
+    fn next_event(&self) -> Option<u64> {
+        Pl031::next_event(self)
+    }
+
+    fn reset(&mut self) {
+        *self = Pl031::new(self.time.clone());
     }
 }
 

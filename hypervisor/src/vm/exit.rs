@@ -12,11 +12,9 @@ use crate::arch::aarch64::idregs;
 use crate::arch::aarch64::mmio_decode::{self, Direction, MmioAccess};
 use crate::devices::gic::Vgic;
 use crate::devices::memory::GuestMemory;
-use crate::devices::virtio::mmio::SLOT_SIZE;
 use crate::devices::{MmioDevice, MmioError};
 use crate::layout::{
-    GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE, PL011_BASE, PL011_INTID, PL031_BASE, PL031_INTID,
-    PRIMECELL_SIZE, VIRTIO_BASE, VIRTIO_SLOTS,
+    GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE, PL011_BASE, PL011_INTID, PRIMECELL_SIZE,
 };
 use crate::println;
 use crate::psci::{self, PsciAction, PsciTarget};
@@ -39,35 +37,28 @@ pub enum ExitOutcome {
     Stop(VmStop),
 }
 
-/// The emulated devices by window.
+/// The windows every VM has outside its device table: the interrupt
+/// controller and the console, which have locks of their own.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Window {
+enum Fixed {
     Gicd,
     Gicr,
     Uart,
-    Rtc,
-    /// A virtio-mmio slot (the window is all slots; the offset is within one).
-    Virtio,
 }
 
-/// The device window `ipa` falls in, and the offset inside it, for a VM
+/// The fixed window `ipa` falls in, and the offset inside it, for a VM
 /// with `vcpus` redistributor frames.
-fn window_of(vcpus: usize, ipa: IntermediatePhysAddr) -> Option<(Window, u64)> {
+fn fixed_window(vcpus: usize, ipa: IntermediatePhysAddr) -> Option<(Fixed, u64)> {
     let vcpus = u64::try_from(vcpus).unwrap_or(0);
     let windows = [
-        (Window::Gicd, GICD_BASE, GICD_SIZE),
-        (Window::Gicr, GICR_BASE, GICR_STRIDE.saturating_mul(vcpus)),
-        (Window::Uart, PL011_BASE, PRIMECELL_SIZE),
-        (Window::Rtc, PL031_BASE, PRIMECELL_SIZE),
-        (Window::Virtio, VIRTIO_BASE, VIRTIO_SLOTS * SLOT_SIZE),
+        (Fixed::Gicd, GICD_BASE, GICD_SIZE),
+        (Fixed::Gicr, GICR_BASE, GICR_STRIDE.saturating_mul(vcpus)),
+        (Fixed::Uart, PL011_BASE, PRIMECELL_SIZE),
     ];
     windows.into_iter().find_map(|(w, base, size)| {
         ipa.checked_offset_from(base)
             .filter(|offset| *offset < size)
-            .map(|offset| match w {
-                Window::Virtio => (w, offset % SLOT_SIZE),
-                _ => (w, offset),
-            })
+            .map(|offset| (w, offset))
     })
 }
 
@@ -142,26 +133,28 @@ pub fn uart_fast_path(uart: &VmUart, vcpu: &mut Vcpu, info: &ExitInfo) -> FastEx
 /// the vCPUs that an interrupt which just rose is routed to: they have to
 /// look at their vGIC state (a line that fell needs nobody's attention).
 pub fn update_device_lines(vm: &mut Vm) -> u64 {
-    let lines = (
-        vm.uart.lock().interrupt_pending(),
-        vm.rtc.interrupt_pending(),
-    );
-    if lines == vm.lines {
-        return 0;
+    let mut rose = 0;
+    let uart = vm.uart.lock().interrupt_pending();
+    if uart != vm.uart_line {
+        vm.uart_line = uart;
+        // The UART's INTID exists in every VM's vGIC (VGIC_SPIS covers it).
+        let _ = vm.vgic.set_spi_level(PL011_INTID, uart);
+        if let (true, Ok(Some(vcpu))) = (uart, vm.vgic.spi_target(PL011_INTID)) {
+            if vcpu < 64 {
+                rose |= 1 << vcpu;
+            }
+        }
     }
-    let rose = [
-        (PL011_INTID, lines.0 && !vm.lines.0),
-        (PL031_INTID, lines.1 && !vm.lines.1),
-    ];
-    vm.lines = lines;
-    // Both INTIDs exist in every VM's vGIC (VGIC_SPIS covers them).
-    let _ = vm.vgic.set_spi_level(PL011_INTID, lines.0);
-    let _ = vm.vgic.set_spi_level(PL031_INTID, lines.1);
-    rose.iter()
-        .filter(|(_, rose)| *rose)
-        .filter_map(|(intid, _)| vm.vgic.spi_target(*intid).ok().flatten())
-        .filter(|&vcpu| vcpu < 64)
-        .fold(0, |mask, vcpu| mask | (1 << vcpu))
+    rose | vm.devices.update_lines(vm.vgic)
+}
+
+/// Serves the devices with work no guest access started (frames the
+/// switch delivered, queue rounds left over at their budget), and notes
+/// the VMs their output went to in `vm.wake_vms`.
+pub fn service_devices(vm: &mut Vm) {
+    if vm.devices.has_work() {
+        vm.wake_vms |= vm.devices.service(&mut vm.ram);
+    }
 }
 
 fn inject_data_abort(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo, why: &str) {
@@ -193,10 +186,11 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
         inject_data_abort(vm, vcpu, info, "stage-1 table walk outside RAM");
         return ExitOutcome::Continue;
     }
-    let Some((window, offset)) = window_of(vm.power.len(), ipa) else {
+    let fixed = fixed_window(vm.power.len(), ipa);
+    if fixed.is_none() && vm.devices.lookup(ipa).is_none() {
         inject_data_abort(vm, vcpu, info, "access to unmapped memory");
         return ExitOutcome::Continue;
-    };
+    }
     let instruction = if e.isv() {
         None
     } else {
@@ -206,7 +200,7 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
     let access = match mmio_decode::decode(info.esr, instruction) {
         Ok(access) => access,
         Err(err) => {
-            let why = alloc::format!("MMIO access to {window:?} not emulated ({err})");
+            let why = alloc::format!("MMIO access not emulated ({err})");
             inject_data_abort(vm, vcpu, info, &why);
             return ExitOutcome::Continue;
         }
@@ -216,12 +210,25 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
         return ExitOutcome::Continue;
     }
     let regs = &mut vcpu.regs;
-    let result = match window {
-        Window::Gicd => perform(&mut vm.vgic.distributor(), regs, offset, &access),
-        Window::Gicr => perform(&mut vm.vgic.redistributors(), regs, offset, &access),
-        Window::Uart => perform(&mut *vm.uart.lock(), regs, offset, &access),
-        Window::Rtc => perform(&mut vm.rtc, regs, offset, &access),
-        Window::Virtio => perform(&mut vm.virtio_empty, regs, offset, &access),
+    let result = match fixed {
+        Some((Fixed::Gicd, offset)) => perform(&mut vm.vgic.distributor(), regs, offset, &access),
+        Some((Fixed::Gicr, offset)) => {
+            perform(&mut vm.vgic.redistributors(), regs, offset, &access)
+        }
+        Some((Fixed::Uart, offset)) => perform(&mut *vm.uart.lock(), regs, offset, &access),
+        None => match vm.devices.lookup(ipa) {
+            Some((device, offset)) => {
+                let result = perform(device, regs, offset, &access);
+                // A write may start work (a virtio queue notification):
+                // done now, bounded by the device's budget.
+                if result.is_ok() && access.direction == Direction::Write {
+                    device.service(&mut vm.ram);
+                    vm.wake_vms |= device.take_wakeups();
+                }
+                result
+            }
+            None => Err(MmioError::Unhandled { offset: 0 }),
+        },
     };
     if result.is_ok() {
         if let Some(w) = access.writeback {
@@ -232,13 +239,13 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
     }
     match result {
         Ok(()) => {
-            // A UART or RTC line this moved is brought up to date, and its
-            // vCPU told, at the top of the run loop.
+            // A line this moved is brought up to date, and its vCPU told,
+            // at the top of the run loop.
             let regs = &mut vcpu.regs.guest;
             regs.pc = regs.pc.wrapping_add(e.instruction_len());
         }
         Err(err) => {
-            let why = alloc::format!("{window:?} {err}");
+            let why = alloc::format!("{err}");
             inject_data_abort(vm, vcpu, info, &why);
         }
     }
@@ -401,17 +408,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn windows_and_offsets() {
-        let at = |ipa: u64| window_of(2, IntermediatePhysAddr::new(ipa));
-        assert_eq!(at(0x0800_0004), Some((Window::Gicd, 4)));
-        assert_eq!(at(0x080a_0000 + 0x2_0008), Some((Window::Gicr, 0x2_0008)));
+    fn fixed_windows_and_offsets() {
+        let at = |ipa: u64| fixed_window(2, IntermediatePhysAddr::new(ipa));
+        assert_eq!(at(0x0800_0004), Some((Fixed::Gicd, 4)));
+        assert_eq!(at(0x080a_0000 + 0x2_0008), Some((Fixed::Gicr, 0x2_0008)));
         // Two vCPUs: the third redistributor frame is not there.
         assert_eq!(at(0x080a_0000 + 0x4_0000), None);
-        assert_eq!(at(0x0900_0fe0), Some((Window::Uart, 0xfe0)));
-        assert_eq!(at(0x0901_0000), Some((Window::Rtc, 0)));
-        assert_eq!(at(0x0a00_0208), Some((Window::Virtio, 8)));
-        assert_eq!(at(0x0a00_4000), None);
-        assert_eq!(at(0x0c00_0000), None);
+        assert_eq!(at(0x0900_0fe0), Some((Fixed::Uart, 0xfe0)));
+        // The RTC and the virtio slots are in the VM's device table.
+        assert_eq!(at(0x0901_0000), None);
+        assert_eq!(at(0x0a00_0208), None);
         assert_eq!(at(u64::MAX), None);
     }
 

@@ -50,6 +50,13 @@ impl HostIrqs {
         }
     }
 
+    /// Makes physical CPU `cpu` leave its guest and look at its VM.
+    pub fn kick_cpu(&self, cpu: usize) {
+        if let Some(mpidr) = self.cpu_mpidrs.as_slice().get(cpu) {
+            arch::gic_send_sgi(KICK_SGI, *mpidr);
+        }
+    }
+
     /// Makes the physical CPUs of the vCPUs in `mask` leave their guests
     /// and look at the VM; `pcpus[v]` is the physical CPU of vCPU v.
     pub fn kick(&self, pcpus: &[usize], mask: u64) {

@@ -20,17 +20,24 @@ use crate::arch::aarch64::context::VcpuRegs;
 use crate::arch::aarch64::pte::Stage2;
 use crate::arch::{self, IdentityTables};
 use crate::boot::cpio::Archive;
-use crate::boot::manifest::{ManifestError, Placement, VmConfig};
+use crate::boot::manifest::{DeviceConfig, DeviceKind, ManifestError, Placement, VmConfig};
 use crate::console;
 use crate::devices::gic::{Affinity, Vgic};
 use crate::devices::memory::{region_offset, GuestMemory, GuestMemoryError};
 use crate::devices::pl011::{CharSink, Pl011};
 use crate::devices::pl031::{Pl031, TimeSource};
-use crate::devices::virtio::mmio::EmptySlot;
+use crate::devices::table::DeviceTable;
+use crate::devices::virtio::blk::{MemDisk, VirtioBlk};
+use crate::devices::virtio::mmio::{EmptySlot, VirtioMmio, SLOT_SIZE};
+use crate::devices::virtio::net::VirtioNet;
+use crate::devices::VmDevice;
 use crate::fixed_vec::FixedVec;
-use crate::layout::RAM_BASE;
+use crate::layout::{
+    PL031_BASE, PL031_INTID, RAM_BASE, VIRTIO_BASE, VIRTIO_INTID_BASE, VIRTIO_SLOTS,
+};
 use crate::mm::frames::{FrameAllocator, Frames};
 use crate::mm::pagetable::{MapAttrs, PageTable};
+use crate::vswitch::{Fabric, Owner};
 use loader::{load_kernel, RamImage};
 use spin::Mutex;
 
@@ -83,6 +90,14 @@ impl GuestRam {
 }
 
 impl GuestMemory for GuestRam {
+    fn publish(&self) {
+        arch::memory_barrier();
+    }
+
+    fn acquire(&self) {
+        arch::read_barrier();
+    }
+
     fn read(&self, address: IntermediatePhysAddr, buf: &mut [u8]) -> Result<(), GuestMemoryError> {
         let range = self.range(address, buf.len())?;
         let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
@@ -205,6 +220,23 @@ pub struct VmHost {
     pub tag_console: bool,
     /// Largest stage-2 leaf mapping guest RAM ([`stage2_largest_leaf`]).
     pub stage2_leaf: u64,
+    /// The switches the VMs' network devices plug into.
+    pub fabric: &'static Fabric,
+}
+
+/// Host pages holding one VM disk (virtio-blk's storage).
+pub struct DiskPages(Frames);
+
+impl AsRef<[u8]> for DiskPages {
+    fn as_ref(&self) -> &[u8] {
+        arch::frames_bytes(&self.0)
+    }
+}
+
+impl AsMut<[u8]> for DiskPages {
+    fn as_mut(&mut self) -> &mut [u8] {
+        arch::frames_bytes_mut(&mut self.0)
+    }
 }
 
 /// The largest stage-2 leaf for guest RAM. On hardware, blocks give the
@@ -320,8 +352,8 @@ pub struct Vm {
     pub epoch: u64,
     /// vCPUs currently loaded on some CPU.
     pub in_guest: usize,
-    /// Last levels driven onto the PL011 and PL031 SPIs.
-    pub lines: (bool, bool),
+    /// Last level driven onto the PL011's SPI.
+    pub uart_line: bool,
     /// The virtual GICv3, with locks of its own (taken after the VM's,
     /// never together with the UART's), so that interrupt exits need only
     /// those.
@@ -330,11 +362,11 @@ pub struct Vm {
     /// console accesses, a booting Linux's most frequent exits, need only
     /// that one (`exit::uart_fast_path`).
     pub uart: &'static VmUart,
-    /// The PL031.
-    pub rtc: Pl031<HostClock>,
-    rtc_clock: HostClock,
-    /// What every virtio-mmio slot without a device answers.
-    pub virtio_empty: EmptySlot,
+    /// Every other device (the PL031, the virtio-mmio slots), by window.
+    pub devices: DeviceTable,
+    /// VMs (a mask of manifest indices) its devices delivered to during an
+    /// exit, whose CPUs the run loop wakes.
+    pub wake_vms: u64,
 }
 
 fn bundle_file<'a>(
@@ -382,6 +414,100 @@ fn boot_power(
         .collect()
 }
 
+/// The VM's device table: the PL031, then every virtio-mmio slot (QEMU's
+/// `virt` has 32, and the guest DT lists them all): the manifest's devices
+/// in theirs, an [`EmptySlot`] in the rest.
+fn device_table(
+    vm: usize,
+    config: &VmConfig,
+    bundle: &Archive<'_>,
+    frames: &mut FrameAllocator,
+    host: VmHost,
+) -> Result<DeviceTable, ManifestError> {
+    let mut table = DeviceTable::new();
+    let mut add = |base, intid, device: Box<dyn VmDevice>, field: &str| {
+        table.insert(base, intid, device).map_err(|e| {
+            ManifestError::new(field, format!("window at {:#x} overlaps another", e.base))
+        })
+    };
+    add(
+        PL031_BASE,
+        Some(PL031_INTID),
+        Box::new(Pl031::new(host.clock)),
+        &config.node,
+    )?;
+    for slot in 0..VIRTIO_SLOTS {
+        let base = VIRTIO_BASE
+            .checked_add(slot * SLOT_SIZE)
+            .unwrap_or(VIRTIO_BASE);
+        let configured = config.devices.iter().find(|d| u64::from(d.slot) == slot);
+        let (device, intid): (Box<dyn VmDevice>, _) = match configured {
+            Some(device) => (
+                virtio_device(vm, device, bundle, frames, host)?,
+                u32::try_from(slot).ok().map(|s| VIRTIO_INTID_BASE + s),
+            ),
+            None => (Box::new(EmptySlot), None),
+        };
+        add(base, intid, device, &config.node)?;
+    }
+    Ok(table)
+}
+
+/// One virtio device of the manifest behind its transport.
+fn virtio_device(
+    vm: usize,
+    device: &DeviceConfig,
+    bundle: &Archive<'_>,
+    frames: &mut FrameAllocator,
+    host: VmHost,
+) -> Result<Box<dyn VmDevice>, ManifestError> {
+    let field = |name: &str| format!("{}/{}", device.node, name);
+    match &device.kind {
+        DeviceKind::Net { mac, switch } => {
+            let owner = Owner {
+                vm,
+                slot: device.slot,
+            };
+            let port = host.fabric.port(switch, owner).ok_or_else(|| {
+                ManifestError::new(field("switch"), format!("no port on switch {switch:?}"))
+            })?;
+            Ok(Box::new(VirtioMmio::new(VirtioNet::new(port, *mac))))
+        }
+        DeviceKind::Block {
+            size,
+            serial,
+            image,
+            read_only,
+        } => {
+            let pages = frames.alloc_frames(*size, PAGE_SIZE).map_err(|e| {
+                ManifestError::new(field("disk-size"), format!("no host memory for it ({e:?})"))
+            })?;
+            let mut disk = DiskPages(pages);
+            let bytes = disk.as_mut();
+            let filled = match image {
+                Some(path) => {
+                    let data = bundle_file(bundle, &field("image"), path)?;
+                    let Some(dst) = bytes.get_mut(..data.len()) else {
+                        return Err(ManifestError::new(
+                            field("image"),
+                            format!("{path}: {} bytes do not fit the disk", data.len()),
+                        ));
+                    };
+                    dst.copy_from_slice(data);
+                    data.len()
+                }
+                None => 0,
+            };
+            // Host RAM the disk takes may hold anything: a disk starts zeroed.
+            if let Some(rest) = bytes.get_mut(filled..) {
+                rest.fill(0);
+            }
+            let disk = MemDisk::new(disk, *read_only, serial.as_bytes());
+            Ok(Box::new(VirtioMmio::new(VirtioBlk::new(disk))))
+        }
+    }
+}
+
 impl Vm {
     /// Builds VM number `index` of the manifest: partition, images, stage 2,
     /// vCPU 0 ready to start, and devices. Errors name the manifest field at
@@ -426,6 +552,7 @@ impl Vm {
         let vcpu_count = usize::try_from(config.vcpus).unwrap_or(1);
         let vgic = Vgic::new(VGIC_SPIS, &affinities(vcpu_count))
             .map_err(|e| ManifestError::new(field("vcpus"), format!("{e}")))?;
+        let devices = device_table(index, config, bundle, frames, host)?;
         arch::sync_icache();
         Ok(Self {
             name: config.name.clone(),
@@ -440,7 +567,7 @@ impl Vm {
             stopped: None,
             epoch: 0,
             in_guest: 0,
-            lines: (false, false),
+            uart_line: false,
             // Lives as long as the machine, like the VM.
             vgic: Box::leak(Box::new(vgic)),
             // Lives as long as the machine, like the VM.
@@ -451,9 +578,8 @@ impl Vm {
                     (index, tag)
                 }),
             ))))),
-            rtc: Pl031::new(host.clock),
-            rtc_clock: host.clock,
-            virtio_empty: EmptySlot,
+            devices,
+            wake_vms: 0,
         })
     }
 
@@ -487,11 +613,11 @@ impl Vm {
         uart.sink_mut().take_output().write();
         *uart = Pl011::new(VmConsole::new(uart.sink().tag));
         drop(uart);
-        self.rtc = Pl031::new(self.rtc_clock);
+        self.devices.reset();
         self.power = boot_power(self.power.len(), self.entry, self.config.dtb.ipa);
         self.stopped = None;
         self.epoch = self.epoch.wrapping_add(1);
-        self.lines = (false, false);
+        self.uart_line = false;
         Ok(())
     }
 }
@@ -525,8 +651,15 @@ impl Vm {
             },
             initrd: None,
             physical_cpus: Vec::new(),
+            devices: Vec::new(),
         };
-        let clock = HostClock { epoch_at_zero: 0 };
+        let host = VmHost {
+            clock: HostClock { epoch_at_zero: 0 },
+            tag_console: false,
+            stage2_leaf: PAGE_SIZE,
+            fabric: Box::leak(Box::default()),
+        };
+        let devices = device_table(0, &config, &Archive::new(&[]), &mut frames, host).unwrap();
         let entry = IntermediatePhysAddr::new(0x4008_0000);
         Self {
             name: config.name.clone(),
@@ -543,12 +676,11 @@ impl Vm {
             stopped: None,
             epoch: 0,
             in_guest: 0,
-            lines: (false, false),
+            uart_line: false,
             vgic: Box::leak(Box::new(Vgic::new(VGIC_SPIS, &affinities(vcpus)).unwrap())),
             uart: Box::leak(Box::new(Mutex::new(Pl011::new(VmConsole::new(None))))),
-            rtc: Pl031::new(clock),
-            rtc_clock: clock,
-            virtio_empty: EmptySlot,
+            devices,
+            wake_vms: 0,
             config,
         }
     }

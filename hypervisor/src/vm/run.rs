@@ -31,7 +31,8 @@ use crate::layout::VTIMER_INTID;
 use crate::println;
 
 use super::exit::{
-    handle_sync, sgi_write, uart_fast_path, update_device_lines, ExitOutcome, FastExit,
+    handle_sync, service_devices, sgi_write, uart_fast_path, update_device_lines, ExitOutcome,
+    FastExit,
 };
 use super::irq::{
     clear_lrs, flush_to_lrs, handle_physical_irqs, restore_lrs, save_lrs, sync_from_lrs,
@@ -121,6 +122,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         let v = vm.lock();
         (v.epoch, v.index, v.uart, v.vgic, v.pcpus.clone())
     };
+    let this_cpu = indices.first().and_then(|i| pcpus.get(*i)).copied();
     let mut loaded: Option<usize> = None;
     let mut current = 0;
     let mut controls = CpuControls::default();
@@ -143,6 +145,8 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         // devices' lines are brought up to date here, before any vCPU is
         // found blocked or entered, and the other CPUs told.
         take_console_input(&mut v);
+        service_devices(&mut v);
+        wake_vms(&mut v, host, this_cpu);
         let rose = update_device_lines(&mut v) & in_use(&v) & !own;
         if rose != 0 {
             host.interrupt(&v.pcpus, rose);
@@ -185,7 +189,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         let Some(next) = next else {
             // Nothing to run: sleep until an interrupt (a kick, the loaded
             // vCPU's timer, the EL2 timer for a descheduled one's deadline).
-            let wake = next_deadline(&slots, loaded, rtc_alarm(&v, own), now);
+            let wake = next_deadline(&slots, loaded, device_event(&v, own), now);
             controls.set_hyp_deadline(wake, now);
             unlock(v);
             arch::wait_for_interrupt();
@@ -227,7 +231,12 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             .enumerate()
             .any(|(i, s)| i != next && runnable(s));
         let slice_end = others_runnable.then(|| slice_start.saturating_add(slice_ticks));
-        let deadline = next_deadline(&slots, loaded, earliest(slice_end, rtc_alarm(&v, own)), now);
+        let deadline = next_deadline(
+            &slots,
+            loaded,
+            earliest(slice_end, device_event(&v, own)),
+            now,
+        );
         controls.set_hyp_deadline(deadline, now);
         let index = slots[next].index;
         let vcpu = slots[next].vcpu.as_mut().unwrap_or_else(|| unreachable!());
@@ -337,6 +346,23 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
     stop
 }
 
+/// Wakes the CPUs of the VMs the devices delivered to (frames through a
+/// switch), and this one when a device has work left over at its budget:
+/// the guest runs a little, and the kick brings the CPU back here.
+fn wake_vms(vm: &mut Vm, host: &HostIrqs, this_cpu: Option<usize>) {
+    let mut wake = core::mem::take(&mut vm.wake_vms);
+    while wake != 0 {
+        let k = wake.trailing_zeros() as usize;
+        wake &= wake - 1;
+        host.kick_home(k);
+    }
+    if vm.devices.has_work() {
+        if let Some(cpu) = this_cpu {
+            host.kick_cpu(cpu);
+        }
+    }
+}
+
 /// Releases the VM lock, then writes the console output the VM's guest
 /// produced while it was held (see `VmConsole`).
 fn unlock(vm: MutexGuard<'_, Vm>) {
@@ -406,14 +432,15 @@ fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
-/// When the VM's RTC alarm is due, if this CPU watches it: the one running
-/// vCPU 0 does, so that a guest asleep in WFI gets its alarm (the RTC's
-/// line is otherwise looked at only when some vCPU exits).
-fn rtc_alarm(vm: &Vm, own: u64) -> Option<u64> {
+/// When a device's line changes by itself (the RTC alarm), if this CPU
+/// watches the VM's devices: the one running vCPU 0 does, so that a guest
+/// asleep in WFI gets its alarm (device lines are otherwise looked at only
+/// when some vCPU exits).
+fn device_event(vm: &Vm, own: u64) -> Option<u64> {
     if own & 1 == 0 {
         return None;
     }
-    vm.rtc.next_event()
+    vm.devices.next_event()
 }
 
 /// The vCPUs of `vm` that may be running (powered on), as a mask.

@@ -67,23 +67,27 @@ pub trait BlockBackend {
     fn id(&self) -> &[u8];
 }
 
-/// A disk held in memory (an image from the boot bundle, or scratch).
-pub struct MemDisk {
-    bytes: alloc::vec::Vec<u8>,
+/// A disk held in memory: `S` is its bytes (a `Vec` in tests; pages of
+/// host RAM the hypervisor set aside for the VM's disk). Its size is the
+/// storage's, down to a whole number of sectors.
+pub struct MemDisk<S = alloc::vec::Vec<u8>> {
+    bytes: S,
+    size: usize,
     read_only: bool,
     id: [u8; ID_SIZE],
 }
 
-impl MemDisk {
-    /// `bytes` is padded with zeros to a whole number of sectors.
-    pub fn new(mut bytes: alloc::vec::Vec<u8>, read_only: bool, id: &[u8]) -> Self {
-        let padded = bytes.len().div_ceil(SECTOR_SIZE as usize) * SECTOR_SIZE as usize;
-        bytes.resize(padded, 0);
+impl<S: AsRef<[u8]> + AsMut<[u8]>> MemDisk<S> {
+    /// A disk over `bytes` reporting `id` (up to 20 bytes) as its serial.
+    pub fn new(bytes: S, read_only: bool, id: &[u8]) -> Self {
+        let sector = SECTOR_SIZE as usize;
+        let size = bytes.as_ref().len() / sector * sector;
         let mut serial = [0; ID_SIZE];
         let n = id.len().min(ID_SIZE);
         serial[..n].copy_from_slice(&id[..n]);
         MemDisk {
             bytes,
+            size,
             read_only,
             id: serial,
         }
@@ -92,23 +96,23 @@ impl MemDisk {
     fn range(&self, offset: u64, len: usize) -> Result<core::ops::Range<usize>, BlockError> {
         let start = usize::try_from(offset).map_err(|_| BlockError::OutOfRange)?;
         let end = start.checked_add(len).ok_or(BlockError::OutOfRange)?;
-        if end > self.bytes.len() {
+        if end > self.size {
             return Err(BlockError::OutOfRange);
         }
         Ok(start..end)
     }
 }
 
-impl BlockBackend for MemDisk {
+impl<S: AsRef<[u8]> + AsMut<[u8]>> BlockBackend for MemDisk<S> {
     fn size_bytes(&self) -> u64 {
-        self.bytes.len() as u64
+        self.size as u64
     }
     fn read_only(&self) -> bool {
         self.read_only
     }
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         let range = self.range(offset, buf.len())?;
-        buf.copy_from_slice(&self.bytes[range]);
+        buf.copy_from_slice(&self.bytes.as_ref()[range]);
         Ok(())
     }
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
@@ -116,7 +120,7 @@ impl BlockBackend for MemDisk {
             return Err(BlockError::ReadOnly);
         }
         let range = self.range(offset, data.len())?;
-        self.bytes[range].copy_from_slice(data);
+        self.bytes.as_mut()[range].copy_from_slice(data);
         Ok(())
     }
     fn flush(&mut self) -> Result<(), BlockError> {

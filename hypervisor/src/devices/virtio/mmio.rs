@@ -14,7 +14,7 @@ use super::queue::Queue;
 use super::{status, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::addr::IntermediatePhysAddr;
 use crate::devices::memory::GuestMemory;
-use crate::devices::{check_access, AccessWidth, MmioDevice, MmioError};
+use crate::devices::{check_access, AccessWidth, MmioDevice, MmioError, VmDevice};
 
 /// Size of one slot on QEMU's virt board.
 pub const SLOT_SIZE: u64 = 0x200;
@@ -61,6 +61,9 @@ pub const VERSION_MODERN: u32 = 2;
 pub const DEVICE_ID_NONE: u32 = 0;
 /// VendorID QEMU reports ("QEMU").
 pub const VENDOR_QEMU: u32 = 0x554D_4551;
+
+/// Chains one queue serves per [`VirtioMmio::process`] call.
+pub const QUEUE_BUDGET: usize = 64;
 
 /// InterruptStatus bits.
 pub const INTERRUPT_USED_BUFFER: u32 = 1;
@@ -115,6 +118,9 @@ pub struct VirtioMmio<D: VirtioDevice> {
     config_generation: u32,
     /// Queues notified since the last `process`, one bit per queue.
     notified: u64,
+    /// Queues whose backend input found no buffer to go to: not served for
+    /// that input again until the driver notifies them (it adds buffers).
+    input_stalled: u64,
 }
 
 impl<D: VirtioDevice> VirtioMmio<D> {
@@ -135,6 +141,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             interrupt_status: 0,
             config_generation: 0,
             notified: 0,
+            input_stalled: 0,
         }
     }
 
@@ -155,6 +162,14 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         }
     }
 
+    /// The queue the backend has input for, unless that input already
+    /// found the queue without buffers.
+    fn input_queue(&self) -> Option<usize> {
+        self.device
+            .input_waiting()
+            .filter(|q| *q < 64 && self.input_stalled & (1 << q) == 0)
+    }
+
     /// The device changed its configuration space: bump the generation and
     /// tell the driver.
     pub fn config_changed(&mut self) {
@@ -162,19 +177,41 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         self.interrupt_status |= INTERRUPT_CONFIG_CHANGE;
     }
 
-    /// Serves the queues notified since the last call. A queue error (a
-    /// driver breaking the ring protocol) sets DEVICE_NEEDS_RESET.
-    pub fn process(&mut self, mem: &mut dyn GuestMemory) {
-        let notified = core::mem::take(&mut self.notified);
+    fn live(&self) -> bool {
         let live = status::FEATURES_OK | status::DRIVER_OK;
-        if self.status & live != live {
+        self.status & live == live && self.status & status::DEVICE_NEEDS_RESET == 0
+    }
+
+    /// Whether [`Self::process`] has something to do: a queue notified, a
+    /// round left over at its budget, or input from the backend.
+    pub fn has_work(&self) -> bool {
+        self.live() && (self.notified != 0 || self.input_queue().is_some())
+    }
+
+    /// Serves the queues notified since the last call, and the one the
+    /// backend has input for, each at most [`QUEUE_BUDGET`] chains: what is
+    /// left stays notified for the next call ([`Self::has_work`]). A queue
+    /// error (a driver breaking the ring protocol) sets DEVICE_NEEDS_RESET
+    /// and stops the device until the driver resets it.
+    pub fn process(&mut self, mem: &mut dyn GuestMemory) {
+        if !self.live() {
+            self.notified = 0;
             return;
         }
+        if let Some(index) = self.input_queue() {
+            self.notify(index);
+        }
+        let notified = core::mem::take(&mut self.notified);
         for (index, queue) in self.queues.iter_mut().enumerate() {
             if notified & (1 << index) == 0 || !queue.ready {
                 continue;
             }
-            match self.device.process_queue(index, queue, mem) {
+            queue.limit(QUEUE_BUDGET);
+            let result = self.device.process_queue(index, queue, mem);
+            if queue.budget_hit() {
+                self.notified |= 1 << index;
+            }
+            match result {
                 Ok(false) => {}
                 Ok(true) => {
                     // An unreadable ring cannot say "no interrupt": send one.
@@ -185,9 +222,24 @@ impl<D: VirtioDevice> VirtioMmio<D> {
                 Err(_) => {
                     self.status |= status::DEVICE_NEEDS_RESET;
                     self.interrupt_status |= INTERRUPT_CONFIG_CHANGE;
+                    self.notified = 0;
+                    return;
                 }
             }
         }
+        // Input left over from a round that did not stop at its budget
+        // found no buffer: it waits for the driver to add some.
+        if let Some(index) = self.device.input_waiting().filter(|q| *q < 64) {
+            let bit = 1 << index;
+            if notified & bit != 0 && self.notified & bit == 0 {
+                self.input_stalled |= bit;
+            }
+        }
+    }
+
+    /// The VMs the device delivered to since the last call (a mask).
+    pub fn take_wakeups(&mut self) -> u64 {
+        self.device.take_wakeups()
     }
 
     fn device_features(&self) -> u64 {
@@ -198,13 +250,15 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         self.queues.get_mut(self.queue_sel as usize)
     }
 
-    fn reset(&mut self) {
+    /// Back to the state after power-on (Status = 0, or a VM reset).
+    pub fn reset(&mut self) {
         self.device.reset();
         self.queues.iter_mut().for_each(Queue::reset);
         self.status = 0;
         self.driver_features = 0;
         self.interrupt_status = 0;
         self.notified = 0;
+        self.input_stalled = 0;
     }
 
     fn write_status(&mut self, value: u32) {
@@ -303,7 +357,13 @@ impl<D: VirtioDevice> VirtioMmio<D> {
                     queue.ready = value & 1 != 0;
                 }
             }
-            reg::QUEUE_NOTIFY => self.notify(value as usize),
+            reg::QUEUE_NOTIFY => {
+                let index = value as usize;
+                if index < 64 {
+                    self.input_stalled &= !(1 << index);
+                }
+                self.notify(index);
+            }
             reg::INTERRUPT_ACK => self.interrupt_status &= !value,
             reg::STATUS => self.write_status(value),
             reg::QUEUE_DESC_LOW => self.set_queue_address(|q| &mut q.desc_table, false, value),
@@ -319,6 +379,36 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             }
             _ => {}
         }
+    }
+}
+
+impl VmDevice for EmptySlot {
+    fn interrupt_pending(&mut self) -> bool {
+        false
+    }
+
+    fn reset(&mut self) {}
+}
+
+impl<D: VirtioDevice + Send> VmDevice for VirtioMmio<D> {
+    fn interrupt_pending(&mut self) -> bool {
+        VirtioMmio::interrupt_pending(self)
+    }
+
+    fn service(&mut self, mem: &mut dyn GuestMemory) {
+        self.process(mem);
+    }
+
+    fn has_work(&self) -> bool {
+        VirtioMmio::has_work(self)
+    }
+
+    fn take_wakeups(&mut self) -> u64 {
+        VirtioMmio::take_wakeups(self)
+    }
+
+    fn reset(&mut self) {
+        VirtioMmio::reset(self);
     }
 }
 

@@ -1,7 +1,8 @@
 //! virtio devices over the MMIO transport (virtio 1.2): the transport
 //! (`mmio`), split virtqueues (`queue`), the `VirtioDevice` trait a device
-//! implements, and the block (`blk`) and network (`net`) devices. Devices reach guest memory only through
-//! `GuestMemory`, so each is tested on the host against fake RAM.
+//! implements, and the block (`blk`) and network (`net`) devices. Devices
+//! reach guest memory only through `GuestMemory`, so each is tested on the
+//! host against fake RAM.
 
 pub mod blk;
 pub mod mmio;
@@ -50,11 +51,24 @@ pub trait VirtioDevice {
     fn reset(&mut self);
 
     /// Serves queue `index` after a notification; returns whether it put
-    /// buffers in the used ring (the transport then interrupts).
+    /// buffers in the used ring (the transport then interrupts). The
+    /// queue's budget ([`Queue::limit`]) bounds how many chains it takes.
     fn process_queue(
         &mut self,
         index: usize,
         queue: &mut Queue,
         mem: &mut dyn GuestMemory,
     ) -> Result<bool, QueueError>;
+
+    /// The queue for which the backend has input waiting (a received
+    /// frame), if any: the transport serves it without a notification.
+    fn input_waiting(&self) -> Option<usize> {
+        None
+    }
+
+    /// The VMs (a mask of manifest indices) the backend delivered something
+    /// to since the last call, whose CPUs must be woken to take it.
+    fn take_wakeups(&mut self) -> u64 {
+        0
+    }
 }

@@ -1,4 +1,4 @@
-//! virtio-net (virtio 1.2, 5.1) over a `NetBackend` (a vswitch port, later):
+//! virtio-net (virtio 1.2, 5.1) over a `NetBackend` (a vswitch port):
 //! queue 0 receives, queue 1 transmits. No offloads are offered, so every
 //! frame is a plain Ethernet frame of at most MAX_FRAME bytes behind the
 //! 12-byte `virtio_net_hdr`; larger or truncated frames are dropped and
@@ -36,6 +36,11 @@ pub trait NetBackend {
     fn receive(&mut self, buf: &mut [u8; MAX_FRAME]) -> Option<usize>;
     /// Whether a frame waits for the guest.
     fn has_pending(&self) -> bool;
+    /// The VMs (a mask of manifest indices) that frames went to since the
+    /// last call, to be woken.
+    fn take_wakeups(&mut self) -> u64 {
+        0
+    }
 }
 
 /// Frames the device dropped, by cause.
@@ -201,8 +206,16 @@ impl<B: NetBackend> VirtioDevice for VirtioNet<B> {
 
     fn reset(&mut self) {}
 
-    /// Queue 0 takes waiting frames (call it when the backend gets one,
-    /// through `VirtioMmio::notify`); queue 1 sends what the guest posted.
+    fn input_waiting(&self) -> Option<usize> {
+        self.backend.has_pending().then_some(RX_QUEUE)
+    }
+
+    fn take_wakeups(&mut self) -> u64 {
+        self.backend.take_wakeups()
+    }
+
+    /// Queue 0 takes waiting frames (the transport serves it when
+    /// `input_waiting` says so); queue 1 sends what the guest posted.
     fn process_queue(
         &mut self,
         index: usize,

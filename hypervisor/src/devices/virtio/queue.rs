@@ -103,6 +103,10 @@ pub struct Queue {
     pub used_ring: IntermediatePhysAddr,
     next_avail: Wrapping<u16>,
     next_used: Wrapping<u16>,
+    /// Chains `pop` still hands out before it reports none ([`Queue::limit`]).
+    budget: usize,
+    /// `pop` reported none because the budget ran out, not the chains.
+    budget_hit: bool,
 }
 
 impl Queue {
@@ -116,7 +120,23 @@ impl Queue {
             used_ring: IntermediatePhysAddr::new(0),
             next_avail: Wrapping(0),
             next_used: Wrapping(0),
+            budget: usize::MAX,
+            budget_hit: false,
         }
+    }
+
+    /// Lets `pop` hand out at most `chains` more chains; past that it
+    /// reports none and [`Queue::budget_hit`] says work was left over. The
+    /// transport sets it before each round, so one notification cannot keep
+    /// a CPU (and the VM's lock) as long as the driver keeps publishing.
+    pub fn limit(&mut self, chains: usize) {
+        self.budget = chains;
+        self.budget_hit = false;
+    }
+
+    /// Whether the last round stopped at its budget with chains left.
+    pub fn budget_hit(&self) -> bool {
+        self.budget_hit
     }
 
     pub fn max_size(&self) -> u16 {
@@ -184,6 +204,12 @@ impl Queue {
                 next_avail: self.next_avail.0,
             });
         }
+        if self.budget == 0 {
+            self.budget_hit = true;
+            return Ok(None);
+        }
+        // The ring entries the index announces are read after it.
+        mem.acquire();
         let slot = u64::from(self.next_avail.0 % self.size);
         let head = mem.read_u16(Self::at(
             self.avail_ring,
@@ -200,6 +226,7 @@ impl Queue {
             index = next;
         }
         self.next_avail += 1;
+        self.budget -= 1;
         Ok(Some(DescriptorChain { head, descriptors }))
     }
 
@@ -231,6 +258,10 @@ impl Queue {
 
     /// Whether the driver wants an interrupt for used buffers.
     pub fn wants_interrupt(&self, mem: &dyn GuestMemory) -> Result<bool, QueueError> {
+        // The used index written before is visible before the flags are
+        // read: a driver that clears NO_INTERRUPT and then finds no new
+        // used buffer gets its interrupt (virtio 1.2, 2.7.7.2).
+        mem.publish();
         Ok(mem.read_u16(self.avail_ring)? & VIRTQ_AVAIL_F_NO_INTERRUPT == 0)
     }
 }
@@ -398,5 +429,25 @@ pub(crate) mod tests {
         assert_eq!(q.wants_interrupt(&mem), Ok(false));
         assert!(q.valid_size(8) && q.valid_size(1));
         assert!(!q.valid_size(6) && !q.valid_size(16) && !q.valid_size(0));
+    }
+
+    #[test]
+    fn a_budget_bounds_one_round_and_says_work_is_left() {
+        let mut mem = VecMemory::new(RAM, 0x4000);
+        let mut driver = Driver::new(4);
+        let mut q = driver.queue(4);
+        for head in 0..3 {
+            Driver::descriptor(&mut mem, head, RAM + 0x3800, 8, 0, 0);
+            driver.offer(&mut mem, head);
+        }
+        q.limit(2);
+        assert_eq!(q.pop(&mem).unwrap().unwrap().head, 0);
+        assert_eq!(q.pop(&mem).unwrap().unwrap().head, 1);
+        assert_eq!(q.pop(&mem), Ok(None), "the budget ran out");
+        assert!(q.budget_hit());
+        q.limit(2);
+        assert_eq!(q.pop(&mem).unwrap().unwrap().head, 2);
+        assert_eq!(q.pop(&mem), Ok(None), "the ring ran out");
+        assert!(!q.budget_hit());
     }
 }

@@ -166,6 +166,21 @@ pub fn send_event() {
     unsafe { asm!("dsb ish", "sev", options(nostack)) };
 }
 
+/// Orders every memory access before it against every access after it,
+/// as the guest's CPUs see them (a device publishing to a guest's rings).
+pub fn memory_barrier() {
+    // SAFETY: a barrier only; `nomem` is not given, so the compiler keeps
+    // memory accesses on their side of it.
+    unsafe { asm!("dmb ish", options(nostack, preserves_flags)) };
+}
+
+/// Orders the loads before it against the loads after it (a device
+/// reading a guest's ring index before the entries it announces).
+pub fn read_barrier() {
+    // SAFETY: as in `memory_barrier`.
+    unsafe { asm!("dmb ishld", options(nostack, preserves_flags)) };
+}
+
 /// Waits for an event (SEV from another CPU) or a spurious wake-up.
 pub fn wait_for_event() {
     // SAFETY: WFE only waits.

@@ -17,6 +17,8 @@ struct Echo {
     config: [u8; 8],
     activated: Option<u64>,
     resets: u32,
+    /// Input the backend holds for queue 0 (served by echoing a chain).
+    input: u32,
 }
 
 impl VirtioDevice for Echo {
@@ -48,6 +50,9 @@ impl VirtioDevice for Echo {
         self.resets += 1;
         self.activated = None;
     }
+    fn input_waiting(&self) -> Option<usize> {
+        (self.input > 0).then_some(0)
+    }
     fn process_queue(
         &mut self,
         _index: usize,
@@ -56,6 +61,7 @@ impl VirtioDevice for Echo {
     ) -> Result<bool, QueueError> {
         let mut used = false;
         while let Some(chain) = queue.pop(mem)? {
+            self.input = self.input.saturating_sub(1);
             let mut data = Vec::new();
             for d in chain.descriptors.iter().filter(|d| !d.device_writable) {
                 let mut buf = alloc::vec![0; d.len as usize];
@@ -185,6 +191,38 @@ fn notify_serves_the_queue_and_interrupts_until_acked() {
     assert_eq!(mem.bytes[0x9000..0x9004], *b"ping");
     write(&mut t, reg::INTERRUPT_ACK, INTERRUPT_USED_BUFFER);
     assert!(!t.interrupt_pending());
+}
+
+/// Publishes `n` one-buffer echo chains on queue 0 (size 4).
+fn offer_chains(mem: &mut VecMemory, driver: &mut Driver, n: u16) {
+    for i in 0..n {
+        let head = i % 4;
+        Driver::descriptor(mem, head, RAM + 0x9000, 16, 2, 0);
+        driver.offer(mem, head);
+    }
+}
+
+#[test]
+fn input_without_buffers_waits_for_the_driver_to_add_some() {
+    let mut mem = VecMemory::new(RAM, 0x10000);
+    let mut t = VirtioMmio::new(Echo {
+        input: 2,
+        ..Echo::default()
+    });
+    assert!(!t.has_work(), "not before the driver is ready");
+    bring_up(&mut t, VIRTIO_F_VERSION_1);
+    let mut driver = Driver::new(4);
+    assert!(t.has_work());
+    t.process(&mut mem);
+    assert!(!t.has_work(), "no buffer: the input waits, nobody spins on it");
+    offer_chains(&mut mem, &mut driver, 1);
+    assert!(!t.has_work(), "buffers alone are not a notification");
+    write(&mut t, reg::QUEUE_NOTIFY, 0);
+    assert!(t.has_work());
+    t.process(&mut mem);
+    assert_eq!(t.device().input, 1);
+    assert_eq!(Driver::used_idx(&mem), 1);
+    assert!(!t.has_work(), "the one buffer is used; the rest waits again");
 }
 
 #[test]

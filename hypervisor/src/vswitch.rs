@@ -1,0 +1,524 @@
+//! The L2 virtual switch between VMs' virtio-net devices: one [`Switch`]
+//! per switch name in the manifest, one [`Port`] per network interface.
+//!
+//! A frame sent into a port is delivered by destination MAC: broadcast,
+//! multicast and unknown unicast go to every other port (flooding), a
+//! learned unicast MAC to its port only. Source MACs are learned as frames
+//! arrive; a MAC that moves is re-learned. Each port has a bounded queue of
+//! received frames: a full queue drops the frame and counts it, so a sender
+//! never blocks and never waits for another VM to make room.
+//!
+//! The sender learns which VMs got a frame ([`Switch::send`] returns their
+//! mask) and wakes their CPUs; the receiving VM takes frames from its port
+//! ([`Port::pop`]) when its CPU looks at its devices. [`Port::has_frames`]
+//! is one atomic load, so that look costs next to nothing when idle.
+//!
+//! Locking: the learning table and each port's queue have a lock of their
+//! own. They are leaves: never held together, never held while taking a VM
+//! lock, and held only for a copy of one frame.
+#![forbid(unsafe_code)]
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use spin::Mutex;
+
+use crate::devices::virtio::net::NetBackend;
+
+pub use crate::devices::virtio::net::MAX_FRAME;
+/// Frames a port holds for its VM before it drops.
+pub const PORT_QUEUE_FRAMES: usize = 256;
+/// Learned MACs per switch; when full, the oldest entry is forgotten.
+const MAC_TABLE_SIZE: usize = 64;
+/// Ethernet header: destination, source, EtherType.
+const ETHERNET_HEADER: usize = 14;
+
+/// A MAC address.
+pub type Mac = [u8; 6];
+
+fn is_multicast(mac: &Mac) -> bool {
+    mac[0] & 1 != 0
+}
+
+/// Counters of one port, as the VM's receive side sees them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Frames delivered into the port's queue.
+    pub received: u64,
+    /// Frames dropped because the queue was full.
+    pub dropped_full: u64,
+    /// Frames this port sent that the switch refused (runts, giants).
+    pub dropped_malformed: u64,
+}
+
+/// One received frame.
+struct Frame {
+    len: usize,
+    bytes: [u8; MAX_FRAME],
+}
+
+/// A ring of frames with a fixed capacity, allocated once.
+struct FrameQueue {
+    frames: Box<[Frame]>,
+    head: usize,
+    len: usize,
+}
+
+impl FrameQueue {
+    fn new(capacity: usize) -> Self {
+        let frames = (0..capacity)
+            .map(|_| Frame {
+                len: 0,
+                bytes: [0; MAX_FRAME],
+            })
+            .collect();
+        FrameQueue {
+            frames,
+            head: 0,
+            len: 0,
+        }
+    }
+
+    /// Copies `frame` in, or returns false when full.
+    fn push(&mut self, frame: &[u8]) -> bool {
+        let capacity = self.frames.len();
+        if self.len == capacity {
+            return false;
+        }
+        let slot = &mut self.frames[(self.head + self.len) % capacity];
+        slot.bytes[..frame.len()].copy_from_slice(frame);
+        slot.len = frame.len();
+        self.len += 1;
+        true
+    }
+
+    /// Copies the oldest frame into `buf` and returns its length.
+    fn pop(&mut self, buf: &mut [u8; MAX_FRAME]) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let frame = &self.frames[self.head];
+        buf[..frame.len].copy_from_slice(&frame.bytes[..frame.len]);
+        self.head = (self.head + 1) % self.frames.len();
+        self.len -= 1;
+        Some(frame.len)
+    }
+}
+
+/// Who owns a port: a VM (by manifest index) and its device's slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub vm: usize,
+    pub slot: u32,
+}
+
+/// One port: the VM that owns it and the frames waiting for it.
+pub struct Port {
+    owner: Owner,
+    queue: Mutex<FrameQueue>,
+    /// Frames in `queue`, readable without its lock.
+    waiting: AtomicUsize,
+    received: AtomicU64,
+    dropped_full: AtomicU64,
+    dropped_malformed: AtomicU64,
+}
+
+impl Port {
+    fn new(owner: Owner, capacity: usize) -> Self {
+        Port {
+            owner,
+            queue: Mutex::new(FrameQueue::new(capacity)),
+            waiting: AtomicUsize::new(0),
+            received: AtomicU64::new(0),
+            dropped_full: AtomicU64::new(0),
+            dropped_malformed: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a frame waits for the VM.
+    pub fn has_frames(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) != 0
+    }
+
+    /// Takes the oldest waiting frame into `buf`; returns its length.
+    pub fn pop(&self, buf: &mut [u8; MAX_FRAME]) -> Option<usize> {
+        let mut queue = self.queue.lock();
+        let len = queue.pop(buf)?;
+        self.waiting.store(queue.len, Ordering::Release);
+        Some(len)
+    }
+
+    /// Drops every waiting frame (the VM reset its device).
+    pub fn clear(&self) {
+        let mut queue = self.queue.lock();
+        queue.head = 0;
+        queue.len = 0;
+        self.waiting.store(0, Ordering::Release);
+    }
+
+    /// Delivers `frame`; false when the queue was full (counted).
+    fn deliver(&self, frame: &[u8]) -> bool {
+        let mut queue = self.queue.lock();
+        if !queue.push(frame) {
+            self.dropped_full.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.waiting.store(queue.len, Ordering::Release);
+        self.received.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    pub fn stats(&self) -> PortStats {
+        PortStats {
+            received: self.received.load(Ordering::Relaxed),
+            dropped_full: self.dropped_full.load(Ordering::Relaxed),
+            dropped_malformed: self.dropped_malformed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Learned source MACs, oldest first.
+struct MacTable {
+    entries: Vec<(Mac, usize)>,
+}
+
+impl MacTable {
+    fn lookup(&self, mac: &Mac) -> Option<usize> {
+        self.entries
+            .iter()
+            .find(|(m, _)| m == mac)
+            .map(|(_, port)| *port)
+    }
+
+    fn learn(&mut self, mac: Mac, port: usize) {
+        match self.entries.iter_mut().find(|(m, _)| *m == mac) {
+            Some(entry) => entry.1 = port,
+            None => {
+                if self.entries.len() == MAC_TABLE_SIZE {
+                    self.entries.remove(0);
+                }
+                self.entries.push((mac, port));
+            }
+        }
+    }
+}
+
+/// An L2 learning switch.
+pub struct Switch {
+    name: String,
+    ports: Vec<Port>,
+    table: Mutex<MacTable>,
+}
+
+impl Switch {
+    /// A switch named `name` with one port per entry of `owners`, each
+    /// holding up to `queue_frames` frames.
+    pub fn new(name: &str, owners: &[Owner], queue_frames: usize) -> Self {
+        Switch {
+            name: String::from(name),
+            ports: owners
+                .iter()
+                .map(|owner| Port::new(*owner, queue_frames))
+                .collect(),
+            table: Mutex::new(MacTable {
+                entries: Vec::new(),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Port `index`, if there is one.
+    pub fn port(&self, index: usize) -> Option<&Port> {
+        self.ports.get(index)
+    }
+
+    /// Sends `frame` in through port `from`. Returns the VMs (a mask of
+    /// owner indices below 64) that got a frame to wake up for.
+    pub fn send(&self, from: usize, frame: &[u8]) -> u64 {
+        let Some(source_port) = self.ports.get(from) else {
+            return 0;
+        };
+        if frame.len() < ETHERNET_HEADER || frame.len() > MAX_FRAME {
+            source_port
+                .dropped_malformed
+                .fetch_add(1, Ordering::Relaxed);
+            return 0;
+        }
+        let mut destination: Mac = [0; 6];
+        let mut source: Mac = [0; 6];
+        destination.copy_from_slice(&frame[0..6]);
+        source.copy_from_slice(&frame[6..12]);
+        let known = {
+            let mut table = self.table.lock();
+            if !is_multicast(&source) {
+                table.learn(source, from);
+            }
+            if is_multicast(&destination) {
+                None
+            } else {
+                table.lookup(&destination)
+            }
+        };
+        let mut woken = 0u64;
+        let mut deliver = |index: usize, port: &Port| {
+            if index != from && port.deliver(frame) && port.owner.vm < 64 {
+                woken |= 1 << port.owner.vm;
+            }
+        };
+        match known {
+            Some(index) => {
+                if let Some(port) = self.ports.get(index) {
+                    deliver(index, port);
+                }
+            }
+            None => {
+                for (index, port) in self.ports.iter().enumerate() {
+                    deliver(index, port);
+                }
+            }
+        }
+        woken
+    }
+}
+
+/// Every switch of the machine: one per name the VMs' network devices
+/// give, each with one port per device, in the order they were named.
+#[derive(Default)]
+pub struct Fabric {
+    switches: Vec<Switch>,
+}
+
+impl Fabric {
+    /// Builds the switches for `ports`: (switch name, owner) pairs.
+    pub fn new<'a>(ports: impl IntoIterator<Item = (&'a str, Owner)>) -> Self {
+        let mut named: Vec<(&'a str, Vec<Owner>)> = Vec::new();
+        for (name, owner) in ports {
+            match named.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, owners)) => owners.push(owner),
+                None => named.push((name, alloc::vec![owner])),
+            }
+        }
+        Fabric {
+            switches: named
+                .iter()
+                .map(|(name, owners)| Switch::new(name, owners, PORT_QUEUE_FRAMES))
+                .collect(),
+        }
+    }
+
+    /// The port `owner` has on the switch called `switch`.
+    pub fn port(&'static self, switch: &str, owner: Owner) -> Option<SwitchPort> {
+        let switch = self.switches.iter().find(|s| s.name == switch)?;
+        let port = switch.ports.iter().position(|p| p.owner == owner)?;
+        Some(SwitchPort::new(switch, port))
+    }
+}
+
+/// A VM's end of a switch port: the backend of its virtio-net device.
+pub struct SwitchPort {
+    switch: &'static Switch,
+    port: usize,
+    /// VMs this port's frames went to since `take_wakeups`.
+    wake: u64,
+}
+
+impl SwitchPort {
+    /// Port `port` of `switch` (which lives as long as the machine).
+    pub fn new(switch: &'static Switch, port: usize) -> Self {
+        SwitchPort {
+            switch,
+            port,
+            wake: 0,
+        }
+    }
+
+    fn own(&self) -> Option<&'static Port> {
+        self.switch.port(self.port)
+    }
+}
+
+impl NetBackend for SwitchPort {
+    fn transmit(&mut self, frame: &[u8]) {
+        self.wake |= self.switch.send(self.port, frame);
+    }
+
+    fn receive(&mut self, buf: &mut [u8; MAX_FRAME]) -> Option<usize> {
+        self.own()?.pop(buf)
+    }
+
+    fn has_pending(&self) -> bool {
+        self.own().is_some_and(Port::has_frames)
+    }
+
+    fn take_wakeups(&mut self) -> u64 {
+        core::mem::take(&mut self.wake)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Mac = [0x02, 0, 0, 0, 0, 0xa];
+    const B: Mac = [0x02, 0, 0, 0, 0, 0xb];
+    const C: Mac = [0x02, 0, 0, 0, 0, 0xc];
+    const BROADCAST: Mac = [0xff; 6];
+
+    fn frame(to: Mac, from: Mac, payload: u8) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&to);
+        f.extend_from_slice(&from);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&[payload; 46]);
+        f
+    }
+
+    fn take(port: &Port) -> Option<Vec<u8>> {
+        let mut buf = [0u8; MAX_FRAME];
+        port.pop(&mut buf).map(|len| buf[..len].to_vec())
+    }
+
+    fn owners(vms: &[usize]) -> Vec<Owner> {
+        vms.iter().map(|vm| Owner { vm: *vm, slot: 0 }).collect()
+    }
+
+    /// Three ports owned by VMs 0, 1 and 2.
+    fn three() -> Switch {
+        Switch::new("lan0", &owners(&[0, 1, 2]), 4)
+    }
+
+    #[test]
+    fn broadcast_and_unknown_unicast_flood_every_other_port() {
+        let s = three();
+        assert_eq!(s.send(0, &frame(BROADCAST, A, 1)), 0b110);
+        assert_eq!(s.send(0, &frame(B, A, 2)), 0b110, "B not learned yet");
+        let port = |i| s.port(i).unwrap();
+        assert!(!port(0).has_frames(), "never back to the sender");
+        for i in [1, 2] {
+            assert_eq!(take(port(i)).unwrap()[12 + 2], 1);
+            assert_eq!(take(port(i)).unwrap()[12 + 2], 2);
+            assert_eq!(take(port(i)), None);
+            assert!(!port(i).has_frames());
+        }
+    }
+
+    #[test]
+    fn learned_macs_are_forwarded_to_their_port_only() {
+        let s = three();
+        s.send(1, &frame(BROADCAST, B, 0));
+        s.send(2, &frame(BROADCAST, C, 0));
+        for i in 0..3 {
+            while take(s.port(i).unwrap()).is_some() {}
+        }
+        assert_eq!(s.send(0, &frame(B, A, 7)), 0b010);
+        assert_eq!(take(s.port(1).unwrap()).unwrap()[14], 7);
+        assert!(!s.port(2).unwrap().has_frames());
+        // A reply to A goes to A's port, learned from its first frame.
+        assert_eq!(s.send(1, &frame(A, B, 8)), 0b001);
+        // B moves to port 2: the table follows.
+        s.send(2, &frame(BROADCAST, B, 0));
+        while take(s.port(0).unwrap()).is_some() {}
+        assert_eq!(s.send(0, &frame(B, A, 9)), 0b100);
+    }
+
+    #[test]
+    fn a_frame_to_the_senders_own_port_is_not_looped_back() {
+        let s = three();
+        s.send(0, &frame(BROADCAST, A, 0));
+        assert_eq!(s.send(0, &frame(A, A, 1)), 0);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking_the_sender() {
+        let s = Switch::new("lan0", &owners(&[0, 1]), 2);
+        for i in 0..5 {
+            let woken = s.send(0, &frame(BROADCAST, A, i));
+            assert_eq!(woken, if i < 2 { 0b10 } else { 0 });
+        }
+        let port = s.port(1).unwrap();
+        assert_eq!(
+            port.stats(),
+            PortStats {
+                received: 2,
+                dropped_full: 3,
+                dropped_malformed: 0
+            }
+        );
+        assert_eq!(take(port).unwrap()[14], 0, "the oldest frames were kept");
+        assert_eq!(take(port).unwrap()[14], 1);
+        // Room again.
+        assert_eq!(s.send(0, &frame(BROADCAST, A, 9)), 0b10);
+    }
+
+    #[test]
+    fn runts_and_giants_are_refused_and_counted() {
+        let s = three();
+        assert_eq!(s.send(0, &[0u8; 13]), 0);
+        assert_eq!(s.send(0, &[0xffu8; MAX_FRAME + 1]), 0);
+        assert_eq!(s.send(0, &[0xffu8; MAX_FRAME]), 0b110, "the largest fits");
+        assert_eq!(s.port(0).unwrap().stats().dropped_malformed, 2);
+        assert_eq!(s.send(7, &frame(BROADCAST, A, 0)), 0, "no such port");
+    }
+
+    #[test]
+    fn the_table_forgets_the_oldest_when_full() {
+        let s = Switch::new("lan0", &owners(&[0, 1, 2]), 4);
+        let mac = |i: usize| [0x02, 0, 0, 0, (i >> 8) as u8, i as u8];
+        for i in 0..=MAC_TABLE_SIZE {
+            s.send(1, &frame(BROADCAST, mac(i), 0));
+            for p in 0..3 {
+                while take(s.port(p).unwrap()).is_some() {}
+            }
+        }
+        // mac(0) was forgotten: flooded; mac(1) is still known.
+        assert_eq!(s.send(0, &frame(mac(0), A, 0)), 0b110);
+        assert_eq!(s.send(0, &frame(mac(1), A, 0)), 0b010);
+    }
+
+    #[test]
+    fn owners_past_63_get_frames_but_no_wake_bit() {
+        let s = Switch::new("lan0", &owners(&[0, 70]), 4);
+        assert_eq!(s.send(0, &frame(BROADCAST, A, 0)), 0);
+        assert!(s.port(1).unwrap().has_frames());
+    }
+
+    #[test]
+    fn a_fabric_has_a_switch_per_name_and_finds_each_port() {
+        let a0 = Owner { vm: 0, slot: 0 };
+        let b0 = Owner { vm: 1, slot: 0 };
+        let b1 = Owner { vm: 1, slot: 1 };
+        let fabric: &'static Fabric = Box::leak(Box::new(Fabric::new([
+            ("lan0", a0),
+            ("wan", b1),
+            ("lan0", b0),
+        ])));
+        assert_eq!(fabric.switches.len(), 2);
+        let mut from_a = fabric.port("lan0", a0).unwrap();
+        let mut at_b = fabric.port("lan0", b0).unwrap();
+        let mut on_wan = fabric.port("wan", b1).unwrap();
+        assert!(fabric.port("wan", a0).is_none());
+        assert!(fabric.port("dmz", a0).is_none());
+        from_a.transmit(&frame(BROADCAST, A, 5));
+        assert_eq!(from_a.take_wakeups(), 0b10);
+        assert_eq!(from_a.take_wakeups(), 0);
+        assert!(at_b.has_pending());
+        assert!(!on_wan.has_pending(), "another switch");
+        let mut buf = [0u8; MAX_FRAME];
+        assert_eq!(at_b.receive(&mut buf), Some(60));
+        assert_eq!(on_wan.receive(&mut buf), None);
+    }
+
+    #[test]
+    fn clear_empties_a_port() {
+        let s = three();
+        s.send(0, &frame(BROADCAST, A, 0));
+        s.port(1).unwrap().clear();
+        assert!(!s.port(1).unwrap().has_frames());
+        assert_eq!(take(s.port(1).unwrap()), None);
+    }
+}
