@@ -211,7 +211,7 @@ pub fn read_id_register(_crm: u8, _op2: u8) -> u64 {
 pub fn set_wfx_trap(_trap: bool) {}
 
 /// Host builds have no EL2 timer.
-pub fn hyp_timer_arm(_ticks: u64) {}
+pub fn hyp_timer_arm_at(_deadline: u64) {}
 
 /// Host builds have no EL2 timer.
 pub fn hyp_timer_disarm() {}

@@ -57,12 +57,12 @@ struct CpuControls {
 }
 
 impl CpuControls {
-    fn set_hyp_deadline(&mut self, deadline: Option<u64>, now: u64) {
+    fn set_hyp_deadline(&mut self, deadline: Option<u64>) {
         if self.hyp_deadline == Some(deadline) {
             return;
         }
         match deadline {
-            Some(at) => arch::hyp_timer_arm(at.saturating_sub(now).max(1)),
+            Some(at) => arch::hyp_timer_arm_at(at),
             None => arch::hyp_timer_disarm(),
         }
         self.hyp_deadline = Some(deadline);
@@ -190,7 +190,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             // Nothing to run: sleep until an interrupt (a kick, the loaded
             // vCPU's timer, the EL2 timer for a descheduled one's deadline).
             let wake = next_deadline(&slots, loaded, device_event(&v, own), now);
-            controls.set_hyp_deadline(wake, now);
+            controls.set_hyp_deadline(wake);
             unlock(v);
             arch::wait_for_interrupt();
             v = vm.lock();
@@ -237,7 +237,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             earliest(slice_end, device_event(&v, own)),
             now,
         );
-        controls.set_hyp_deadline(deadline, now);
+        controls.set_hyp_deadline(deadline);
         let index = slots[next].index;
         let vcpu = slots[next].vcpu.as_mut().unwrap_or_else(|| unreachable!());
         controls.set_ich_hcr(flush_to_lrs(vgic, vcpu));

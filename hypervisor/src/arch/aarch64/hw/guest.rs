@@ -583,18 +583,21 @@ pub fn set_wfx_trap(trap: bool) {
     }
 }
 
-/// Arms the EL2 physical timer (PPI 26) to fire `ticks` from now.
-pub fn hyp_timer_arm(ticks: u64) {
+/// Arms the EL2 physical timer (PPI 26) to fire when the physical counter
+/// reaches `deadline`. The 64-bit compare value, not the 32-bit signed
+/// TVAL: a deadline more than 2^31 ticks away (34 s at 62.5 MHz) would
+/// read as negative there and fire at once, over and over.
+pub fn hyp_timer_arm_at(deadline: u64) {
     // SAFETY: the EL2 physical timer belongs to the hypervisor alone.
     unsafe {
-        asm!("msr cnthp_tval_el2, {0}", "msr cnthp_ctl_el2, {1}", "isb",
-             in(reg) ticks, in(reg) 1u64, options(nomem, nostack));
+        asm!("msr cnthp_cval_el2, {0}", "msr cnthp_ctl_el2, {1}", "isb",
+             in(reg) deadline, in(reg) 1u64, options(nomem, nostack));
     }
 }
 
 /// Disarms the EL2 physical timer.
 pub fn hyp_timer_disarm() {
-    // SAFETY: as in `hyp_timer_arm`.
+    // SAFETY: as in `hyp_timer_arm_at`.
     unsafe { asm!("msr cnthp_ctl_el2, xzr", "isb", options(nomem, nostack)) };
 }
 

@@ -214,7 +214,10 @@ fn input_without_buffers_waits_for_the_driver_to_add_some() {
     let mut driver = Driver::new(4);
     assert!(t.has_work());
     t.process(&mut mem);
-    assert!(!t.has_work(), "no buffer: the input waits, nobody spins on it");
+    assert!(
+        !t.has_work(),
+        "no buffer: the input waits, nobody spins on it"
+    );
     offer_chains(&mut mem, &mut driver, 1);
     assert!(!t.has_work(), "buffers alone are not a notification");
     write(&mut t, reg::QUEUE_NOTIFY, 0);
@@ -222,7 +225,10 @@ fn input_without_buffers_waits_for_the_driver_to_add_some() {
     t.process(&mut mem);
     assert_eq!(t.device().input, 1);
     assert_eq!(Driver::used_idx(&mem), 1);
-    assert!(!t.has_work(), "the one buffer is used; the rest waits again");
+    assert!(
+        !t.has_work(),
+        "the one buffer is used; the rest waits again"
+    );
 }
 
 #[test]
