@@ -138,10 +138,13 @@ mod images {
         const GOOD: &str = "schema: 1\nbusybox: bb\nimages:\n  - name: bb\n    description: d\n    kind: busybox\n    debian:\n      package: busybox-static\n      suite: bookworm\n      architecture: arm64\n      file: bin/busybox\n  - name: local\n    description: d\n    kind: linux-kernel\n    path: my/Image\n";
 
         #[test]
-        fn shipped_images_yaml_declares_the_three_images() {
+        fn shipped_images_yaml_declares_the_four_images() {
             let manifest = Manifest::load(&workspace_root()).unwrap();
             let names: Vec<&str> = manifest.images.iter().map(|i| i.name.as_str()).collect();
-            assert_eq!(names, ["linux-cloud", "linux-generic", "busybox"]);
+            assert_eq!(names, ["linux-cloud", "linux-generic", "busybox", "lab-disk"]);
+            let disk = manifest.require("lab-disk").unwrap();
+            assert_eq!(disk.kind, ImageKind::Disk);
+            assert!(matches!(&disk.source, Source::Generated(g) if g.bytes == 4 << 20));
             assert_eq!(
                 manifest.require("linux-cloud").unwrap().kind,
                 ImageKind::LinuxKernel
@@ -164,8 +167,12 @@ mod images {
 
         #[test]
         fn good_file_parses_every_source_kind() {
-            let text = format!("{GOOD}  - name: zephyr\n    description: d\n    kind: bare-metal\n    url: https://example.org/zephyr.elf\n    sha256: {}\n", "a".repeat(64));
+            let text = format!("{GOOD}  - name: zephyr\n    description: d\n    kind: bare-metal\n    url: https://example.org/zephyr.elf\n    sha256: {}\n  - name: disk\n    description: d\n    kind: disk\n    generated: {{ seed: s, bytes: 4096 }}\n", "a".repeat(64));
             let manifest = parse(&text).unwrap();
+            assert!(matches!(
+                manifest.require("disk").unwrap().source,
+                Source::Generated(_)
+            ));
             assert!(matches!(
                 manifest.require("local").unwrap().source,
                 Source::Path(_)

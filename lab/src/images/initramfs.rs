@@ -1,6 +1,6 @@
 //! The lab's initramfs: a gzip-compressed cpio (newc) archive with busybox,
 //! the kernel modules in load order (`/lib/modules/load-order`), `/dev/console`,
-//! the lab's own static programs in `/bin` (`lab-clock`) and the `/init`
+//! the lab's own programs in `/bin` (`lab-clock`, `lab-time`) and the `/init`
 //! script from `guest-images/init/init`. Entries carry mtime 0
 //! and root ownership, so the same inputs give the same bytes.
 
@@ -55,11 +55,12 @@ impl Entry {
     }
 }
 
-/// A static Linux program the initramfs carries as `/bin/<name>`.
+/// A program the initramfs carries as `/bin/<name>`: a static Linux ELF,
+/// or a shell script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
     pub name: String,
-    /// The executable ELF.
+    /// The executable file.
     pub elf: Vec<u8>,
 }
 

@@ -31,6 +31,9 @@ use resolve::{derived_key, Archive, Indexes};
 /// Where the initramfs `/init` script lives in the workspace.
 pub const INIT_SCRIPT_PATH: &str = "guest-images/init/init";
 
+/// Shell scripts the initramfs carries in `/bin`, from `guest-images/init/`.
+pub const INIT_SCRIPTS: &[&str] = &["lab-time"];
+
 /// The arm64 Image header magic, `ARM\x64` at offset 0x38.
 const ARM64_IMAGE_MAGIC: &[u8; 4] = b"ARM\x64";
 const ARM64_IMAGE_MAGIC_OFFSET: usize = 0x38;
@@ -90,6 +93,18 @@ pub fn prepare_linux_guest(
     Session::open(workspace_root, opts, &fetcher)?
         .with_programs(programs.to_vec())
         .prepare_linux_guest(image, with_initramfs)
+}
+
+/// The verified file of a disk image (kind `disk`), fetched or generated
+/// through the cache.
+pub fn disk_image(workspace_root: &Path, image: &str, opts: &ImageOptions) -> Result<PathBuf> {
+    let fetcher = HttpFetcher::new();
+    let mut session = Session::open(workspace_root, opts, &fetcher)?;
+    let kind = session.manifest.require(image)?.kind;
+    if kind != ImageKind::Disk {
+        bail!("image {image} is a {kind:?} image, not a disk");
+    }
+    session.image_file(image)
 }
 
 /// `lab fetch [--update] [--offline]`: with `update`, re-resolves every
@@ -264,11 +279,11 @@ impl<'f> Session<'f> {
         let mut archive = Archive::new(self.fetcher, &self.cache, self.offline, &mut self.indexes);
         let locked = match current {
             Some(locked) => {
-                archive.materialize(image, &locked)?;
+                archive.materialize(image, &spec.source, &locked)?;
                 locked
             }
             None => {
-                if self.offline {
+                if self.offline && !matches!(spec.source, Source::Generated(_)) {
                     bail!(
                         "image {image} has no current entry in guest-images/images.lock, and --offline forbids resolving it; run `cargo run -p lab -- fetch` while online"
                     );
@@ -329,9 +344,18 @@ impl<'f> Session<'f> {
         let init_path = self.root.join(INIT_SCRIPT_PATH);
         let init = std::fs::read(&init_path)
             .with_context(|| format!("cannot read {}", init_path.display()))?;
+        let mut programs = self.programs.clone();
+        for script in INIT_SCRIPTS {
+            let path = init_path.with_file_name(script);
+            programs.push(initramfs::Program {
+                name: (*script).to_owned(),
+                elf: std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            });
+        }
         let mut inputs = vec![sha256_hex(&busybox), sha256_hex(&init)];
         inputs.extend(
-            self.programs
+            programs
                 .iter()
                 .map(|p| format!("bin/{} {}", p.name, sha256_hex(&p.elf))),
         );
@@ -361,7 +385,7 @@ impl<'f> Session<'f> {
         let archive = initramfs::build(initramfs::Inputs {
             busybox,
             init,
-            programs: self.programs.clone(),
+            programs,
             modules: elves,
         })
         .with_context(|| format!("cannot build the {what}"))?;

@@ -51,7 +51,7 @@ impl<'a> Archive<'a> {
     /// Resolves `source` afresh: for a Debian source, the package now in the
     /// archive and the files taken from it, stored in the cache.
     pub fn resolve(&mut self, image: &str, source: &Source) -> Result<LockedImage> {
-        if self.offline {
+        if self.offline && !matches!(source, Source::Generated(_)) {
             bail!(
                 "image {image} must be resolved against the archive, but --offline forbids it; run `cargo run -p lab -- fetch` while online"
             );
@@ -77,12 +77,33 @@ impl<'a> Archive<'a> {
                 })
             }
             Source::Path(_) => bail!("image {image} is a local file; it has nothing to resolve"),
+            Source::Generated(generated) => {
+                let (sha256, _) = self.cache.insert(&generated.generate())?;
+                Ok(generated_lock(image, source, sha256))
+            }
         }
     }
 
     /// Makes sure every file a lock entry names is intact in the cache,
-    /// downloading and unpacking its package if one is missing.
-    pub fn materialize(&mut self, image: &str, locked: &LockedImage) -> Result<()> {
+    /// downloading and unpacking its package if one is missing, or
+    /// generating what the lab generates (also offline: nothing to fetch).
+    pub fn materialize(
+        &mut self,
+        image: &str,
+        source: &Source,
+        locked: &LockedImage,
+    ) -> Result<()> {
+        if let Source::Generated(generated) = source {
+            let what = format!("generated image {image}");
+            if self.cache.get(&locked.sha256, &what)?.is_none() {
+                let hint = format!(
+                    "the generator or images.yaml changed since images.lock was written; {UPDATE_HINT}"
+                );
+                self.cache
+                    .insert_expected(&generated.generate(), &locked.sha256, &what, &hint)?;
+            }
+            return Ok(());
+        }
         let mut wanted: Vec<(&str, &str)> = vec![(&locked.file.path, &locked.file.sha256)];
         wanted.extend(
             locked
@@ -278,6 +299,24 @@ impl<'a> Archive<'a> {
                 }
                 other => unreachable_archive(other, url),
             })
+    }
+}
+
+/// The lock entry of a generated image with this sha256; its `url` names
+/// the generator, not a download.
+fn generated_lock(image: &str, source: &Source, sha256: String) -> LockedImage {
+    LockedImage {
+        source: source_key(source),
+        package: None,
+        version: None,
+        url: format!("lab-generated:{image}"),
+        sha256: sha256.clone(),
+        file: LockedFile {
+            path: image.to_owned(),
+            sha256,
+        },
+        modules: Vec::new(),
+        builtin: Vec::new(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Which images the scenarios use, read loosely from `scenarios/*.yaml`
-//! (only `vms[].kernel.image` and `vms[].initramfs`; the scenario loader
-//! checks the rest), so `lab fetch` warms the cache for all of them.
+//! (only `vms[].kernel.image`, `vms[].initramfs` and `vms[].disks[].image`;
+//! the scenario loader checks the rest), so `lab fetch` warms the cache for
+//! all of them.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -33,14 +34,18 @@ fn uses_in(doc: &Value) -> Vec<(String, bool)> {
     let Some(vms) = doc.get("vms").and_then(Value::as_sequence) else {
         return Vec::new();
     };
-    vms.iter()
-        .filter_map(|vm| {
-            let image = vm.get("kernel")?.get("image")?.as_str()?;
-            let initramfs = vm
-                .get("initramfs")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            Some((image.to_owned(), initramfs))
-        })
-        .collect()
+    let kernels = vms.iter().filter_map(|vm| {
+        let image = vm.get("kernel")?.get("image")?.as_str()?;
+        let initramfs = vm
+            .get("initramfs")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        Some((image.to_owned(), initramfs))
+    });
+    let disks = vms
+        .iter()
+        .filter_map(|vm| vm.get("disks")?.as_sequence())
+        .flatten()
+        .filter_map(|disk| Some((disk.get("image")?.as_str()?.to_owned(), false)));
+    kernels.chain(disks).collect()
 }
