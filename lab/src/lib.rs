@@ -6,6 +6,7 @@ pub mod build;
 pub mod bundle;
 pub mod cli;
 pub mod debug;
+pub mod disk;
 pub mod doctor;
 pub mod images;
 pub mod normalize;

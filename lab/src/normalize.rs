@@ -78,6 +78,18 @@ impl Normalizer {
                     "LAB-CLOCK <ticks> <frequency>",
                 ),
                 Rule::new(
+                    "guest-time",
+                    "a timed command's line `LAB-TIME <name> <ticks> <frequency>` (/bin/lab-time): its duration differs every run",
+                    r"\bLAB-TIME (\S+) \d+ \d+\b",
+                    "LAB-TIME ${1} <ticks> <frequency>",
+                ),
+                Rule::new(
+                    "ping-times",
+                    "busybox ping's summary `round-trip min/avg/max = 0.5/1.2/2.0 ms` and per-reply `time=1.234 ms`",
+                    r"(round-trip min/avg/max = )[0-9./]+ ms|\b(time=)[0-9.]+ ms",
+                    "${1}${2}<times> ms",
+                ),
+                Rule::new(
                     "kernel-timestamp",
                     "printk stamps `[    0.123456]`",
                     r"\[\s*\d+\.\d{6}\]",
@@ -207,6 +219,21 @@ mod tests {
             "guest-clock",
             "LAB-CLOCK 0 1000000000",
             "LAB-CLOCK <ticks> <frequency>",
+        ),
+        (
+            "guest-time",
+            "LAB-TIME tcp-send 3337749 62500000",
+            "LAB-TIME tcp-send <ticks> <frequency>",
+        ),
+        (
+            "ping-times",
+            "round-trip min/avg/max = 0.512/1.204/2.000 ms",
+            "round-trip min/avg/max = <times> ms",
+        ),
+        (
+            "ping-times",
+            "64 bytes from 10.0.0.2: seq=0 ttl=64 time=1.234 ms",
+            "64 bytes from 10.0.0.2: seq=0 ttl=64 time=<times> ms",
         ),
         (
             "kernel-timestamp",

@@ -104,6 +104,16 @@ fn stage(dir: &Path, file: &LabeledPath) -> Result<StagedFile> {
 
 /// QEMU records only single-CPU machines; say so before building anything.
 pub fn check_recordable(scenario: &Scenario) -> Result<()> {
+    if scenario
+        .vms
+        .iter()
+        .any(|vm| !vm.disks.is_empty() || !vm.net.is_empty())
+    {
+        anyhow::bail!(
+            "{}: the lab records scenarios without disks or network interfaces only",
+            scenario.name
+        );
+    }
     let (cpus, _) = machine_shape(scenario);
     if cpus > 1 {
         anyhow::bail!(
@@ -137,13 +147,16 @@ pub fn record(
     let (tx, _rx) = std::sync::mpsc::channel();
     let files = match &options.boot_files {
         Some(files) => files.clone(),
-        None => boot::resolve(
-            lab,
-            scenario,
-            options.offline,
-            dir,
-            &Emitter::new(tx, &scenario.name),
-        )?,
+        None => {
+            boot::resolve(
+                lab,
+                scenario,
+                options.offline,
+                dir,
+                &Emitter::new(tx, &scenario.name),
+            )?
+            .files
+        }
     };
     let recording = Recording {
         scenario: scenario.name.clone(),
@@ -197,6 +210,7 @@ fn staged_files(dir: &Path, recording: &Recording) -> BootFiles {
     BootFiles {
         kernel: labeled(&recording.kernel),
         initrd: recording.initrd.as_ref().map(labeled),
+        disks: Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! the snapshot. Review with `cargo insta review`.
 
 use lab::bundle::{dts, pack, VmFiles};
+use lab::disk::DiskContents;
 use lab::scenario::{BootMode, KernelSource, Scenario};
 
 const MIB: usize = 1 << 20;
@@ -14,6 +15,8 @@ const CRATE_KERNEL: (u64, usize) = (0x80000, MIB);
 /// Debian's arm64 Images: text_offset 0.
 const IMAGE_KERNEL: (u64, usize) = (0, 32 * MIB);
 const INITRD_BYTES: usize = 16 * MIB;
+/// A disk filled from an image, without `size-mib`: as big as the image.
+const DISK_IMAGE_BYTES: usize = 4 * MIB;
 
 fn image((text_offset, size): (u64, usize)) -> Vec<u8> {
     let mut bytes = vec![0u8; size];
@@ -39,17 +42,26 @@ fn bundle_device_trees() {
                     KernelSource::Image(_) => IMAGE_KERNEL,
                 }),
                 initrd: vm.initramfs.then(|| vec![0u8; INITRD_BYTES]),
+                disks: vm
+                    .disks
+                    .iter()
+                    .map(|disk| {
+                        let image = disk.image.as_ref().map(|_| vec![0u8; DISK_IMAGE_BYTES]);
+                        DiskContents::new(disk, image, &vm.name).unwrap_or_else(|e| panic!("{e:#}"))
+                    })
+                    .collect(),
             })
             .collect();
         let bundle = pack(&scenario, &files).unwrap_or_else(|e| panic!("{e:#}"));
         let mut text = format!(
             "# placeholders: crate kernel {} MiB at text_offset {:#x}, image kernel {} MiB at \
-             text_offset {:#x}, initramfs {} MiB\n\n# manifest.dts\n",
+             text_offset {:#x}, initramfs {} MiB, disk image {} MiB\n\n# manifest.dts\n",
             CRATE_KERNEL.1 / MIB,
             CRATE_KERNEL.0,
             IMAGE_KERNEL.1 / MIB,
             IMAGE_KERNEL.0,
-            INITRD_BYTES / MIB
+            INITRD_BYTES / MIB,
+            DISK_IMAGE_BYTES / MIB
         );
         text += &dts::to_dts(&bundle.manifest).unwrap();
         for (vm, dtb) in &bundle.guest_dtbs {

@@ -160,6 +160,7 @@ fn spinning_kernel(dir: &Path) -> BootFiles {
     BootFiles {
         kernel: LabeledPath::new("spin.bin", spin),
         initrd: None,
+        disks: Vec::new(),
     }
 }
 
@@ -239,6 +240,7 @@ fn qemu_refusing_to_start_fails_the_first_step_with_its_message() {
     let files = BootFiles {
         kernel: LabeledPath::new("missing.bin", "/nonexistent/missing.bin"),
         initrd: None,
+        disks: Vec::new(),
     };
     let out = run(&fixture("hang"), Some(files));
     assert_eq!(out.summary.verdict, Verdict::Failed);
@@ -370,6 +372,7 @@ fn a_bad_manifest_is_named_and_the_hypervisor_powers_off() {
     let files = BootFiles {
         kernel: hypervisor,
         initrd: Some(bad_manifest_bundle(dir.path())),
+        disks: Vec::new(),
     };
     let out = run(&fixture("hv_bad_manifest"), Some(files));
     assert_eq!(out.summary.verdict, Verdict::Passed, "{}", out.console);

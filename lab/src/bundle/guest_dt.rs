@@ -1,10 +1,11 @@
 //! The device tree each VM boots with: QEMU's `virt` layout as DESIGN.md
-//! gives it (GICv3, PL011, PL031, architected timer, PSCI over HVC, RAM at
-//! 0x4000_0000), the VM's CPUs and memory, and `/chosen` with its command
-//! line and initrd. Node names, phandles and interrupt specifiers follow
+//! gives it (GICv3, PL011, PL031, architected timer, PSCI over HVC, the 32
+//! virtio-mmio slots, RAM at 0x4000_0000), the VM's CPUs and memory, and
+//! `/chosen` with its command line and initrd. Node names, phandles and interrupt specifiers follow
 //! what QEMU itself generates, so guests see nothing unusual.
 
 use super::layout::RAM_BASE;
+use crate::scenario::net::VIRTIO_SLOTS;
 use anyhow::{anyhow, Result};
 use vm_fdt::FdtWriter;
 
@@ -15,6 +16,11 @@ pub const GICR_BASE: u64 = 0x080A_0000;
 pub const GICR_STRIDE: u64 = 0x2_0000;
 pub const UART_BASE: u64 = 0x0900_0000;
 pub const RTC_BASE: u64 = 0x0901_0000;
+/// virtio-mmio slot 0, and the distance between slots.
+pub const VIRTIO_BASE: u64 = 0x0A00_0000;
+pub const VIRTIO_STRIDE: u64 = 0x200;
+/// SPI of virtio-mmio slot 0; slot n has `VIRTIO_SPI + n`.
+const VIRTIO_SPI: u32 = 16;
 const MMIO_PAGE: u64 = 0x1000;
 /// SPI numbers (INTID - 32).
 const UART_SPI: u32 = 1;
@@ -25,6 +31,7 @@ const TIMER_PPIS: [u32; 4] = [13, 14, 11, 10];
 const MAINTENANCE_PPI: u32 = 9;
 const GIC_SPI: u32 = 0;
 const GIC_PPI: u32 = 1;
+const IRQ_EDGE_RISING: u32 = 1;
 const IRQ_LEVEL_HIGH: u32 = 4;
 const PHANDLE_CLOCK: u32 = 0x8000;
 const PHANDLE_GIC: u32 = 0x8001;
@@ -157,6 +164,18 @@ impl GuestDt {
         fdt.property_u32("clocks", PHANDLE_CLOCK)?;
         fdt.property_string("clock-names", "apb_pclk")?;
         fdt.end_node(rtc)?;
+
+        // Every slot, lowest address first, with QEMU's properties in
+        // QEMU's order: a slot without a device reads as empty (DeviceID 0).
+        for slot in 0..VIRTIO_SLOTS as u32 {
+            let base = VIRTIO_BASE + u64::from(slot) * VIRTIO_STRIDE;
+            let node = fdt.begin_node(&format!("virtio_mmio@{base:x}"))?;
+            fdt.property_null("dma-coherent")?;
+            fdt.property_array_u32("interrupts", &[GIC_SPI, VIRTIO_SPI + slot, IRQ_EDGE_RISING])?;
+            fdt.property_array_u64("reg", &[base, VIRTIO_STRIDE])?;
+            fdt.property_string("compatible", "virtio,mmio")?;
+            fdt.end_node(node)?;
+        }
 
         fdt.end_node(root)?;
         fdt.finish()

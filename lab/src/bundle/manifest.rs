@@ -1,7 +1,8 @@
 //! The hypervisor's manifest (`manifest.dtb`, `lab,hypervisor-manifest-v1`):
-//! one node per VM naming its bundle members and where they go. The format
-//! is the contract in the common brief; `hypervisor/src/boot/manifest.rs`
-//! is its reader.
+//! one node per VM naming its bundle members and where they go, and its
+//! virtio devices (`devices/virtio@<slot>`: a network port on a named
+//! switch, or a disk). The format is the lab/hypervisor contract;
+//! `hypervisor/src/boot/manifest.rs` is its reader.
 
 use anyhow::{anyhow, Result};
 use vm_fdt::FdtWriter;
@@ -21,6 +22,35 @@ pub struct ManifestVm {
     pub dtb_ipa: u64,
     pub initrd: Option<(String, u64)>,
     pub physical_cpus: Vec<u32>,
+    pub devices: Vec<Device>,
+}
+
+/// One virtio device of a VM, in the slot the guest finds it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    Net {
+        slot: u32,
+        mac: [u8; 6],
+        switch: String,
+    },
+    Blk {
+        slot: u32,
+        /// Bytes, a multiple of 4096.
+        size: u64,
+        /// What VIRTIO_BLK_T_GET_ID answers (at most 20 bytes).
+        serial: String,
+        /// The bundle member with the initial contents, if any.
+        image: Option<String>,
+        read_only: bool,
+    },
+}
+
+impl Device {
+    fn slot(&self) -> u32 {
+        match self {
+            Device::Net { slot, .. } | Device::Blk { slot, .. } => *slot,
+        }
+    }
 }
 
 /// The manifest blob.
@@ -50,11 +80,49 @@ fn write(vms: &[ManifestVm]) -> Result<Vec<u8>, vm_fdt::Error> {
             fdt.property_u64("initrd-ipa", *ipa)?;
         }
         fdt.property_array_u32("physical-cpus", &vm.physical_cpus)?;
+        if !vm.devices.is_empty() {
+            write_devices(&mut fdt, &vm.devices)?;
+        }
         fdt.end_node(node)?;
     }
     fdt.end_node(list)?;
     fdt.end_node(root)?;
     fdt.finish()
+}
+
+fn write_devices(fdt: &mut FdtWriter, devices: &[Device]) -> Result<(), vm_fdt::Error> {
+    let list = fdt.begin_node("devices")?;
+    for device in devices {
+        let node = fdt.begin_node(&format!("virtio@{:x}", device.slot()))?;
+        match device {
+            Device::Net { slot, mac, switch } => {
+                fdt.property_string("kind", "virtio-net")?;
+                fdt.property_u32("slot", *slot)?;
+                fdt.property("mac", mac)?;
+                fdt.property_string("switch", switch)?;
+            }
+            Device::Blk {
+                slot,
+                size,
+                serial,
+                image,
+                read_only,
+            } => {
+                fdt.property_string("kind", "virtio-blk")?;
+                fdt.property_u32("slot", *slot)?;
+                fdt.property_u64("disk-size", *size)?;
+                fdt.property_string("serial", serial)?;
+                if let Some(image) = image {
+                    fdt.property_string("image", image)?;
+                }
+                if *read_only {
+                    fdt.property_null("read-only")?;
+                }
+            }
+        }
+        fdt.end_node(node)?;
+    }
+    fdt.end_node(list)
 }
 
 /// Physical CPUs for each VM's vCPUs. The hypervisor never lets two VMs

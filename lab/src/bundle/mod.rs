@@ -1,6 +1,7 @@
 //! The boot bundle the hypervisor boots from (`-initrd bundle.cpio`): a
 //! newc cpio archive with `manifest.dtb` and, per VM, `<vm>/kernel`,
-//! `<vm>/dtb` and optionally `<vm>/initrd`. The lab writes every device
+//! `<vm>/dtb`, optionally `<vm>/initrd`, and `<vm>/disk<N>` for each disk
+//! that starts filled from an image. The lab writes every device
 //! tree on the host (`manifest.rs`, `guest_dt.rs`), places the files
 //! (`layout.rs`) and keeps the trees as text next to the run (`dts.rs`).
 
@@ -9,13 +10,14 @@ pub mod guest_dt;
 pub mod layout;
 pub mod manifest;
 
+use crate::disk::DiskContents;
 use crate::images::initramfs::{write_cpio, Entry};
 use crate::qemu::cmdline::vm_bootargs;
 use crate::scenario::{CpuModel, Scenario};
 use anyhow::{bail, Context, Result};
 use guest_dt::GuestDt;
 use layout::{layout, ImageHeader};
-use manifest::{assign_cpus, manifest_dtb, ManifestVm};
+use manifest::{assign_cpus, manifest_dtb, Device, ManifestVm};
 use std::path::Path;
 
 pub const BUNDLE_FILE: &str = "bundle.cpio";
@@ -26,6 +28,18 @@ pub const MANIFEST_DTS: &str = "manifest.dts";
 pub struct VmFiles {
     pub kernel: Vec<u8>,
     pub initrd: Option<Vec<u8>>,
+    /// One per disk of the VM, in `disks` order.
+    pub disks: Vec<DiskContents>,
+}
+
+/// Host RAM the hypervisor needs beyond the VMs' RAM, disks and bundle:
+/// its own image, stacks, page tables and queues.
+pub const HYPERVISOR_RESERVE_MIB: u64 = 16;
+
+/// The name of disk `index` of a VM: its serial (what VIRTIO_BLK_T_GET_ID
+/// answers) and, for a filled disk, its bundle member under the VM's name.
+pub fn disk_name(index: usize) -> String {
+    format!("disk{index}")
 }
 
 /// A packed bundle and the trees inside it.
@@ -81,6 +95,35 @@ pub fn pack(scenario: &Scenario, files: &[VmFiles]) -> Result<Bundle> {
             }
             _ => None,
         };
+        if files.disks.len() != vm.disks.len() {
+            bail!(
+                "VM {}: {} disks but contents for {}",
+                vm.name,
+                vm.disks.len(),
+                files.disks.len()
+            );
+        }
+        let mut devices: Vec<Device> = (0..vm.net.len())
+            .map(|index| Device::Net {
+                slot: index as u32,
+                mac: scenario.mac(vm, index).0,
+                switch: vm.net[index].switch.clone(),
+            })
+            .collect();
+        for (index, disk) in files.disks.iter().enumerate() {
+            let name = disk_name(index);
+            let image = disk.image.as_ref().map(|data| {
+                entries.push(Entry::file(&member(&name), data.clone(), false));
+                member(&name)
+            });
+            devices.push(Device::Blk {
+                slot: (vm.net.len() + index) as u32,
+                size: disk.size,
+                serial: name,
+                image,
+                read_only: disk.read_only,
+            });
+        }
         manifest_vms.push(ManifestVm {
             name: vm.name.clone(),
             vcpus: vm.vcpus,
@@ -91,16 +134,42 @@ pub fn pack(scenario: &Scenario, files: &[VmFiles]) -> Result<Bundle> {
             dtb_ipa: places.dtb,
             initrd,
             physical_cpus,
+            devices,
         });
         guest_dtbs.push((vm.name.clone(), dtb));
     }
     let manifest = manifest_dtb(&manifest_vms)?;
     entries.insert(0, Entry::file("manifest.dtb", manifest.clone(), false));
+    let cpio = write_cpio(&entries)?;
+    check_memory(scenario, files, cpio.len() as u64)?;
     Ok(Bundle {
-        cpio: write_cpio(&entries)?,
+        cpio,
         manifest,
         guest_dtbs,
     })
+}
+
+/// The hypervisor holds every VM's RAM and disks in the machine's RAM,
+/// next to the bundle QEMU loaded: refuse a machine too small for them,
+/// rather than let the hypervisor run out.
+fn check_memory(scenario: &Scenario, files: &[VmFiles], bundle_len: u64) -> Result<()> {
+    const MIB: u64 = 1 << 20;
+    let ram: u64 = scenario.vms.iter().map(|vm| vm.memory_mib * MIB).sum();
+    let disks: u64 = files.iter().flat_map(|f| &f.disks).map(|d| d.size).sum();
+    let needed = ram + disks + bundle_len + HYPERVISOR_RESERVE_MIB * MIB;
+    let have = scenario.machine.memory_mib * MIB;
+    if needed > have {
+        bail!(
+            "machine.memory-mib is {} but the hypervisor needs {} MiB: {} MiB of VM RAM, {} MiB \
+             of disks, a {} MiB bundle and {HYPERVISOR_RESERVE_MIB} MiB for itself",
+            scenario.machine.memory_mib,
+            needed.div_ceil(MIB),
+            ram / MIB,
+            disks.div_ceil(MIB),
+            bundle_len.div_ceil(MIB)
+        );
+    }
+    Ok(())
 }
 
 impl Bundle {

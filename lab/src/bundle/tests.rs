@@ -2,6 +2,7 @@
 //! the generated trees as DTS snapshots.
 
 use super::*;
+use crate::disk::DiskContents;
 use std::path::Path;
 
 const SCENARIO: &str = "\
@@ -31,10 +32,12 @@ fn bundle() -> Bundle {
             VmFiles {
                 kernel: image(0, 0x4000),
                 initrd: Some(vec![7u8; 0x1000]),
+                disks: Vec::new(),
             },
             VmFiles {
                 kernel: image(0x80000, 0x1000),
                 initrd: None,
+                disks: Vec::new(),
             },
         ],
     )
@@ -120,12 +123,87 @@ fn a_kernel_without_image_header_is_named() {
         VmFiles {
             kernel: vec![0u8; 0x100],
             initrd: None,
+            disks: Vec::new(),
         };
         2
     ];
     let err = format!("{:#}", pack(&scenario, &files).unwrap_err());
     assert!(
         err.starts_with("VM vm0: kernel: not an arm64 Image"),
+        "{err}"
+    );
+}
+
+const NET_SCENARIO: &str = "\
+schema: 1
+name: lan
+description: Two VMs on a switch, one with two disks.
+machine: { cpus: 2, memory-mib: 1024 }
+switches: [lan0]
+vms:
+  - name: vm0
+    kernel: { image: linux-cloud }
+    vcpus: 1
+    memory-mib: 256
+    net: [{ switch: lan0, mac: '02:4c:41:42:00:01', ip: 10.0.0.1/24 }]
+    disks: [{ size-mib: 8 }, { image: lab-disk, read-only: true }]
+  - name: vm1
+    kernel: { image: linux-cloud }
+    vcpus: 1
+    memory-mib: 256
+    net: [{ switch: lan0, ip: 10.0.0.2/24 }]
+steps: []
+";
+
+fn net_bundle(machine_mib: u64) -> Result<Bundle> {
+    let text = NET_SCENARIO.replace("memory-mib: 1024", &format!("memory-mib: {machine_mib}"));
+    let scenario = Scenario::parse(Path::new("lan.yaml"), &text).unwrap();
+    let disk = |size_mib, image: Option<Vec<u8>>, read_only| {
+        let disk = crate::scenario::Disk {
+            image: None,
+            size_mib,
+            read_only,
+        };
+        DiskContents::new(&disk, image, "d").unwrap()
+    };
+    let vm = |disks| VmFiles {
+        kernel: image(0, 0x4000),
+        initrd: None,
+        disks,
+    };
+    pack(
+        &scenario,
+        &[
+            vm(vec![
+                disk(Some(8), None, false),
+                disk(None, Some(vec![5u8; 5000]), true),
+            ]),
+            vm(Vec::new()),
+        ],
+    )
+}
+
+#[test]
+fn devices_follow_the_contract() {
+    let bundle = net_bundle(1024).unwrap();
+    let names: Vec<String> = members(&bundle.cpio).into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"vm0/disk1".to_owned()), "{names:?}");
+    assert!(
+        !names.contains(&"vm0/disk0".to_owned()),
+        "an empty disk has no member"
+    );
+    let dts = dts::to_dts(&bundle.manifest).unwrap();
+    insta::assert_snapshot!(dts);
+    let guest = dts::to_dts(&bundle.guest_dtbs[0].1).unwrap();
+    assert_eq!(guest.matches("compatible = \"virtio,mmio\"").count(), 32);
+    assert!(guest.contains("bootargs = \"console=ttyAMA0 lab.name=vm0 lab.ip=eth0:10.0.0.1/24\""));
+}
+
+#[test]
+fn the_machine_must_hold_ram_disks_and_bundle() {
+    let err = format!("{:#}", net_bundle(528).unwrap_err());
+    assert!(
+        err.starts_with("machine.memory-mib is 528 but the hypervisor needs 537 MiB: 512 MiB of VM RAM, 9 MiB of disks, a 1 MiB bundle"),
         "{err}"
     );
 }

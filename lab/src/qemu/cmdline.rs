@@ -5,6 +5,7 @@
 //! instead of a host path. Snapshots use that rendering; nothing is scrubbed
 //! after the fact.
 
+use crate::scenario::net::interface_name;
 use crate::scenario::{BootMode, Scenario, Vm};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -28,18 +29,33 @@ impl LabeledPath {
     }
 }
 
-/// What QEMU loads: `-kernel` and optionally `-initrd`.
+/// What QEMU loads: `-kernel`, optionally `-initrd`, and for a direct
+/// boot the raw files of the VM's disks (in its `disks` order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootFiles {
     pub kernel: LabeledPath,
     pub initrd: Option<LabeledPath>,
+    pub disks: Vec<DiskFile>,
 }
 
-/// One argument: text, or a file the lab produced or resolved.
+/// A disk QEMU's own virtio-blk serves from a raw file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskFile {
+    pub file: LabeledPath,
+    pub read_only: bool,
+}
+
+/// One argument: text, a file the lab produced or resolved, or an option
+/// with a file inside (`file=<path>,...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QemuArg {
     Text(String),
     File(LabeledPath),
+    FileOption {
+        before: String,
+        file: LabeledPath,
+        after: String,
+    },
 }
 
 /// A QEMU invocation.
@@ -57,6 +73,15 @@ impl QemuCommand {
             .map(|arg| match arg {
                 QemuArg::Text(text) => OsString::from(text),
                 QemuArg::File(file) => file.path.clone().into_os_string(),
+                // QEMU's option syntax doubles a comma inside a value.
+                QemuArg::FileOption {
+                    before,
+                    file,
+                    after,
+                } => OsString::from(format!(
+                    "{before}{}{after}",
+                    file.path.to_string_lossy().replace(',', ",,")
+                )),
             })
             .collect()
     }
@@ -84,6 +109,11 @@ impl QemuCommand {
             let word = match arg {
                 QemuArg::Text(text) => shell_quote(text),
                 QemuArg::File(file) => format!("<{}>", file.label),
+                QemuArg::FileOption {
+                    before,
+                    file,
+                    after,
+                } => shell_quote(&format!("{before}<{}>{after}", file.label)),
             };
             let starts_option = matches!(arg, QemuArg::Text(t) if t.starts_with('-'));
             out.push_str(if starts_option { " \\\n  " } else { " " });
@@ -117,9 +147,16 @@ pub fn machine_shape(scenario: &Scenario) -> (u32, u64) {
     }
 }
 
-/// A VM's kernel command line: the lab's arguments, then the VM's own.
+/// A VM's kernel command line: the lab's arguments (its name, and
+/// `lab.ip=<interface>:<address>/<prefix>` per interface with an address,
+/// which the initramfs' `/init` configures), then the VM's own.
 pub fn vm_bootargs(vm: &Vm) -> String {
     let mut line = format!("console=ttyAMA0 lab.name={}", vm.name);
+    for (index, interface) in vm.net.iter().enumerate() {
+        if let Some(ip) = interface.ip {
+            line.push_str(&format!(" lab.ip={}:{ip}", interface_name(index)));
+        }
+    }
     if !vm.cmdline.trim().is_empty() {
         line.push(' ');
         line.push_str(vm.cmdline.trim());
@@ -156,6 +193,10 @@ pub fn qemu_command(program: &Path, scenario: &Scenario, files: &BootFiles) -> Q
         text("-m"),
         QemuArg::Text(format!("{memory_mib}M")),
         text("-nographic"),
+        // No default NIC: the board would add a PCI one (and need its
+        // option ROM); a scenario's network is what it declares.
+        text("-nic"),
+        text("none"),
         // A guest reset ends the run instead of booting again.
         text("-no-reboot"),
         text("-kernel"),
@@ -168,6 +209,28 @@ pub fn qemu_command(program: &Path, scenario: &Scenario, files: &BootFiles) -> Q
     if let Some(append) = kernel_append(scenario) {
         args.push(text("-append"));
         args.push(QemuArg::Text(append));
+    }
+    if !files.disks.is_empty() {
+        // virtio 1.x, as the hypervisor's devices are.
+        args.extend([text("-global"), text("virtio-mmio.force-legacy=false")]);
+    }
+    // QEMU's virt board gives command-line virtio-mmio devices the free
+    // slots from the highest address down, and Linux names devices in
+    // address order: listing them last first makes the VM's first disk
+    // `/dev/vda`, as under the hypervisor (which numbers slots from 0).
+    for (index, disk) in files.disks.iter().enumerate().rev() {
+        let id = format!("disk{index}");
+        let read_only = if disk.read_only { ",readonly=on" } else { "" };
+        args.push(text("-drive"));
+        args.push(QemuArg::FileOption {
+            before: "file=".into(),
+            file: disk.file.clone(),
+            after: format!(",if=none,format=raw,id={id}{read_only}"),
+        });
+        args.push(text("-device"));
+        args.push(QemuArg::Text(format!(
+            "virtio-blk-device,drive={id},serial={id}"
+        )));
     }
     QemuCommand {
         program: program.to_owned(),
@@ -240,6 +303,7 @@ mod tests {
         let files = BootFiles {
             kernel: LabeledPath::new("hypervisor.bin", "/t/hypervisor.bin"),
             initrd: Some(LabeledPath::new("bundle.cpio", "/t/b c.cpio")),
+            disks: Vec::new(),
         };
         let cmd = qemu_command(
             Path::new("/usr/bin/qemu-system-aarch64"),
@@ -255,6 +319,40 @@ mod tests {
         let redacted = cmd.redacted();
         assert!(redacted.contains("-kernel <hypervisor.bin>"), "{redacted}");
         assert!(!redacted.contains("/t/"), "{redacted}");
+    }
+
+    #[test]
+    fn direct_disks_are_virtio_1_blk_devices_on_raw_files() {
+        let files = BootFiles {
+            kernel: LabeledPath::new("k", "/t/k"),
+            initrd: None,
+            disks: vec![
+                DiskFile {
+                    file: LabeledPath::new("vm0/disk0.raw", "/t/a,b.raw"),
+                    read_only: false,
+                },
+                DiskFile {
+                    file: LabeledPath::new("vm0/disk1.raw", "/t/d1.raw"),
+                    read_only: true,
+                },
+            ],
+        };
+        let cmd = qemu_command(Path::new("qemu-system-aarch64"), &scenario(DIRECT), &files);
+        let line = cmd.shell_line();
+        assert!(
+            line.contains("-global virtio-mmio.force-legacy=false"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("-drive file=/t/a,,b.raw,if=none,format=raw,id=disk0 -device virtio-blk-device,drive=disk0,serial=disk0"),
+            "{line}"
+        );
+        assert!(
+            cmd.redacted()
+                .contains("-drive 'file=<vm0/disk1.raw>,if=none,format=raw,id=disk1,readonly=on'"),
+            "{}",
+            cmd.redacted()
+        );
     }
 
     #[test]

@@ -4,4 +4,4 @@
 pub mod cmdline;
 pub mod provision;
 
-pub use cmdline::{qemu_command, BootFiles, LabeledPath, QemuArg, QemuCommand};
+pub use cmdline::{qemu_command, BootFiles, DiskFile, LabeledPath, QemuArg, QemuCommand};

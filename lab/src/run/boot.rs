@@ -1,16 +1,19 @@
 //! What QEMU boots for a scenario: first a pure plan of the files
 //! ([`BootPlan`], labelled as snapshots show them), then their resolution
-//! into host paths by building crates and preparing images. The plan alone
-//! gives the QEMU command line, so it is snapshot-tested without building.
+//! into host paths by building crates, preparing images and the VMs'
+//! disks. The plan alone gives the QEMU command line, so it is
+//! snapshot-tested without building. Preparing a run also computes the
+//! values of the scenario's run-time variables (each filled disk's md5).
 
 use super::events::{Emitter, EventKind};
 use super::Lab;
 use crate::build;
 use crate::bundle::{self, VmFiles};
+use crate::disk::DiskContents;
 use crate::images::initramfs::Program;
 use crate::images::{self, ImageOptions};
-use crate::qemu::{qemu_command, BootFiles, LabeledPath, QemuCommand};
-use crate::scenario::{BootMode, KernelSource, Scenario};
+use crate::qemu::{qemu_command, BootFiles, DiskFile, LabeledPath, QemuCommand};
+use crate::scenario::{disk_md5_variable, BootMode, KernelSource, Scenario};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::time::Instant;
@@ -26,6 +29,8 @@ pub enum Artifact {
     ImageInitramfs(String),
     /// The hypervisor's boot bundle (manifest + per-VM files).
     Bundle,
+    /// The raw file of disk `index` of a directly booted VM.
+    Disk { vm: String, index: usize },
 }
 
 impl Artifact {
@@ -36,15 +41,19 @@ impl Artifact {
             Artifact::ImageKernel(image) => format!("{image}/kernel"),
             Artifact::ImageInitramfs(image) => format!("{image}/initramfs"),
             Artifact::Bundle => "bundle.cpio".into(),
+            Artifact::Disk { vm, index } => format!("{vm}/{}.raw", bundle::disk_name(*index)),
         }
     }
 }
 
-/// `-kernel` and `-initrd` of a scenario.
+/// `-kernel`, `-initrd` and the disk files of a scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootPlan {
     pub kernel: Artifact,
     pub initrd: Option<Artifact>,
+    /// A direct boot's disks (QEMU's virtio-blk), read-only or not; under
+    /// the hypervisor the disks travel in the bundle.
+    pub disks: Vec<(Artifact, bool)>,
 }
 
 /// The files a scenario boots.
@@ -53,12 +62,22 @@ pub fn plan(scenario: &Scenario) -> Result<BootPlan> {
         BootMode::Hypervisor => Ok(BootPlan {
             kernel: Artifact::Crate(build::HYPERVISOR_CRATE.into()),
             initrd: (!scenario.vms.is_empty()).then_some(Artifact::Bundle),
+            disks: Vec::new(),
         }),
         BootMode::Direct => {
             let vm = scenario
                 .vms
                 .first()
                 .context("`boot: direct` needs one VM")?;
+            let disks = vm
+                .disks
+                .iter()
+                .enumerate()
+                .map(|(index, disk)| {
+                    let vm = vm.name.clone();
+                    (Artifact::Disk { vm, index }, disk.read_only)
+                })
+                .collect();
             match &vm.kernel {
                 KernelSource::Crate(_) if vm.initramfs => {
                     bail!(
@@ -69,12 +88,14 @@ pub fn plan(scenario: &Scenario) -> Result<BootPlan> {
                 KernelSource::Crate(krate) => Ok(BootPlan {
                     kernel: Artifact::Crate(krate.clone()),
                     initrd: None,
+                    disks,
                 }),
                 KernelSource::Image(image) => Ok(BootPlan {
                     kernel: Artifact::ImageKernel(image.clone()),
                     initrd: vm
                         .initramfs
                         .then(|| Artifact::ImageInitramfs(image.clone())),
+                    disks,
                 }),
             }
         }
@@ -89,19 +110,35 @@ pub fn planned_command(qemu: &Path, scenario: &Scenario) -> Result<QemuCommand> 
     let files = BootFiles {
         kernel: placeholder(&plan.kernel),
         initrd: plan.initrd.as_ref().map(placeholder),
+        disks: plan
+            .disks
+            .iter()
+            .map(|(disk, read_only)| DiskFile {
+                file: placeholder(disk),
+                read_only: *read_only,
+            })
+            .collect(),
     };
     Ok(qemu_command(qemu, scenario, &files))
 }
 
-/// Builds and fetches what the plan names; a bundle and its trees as text
-/// go to `out_dir` (the run directory).
+/// A run, prepared: what QEMU boots, and the values of the scenario's
+/// run-time variables (`(name, value)`).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub files: BootFiles,
+    pub run_values: Vec<(String, String)>,
+}
+
+/// Builds and fetches what the plan names; a bundle and its trees as text,
+/// and a direct boot's disk files, go to `out_dir` (the run directory).
 pub fn resolve(
     lab: &Lab,
     scenario: &Scenario,
     offline: bool,
     out_dir: &Path,
     emitter: &Emitter,
-) -> Result<BootFiles> {
+) -> Result<Prepared> {
     if scenario.machine.secure_world {
         bail!("`secure-world: true` needs TF-A and OP-TEE, which this lab does not build yet");
     }
@@ -111,6 +148,19 @@ pub fn resolve(
         cache_dir: None,
     };
     let programs = initramfs_programs(lab, scenario, emitter)?;
+    let disks = disk_contents(lab, scenario, &image_options, emitter)?;
+    let run_values = scenario
+        .vms
+        .iter()
+        .zip(&disks)
+        .flat_map(|(vm, contents)| {
+            contents
+                .iter()
+                .enumerate()
+                .filter(|(_, disk)| disk.image.is_some())
+                .map(|(index, disk)| (disk_md5_variable(&vm.name, index), disk.md5()))
+        })
+        .collect();
     let mut guest = None;
     let mut resolve_one = |artifact: &Artifact| -> Result<LabeledPath> {
         let label = artifact.label();
@@ -144,17 +194,85 @@ pub fn resolve(
                 }
             }
             Artifact::Bundle => {
-                let files = vm_files(lab, scenario, &programs, &image_options, emitter)?;
+                let files = vm_files(lab, scenario, &programs, &disks, &image_options, emitter)?;
                 stage(emitter, "pack bundle", || {
                     bundle::pack(scenario, &files)?.write_to(out_dir)
                 })?
+            }
+            Artifact::Disk { vm, index } => {
+                let contents = scenario
+                    .vms
+                    .iter()
+                    .position(|v| &v.name == vm)
+                    .and_then(|v| disks.get(v)?.get(*index))
+                    .with_context(|| format!("VM {vm} has no disk {index}"))?;
+                let path = out_dir.join(label.replace('/', "-"));
+                stage(emitter, &format!("write {label}"), || {
+                    contents.write_raw(&path)
+                })?;
+                path
             }
         };
         Ok(LabeledPath::new(label, path))
     };
     let kernel = resolve_one(&plan.kernel)?;
     let initrd = plan.initrd.as_ref().map(&mut resolve_one).transpose()?;
-    Ok(BootFiles { kernel, initrd })
+    let disk_files = plan
+        .disks
+        .iter()
+        .map(|(disk, read_only)| {
+            Ok(DiskFile {
+                file: resolve_one(disk)?,
+                read_only: *read_only,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Prepared {
+        files: BootFiles {
+            kernel,
+            initrd,
+            disks: disk_files,
+        },
+        run_values,
+    })
+}
+
+/// Every VM's disks (in `vms` order), the filled ones read from their
+/// images.
+fn disk_contents(
+    lab: &Lab,
+    scenario: &Scenario,
+    image_options: &ImageOptions,
+    emitter: &Emitter,
+) -> Result<Vec<Vec<DiskContents>>> {
+    let read = |vm: &str, index: usize, disk: &crate::scenario::Disk| -> Result<DiskContents> {
+        let what = format!("VM {vm} disk {index}");
+        let image = match &disk.image {
+            Some(image) => {
+                let path = images::disk_image(&lab.root, image, image_options)?;
+                Some(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
+            }
+            None => None,
+        };
+        DiskContents::new(disk, image, &what)
+    };
+    let all = || {
+        scenario
+            .vms
+            .iter()
+            .map(|vm| {
+                vm.disks
+                    .iter()
+                    .enumerate()
+                    .map(|(index, disk)| read(&vm.name, index, disk))
+                    .collect()
+            })
+            .collect()
+    };
+    if scenario.vms.iter().all(|vm| vm.disks.is_empty()) {
+        return all();
+    }
+    stage(emitter, "prepare disks", all)
 }
 
 /// The programs the lab's initramfs carries, built once for the scenario;
@@ -174,6 +292,7 @@ fn vm_files(
     lab: &Lab,
     scenario: &Scenario,
     programs: &[Program],
+    disks: &[Vec<DiskContents>],
     image_options: &ImageOptions,
     emitter: &Emitter,
 ) -> Result<Vec<VmFiles>> {
@@ -182,7 +301,8 @@ fn vm_files(
     scenario
         .vms
         .iter()
-        .map(|vm| match &vm.kernel {
+        .zip(disks)
+        .map(|(vm, disks)| match &vm.kernel {
             KernelSource::Crate(_) if vm.initramfs => {
                 bail!(
                     "VM {}: `initramfs: true` needs a Linux image kernel",
@@ -196,6 +316,7 @@ fn vm_files(
                 Ok(VmFiles {
                     kernel: read(&built.path)?,
                     initrd: None,
+                    disks: disks.clone(),
                 })
             }
             KernelSource::Image(image) => {
@@ -211,6 +332,7 @@ fn vm_files(
                 Ok(VmFiles {
                     kernel: read(&guest.kernel)?,
                     initrd: guest.initramfs.as_deref().map(read).transpose()?,
+                    disks: disks.clone(),
                 })
             }
         })

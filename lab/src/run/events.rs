@@ -106,6 +106,8 @@ pub enum StepFailure {
     FailPattern { matched: String },
     /// The console could not be written.
     SendFailed { message: String },
+    /// The `expect` pattern, with the values of this run, is not a regex.
+    BadPattern { message: String },
     /// The user interrupted the run.
     Interrupted,
 }
@@ -125,6 +127,12 @@ impl fmt::Display for StepFailure {
                 write!(f, "the console printed {:?} (fail-on)", matched.trim())
             }
             StepFailure::SendFailed { message } => write!(f, "cannot write the console: {message}"),
+            StepFailure::BadPattern { message } => {
+                write!(
+                    f,
+                    "the pattern with this run's values is not a regex: {message}"
+                )
+            }
             StepFailure::Interrupted => f.write_str("interrupted"),
         }
     }

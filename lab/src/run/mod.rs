@@ -195,7 +195,14 @@ fn prepare_and_drive(
     run_dir: &Path,
     emitter: &Emitter,
 ) -> Result<ExitReason> {
-    let mut script = steps::compile(scenario)?;
+    let prepared = match &options.boot_files {
+        Some(files) => boot::Prepared {
+            files: files.clone(),
+            run_values: Vec::new(),
+        },
+        None => boot::resolve(lab, scenario, options.offline, run_dir, emitter)?,
+    };
+    let mut script = steps::compile(scenario, &prepared.run_values)?;
     if let Some(factor) = options.timeout_factor {
         script = script.timeouts_times(factor);
     }
@@ -203,10 +210,7 @@ fn prepare_and_drive(
         script = script.without_timeouts();
     }
     script.echo_paced = options.echo_paced;
-    let files = match &options.boot_files {
-        Some(files) => files.clone(),
-        None => boot::resolve(lab, scenario, options.offline, run_dir, emitter)?,
-    };
+    let files = prepared.files;
     let mut command = qemu_command(qemu, scenario, &files);
     command
         .args

@@ -125,20 +125,22 @@ impl QemuProcess {
     }
 
     /// Waits until `regex` matches console output not consumed by an
-    /// earlier match, unless one of `fail_on` matches earlier output.
+    /// earlier match, unless one of `fail_on` matches earlier output;
+    /// returns the text it matched.
     pub fn expect(
         &mut self,
         regex: &Regex,
         fail_on: &[Regex],
         timeout: Duration,
         cancel: &Cancel,
-    ) -> Result<(), WaitEnd> {
+    ) -> Result<String, WaitEnd> {
         self.wait_for(Some((regex, fail_on)), timeout, cancel)
+            .map(Option::unwrap_or_default)
     }
 
     /// Like [`expect`](Self::expect), on one console's text (tags removed)
     /// with that console's own cursor, so VMs' steps do not consume each
-    /// other's output.
+    /// other's output; returns the text it matched.
     pub fn expect_on(
         &mut self,
         console: &str,
@@ -146,16 +148,16 @@ impl QemuProcess {
         fail_on: &[Regex],
         timeout: Duration,
         cancel: &Cancel,
-    ) -> Result<(), WaitEnd> {
+    ) -> Result<String, WaitEnd> {
         let deadline = Instant::now() + timeout;
         let mut closed = false;
         loop {
             let from = self.cursors.get(console).copied().unwrap_or(0);
             let text = self.texts.text_from(console, from);
             match first_match(&text, regex, fail_on) {
-                Some(Found::Step(end)) => {
+                Some(Found::Step(start, end)) => {
                     self.cursors.insert(console.to_owned(), from + end);
-                    return Ok(());
+                    return Ok(text[start..end].to_owned());
                 }
                 Some(Found::Fail(matched)) => return Err(WaitEnd::FailPattern(matched)),
                 None if closed => return Err(WaitEnd::Closed),
@@ -188,7 +190,7 @@ impl QemuProcess {
     pub fn wait_exit(&mut self, timeout: Duration, cancel: &Cancel) -> Result<QemuStatus, WaitEnd> {
         let deadline = Instant::now() + timeout;
         match self.wait_for(None, timeout, cancel) {
-            Ok(()) | Err(WaitEnd::Closed) => {}
+            Ok(_) | Err(WaitEnd::Closed) => {}
             Err(end) => return Err(end),
         }
         let grace = deadline
@@ -248,13 +250,14 @@ impl QemuProcess {
     }
 
     /// Waits for a regex (failing on the first `fail_on` match that comes
-    /// earlier), or with `None` for the console to close.
+    /// earlier) and returns the text it matched, or with `None` waits for
+    /// the console to close.
     fn wait_for(
         &mut self,
         regex: Option<(&Regex, &[Regex])>,
         timeout: Duration,
         cancel: &Cancel,
-    ) -> Result<(), WaitEnd> {
+    ) -> Result<Option<String>, WaitEnd> {
         let deadline = Instant::now() + timeout;
         loop {
             let attempt = match regex {
@@ -264,15 +267,19 @@ impl QemuProcess {
                         .map(|r| ReadUntil::Regex(r.clone()))
                         .collect();
                     // rexpect returns the leftmost match of any needle.
-                    self.session
-                        .exp_any(needles)
-                        .map(|(_, matched)| (!re.is_match(&matched)).then_some(matched))
+                    self.session.exp_any(needles).map(|(_, matched)| {
+                        if re.is_match(&matched) {
+                            Ok(Some(matched))
+                        } else {
+                            Err(matched)
+                        }
+                    })
                 }
-                None => self.session.exp_eof().map(|_| None),
+                None => self.session.exp_eof().map(|_| Ok(None)),
             };
             match attempt {
-                Ok(None) => return Ok(()),
-                Ok(Some(failed)) => return Err(WaitEnd::FailPattern(failed)),
+                Ok(Ok(matched)) => return Ok(matched),
+                Ok(Err(failed)) => return Err(WaitEnd::FailPattern(failed)),
                 Err(ExpectError::Timeout { .. }) => {}
                 // The console closed before a match (or failed): QEMU is gone.
                 Err(_) => return Err(WaitEnd::Closed),
@@ -383,8 +390,8 @@ impl Drop for QemuProcess {
 /// What matched first in some console text.
 #[derive(Debug, PartialEq, Eq)]
 enum Found {
-    /// The step's pattern, ending at this byte offset.
-    Step(usize),
+    /// The step's pattern, from and to these byte offsets.
+    Step(usize, usize),
     /// A `fail-on` pattern, with the text it matched.
     Fail(String),
 }
@@ -399,7 +406,7 @@ fn first_match(text: &str, regex: &Regex, fail_on: &[Regex]) -> Option<Found> {
         .min_by_key(|m| m.start());
     match (step, fail) {
         (Some(s), Some(f)) if f.start() < s.start() => Some(Found::Fail(f.as_str().to_owned())),
-        (Some(s), _) => Some(Found::Step(s.end())),
+        (Some(s), _) => Some(Found::Step(s.start(), s.end())),
         (None, Some(f)) => Some(Found::Fail(f.as_str().to_owned())),
         (None, None) => None,
     }
@@ -445,16 +452,16 @@ mod tests {
     fn first_match_takes_the_leftmost() {
         let step = Regex::new("DONE").unwrap();
         let fail = [Regex::new("panic").unwrap()];
-        assert_eq!(first_match("a DONE", &step, &fail), Some(Found::Step(6)));
+        assert_eq!(first_match("a DONE", &step, &fail), Some(Found::Step(2, 6)));
         assert_eq!(
             first_match("panic then DONE", &step, &fail),
             Some(Found::Fail("panic".into()))
         );
         assert_eq!(
             first_match("DONE then panic", &step, &fail),
-            Some(Found::Step(4))
+            Some(Found::Step(0, 4))
         );
         assert_eq!(first_match("nothing", &step, &fail), None);
-        assert_eq!(first_match("DONE", &step, &[]), Some(Found::Step(4)));
+        assert_eq!(first_match("DONE", &step, &[]), Some(Found::Step(0, 4)));
     }
 }

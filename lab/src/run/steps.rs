@@ -1,21 +1,24 @@
 //! The steps of a scenario against a running QEMU: each `expect`, `send`
-//! and `expect-exit` with its timeout, reported as step events.
+//! and `expect-exit` with its timeout, reported as step events. An
+//! `expect`'s pattern is expanded when the step runs, with the values the
+//! lab computed for the run and the groups earlier steps captured.
 
 use super::events::{Emitter, EventKind, ExitReason, QemuStatus, StepFailure};
 use super::qemu_process::{QemuProcess, WaitEnd};
 use super::Cancel;
-use crate::scenario::{Scenario, Step};
+use crate::scenario::{expand_template, Scenario, Step, TemplateVars};
 use anyhow::{bail, Result};
 use regex::Regex;
 use std::time::{Duration, Instant};
 
-/// A step ready to run: patterns expanded and compiled.
+/// A step ready to run.
 #[derive(Debug, Clone)]
 pub enum Action {
+    /// `pattern` as written (its `{variables}` expand when the step runs).
     /// `console` is set when the step waits on one VM's console of
     /// several (its own text and cursor); else it reads the whole stream.
     Expect {
-        regex: Regex,
+        pattern: String,
         timeout_secs: u64,
         console: Option<String>,
     },
@@ -42,6 +45,9 @@ pub struct Script {
     /// Type each `send` in pieces, each after the focused console echoed
     /// the one before ([`super::typing`]).
     pub echo_paced: bool,
+    /// The variables `expect` patterns start with: the machine's, and the
+    /// values the lab computed for this run.
+    pub vars: TemplateVars,
 }
 
 /// The timeout of every wait under `--gdb`: a debugger may hold the
@@ -72,8 +78,9 @@ impl Script {
     }
 }
 
-/// Compiles every step of a scenario.
-pub fn compile(scenario: &Scenario) -> Result<Script> {
+/// Compiles every step of a scenario; `run_values` are the values of its
+/// [`Scenario::run_variables`] the lab computed for this run.
+pub fn compile(scenario: &Scenario, run_values: &[(String, String)]) -> Result<Script> {
     let regex = |pattern: &str| {
         scenario
             .expect_regex(pattern)
@@ -85,6 +92,10 @@ pub fn compile(scenario: &Scenario) -> Result<Script> {
         .iter()
         .map(|p| regex(p))
         .collect::<Result<_>>()?;
+    let mut vars = scenario.template_vars();
+    for (name, value) in run_values {
+        vars.set(name, value.clone());
+    }
     let actions = scenario
         .steps
         .iter()
@@ -95,7 +106,7 @@ pub fn compile(scenario: &Scenario) -> Result<Script> {
                     timeout_secs,
                     console,
                 } => Action::Expect {
-                    regex: regex(pattern)?,
+                    pattern: pattern.clone(),
                     timeout_secs: *timeout_secs,
                     console: console.clone().filter(|vm| tagged.contains(vm)),
                 },
@@ -121,6 +132,7 @@ pub fn compile(scenario: &Scenario) -> Result<Script> {
         fail_on,
         tagged,
         echo_paced: false,
+        vars,
     })
 }
 
@@ -147,10 +159,11 @@ pub fn run_all(
 ) -> ExitReason {
     // The hypervisor gives console input to VM 0 first.
     let mut focus = 0;
+    let mut vars = script.vars.clone();
     for (index, action) in script.actions.iter().enumerate() {
         emitter.emit(EventKind::StepStarted { index });
         let start = Instant::now();
-        let result = run_one(qemu, action, script, &mut focus, cancel);
+        let result = run_one(qemu, action, script, &mut vars, &mut focus, cancel);
         let duration = start.elapsed();
         match result {
             Ok(()) => emitter.emit(EventKind::StepPassed { index, duration }),
@@ -170,26 +183,39 @@ pub fn run_all(
     ExitReason::StepsPassed
 }
 
+/// The regex of an `expect` with the variables known now.
+fn expect_regex(pattern: &str, vars: &TemplateVars) -> Result<Regex, String> {
+    let expanded = expand_template(pattern, vars)?;
+    Regex::new(&expanded).map_err(|e| e.to_string())
+}
+
 fn run_one(
     qemu: &mut QemuProcess,
     action: &Action,
     script: &Script,
+    vars: &mut TemplateVars,
     focus: &mut usize,
     cancel: &Cancel,
 ) -> Result<(), StepFailure> {
     let fail_on = &script.fail_on;
     match action {
         Action::Expect {
-            regex,
+            pattern,
             timeout_secs,
             console,
         } => {
+            let regex = expect_regex(pattern, vars)
+                .map_err(|message| StepFailure::BadPattern { message })?;
             let timeout = Duration::from_secs(*timeout_secs);
-            match console {
-                Some(console) => qemu.expect_on(console, regex, fail_on, timeout, cancel),
-                None => qemu.expect(regex, fail_on, timeout, cancel),
+            let matched = match console {
+                Some(console) => qemu.expect_on(console, &regex, fail_on, timeout, cancel),
+                None => qemu.expect(&regex, fail_on, timeout, cancel),
             }
-            .map_err(|end| failure(qemu, end, *timeout_secs, cancel))
+            .map_err(|end| failure(qemu, end, *timeout_secs, cancel))?;
+            if let Some(captures) = regex.captures(&matched) {
+                vars.set_captures(&regex, &captures);
+            }
+            Ok(())
         }
         Action::Send { line, focus: to } => {
             let send_failed = |message| StepFailure::SendFailed { message };
@@ -288,11 +314,40 @@ mod tests {
              \x20 - { send: ls, console: vm1 }\n  - send: ls\n",
         )
         .unwrap();
-        let actions = compile(&scenario).unwrap().actions;
+        let actions = compile(&scenario, &[]).unwrap().actions;
         assert!(matches!(&actions[0], Action::Expect { console: Some(c), .. } if c == "vm1"));
         assert!(matches!(&actions[1], Action::Expect { console: None, .. }));
         assert!(matches!(&actions[2], Action::Send { focus: Some(1), .. }));
         assert!(matches!(&actions[3], Action::Send { focus: None, .. }));
+    }
+
+    #[test]
+    fn run_values_fill_the_variables_the_scenario_declares() {
+        let scenario = Scenario::parse(
+            Path::new("s.yaml"),
+            "schema: 1\nname: s\ndescription: d\nmachine: { cpus: 1, memory-mib: 512 }\n\
+             vms:\n  - { name: vm0, kernel: { crate: g }, vcpus: 1, memory-mib: 64, disks: [{ image: d }] }\n\
+             steps:\n  - expect: 'sum (?P<sum>\\w+) {vm0-disk0-md5}'\n  - expect: 'again {sum}'\n",
+        )
+        .unwrap();
+        let pending = compile(&scenario, &[]).unwrap();
+        let value = [("vm0-disk0-md5".to_owned(), "ab.c".to_owned())];
+        let script = compile(&scenario, &value).unwrap();
+        let Action::Expect { pattern, .. } = &script.actions[0] else {
+            panic!("an expect");
+        };
+        assert_eq!(
+            expect_regex(pattern, &pending.vars).unwrap().as_str(),
+            r"sum (?P<sum>\w+) \S+"
+        );
+        let regex = expect_regex(pattern, &script.vars).unwrap();
+        assert_eq!(regex.as_str(), r"sum (?P<sum>\w+) ab\.c");
+        let mut vars = script.vars.clone();
+        vars.set_captures(&regex, &regex.captures("sum 42 ab.c").unwrap());
+        assert_eq!(
+            expect_regex("again {sum}", &vars).unwrap().as_str(),
+            "again 42"
+        );
     }
 
     #[test]
@@ -304,10 +359,12 @@ mod tests {
              steps:\n  - { expect: '{cpus} CPUs', timeout: 3, console: vm0 }\n  - send: ls\n  - expect-exit: 0\n",
         )
         .unwrap();
-        let actions = compile(&scenario).unwrap().actions;
+        let script = compile(&scenario, &[]).unwrap();
+        let actions = &script.actions;
         // One VM: its console is the machine's; no focus switching.
         assert!(
-            matches!(&actions[0], Action::Expect { regex, timeout_secs: 3, console: None } if regex.as_str() == "2 CPUs")
+            matches!(&actions[0], Action::Expect { pattern, timeout_secs: 3, console: None }
+                if expect_regex(pattern, &script.vars).unwrap().as_str() == "2 CPUs")
         );
         assert!(matches!(&actions[1], Action::Send { line, focus: None } if line == "ls"));
         assert!(matches!(
@@ -328,7 +385,7 @@ mod tests {
                 })
                 .collect()
         };
-        let script = compile(&scenario).unwrap();
+        let script = compile(&scenario, &[]).unwrap();
         assert_eq!(timeouts(&script.clone().timeouts_times(4)), [12, 120]);
         assert_eq!(
             timeouts(&script.clone().without_timeouts()),

@@ -90,9 +90,51 @@ pub fn locate_value(text: &str, value: &str) -> (usize, usize) {
         .unwrap_or((1, 1))
 }
 
+/// The 1-based line and column of the first `key: value` at or after line
+/// `from` (1-based), in block (`key: value`) or flow (`{ a: 1, key: value }`)
+/// style, the value plain or quoted and not just the start of a longer
+/// word; `None` when there is none.
+pub fn locate_from(text: &str, from: usize, key: &str, value: &str) -> Option<(usize, usize)> {
+    let needle = format!("{key}:");
+    for (index, line) in text.lines().enumerate().skip(from.saturating_sub(1)) {
+        let mut search = 0;
+        while let Some(found) = line[search..].find(&needle) {
+            let at = search + found;
+            search = at + needle.len();
+            let boundary = line[..at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| " \t{,-".contains(c));
+            let rest = line[search..].trim_start().trim_start_matches(['"', '\'']);
+            let whole = rest.strip_prefix(value).is_some_and(|after| {
+                !after.starts_with(|c: char| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
+            });
+            if boundary && whole {
+                return Some((index + 1, at + 1));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locate_from_finds_block_and_flow_values_whole() {
+        let text = "vms:\n  - name: vm0\n    net: [{ switch: lan0, ip: 10.0.0.1/24 }]\n  - name: vm1\n    net:\n      - switch: 'lan0'\n        ip: 10.0.0.1/24\n";
+        assert_eq!(locate_from(text, 1, "name", "vm1"), Some((4, 5)));
+        assert_eq!(locate_from(text, 1, "switch", "lan0"), Some((3, 13)));
+        assert_eq!(locate_from(text, 4, "switch", "lan0"), Some((6, 9)));
+        assert_eq!(locate_from(text, 4, "ip", "10.0.0.1/24"), Some((7, 9)));
+        assert_eq!(
+            locate_from(text, 1, "name", "vm"),
+            None,
+            "a word's start is not the word"
+        );
+        assert_eq!(locate_from(text, 5, "name", "vm0"), None);
+    }
 
     #[test]
     fn locate_finds_key_with_value() {

@@ -5,9 +5,11 @@
 
 mod de;
 mod error;
+pub mod net;
 mod template;
 
 pub use error::ScenarioError;
+pub use net::{Disk, Ipv4Cidr, MacAddr, NetInterface};
 pub use template::{expand as expand_template, TemplateVars};
 
 use regex::Regex;
@@ -36,6 +38,9 @@ pub struct Scenario {
     pub machine: Machine,
     #[serde(default)]
     pub boot: BootMode,
+    /// Names of the virtual switches VMs' interfaces join.
+    #[serde(default)]
+    pub switches: Vec<String>,
     #[serde(default)]
     pub vms: Vec<Vm>,
     /// Regexes that fail the pending `expect` as soon as the console prints
@@ -104,6 +109,12 @@ pub struct Vm {
     pub cmdline: String,
     pub vcpus: u32,
     pub memory_mib: u64,
+    /// Network interfaces, `eth0` first; they take the lowest virtio slots.
+    #[serde(default)]
+    pub net: Vec<NetInterface>,
+    /// Disks, after the interfaces in slot order (`/dev/vda` first).
+    #[serde(default)]
+    pub disks: Vec<Disk>,
 }
 
 /// Where a VM's kernel comes from: `{ image: NAME }` or `{ crate: NAME }`.
@@ -160,15 +171,54 @@ impl Scenario {
         Scenario::parse(file, &text)
     }
 
-    /// The variables `expect` patterns may use.
+    /// The variables `expect` patterns may use: the machine's values, and
+    /// the run-time ones declared ([`Scenario::run_variables`]).
     pub fn template_vars(&self) -> TemplateVars {
         TemplateVars::new(self)
     }
 
-    /// The `expect` pattern of a step with its variables expanded.
+    /// The variables whose values the lab computes while preparing a run:
+    /// `{<vm>-disk<N>-md5}` for each disk filled from an image.
+    pub fn run_variables(&self) -> Vec<String> {
+        self.vms
+            .iter()
+            .flat_map(|vm| {
+                vm.disks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, disk)| disk.image.is_some())
+                    .map(|(index, _)| disk_md5_variable(&vm.name, index))
+            })
+            .collect()
+    }
+
+    /// The `expect` pattern of a step with its variables expanded, as far
+    /// as they are known before the run: run-time values and the groups
+    /// steps capture stand for any non-blank text.
     pub fn expect_regex(&self, pattern: &str) -> Result<Regex, String> {
-        let expanded = template::expand(pattern, &self.template_vars())?;
+        let mut vars = self.template_vars();
+        for step in &self.steps {
+            if let Step::Expect { pattern, .. } = step {
+                let probe = template::placeholder_expansion(pattern);
+                for name in Regex::new(&probe)
+                    .map(|regex| template::capture_names(&regex))
+                    .unwrap_or_default()
+                {
+                    vars.declare(&name);
+                }
+            }
+        }
+        let expanded = template::expand(pattern, &vars)?;
         Regex::new(&expanded).map_err(|e| e.to_string())
+    }
+
+    /// The MAC of interface `index` of `vm`: as written, else the stable
+    /// default ([`net::default_mac`]).
+    pub fn mac(&self, vm: &Vm, index: usize) -> MacAddr {
+        vm.net
+            .get(index)
+            .and_then(|interface| interface.mac)
+            .unwrap_or_else(|| net::default_mac(&self.name, &vm.name, index))
     }
 
     /// Whether the last step waits for QEMU to exit.
@@ -290,7 +340,9 @@ impl Scenario {
                 ),
             );
         }
-        let vars = self.template_vars();
+        net::check(self, file, text)?;
+        // Each expect may name the groups captured by the expects before it.
+        let mut vars = self.template_vars();
         for (i, pattern) in self.fail_on.iter().enumerate() {
             if let Err(message) = self.expect_regex(pattern) {
                 let (line, column) = error::locate_value(text, pattern);
@@ -315,8 +367,23 @@ impl Scenario {
                 }
             }
             if let Step::Expect { pattern, .. } = step {
-                if let Err(message) = template::expand(pattern, &vars) {
-                    return at("expect", pattern, &format!("steps[{i}].expect"), message);
+                let field = format!("steps[{i}].expect");
+                let regex = match template::expand(pattern, &vars)
+                    .and_then(|expanded| Regex::new(&expanded).map_err(|e| e.to_string()))
+                {
+                    Ok(regex) => regex,
+                    Err(message) => return at("expect", pattern, &field, message),
+                };
+                for name in template::capture_names(&regex) {
+                    if self.template_vars().contains(&name) {
+                        return at(
+                            "expect",
+                            pattern,
+                            &field,
+                            format!("the group `{name}` would hide the variable `{{{name}}}`"),
+                        );
+                    }
+                    vars.declare(&name);
                 }
             }
             if matches!(step, Step::ExpectExit { .. }) && i + 1 != self.steps.len() {
@@ -330,6 +397,12 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// The variable holding the md5 of disk `index` of `vm` as the guest reads
+/// it whole (`md5sum /dev/vdX`): the image, then zeros up to the disk size.
+pub fn disk_md5_variable(vm: &str, index: usize) -> String {
+    format!("{vm}-disk{index}-md5")
 }
 
 /// Every `scenarios/*.yaml` file of a workspace, sorted by name.

@@ -1,45 +1,113 @@
 //! `{variable}` expansion in `expect` patterns, so a scenario states each
-//! machine value once: `'{cpus} CPUs, {memory-mib} MiB'`. Values are
-//! regex-escaped. Only lower-case names expand, so regex repetitions such as
-//! `\d{4}` or `x{2,3}` pass through untouched.
+//! value once: `'{cpus} CPUs, {memory-mib} MiB'`. Values are regex-escaped.
+//! Only names of lower-case letters, digits, `-` and `_` expand, so regex
+//! repetitions such as `\d{4}` or `x{2,3}` pass through untouched.
+//!
+//! Some values exist only once the run does: what the lab computed while
+//! preparing it (a disk's md5) and what an earlier `expect` captured with a
+//! named group. Before then such a variable is declared without a value and
+//! stands for any non-blank text.
 
 use super::Scenario;
 
+/// A variable's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Value {
+    Literal(String),
+    /// Known only during the run: any non-blank text until then.
+    Pending,
+}
+
+/// What a pending variable matches before its value is known.
+const PENDING_REGEX: &str = r"\S+";
+
 /// The values a pattern may name.
 #[derive(Debug, Clone)]
-pub struct TemplateVars(Vec<(&'static str, String)>);
+pub struct TemplateVars(Vec<(String, Value)>);
 
 impl TemplateVars {
+    /// The machine values of a scenario, and its run-time values declared.
     pub(super) fn new(scenario: &Scenario) -> Self {
-        TemplateVars(vec![
-            ("name", scenario.name.clone()),
-            ("cpus", scenario.machine.cpus.to_string()),
-            ("memory-mib", scenario.machine.memory_mib.to_string()),
-            ("cpu", scenario.machine.cpu.qemu_name().to_owned()),
-        ])
+        let mut vars = TemplateVars(
+            [
+                ("name", scenario.name.clone()),
+                ("cpus", scenario.machine.cpus.to_string()),
+                ("memory-mib", scenario.machine.memory_mib.to_string()),
+                ("cpu", scenario.machine.cpu.qemu_name().to_owned()),
+            ]
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), Value::Literal(value)))
+            .collect(),
+        );
+        for name in scenario.run_variables() {
+            vars.declare(&name);
+        }
+        vars
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    /// Gives `name` a value, declaring it if needed.
+    pub fn set(&mut self, name: &str, value: String) {
+        match self.0.iter_mut().find(|(key, _)| key == name) {
+            Some((_, slot)) => *slot = Value::Literal(value),
+            None => self.0.push((name.to_owned(), Value::Literal(value))),
+        }
+    }
+
+    /// Declares `name` without a value, unless it has one.
+    pub fn declare(&mut self, name: &str) {
+        if !self.contains(name) {
+            self.0.push((name.to_owned(), Value::Pending));
+        }
+    }
+
+    /// Whether `name` is a variable.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|(key, _)| key == name)
+    }
+
+    /// Sets every named group of `regex` that matched in `captures`, as an
+    /// `expect` that captured them does for the steps after it.
+    pub fn set_captures(&mut self, regex: &regex::Regex, captures: &regex::Captures<'_>) {
+        for name in regex.capture_names().flatten() {
+            if let Some(value) = captures.name(name) {
+                if is_variable_name(name) {
+                    self.set(name, value.as_str().to_owned());
+                }
+            }
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&Value> {
         self.0
             .iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.as_str())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
     }
 
-    fn names(&self) -> Vec<&'static str> {
-        self.0.iter().map(|(key, _)| *key).collect()
+    fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|(key, _)| key.as_str()).collect()
     }
+}
+
+/// The named groups of a pattern that become variables for later steps.
+pub fn capture_names(regex: &regex::Regex) -> Vec<String> {
+    regex
+        .capture_names()
+        .flatten()
+        .filter(|name| is_variable_name(name))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Expands every `{name}`; an unknown name is an error that lists the known ones.
 pub fn expand(pattern: &str, vars: &TemplateVars) -> Result<String, String> {
-    substitute(pattern, |name| {
-        vars.get(name).map(regex::escape).ok_or_else(|| {
-            format!(
-                "unknown variable `{{{name}}}` (known: {})",
-                vars.names().join(", ")
-            )
-        })
+    substitute(pattern, |name| match vars.get(name) {
+        Some(Value::Literal(value)) => Ok(regex::escape(value)),
+        Some(Value::Pending) => Ok(PENDING_REGEX.to_owned()),
+        None => Err(format!(
+            "unknown variable `{{{name}}}` (known: {})",
+            vars.names().join(", ")
+        )),
     })
 }
 
@@ -73,10 +141,12 @@ fn substitute<E>(
     Ok(out)
 }
 
-fn is_variable_name(s: &str) -> bool {
+/// Whether `s` is spelled like a variable: a lower-case letter, then
+/// lower-case letters, digits, `-` and `_`.
+pub fn is_variable_name(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 #[cfg(test)]
@@ -84,7 +154,10 @@ mod tests {
     use super::*;
 
     fn vars() -> TemplateVars {
-        TemplateVars(vec![("cpus", "2".into()), ("name", "a.b".into())])
+        let mut vars = TemplateVars(Vec::new());
+        vars.set("cpus", "2".into());
+        vars.set("name", "a.b".into());
+        vars
     }
 
     #[test]
@@ -104,6 +177,24 @@ mod tests {
     fn unknown_name_lists_known_ones() {
         let err = expand("{memory}", &vars()).unwrap_err();
         assert_eq!(err, "unknown variable `{memory}` (known: cpus, name)");
+    }
+
+    #[test]
+    fn pending_values_match_any_word_until_set_by_a_capture() {
+        let mut vars = vars();
+        vars.declare("vm0-disk0-md5");
+        assert_eq!(expand("md5 {vm0-disk0-md5}", &vars).unwrap(), r"md5 \S+");
+        let step = regex::Regex::new(r"(?P<sum>[0-9a-f]+)  (?P<Other>\S+)").unwrap();
+        assert_eq!(capture_names(&step), ["sum"]);
+        let captures = step.captures("d41d8  /tmp/x").unwrap();
+        vars.set_captures(&step, &captures);
+        assert_eq!(expand("{sum}-", &vars).unwrap(), "d41d8-");
+        vars.set("vm0-disk0-md5", "a.b".into());
+        assert_eq!(expand("{vm0-disk0-md5}", &vars).unwrap(), r"a\.b");
+        assert!(
+            expand("{Other}", &vars).unwrap() == "{Other}",
+            "not a variable name"
+        );
     }
 
     #[test]

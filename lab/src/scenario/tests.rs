@@ -30,6 +30,17 @@ fn full_file_parses_every_field() {
     );
     assert_eq!(s.vms[0].kernel, KernelSource::Image("linux-cloud".into()));
     assert!(s.vms[0].initramfs);
+    assert_eq!(s.switches, ["lan0"]);
+    let net = &s.vms[0].net;
+    assert_eq!(net[0].mac, Some("02:4c:41:42:00:01".parse().unwrap()));
+    assert_eq!(net[0].ip, Some("10.0.0.1/24".parse().unwrap()));
+    assert_eq!((net[1].mac, net[1].ip), (None, None));
+    assert_eq!(s.mac(&s.vms[0], 1), net::default_mac("full", "vm0", 1));
+    let disks = &s.vms[0].disks;
+    assert_eq!((disks[0].size_mib, disks[0].image.as_deref()), (Some(64), None));
+    assert_eq!(disks[1].image.as_deref(), Some("lab-disk"));
+    assert!(disks[1].read_only && !disks[0].read_only);
+    assert_eq!(s.run_variables(), ["vm0-disk1-md5"]);
     assert_eq!(s.vms[1].kernel, KernelSource::Crate("testguest".into()));
     assert!(!s.vms[1].initramfs);
     assert_eq!(
@@ -172,6 +183,46 @@ const BAD_CASES: &[(&str, (usize, usize), &str)] = &[
         "more_vms_than_cpus",
         (14, 5),
         "vms[2]: 3 VMs need at least 3 CPUs",
+    ),
+    (
+        "unknown_switch",
+        (18, 9),
+        "vms[1].net[0].switch: no switch named `lan1` (known: lan0)",
+    ),
+    (
+        "duplicate_mac",
+        (18, 25),
+        "vms[1].net[0].mac: MAC 02:00:00:00:00:01 is already interface 0 of VM vm0",
+    ),
+    (
+        "ip_outside_prefix",
+        (19, 9),
+        "vms[1].net[0].ip: 10.0.1.2/24 is outside 10.0.0.0/24, the subnet of switch `lan0` (vm0 has 10.0.0.1/24)",
+    ),
+    (
+        "duplicate_ip",
+        (18, 25),
+        "vms[1].net[0].ip: address 10.0.0.1 is already interface 0 of VM vm0",
+    ),
+    (
+        "network_address",
+        (12, 25),
+        "vms[0].net[0].ip: 10.0.0.0/24 is the network or broadcast address of 10.0.0.0/24",
+    ),
+    (
+        "bad_mac",
+        (12, 9),
+        "vms[0].net[0]: mac `01:00:5e:00:00:01` is a multicast address",
+    ),
+    (
+        "direct_switch",
+        (6, 12),
+        "switches[0]: switch `lan0`: 1 interface(s) on it; under `boot: direct`",
+    ),
+    (
+        "disk_without_size",
+        (10, 5),
+        "vms[0].disks[0]: a disk is `{ size-mib: N }` (empty) or `{ image: NAME }`",
     ),
 ];
 
