@@ -86,14 +86,23 @@ impl DeviceTable {
         Ok(())
     }
 
-    /// The device whose window holds `ipa`, and the offset in it.
-    pub fn lookup(&mut self, ipa: IntermediatePhysAddr) -> Option<(&mut dyn VmDevice, u64)> {
-        let at = self.entries.partition_point(|e| e.base <= ipa);
-        let entry = self.entries.get_mut(at.checked_sub(1)?)?;
+    /// The device whose window holds `ipa` (an index for
+    /// [`Self::device`]), and the offset in it.
+    pub fn lookup(&self, ipa: IntermediatePhysAddr) -> Option<(usize, u64)> {
+        let index = self
+            .entries
+            .partition_point(|e| e.base <= ipa)
+            .checked_sub(1)?;
+        let entry = &self.entries[index];
         let offset = ipa
             .checked_offset_from(entry.base)
             .filter(|o| *o < entry.size)?;
-        Some((&mut *entry.device, offset))
+        Some((index, offset))
+    }
+
+    /// Device number `index` of [`Self::lookup`].
+    pub fn device(&mut self, index: usize) -> Option<&mut dyn VmDevice> {
+        Some(&mut *self.entries.get_mut(index)?.device)
     }
 
     /// Whether a device has work no guest access will start.
@@ -120,26 +129,35 @@ impl DeviceTable {
     /// Drives each device's level onto its SPI. Returns, as a mask, the
     /// vCPUs that an interrupt which just rose is routed to.
     pub fn update_lines(&mut self, vgic: &Vgic) -> u64 {
-        let mut rose = 0u64;
-        for i in &self.active {
-            let entry = &mut self.entries[*i];
-            let level = entry.device.interrupt_pending();
-            if level == entry.line {
-                continue;
-            }
-            entry.line = level;
-            let Some(intid) = entry.intid else { continue };
-            // The table only wires SPIs the VM's vGIC implements.
-            let _ = vgic.set_spi_level(intid, level);
-            if level {
-                if let Ok(Some(vcpu)) = vgic.spi_target(intid) {
-                    if vcpu < 64 {
-                        rose |= 1 << vcpu;
-                    }
-                }
-            }
+        let mut rose = 0;
+        for i in 0..self.active.len() {
+            rose |= self.sync_line(self.active[i], vgic);
         }
         rose
+    }
+
+    /// Drives device `index`'s level onto its SPI now, as [`Self::update_lines`]
+    /// does for all. Call it after every access to the device: an edge-
+    /// triggered SPI (virtio's) sees each fall and rise, even when one exit
+    /// acknowledges an interrupt and the work it does raises the next.
+    pub fn sync_line(&mut self, index: usize, vgic: &Vgic) -> u64 {
+        let Some(entry) = self.entries.get_mut(index) else {
+            return 0;
+        };
+        let Some(intid) = entry.intid else {
+            return 0;
+        };
+        let level = entry.device.interrupt_pending();
+        if level == entry.line {
+            return 0;
+        }
+        entry.line = level;
+        // The table only wires SPIs the VM's vGIC implements.
+        let _ = vgic.set_spi_level(intid, level);
+        match vgic.spi_target(intid) {
+            Ok(Some(vcpu)) if level && vcpu < 64 => 1 << vcpu,
+            _ => 0,
+        }
     }
 
     /// The earliest counter value at which a device's line can change by
@@ -233,12 +251,12 @@ mod tests {
 
     #[test]
     fn lookup_finds_the_window_and_offset() {
-        let mut t = table();
+        let t = table();
         assert!(t.lookup(ipa(0x0fff)).is_none());
-        assert_eq!(t.lookup(ipa(0x1000)).unwrap().1, 0);
-        assert_eq!(t.lookup(ipa(0x10ff)).unwrap().1, 0xff);
+        assert_eq!(t.lookup(ipa(0x1000)), Some((0, 0)));
+        assert_eq!(t.lookup(ipa(0x10ff)), Some((0, 0xff)));
         assert!(t.lookup(ipa(0x1100)).is_none(), "between windows");
-        assert_eq!(t.lookup(ipa(0x2080)).unwrap().1, 0x80);
+        assert_eq!(t.lookup(ipa(0x2080)), Some((1, 0x80)));
         assert!(t.lookup(ipa(0x2100)).is_none());
         assert!(t.lookup(ipa(u64::MAX)).is_none());
     }
@@ -268,15 +286,47 @@ mod tests {
     fn lines_reach_the_vgic_and_report_the_vcpus_to_tell() {
         let vgic = Vgic::new(32, &[Affinity::from_mpidr(0)]).unwrap();
         let mut t = table();
-        let (device, offset) = t.lookup(ipa(0x2000)).unwrap();
+        let (index, offset) = t.lookup(ipa(0x2000)).unwrap();
+        let device = t.device(index).unwrap();
         device.write(offset, AccessWidth::Word, 1).unwrap();
         assert_eq!(t.update_lines(&vgic), 0b1, "rose, routed to vCPU 0");
         assert_eq!(t.update_lines(&vgic), 0, "no change, nobody to tell");
         assert_eq!(t.next_event(), Some(1000));
-        let (device, offset) = t.lookup(ipa(0x2000)).unwrap();
+        let (index, offset) = t.lookup(ipa(0x2000)).unwrap();
+        let device = t.device(index).unwrap();
         device.write(offset, AccessWidth::Word, 0).unwrap();
         assert_eq!(t.update_lines(&vgic), 0, "a line that fell needs nobody");
         assert_eq!(t.next_event(), None);
+    }
+
+    #[test]
+    fn a_fall_and_rise_within_one_exit_is_seen_by_an_edge_triggered_spi() {
+        let vgic = Vgic::new(32, &[Affinity::from_mpidr(0)]).unwrap();
+        // ICFGR2 (SPIs 32..47) and ICFGR3 (48..63): all edge-triggered.
+        for icfgr in [0xC08, 0xC0C] {
+            vgic.distributor()
+                .write(icfgr, AccessWidth::Word, 0xAAAA_AAAA)
+                .unwrap();
+        }
+        let mut t = table();
+        let set = |t: &mut DeviceTable, level: u64| {
+            t.device(1)
+                .unwrap()
+                .write(0, AccessWidth::Word, level)
+                .unwrap();
+            t.sync_line(1, &vgic)
+        };
+        assert_eq!(set(&mut t, 1), 0b1);
+        // The guest takes it: GICD_ICPENDR1 clears SPI 48's latch.
+        vgic.distributor()
+            .write(0x284, AccessWidth::Word, 1 << 16)
+            .unwrap();
+        assert!(!vgic.irq(0, 48).unwrap().pending_latch);
+        // The guest acknowledges (the line falls) and the same exit's work
+        // raises it again: a new edge.
+        assert_eq!(set(&mut t, 0), 0);
+        assert_eq!(set(&mut t, 1), 0b1);
+        assert!(vgic.irq(0, 48).unwrap().pending_latch);
     }
 
     #[test]
@@ -285,12 +335,14 @@ mod tests {
         let mut mem = VecMemory::new(0, 0);
         assert!(!t.has_work());
         assert_eq!(t.service(&mut mem), 0);
-        let (device, offset) = t.lookup(ipa(0x2000)).unwrap();
+        let (index, offset) = t.lookup(ipa(0x2000)).unwrap();
+        let device = t.device(index).unwrap();
         device.write(offset, AccessWidth::Word, 2).unwrap();
         assert!(t.has_work());
         assert_eq!(t.service(&mut mem), 1, "its wake-ups are collected");
         assert!(!t.has_work());
-        let (device, offset) = t.lookup(ipa(0x2000)).unwrap();
+        let (index, offset) = t.lookup(ipa(0x2000)).unwrap();
+        let device = t.device(index).unwrap();
         assert_eq!(device.read(offset, AccessWidth::Word), Ok(1));
     }
 
@@ -298,14 +350,16 @@ mod tests {
     fn reset_reaches_every_device() {
         let vgic = Vgic::new(32, &[Affinity::from_mpidr(0)]).unwrap();
         let mut t = table();
-        let (device, offset) = t.lookup(ipa(0x2000)).unwrap();
+        let (index, offset) = t.lookup(ipa(0x2000)).unwrap();
+        let device = t.device(index).unwrap();
         device.write(offset, AccessWidth::Word, 1).unwrap();
         t.update_lines(&vgic);
         t.reset();
-        assert!(!t.lookup(ipa(0x2000)).unwrap().0.interrupt_pending());
+        assert!(!t.device(1).unwrap().interrupt_pending());
         // The line was forgotten with the vGIC's state: raising it again
         // is news.
-        let (device, offset) = t.lookup(ipa(0x2000)).unwrap();
+        let (index, offset) = t.lookup(ipa(0x2000)).unwrap();
+        let device = t.device(index).unwrap();
         device.write(offset, AccessWidth::Word, 1).unwrap();
         assert_eq!(t.update_lines(&vgic), 0b1);
     }

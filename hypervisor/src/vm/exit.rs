@@ -145,7 +145,7 @@ pub fn update_device_lines(vm: &mut Vm) -> u64 {
             }
         }
     }
-    rose | vm.devices.update_lines(vm.vgic)
+    rose | core::mem::take(&mut vm.lines_rose) | vm.devices.update_lines(vm.vgic)
 }
 
 /// Serves the devices with work no guest access started (frames the
@@ -187,7 +187,8 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
         return ExitOutcome::Continue;
     }
     let fixed = fixed_window(vm.power.len(), ipa);
-    if fixed.is_none() && vm.devices.lookup(ipa).is_none() {
+    let in_table = vm.devices.lookup(ipa);
+    if fixed.is_none() && in_table.is_none() {
         inject_data_abort(vm, vcpu, info, "access to unmapped memory");
         return ExitOutcome::Continue;
     }
@@ -216,8 +217,8 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
             perform(&mut vm.vgic.redistributors(), regs, offset, &access)
         }
         Some((Fixed::Uart, offset)) => perform(&mut *vm.uart.lock(), regs, offset, &access),
-        None => match vm.devices.lookup(ipa) {
-            Some((device, offset)) => {
+        None => match in_table.and_then(|(i, offset)| Some((i, offset, vm.devices.device(i)?))) {
+            Some((index, offset, device)) => {
                 let result = perform(device, regs, offset, &access);
                 // A write may start work (a virtio queue notification):
                 // done now, bounded by the device's budget.
@@ -225,6 +226,7 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
                     device.service(&mut vm.ram);
                     vm.wake_vms |= device.take_wakeups();
                 }
+                vm.lines_rose |= vm.devices.sync_line(index, vm.vgic);
                 result
             }
             None => Err(MmioError::Unhandled { offset: 0 }),

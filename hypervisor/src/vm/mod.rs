@@ -354,6 +354,9 @@ pub struct Vm {
     pub in_guest: usize,
     /// Last level driven onto the PL011's SPI.
     pub uart_line: bool,
+    /// vCPUs (a mask) that device interrupts raised during an exit are
+    /// routed to, for the run loop to tell.
+    pub lines_rose: u64,
     /// The virtual GICv3, with locks of its own (taken after the VM's,
     /// never together with the UART's), so that interrupt exits need only
     /// those.
@@ -568,6 +571,7 @@ impl Vm {
             epoch: 0,
             in_guest: 0,
             uart_line: false,
+            lines_rose: 0,
             // Lives as long as the machine, like the VM.
             vgic: Box::leak(Box::new(vgic)),
             // Lives as long as the machine, like the VM.
@@ -618,6 +622,7 @@ impl Vm {
         self.stopped = None;
         self.epoch = self.epoch.wrapping_add(1);
         self.uart_line = false;
+        self.lines_rose = 0;
         Ok(())
     }
 }
@@ -677,6 +682,7 @@ impl Vm {
             epoch: 0,
             in_guest: 0,
             uart_line: false,
+            lines_rose: 0,
             vgic: Box::leak(Box::new(Vgic::new(VGIC_SPIS, &affinities(vcpus)).unwrap())),
             uart: Box::leak(Box::new(Mutex::new(Pl011::new(VmConsole::new(None))))),
             devices,

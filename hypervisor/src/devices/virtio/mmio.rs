@@ -227,12 +227,13 @@ impl<D: VirtioDevice> VirtioMmio<D> {
                 }
             }
         }
-        // Input left over from a round that did not stop at its budget
-        // found no buffer: it waits for the driver to add some.
+        // Input is waiting and its queue has no buffer for it: it waits
+        // for the driver to add some (and notify). Input that arrived
+        // while the round ran, with buffers at hand, is served next round.
         if let Some(index) = self.device.input_waiting().filter(|q| *q < 64) {
-            let bit = 1 << index;
-            if notified & bit != 0 && self.notified & bit == 0 {
-                self.input_stalled |= bit;
+            let no_buffers = self.queues.get(index).is_none_or(|q| !q.has_available(mem));
+            if no_buffers {
+                self.input_stalled |= 1 << index;
             }
         }
     }

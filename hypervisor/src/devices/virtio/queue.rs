@@ -230,6 +230,16 @@ impl Queue {
         Ok(Some(DescriptorChain { head, descriptors }))
     }
 
+    /// Whether the driver has made chains available that `pop` has not
+    /// taken yet (an unreadable ring counts as none).
+    pub fn has_available(&self, mem: &dyn GuestMemory) -> bool {
+        self.ready
+            && Self::at(self.avail_ring, 2)
+                .ok()
+                .and_then(|at| mem.read_u16(at).ok())
+                .is_some_and(|idx| Wrapping(idx) != self.next_avail)
+    }
+
     /// Returns chain `head` to the driver with `len` bytes written.
     pub fn add_used(
         &mut self,
