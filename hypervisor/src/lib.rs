@@ -20,5 +20,6 @@ pub mod mm;
 pub mod platform;
 pub mod power;
 pub mod psci;
+pub mod smccc;
 pub mod vm;
 pub mod vswitch;

@@ -24,12 +24,10 @@ use crate::layout::{HYP_TIMER_INTID, MAINTENANCE_INTID, VTIMER_INTID};
 use crate::platform::{GicV3Info, PlatformInfo, MAX_CPUS};
 use crate::power;
 use crate::println;
+use crate::smccc::fid::PSCI_CPU_ON_64;
 use crate::vm::irq::{HostIrqs, INTERRUPT_SGI, KICK_SGI};
 use crate::vm::run::{run_cpu, wait_all_out, wait_restart};
 use crate::vm::{Vm, VmStop};
-
-/// PSCI CPU_ON (SMC64), to start a secondary physical CPU.
-const PSCI_CPU_ON_64: u32 = 0xc400_0003;
 
 /// Which VM each physical CPU serves, if any.
 pub type Assignment = FixedVec<Option<usize>, MAX_CPUS>;

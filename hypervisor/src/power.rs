@@ -5,11 +5,7 @@ use spin::Once;
 
 use crate::arch;
 use crate::platform::PsciConduit;
-
-/// PSCI SYSTEM_OFF function ID (SMC32).
-pub const PSCI_SYSTEM_OFF: u32 = 0x8400_0008;
-/// PSCI SYSTEM_RESET function ID (SMC32).
-pub const PSCI_SYSTEM_RESET: u32 = 0x8400_0009;
+use crate::smccc::fid::PSCI_SYSTEM_OFF;
 
 // A global because the panic handler has to power off with no other context;
 // written once at boot.

@@ -1,42 +1,19 @@
-//! The firmware interface guests see: PSCI 1.1 and SMCCC 1.1 over HVC or
-//! SMC. Pure decision logic: what a call returns, or which vCPU/VM state
-//! change the caller must carry out. Unknown functions get SMCCC
-//! NOT_SUPPORTED (-1), as the SMC Calling Convention requires.
+//! PSCI 1.1 as guests see it, one service behind the SMCCC router
+//! (`crate::smccc`, which also holds the function IDs). Pure decision
+//! logic: what a call returns, or which vCPU/VM state change the caller
+//! must carry out. Unknown functions get NOT_SUPPORTED (-1).
 #![forbid(unsafe_code)]
 
-/// SMCCC_VERSION.
-pub const SMCCC_VERSION: u32 = 0x8000_0000;
-/// SMCCC_ARCH_FEATURES.
-pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
-/// PSCI_VERSION.
-pub const PSCI_VERSION: u32 = 0x8400_0000;
-/// CPU_SUSPEND (SMC32 / SMC64).
-pub const CPU_SUSPEND_32: u32 = 0x8400_0001;
-/// CPU_SUSPEND, SMC64.
-pub const CPU_SUSPEND_64: u32 = 0xc400_0001;
-/// CPU_OFF.
-pub const CPU_OFF: u32 = 0x8400_0002;
-/// CPU_ON, SMC32.
-pub const CPU_ON_32: u32 = 0x8400_0003;
-/// CPU_ON, SMC64.
-pub const CPU_ON_64: u32 = 0xc400_0003;
-/// AFFINITY_INFO, SMC32.
-pub const AFFINITY_INFO_32: u32 = 0x8400_0004;
-/// AFFINITY_INFO, SMC64.
-pub const AFFINITY_INFO_64: u32 = 0xc400_0004;
-/// MIGRATE_INFO_TYPE.
-pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
-/// SYSTEM_OFF.
-pub const SYSTEM_OFF: u32 = 0x8400_0008;
-/// SYSTEM_RESET.
-pub const SYSTEM_RESET: u32 = 0x8400_0009;
-/// PSCI_FEATURES.
-pub const PSCI_FEATURES: u32 = 0x8400_000a;
+use crate::smccc::fid::{
+    PSCI_AFFINITY_INFO_32 as AFFINITY_INFO_32, PSCI_AFFINITY_INFO_64 as AFFINITY_INFO_64,
+    PSCI_CPU_OFF as CPU_OFF, PSCI_CPU_ON_32 as CPU_ON_32, PSCI_CPU_ON_64 as CPU_ON_64,
+    PSCI_CPU_SUSPEND_32 as CPU_SUSPEND_32, PSCI_CPU_SUSPEND_64 as CPU_SUSPEND_64, PSCI_FEATURES,
+    PSCI_MIGRATE_INFO_TYPE as MIGRATE_INFO_TYPE, PSCI_SYSTEM_OFF as SYSTEM_OFF,
+    PSCI_SYSTEM_RESET as SYSTEM_RESET, PSCI_VERSION, SMCCC_ARCH_FEATURES, SMCCC_VERSION,
+};
+use crate::smccc::FunctionId;
 
-/// SMCCC/PSCI SUCCESS.
-pub const SUCCESS: i64 = 0;
-/// NOT_SUPPORTED.
-pub const NOT_SUPPORTED: i64 = -1;
+pub use crate::smccc::{NOT_SUPPORTED, SUCCESS};
 /// INVALID_PARAMETERS.
 pub const INVALID_PARAMETERS: i64 = -2;
 /// ALREADY_ON.
@@ -46,8 +23,6 @@ pub const INVALID_ADDRESS: i64 = -9;
 
 /// PSCI 1.1.
 const PSCI_VERSION_1_1: i64 = 0x0001_0001;
-/// SMCCC 1.1.
-const SMCCC_VERSION_1_1: i64 = 0x0001_0001;
 /// MIGRATE_INFO_TYPE: no Trusted OS that needs migrating.
 const MIGRATE_NOT_REQUIRED: i64 = 2;
 /// AFFINITY_INFO states.
@@ -110,49 +85,16 @@ fn is_supported(function: u32) -> bool {
 
 /// Whether `x0` names a function this module implements.
 pub fn is_known(x0: u64) -> bool {
-    is_supported(u32::try_from(x0 & 0xffff_ffff).unwrap_or(0))
+    is_supported(FunctionId::from_x0(x0).0)
 }
 
-/// TRNG_VERSION (SMCCC TRNG 1.0): is there a firmware random source?
-const TRNG_VERSION: u32 = 0x8400_0050;
-/// The vendor-specific hypervisor service's call UID query (Linux asks it
-/// to find KVM's paravirtual services).
-const VENDOR_HYP_CALL_UID: u32 = 0x8600_FF01;
-
-/// Whether `x0` is a probe a guest makes to find an optional service, for
-/// which NOT_SUPPORTED is the architected "absent" (not worth a log line).
-pub fn is_discovery_probe(x0: u64) -> bool {
-    matches!(
-        u32::try_from(x0 & 0xffff_ffff).unwrap_or(0),
-        TRNG_VERSION | VENDOR_HYP_CALL_UID
-    )
-}
-
-/// Narrows an SMC32 argument to its 32 bits.
-fn arg32(function: u32, value: u64) -> u64 {
-    if function & 0x4000_0000 == 0 {
-        value & 0xffff_ffff
-    } else {
-        value
-    }
-}
-
-/// Decides a call with function ID `x0` and arguments `x1..x3`.
+/// Decides a PSCI call with function ID `x0` and arguments `x1..x3`.
 pub fn handle(x0: u64, args: [u64; 3], target: &impl PsciTarget) -> PsciAction {
-    // SMCCC: the function ID is W0; the upper half is ignored.
-    let function = u32::try_from(x0 & 0xffff_ffff).unwrap_or(0);
-    match function {
-        SMCCC_VERSION => PsciAction::Return(SMCCC_VERSION_1_1),
-        SMCCC_ARCH_FEATURES => {
-            let queried = u32::try_from(args[0] & 0xffff_ffff).unwrap_or(0);
-            match queried {
-                SMCCC_VERSION | SMCCC_ARCH_FEATURES => PsciAction::Return(SUCCESS),
-                _ => PsciAction::Return(NOT_SUPPORTED),
-            }
-        }
+    let id = FunctionId::from_x0(x0);
+    match id.0 {
         PSCI_VERSION => PsciAction::Return(PSCI_VERSION_1_1),
         PSCI_FEATURES => {
-            let queried = u32::try_from(args[0] & 0xffff_ffff).unwrap_or(0);
+            let queried = FunctionId::from_x0(args[0]).0;
             // SMCCC_VERSION is discovered this way (SMCCC 1.1, 7.2); so
             // is every PSCI function we implement.
             PsciAction::Return(if is_supported(queried) {
@@ -165,9 +107,9 @@ pub fn handle(x0: u64, args: [u64; 3], target: &impl PsciTarget) -> PsciAction {
         CPU_SUSPEND_32 | CPU_SUSPEND_64 => PsciAction::Return(SUCCESS),
         CPU_OFF => PsciAction::CpuOff,
         CPU_ON_32 | CPU_ON_64 => {
-            let mpidr = arg32(function, args[0]) & MPIDR_AFF_MASK;
-            let entry = arg32(function, args[1]);
-            let context = arg32(function, args[2]);
+            let mpidr = id.arg(args[0]) & MPIDR_AFF_MASK;
+            let entry = id.arg(args[1]);
+            let context = id.arg(args[2]);
             match target.vcpu_by_mpidr(mpidr) {
                 None => PsciAction::Return(INVALID_PARAMETERS),
                 Some(index) if target.is_on(index) => PsciAction::Return(ALREADY_ON),
@@ -180,8 +122,8 @@ pub fn handle(x0: u64, args: [u64; 3], target: &impl PsciTarget) -> PsciAction {
             }
         }
         AFFINITY_INFO_32 | AFFINITY_INFO_64 => {
-            let mpidr = arg32(function, args[0]) & MPIDR_AFF_MASK;
-            let level = arg32(function, args[1]);
+            let mpidr = id.arg(args[0]) & MPIDR_AFF_MASK;
+            let level = id.arg(args[1]);
             match (level, target.vcpu_by_mpidr(mpidr)) {
                 (0, Some(index)) => PsciAction::Return(if target.is_on(index) {
                     AFFINITY_ON
@@ -227,10 +169,6 @@ mod tests {
             PsciAction::Return(0x10001)
         );
         assert_eq!(
-            handle(0x8000_0000, [0; 3], &VM),
-            PsciAction::Return(0x10001)
-        );
-        assert_eq!(
             handle(0x8400_000a, [0xc400_0003, 0, 0], &VM),
             PsciAction::Return(0)
         );
@@ -243,33 +181,18 @@ mod tests {
             handle(0x8400_000a, [0x8000_0000, 0, 0], &VM),
             PsciAction::Return(0)
         );
-        // SMCCC_ARCH_WORKAROUND_1 is not offered.
-        assert_eq!(
-            handle(0x8000_0001, [0x8000_8000, 0, 0], &VM),
-            PsciAction::Return(-1)
-        );
         assert_eq!(handle(0x8400_0006, [0; 3], &VM), PsciAction::Return(2));
     }
 
     #[test]
     fn unknown_calls_are_not_supported() {
-        assert_eq!(handle(0xc200_0042, [0; 3], &VM), PsciAction::Return(-1));
-        assert_eq!(handle(0x8400_00ff, [0; 3], &VM), PsciAction::Return(-1));
+        assert_eq!(handle(0x8400_001f, [0; 3], &VM), PsciAction::Return(-1));
+        assert!(!is_known(0x8400_001f));
         // The upper half of x0 is not part of the function ID.
         assert_eq!(
             handle(0xffff_ffff_8400_0000, [0; 3], &VM),
             PsciAction::Return(0x10001)
         );
-    }
-
-    #[test]
-    fn discovery_probes_are_absent_services_not_unknown_calls() {
-        for probe in [0x8400_0050, 0x8600_ff01] {
-            assert_eq!(handle(probe, [0; 3], &VM), PsciAction::Return(-1));
-            assert!(is_discovery_probe(probe) && !is_known(probe));
-        }
-        assert!(!is_discovery_probe(0x8800_0bad));
-        assert!(!is_discovery_probe(0x8400_0000), "PSCI_VERSION is known");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::layout::{
 };
 use crate::println;
 use crate::psci::{self, PsciAction, PsciTarget};
+use crate::smccc::{self, Service};
 
 use super::{Vcpu, VcpuPower, Vm, VmStop, VmUart};
 
@@ -273,12 +274,20 @@ fn handle_call(vm: &mut Vm, vcpu: &mut Vcpu, conduit: &str) -> ExitOutcome {
     let regs = &vcpu.regs;
     let x0 = regs.x(0);
     let args = [regs.x(1), regs.x(2), regs.x(3)];
-    let action = psci::handle(x0, args, vm);
+    let action = match smccc::route(x0) {
+        Service::Arch => PsciAction::Return(smccc::arch_call(x0, args[0])),
+        Service::Psci => psci::handle(x0, args, vm),
+        Service::Ffa | Service::VendorHyp | Service::Other => {
+            PsciAction::Return(smccc::NOT_SUPPORTED)
+        }
+    };
     // SMCCC returns the signed status in x0 as a 64-bit value.
     let ret = |vcpu: &mut Vcpu, value: i64| vcpu.regs.set_x(0, value as u64);
     match action {
         PsciAction::Return(value) => {
-            if value == psci::NOT_SUPPORTED && !psci::is_known(x0) && !psci::is_discovery_probe(x0)
+            if value == smccc::NOT_SUPPORTED
+                && !psci::is_known(x0)
+                && !smccc::is_discovery_probe(x0)
             {
                 println!(
                     "hypervisor: {}: vcpu {}: unknown {conduit} function {x0:#x}, returning NOT_SUPPORTED",
@@ -297,7 +306,7 @@ fn handle_call(vm: &mut Vm, vcpu: &mut Vcpu, conduit: &str) -> ExitOutcome {
                 on: true,
                 boot: Some((entry, context)),
             };
-            ret(vcpu, psci::SUCCESS);
+            ret(vcpu, smccc::SUCCESS);
             ExitOutcome::CpuOn(target)
         }
         PsciAction::CpuOff => {
@@ -425,6 +434,7 @@ mod tests {
 
     use crate::arch::aarch64::context::SPSR_EL1H_MASKED;
     use crate::devices::AccessWidth;
+    use crate::smccc::fid;
 
     const EC_HVC64: u64 = 0x16 << 26;
     const EC_SMC64: u64 = 0x17 << 26;
@@ -481,7 +491,7 @@ mod tests {
                 &mut vm,
                 &mut v,
                 EC_HVC64,
-                [u64::from(psci::CPU_ON_64), 1, 0x4010_0000, 7]
+                [u64::from(fid::PSCI_CPU_ON_64), 1, 0x4010_0000, 7]
             ),
             ExitOutcome::CpuOn(1)
         );
@@ -490,14 +500,14 @@ mod tests {
             &mut vm,
             &mut v,
             EC_HVC64,
-            [u64::from(psci::AFFINITY_INFO_64), 1, 0, 0],
+            [u64::from(fid::PSCI_AFFINITY_INFO_64), 1, 0, 0],
         );
         assert_eq!(v.regs.x(0), 0, "ON");
         call(
             &mut vm,
             &mut v,
             EC_HVC64,
-            [u64::from(psci::CPU_ON_64), 1, 0x4010_0000, 7],
+            [u64::from(fid::PSCI_CPU_ON_64), 1, 0x4010_0000, 7],
         );
         assert_eq!(v.regs.x(0), psci::ALREADY_ON as u64);
         let mut v1 = vcpu(1);
@@ -506,7 +516,7 @@ mod tests {
                 &mut vm,
                 &mut v1,
                 EC_HVC64,
-                [u64::from(psci::CPU_OFF), 0, 0, 0]
+                [u64::from(fid::PSCI_CPU_OFF), 0, 0, 0]
             ),
             ExitOutcome::CpuOff
         );
@@ -516,7 +526,7 @@ mod tests {
                 &mut vm,
                 &mut v,
                 EC_HVC64,
-                [u64::from(psci::SYSTEM_OFF), 0, 0, 0]
+                [u64::from(fid::PSCI_SYSTEM_OFF), 0, 0, 0]
             ),
             ExitOutcome::Stop(VmStop::PowerOff)
         );
