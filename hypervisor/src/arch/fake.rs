@@ -7,7 +7,7 @@
 use super::aarch64::context::{El1SysRegs, ExitInfo, GuestRegs};
 use crate::addr::{IntermediatePhysAddr, PhysAddr, PhysRange};
 use crate::mm::frames::{FrameAllocator, Frames};
-use crate::mm::pagetable::TableMemory;
+use crate::mm::pagetable::{TableMemory, TableRead};
 use crate::platform::{PlatformInfo, PsciConduit};
 
 /// Host builds have no UART; output is dropped.
@@ -45,16 +45,39 @@ pub struct IdentityTables<'a> {
     pub frames: &'a mut FrameAllocator,
 }
 
+impl TableRead for IdentityTables<'_> {
+    fn read(&self, _table: PhysAddr, _index: usize) -> u64 {
+        0
+    }
+}
+
 impl TableMemory for IdentityTables<'_> {
     fn alloc_table(&mut self) -> Option<PhysAddr> {
         None
     }
-    fn read(&self, _table: PhysAddr, _index: usize) -> u64 {
-        0
-    }
     fn write(&mut self, _table: PhysAddr, _index: usize, _raw: u64) {
         panic!("writing translation tables on the host");
     }
+}
+
+/// Host stand-in for the stage-2 walker's table reads: there are no
+/// tables on the host, so every walk faults.
+pub struct TableReader;
+
+impl TableRead for TableReader {
+    fn read(&self, _table: PhysAddr, _index: usize) -> u64 {
+        0
+    }
+}
+
+/// Host builds have no EL3 below them.
+pub fn has_el3() -> bool {
+    false
+}
+
+/// Host builds have no firmware.
+pub fn smc_call(_regs: [u64; 8]) -> [u64; 8] {
+    panic!("SMC on the host: the hypervisor binary only runs on aarch64-unknown-none");
 }
 
 /// Host builds cannot reach host-physical pages.

@@ -2,10 +2,12 @@
 //! target (Hubris-style). Portable code calls the names re-exported here:
 //!
 //! - platform: `uart_*`, `rtc_read_seconds`, `counter*`, `psci_call`,
-//!   `current_el`, `halt`, events/interrupt waits, `secondary_entry_point`,
-//!   `memory_barrier`/`read_barrier` (ordering against guest CPUs);
+//!   `smc_call`, `has_el3`, `current_el`, `halt`, events/interrupt waits,
+//!   `secondary_entry_point`, `memory_barrier`/`read_barrier` (ordering
+//!   against guest CPUs);
 //! - memory: `enable_mmu`, `IdentityTables` (a `mm::pagetable::TableMemory`
-//!   over host RAM), `frames_bytes*`, `initrd_bytes`, `heap_init`;
+//!   over host RAM), `TableReader` (walks tables built earlier),
+//!   `frames_bytes*`, `initrd_bytes`, `heap_init`;
 //! - host GIC: `HostGic`, `gic_*` (acknowledge, EOI, SGIs, list registers);
 //! - guests: `init_virtualization`, `load_stage2`, `run_guest`,
 //!   `save_el1`/`load_el1`, `inject_sync_exception`, `guest_va_to_ipa`,

@@ -73,12 +73,16 @@ pub trait DescriptorFormat {
     fn decode(raw: u64, level: usize) -> Descriptor;
 }
 
-/// Where the tables live.
-pub trait TableMemory {
-    /// A new, zeroed, page-aligned table.
-    fn alloc_table(&mut self) -> Option<PhysAddr>;
+/// Where the tables live, for a walk that only reads them.
+pub trait TableRead {
     /// Reads descriptor `index` of `table`.
     fn read(&self, table: PhysAddr, index: usize) -> u64;
+}
+
+/// Where the tables live, for building them.
+pub trait TableMemory: TableRead {
+    /// A new, zeroed, page-aligned table.
+    fn alloc_table(&mut self) -> Option<PhysAddr>;
     /// Writes descriptor `index` of `table`.
     fn write(&mut self, table: PhysAddr, index: usize, raw: u64);
 }
@@ -117,6 +121,12 @@ impl PageTable {
         Ok(Self {
             root: mem.alloc_table().ok_or(MapError::OutOfTables)?,
         })
+    }
+
+    /// The tables rooted at `root` (built earlier by [`PageTable::new`]
+    /// and `map`), for walking them.
+    pub fn from_root(root: PhysAddr) -> Self {
+        Self { root }
     }
 
     /// Physical address of the root table (for TTBR0_EL2 / VTTBR_EL2).
@@ -204,7 +214,7 @@ impl PageTable {
     /// of the leaf, or `None` if it faults.
     pub fn translate<F: DescriptorFormat>(
         &self,
-        mem: &impl TableMemory,
+        mem: &impl TableRead,
         input: u64,
     ) -> Option<(PhysAddr, usize)> {
         if input >= 1 << INPUT_BITS {
@@ -247,6 +257,12 @@ pub(crate) mod fake {
         }
     }
 
+    impl TableRead for FakeTables {
+        fn read(&self, table: PhysAddr, index: usize) -> u64 {
+            self.tables[&table.as_u64()][index]
+        }
+    }
+
     impl TableMemory for FakeTables {
         fn alloc_table(&mut self) -> Option<PhysAddr> {
             if self.tables.len() >= self.limit {
@@ -256,9 +272,6 @@ pub(crate) mod fake {
             self.next += PAGE_SIZE;
             self.tables.insert(pa, vec![0; ENTRIES]);
             Some(PhysAddr::new(pa))
-        }
-        fn read(&self, table: PhysAddr, index: usize) -> u64 {
-            self.tables[&table.as_u64()][index]
         }
         fn write(&mut self, table: PhysAddr, index: usize, raw: u64) {
             self.tables.get_mut(&table.as_u64()).unwrap()[index] = raw;

@@ -10,7 +10,7 @@ use aarch64_cpu::registers::{Readable, ID_AA64MMFR0_EL1};
 use super::super::pte::MAIR_EL2_VALUE;
 use crate::addr::{PhysAddr, PhysRange, PAGE_SIZE};
 use crate::mm::frames::{FrameAllocator, Frames};
-use crate::mm::pagetable::{TableMemory, ENTRIES, INPUT_BITS};
+use crate::mm::pagetable::{TableMemory, TableRead, ENTRIES, INPUT_BITS};
 use crate::platform::PlatformInfo;
 
 /// TCR_EL2 RES1 bits (non-VHE): 23 and 31.
@@ -76,6 +76,29 @@ fn entry_ptr(table: PhysAddr, index: usize) -> *mut u64 {
     (table.to_identity_virt().as_u64() as *mut u64).wrapping_add(index)
 }
 
+impl TableRead for IdentityTables<'_> {
+    fn read(&self, table: PhysAddr, index: usize) -> u64 {
+        // SAFETY: `table` came from `alloc_table`, a page of RAM owned by
+        // these tables; `entry_ptr` keeps the index inside it.
+        unsafe { core::ptr::read_volatile(entry_ptr(table, index)) }
+    }
+}
+
+/// Reads tables built earlier by [`IdentityTables`] (a VM's stage 2, to
+/// walk it); it cannot change them.
+pub struct TableReader;
+
+impl TableRead for TableReader {
+    fn read(&self, table: PhysAddr, index: usize) -> u64 {
+        // SAFETY: callers pass the root of tables `IdentityTables` built
+        // and the tables it points to (`PageTable::translate` follows only
+        // their table descriptors): pages of identity-mapped RAM those
+        // tables own and never free; `entry_ptr` keeps the index inside
+        // the page. The read is of a descriptor other CPUs only read.
+        unsafe { core::ptr::read_volatile(entry_ptr(table, index)) }
+    }
+}
+
 impl TableMemory for IdentityTables<'_> {
     fn alloc_table(&mut self) -> Option<PhysAddr> {
         let page = self.frames.alloc_page().ok()?;
@@ -87,12 +110,6 @@ impl TableMemory for IdentityTables<'_> {
             unsafe { core::ptr::write_volatile(base.add(i), 0) };
         }
         Some(page)
-    }
-
-    fn read(&self, table: PhysAddr, index: usize) -> u64 {
-        // SAFETY: `table` came from `alloc_table`, a page of RAM owned by
-        // these tables; `entry_ptr` keeps the index inside it.
-        unsafe { core::ptr::read_volatile(entry_ptr(table, index)) }
     }
 
     fn write(&mut self, table: PhysAddr, index: usize, raw: u64) {

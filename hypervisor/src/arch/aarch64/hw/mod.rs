@@ -20,11 +20,13 @@ pub use guest::{
     set_wfx_trap, sync_icache, vtcr_el2, wait_for_interrupt,
 };
 pub use heap::heap_init;
-pub use mmu::{enable_mmu, frames_bytes, frames_bytes_mut, initrd_bytes, IdentityTables};
+pub use mmu::{
+    enable_mmu, frames_bytes, frames_bytes_mut, initrd_bytes, IdentityTables, TableReader,
+};
 
 use core::arch::asm;
 
-use aarch64_cpu::registers::{CurrentEL, Readable};
+use aarch64_cpu::registers::{CurrentEL, Readable, ID_AA64PFR0_EL1};
 
 use crate::addr::PhysAddr;
 use crate::platform::PsciConduit;
@@ -151,6 +153,33 @@ pub fn psci_call(conduit: PsciConduit, function: u32, args: [u64; 3]) -> u64 {
         },
     }
     x0
+}
+
+/// An SMCCC call to EL3 with x0..x7 (FF-A passes arguments and results
+/// in all eight); returns x0..x7 as EL3 left them.
+pub fn smc_call(regs: [u64; 8]) -> [u64; 8] {
+    let [mut x0, mut x1, mut x2, mut x3, mut x4, mut x5, mut x6, mut x7] = regs;
+    // SAFETY: an SMCCC call to the EL3 firmware, made only when
+    // ID_AA64PFR0_EL1 says EL3 exists (`has_el3`). It writes no memory of
+    // ours (the buffers an FF-A call names are ours to lend); per SMCCC
+    // v1.1 it may change x0-x17, which are all marked.
+    unsafe {
+        asm!("smc #0",
+             inout("x0") x0, inout("x1") x1, inout("x2") x2, inout("x3") x3,
+             inout("x4") x4, inout("x5") x5, inout("x6") x6, inout("x7") x7,
+             out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+             out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+             out("x16") _, out("x17") _,
+             options(nostack));
+    }
+    [x0, x1, x2, x3, x4, x5, x6, x7]
+}
+
+/// Whether the CPU implements EL3 (without it an SMC is UNDEFINED, and
+/// there is no secure world to talk to).
+pub fn has_el3() -> bool {
+    // ID_AA64PFR0_EL1.EL3, bits 15:12 (the crate does not name the field).
+    (ID_AA64PFR0_EL1.get() >> 12) & 0xf != 0
 }
 
 /// The exception level we run at.
