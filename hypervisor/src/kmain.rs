@@ -26,6 +26,7 @@ use crate::arch::{self, aarch64::pte::El2Stage1, IdentityTables};
 use crate::boot::cpio::Archive;
 use crate::boot::manifest::{self, DeviceKind, ManifestError, VmConfig};
 use crate::console;
+use crate::ffa;
 use crate::fixed_vec::FixedVec;
 use crate::layout::RAM_BASE;
 use crate::machine::{self, Machine};
@@ -196,6 +197,7 @@ fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator, root: Ph
         let vm: &'static Mutex<Vm> = Box::leak(Box::new(Mutex::new(vm)));
         vms.push(vm);
     }
+    ffa::init(platform.psci, vms.len(), frames);
     let running = AtomicUsize::new(vms.len());
     machine::run(
         Machine {

@@ -12,6 +12,7 @@ pub mod arch;
 pub mod boot;
 pub mod console;
 pub mod devices;
+pub mod ffa;
 pub mod fixed_vec;
 pub mod kmain;
 pub mod layout;

@@ -1,4 +1,4 @@
-//! Synchronous guest exits: firmware calls (HVC/SMC → PSCI/SMCCC), data
+//! Synchronous guest exits: firmware calls (HVC/SMC → PSCI/SMCCC/FF-A), data
 //! aborts on emulated MMIO (dispatched by IPA to the VM's devices), trapped
 //! system registers (ICC_SGI1R_EL1), and everything a guest may not do,
 //! which gets the architected answer (external abort, UNDEFINED,
@@ -13,6 +13,7 @@ use crate::arch::aarch64::mmio_decode::{self, Direction, MmioAccess};
 use crate::devices::gic::Vgic;
 use crate::devices::memory::GuestMemory;
 use crate::devices::{MmioDevice, MmioError};
+use crate::ffa;
 use crate::layout::{
     GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE, PL011_BASE, PL011_INTID, PRIMECELL_SIZE,
 };
@@ -277,9 +278,15 @@ fn handle_call(vm: &mut Vm, vcpu: &mut Vcpu, conduit: &str) -> ExitOutcome {
     let action = match smccc::route(x0) {
         Service::Arch => PsciAction::Return(smccc::arch_call(x0, args[0])),
         Service::Psci => psci::handle(x0, args, vm),
-        Service::Ffa | Service::VendorHyp | Service::Other => {
-            PsciAction::Return(smccc::NOT_SUPPORTED)
+        Service::Ffa => {
+            let mut ffa_regs = core::array::from_fn(|i| vcpu.regs.x(i));
+            ffa::call(vm, &mut ffa_regs);
+            for (i, value) in ffa_regs.into_iter().enumerate() {
+                vcpu.regs.set_x(i, value);
+            }
+            return ExitOutcome::Continue;
         }
+        Service::VendorHyp | Service::Other => PsciAction::Return(smccc::NOT_SUPPORTED),
     };
     // SMCCC returns the signed status in x0 as a 64-bit value.
     let ret = |vcpu: &mut Vcpu, value: i64| vcpu.regs.set_x(0, value as u64);
@@ -480,6 +487,48 @@ mod tests {
         call(&mut vm, &mut v, EC_SMC64, [0x8000_0000, 0, 0, 0]);
         assert_eq!(v.regs.guest.pc, pc + 4);
         assert_eq!(v.regs.x(0), 0x1_0001);
+    }
+
+    #[test]
+    fn ffa_calls_reach_the_proxy_with_eight_registers() {
+        use crate::mm::frames::FrameAllocator;
+        use crate::platform::PsciConduit;
+        let mut frames = FrameAllocator::new(&[], &[]).unwrap();
+        // PSCI over HVC: the stub SPMC, nothing probed.
+        ffa::init(PsciConduit::Hvc, 1, &mut frames);
+        let mut vm = Vm::for_tests(1);
+        let mut v = vcpu(0);
+        call(
+            &mut vm,
+            &mut v,
+            EC_SMC64,
+            [u64::from(fid::FFA_VERSION), 0x1_0001, 0, 0],
+        );
+        assert_eq!(v.regs.x(0), 0x1_0001);
+        call(
+            &mut vm,
+            &mut v,
+            EC_SMC64,
+            [u64::from(fid::FFA_ID_GET), 0, 0, 0],
+        );
+        assert_eq!(
+            (v.regs.x(0), v.regs.x(2)),
+            (u64::from(fid::FFA_SUCCESS_32), 1)
+        );
+        // An echo through the stub's first partition: x3..x7 come back.
+        for (i, value) in [0, 0, 0, 0, 0x33, 0x44, 0x55, 0x66].into_iter().enumerate() {
+            v.regs.set_x(i, value);
+        }
+        let w1 = (1 << 16) | u64::from(ffa::spmc::ECHO_SP);
+        call(
+            &mut vm,
+            &mut v,
+            EC_SMC64,
+            [u64::from(fid::FFA_MSG_SEND_DIRECT_REQ_64), w1, 0, 0x22],
+        );
+        let answer: [u64; 8] = core::array::from_fn(|i| v.regs.x(i));
+        assert_eq!(answer[0], u64::from(fid::FFA_MSG_SEND_DIRECT_RESP_64));
+        assert_eq!(&answer[3..], &[0x22, 0x33, 0x44, 0x55, 0x66]);
     }
 
     #[test]
