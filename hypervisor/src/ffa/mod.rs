@@ -171,17 +171,16 @@ pub fn call(vm: &mut Vm, regs: &mut Regs) {
         *regs = error(FfaError::NotSupported);
         return;
     };
-    let index = vm.index;
     let mut proxy = proxy.lock();
-    if proxy.first_call(index) {
+    // Once, at the first call (machines that never use FF-A keep their
+    // console as it was).
+    if proxy.first_call() {
         println!(
-            "hypervisor: {}: FF-A endpoint {:#06x}, {}",
-            vm.name,
-            vm_endpoint_id(index),
+            "hypervisor: FF-A {}, VM n is endpoint n+1",
             proxy.spmc_description()
         );
     }
-    *regs = proxy.call(index, &mut VmMemory(vm), regs);
+    *regs = proxy.call(vm.index, &mut VmMemory(vm), regs);
 }
 
 #[cfg(test)]

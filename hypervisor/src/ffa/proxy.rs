@@ -71,8 +71,6 @@ impl Mailbox {
 struct Endpoint {
     mailbox: Option<Mailbox>,
     pages: BTreeMap<u64, PageUse>,
-    /// It made a call already (the console line is printed once).
-    seen: bool,
 }
 
 /// A share or lend the SPMC accepted.
@@ -86,6 +84,9 @@ pub struct Proxy {
     spmc: Box<dyn Spmc>,
     endpoints: Vec<Endpoint>,
     shares: BTreeMap<u64, Share>,
+    /// Some VM made an FF-A call already (the console line is printed
+    /// once).
+    announced: bool,
 }
 
 /// The ABIs FFA_FEATURES reports, with their w2 properties.
@@ -122,6 +123,7 @@ impl Proxy {
             spmc,
             endpoints: (0..vms).map(|_| Endpoint::default()).collect(),
             shares: BTreeMap::new(),
+            announced: false,
         }
     }
 
@@ -130,11 +132,9 @@ impl Proxy {
         self.spmc.describe()
     }
 
-    /// Whether this is VM `vm`'s first FF-A call.
-    pub fn first_call(&mut self, vm: usize) -> bool {
-        self.endpoints
-            .get_mut(vm)
-            .is_some_and(|e| !core::mem::replace(&mut e.seen, true))
+    /// Whether this is the first FF-A call any VM made.
+    pub fn first_call(&mut self) -> bool {
+        !core::mem::replace(&mut self.announced, true)
     }
 
     /// Answers FF-A call `regs` of VM number `vm`, whose memory is `mem`.
@@ -569,7 +569,7 @@ mod tests {
             status(&call(&mut p, 0, &mut m, &[0x8400_00ee])),
             Err(FfaError::NotSupported)
         );
-        assert!(p.first_call(0) && !p.first_call(0) && p.first_call(1));
+        assert!(p.first_call() && !p.first_call());
     }
 
     #[test]

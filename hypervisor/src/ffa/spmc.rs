@@ -37,16 +37,17 @@ pub const ECHO_SP: EndpointId = 0x8001;
 /// The share-record partition: receives memory and reports what it holds.
 pub const RECORD_SP: EndpointId = 0x8002;
 /// Direct request to [`RECORD_SP`]: w3 = this command, w4 = an endpoint
-/// ID; answers w3 = 0, w4/w5 = low/high half of the handle of the newest
+/// ID; answers w3 = 0, w4/w5 = low/high half of the handle of the oldest
 /// share it holds from any other endpoint, w6 = its owner, w7 = its pages;
-/// or w3 = NO_DATA when it holds none.
-pub const RECORD_CMD_NEWEST_FROM_OTHER: u64 = 1;
+/// or w3 = NO_DATA when it holds none. (The oldest: a VM's first share
+/// stays put while it makes and reclaims others.)
+pub const RECORD_CMD_OLDEST_FROM_OTHER: u64 = 1;
 
 /// A share the stub holds.
 struct Record {
     owner: EndpointId,
     pages: u64,
-    /// Order of arrival, to find the newest.
+    /// Order of arrival, to find the oldest.
     serial: u64,
 }
 
@@ -92,11 +93,11 @@ impl StubSpmc {
         }
     }
 
-    fn newest_from_other(&self, requester: u64) -> Option<(u64, &Record)> {
+    fn oldest_from_other(&self, requester: u64) -> Option<(u64, &Record)> {
         self.records
             .iter()
             .filter(|(_, r)| u64::from(r.owner) != requester)
-            .max_by_key(|(_, r)| r.serial)
+            .min_by_key(|(_, r)| r.serial)
             .map(|(h, r)| (*h, r))
     }
 }
@@ -121,8 +122,8 @@ impl Spmc for StubSpmc {
         let receiver = regs[1] & 0xffff;
         let payload: [u64; 5] = match u16::try_from(receiver) {
             Ok(ECHO_SP) => [regs[3], regs[4], regs[5], regs[6], regs[7]],
-            Ok(RECORD_SP) if regs[3] == RECORD_CMD_NEWEST_FROM_OTHER => {
-                match self.newest_from_other(regs[4]) {
+            Ok(RECORD_SP) if regs[3] == RECORD_CMD_OLDEST_FROM_OTHER => {
+                match self.oldest_from_other(regs[4]) {
                     Some((handle, r)) => [
                         0,
                         handle & 0xffff_ffff,
@@ -237,14 +238,14 @@ mod tests {
     }
 
     #[test]
-    fn records_report_the_newest_share_of_another_owner() {
+    fn records_report_the_oldest_share_of_another_owner() {
         let mut stub = StubSpmc::new("test");
         let ask = |stub: &mut StubSpmc, who: u64| {
             stub.direct_request(&[
                 u64::from(fid::FFA_MSG_SEND_DIRECT_REQ_64),
                 (who << 16) | u64::from(RECORD_SP),
                 0,
-                RECORD_CMD_NEWEST_FROM_OTHER,
+                RECORD_CMD_OLDEST_FROM_OTHER,
                 who,
                 0,
                 0,
@@ -254,6 +255,7 @@ mod tests {
         assert_eq!(ask(&mut stub, 2)[3], FfaError::NoData.w2());
         let first = stub.share(ShareKind::Share, &share_from(1)).unwrap();
         let mine = stub.share(ShareKind::Lend, &share_from(2)).unwrap();
+        let later = stub.share(ShareKind::Share, &share_from(1)).unwrap();
         assert_ne!(first, mine);
         assert_eq!(&ask(&mut stub, 2)[3..], &[0, first, 0, 1, 3]);
         assert_eq!(
@@ -263,6 +265,7 @@ mod tests {
         );
         assert_eq!(stub.reclaim(first, 1, 0), Ok(()));
         assert_eq!(stub.reclaim(first, 1, 0), Err(FfaError::InvalidParameters));
-        assert_eq!(stub.handles(), [mine]);
+        assert_eq!(&ask(&mut stub, 2)[3..], &[0, later, 0, 1, 3]);
+        assert_eq!(stub.handles(), [mine, later]);
     }
 }
