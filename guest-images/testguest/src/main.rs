@@ -13,6 +13,9 @@
 //! nothing backs and a call nobody implements, and checks it gets the
 //! architected answers (external abort, NOT_SUPPORTED).
 //!
+//! With `testguest.ffa` (or `testguest.ffa-peer`) it runs the FF-A battery
+//! (`ffa`) after the UART and DTB checks instead of the machine checks.
+//!
 //! It boots like a Linux Image (header in `arch/boot.rs`, layout in
 //! `linker/testguest.ld`), at EL1h, MMU off. On the host the crate only
 //! compiles its portable parts for `cargo test`.
@@ -28,6 +31,10 @@ mod checks;
 mod civil;
 #[cfg(target_os = "none")]
 mod console;
+#[cfg(target_os = "none")]
+mod ffa;
+#[cfg(any(test, target_os = "none"))]
+mod ffa_abi;
 #[cfg(target_os = "none")]
 mod gic;
 #[cfg(any(test, target_os = "none"))]
@@ -143,6 +150,12 @@ mod guest {
                 if platform.misbehave { " misbehave" } else { "" },
             ),
         );
+        if let Some(mode) = platform.ffa {
+            crate::ffa::battery(&mut report, &platform, mode);
+            report.clock(sysreg::counter(), sysreg::counter_frequency());
+            report.done();
+            power_off(platform.conduit)
+        }
         checks::psci_version(&mut report, platform.conduit);
         checks::smccc_version(&mut report, platform.conduit);
         let gic = checks::gic(&mut report, &platform);

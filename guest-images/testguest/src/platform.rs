@@ -47,6 +47,11 @@ pub struct Platform {
     pub vtimer_intid: u32,
     /// `/chosen/bootargs` asks for the misbehaviour checks.
     pub misbehave: bool,
+    /// `/chosen/bootargs` asks for the FF-A battery instead of the
+    /// machine checks.
+    pub ffa: Option<FfaBattery>,
+    /// The first `/memory` region.
+    pub ram: Window,
     /// MPIDR affinity (`reg`) of each CPU node, in DT order; the first
     /// `cpu_count` entries are valid.
     pub cpus: [u64; MAX_CPUS],
@@ -87,6 +92,19 @@ impl fmt::Display for DtError {
 
 /// The boot argument that selects the misbehaviour checks.
 pub const MISBEHAVE_ARG: &str = "testguest.misbehave";
+/// The boot argument that selects the FF-A battery.
+pub const FFA_ARG: &str = "testguest.ffa";
+/// The same, with the checks against another VM's share.
+pub const FFA_PEER_ARG: &str = "testguest.ffa-peer";
+
+/// Which FF-A battery the boot arguments ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FfaBattery {
+    /// The one VM with FF-A.
+    Alone,
+    /// One of several VMs: also the checks against the other's share.
+    WithPeer,
+}
 
 const PL011: &str = "arm,pl011";
 const GICV3: &str = "arm,gic-v3";
@@ -127,6 +145,22 @@ impl Platform {
         }
         let vtimer_intid =
             interrupt_intid(timer, TIMER_VIRTUAL_INDEX).ok_or(DtError::BadInterrupts(TIMER))?;
+        let bootargs = fdt
+            .find_node("/chosen")
+            .and_then(|chosen| chosen.property("bootargs"))
+            .and_then(|p| p.as_str())
+            .unwrap_or("");
+        let ram = fdt
+            .memory()
+            .regions()
+            .next()
+            .and_then(|r| {
+                Some(Window {
+                    base: r.starting_address as usize,
+                    size: r.size?,
+                })
+            })
+            .ok_or(DtError::Missing("/memory"))?;
         Ok(Platform {
             uart: reg(uart, PL011, 0)?,
             uart_intid: interrupt_intid(uart, 0).ok_or(DtError::BadInterrupts(PL011))?,
@@ -136,11 +170,9 @@ impl Platform {
             rtc: reg(rtc, PL031, 0)?,
             conduit,
             vtimer_intid,
-            misbehave: fdt
-                .find_node("/chosen")
-                .and_then(|chosen| chosen.property("bootargs"))
-                .and_then(|p| p.as_str())
-                .is_some_and(wants_misbehaviour),
+            misbehave: wants_misbehaviour(bootargs),
+            ffa: ffa_battery(bootargs),
+            ram,
             cpus,
             cpu_count,
         })
@@ -152,6 +184,18 @@ pub fn wants_misbehaviour(bootargs: &str) -> bool {
     bootargs
         .split_ascii_whitespace()
         .any(|arg| arg == MISBEHAVE_ARG)
+}
+
+/// The FF-A battery [`FFA_ARG`] or [`FFA_PEER_ARG`] asks for.
+pub fn ffa_battery(bootargs: &str) -> Option<FfaBattery> {
+    let has = |word| bootargs.split_ascii_whitespace().any(|arg| arg == word);
+    if has(FFA_PEER_ARG) {
+        Some(FfaBattery::WithPeer)
+    } else if has(FFA_ARG) {
+        Some(FfaBattery::Alone)
+    } else {
+        None
+    }
 }
 
 fn is_enabled(node: FdtNode<'_, '_>) -> bool {
@@ -250,6 +294,8 @@ mod tests {
         assert_eq!(platform.uart_intid, 33, "SPI 1");
         assert_eq!(platform.rtc_intid, 34, "SPI 2");
         assert!(!platform.misbehave);
+        assert_eq!(platform.ffa, None);
+        assert_eq!(platform.ram.base, 0x4000_0000);
         assert_eq!(platform.cpus[..platform.cpu_count], [0]);
     }
 
@@ -269,6 +315,16 @@ mod tests {
         assert!(wants_misbehaviour("testguest.misbehave"));
         assert!(!wants_misbehaviour("testguest.misbehaved quiet"));
         assert!(!wants_misbehaviour(""));
+    }
+
+    #[test]
+    fn ffa_batteries() {
+        assert_eq!(ffa_battery("testguest.ffa"), Some(FfaBattery::Alone));
+        assert_eq!(
+            ffa_battery("quiet testguest.ffa-peer"),
+            Some(FfaBattery::WithPeer)
+        );
+        assert_eq!(ffa_battery("testguest.ffax"), None);
     }
 
     #[test]

@@ -26,6 +26,10 @@ unsafe extern "C" {
     /// The secondary CPUs' stack slots (linker/testguest.ld).
     static _secondary_stacks: u8;
     static _secondary_stacks_end: u8;
+    /// The FF-A battery's pages (linker/testguest.ld): no Rust object
+    /// lives there.
+    static _ffa_pages: u8;
+    static _ffa_pages_end: u8;
     /// Entry of a secondary CPU (`boot.rs`).
     fn _secondary_start();
 }
@@ -163,6 +167,74 @@ pub fn smccc_call(conduit: Conduit, function: u32, args: [u64; 3]) -> [u64; 4] {
         },
     }
     [x0, x1, x2, x3]
+}
+
+/// The pages the FF-A battery hands to the hypervisor (RX/TX buffers,
+/// memory to share): byte access, bounds-checked.
+#[derive(Clone, Copy, Debug)]
+pub struct FfaPages {
+    base: usize,
+    size: usize,
+}
+
+/// The FF-A battery's pages.
+pub fn ffa_pages() -> FfaPages {
+    let base = ptr::addr_of!(_ffa_pages) as usize;
+    FfaPages {
+        base,
+        size: ptr::addr_of!(_ffa_pages_end) as usize - base,
+    }
+}
+
+impl FfaPages {
+    /// The IPA of page `n` (the MMU is off: addresses are IPAs).
+    pub fn page(&self, n: usize) -> u64 {
+        assert!((n + 1) * 0x1000 <= self.size, "FF-A page {n} out of range");
+        (self.base + n * 0x1000) as u64
+    }
+
+    fn check(&self, offset: usize, len: usize) -> usize {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.size),
+            "FF-A pages: {len} bytes at {offset:#x}"
+        );
+        self.base + offset
+    }
+
+    /// Copies `bytes` to `offset`.
+    pub fn write(&self, offset: usize, bytes: &[u8]) {
+        let at = self.check(offset, bytes.len());
+        for (i, b) in bytes.iter().enumerate() {
+            // SAFETY: inside the linker's `.ffa_pages`, which no Rust
+            // object uses; byte accesses are always aligned.
+            unsafe { ptr::write_volatile((at + i) as *mut u8, *b) }
+        }
+    }
+
+    /// Fills `buf` from `offset`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) {
+        let at = self.check(offset, buf.len());
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: as in `write`; the hypervisor writes these pages
+            // only during our own FF-A calls.
+            *b = unsafe { ptr::read_volatile((at + i) as *const u8) }
+        }
+    }
+}
+
+/// An FF-A call (SMC, x0..x7 in and out).
+pub fn ffa_call(regs: [u64; 8]) -> [u64; 8] {
+    let [mut x0, mut x1, mut x2, mut x3, mut x4, mut x5, mut x6, mut x7] = regs;
+    // SAFETY: an SMCCC call; the only guest memory it touches is the FF-A
+    // pages the guest named (RX buffer, memory it shares), which no Rust
+    // object covers. `clobber_abi("C")` covers x8..x17.
+    unsafe {
+        asm!("smc #0",
+             inout("x0") x0, inout("x1") x1, inout("x2") x2, inout("x3") x3,
+             inout("x4") x4, inout("x5") x5, inout("x6") x6, inout("x7") x7,
+             clobber_abi("C"), options(nostack));
+    }
+    [x0, x1, x2, x3, x4, x5, x6, x7]
 }
 
 /// An SMCCC call that may be UNDEFINED (no EL2/EL3 behind the conduit).
