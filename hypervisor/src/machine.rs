@@ -4,8 +4,8 @@
 //! it waits for the others to leave after a stop, reloads the VM on reset,
 //! and powers the machine off after the last VM.
 //!
-//! Lock order: a VM's lock, then the console lock, then the heap lock; no
-//! CPU holds two VM locks.
+//! Lock order: a VM's lock, then the FF-A proxy's, then the console lock,
+//! then the heap lock; no CPU holds two VM locks.
 #![forbid(unsafe_code)]
 
 use alloc::format;
@@ -19,6 +19,7 @@ use crate::addr::PhysAddr;
 use crate::arch::{self, HostGic};
 use crate::boot::cpio::Archive;
 use crate::boot::manifest::{ManifestError, VmConfig};
+use crate::ffa;
 use crate::fixed_vec::FixedVec;
 use crate::layout::{HYP_TIMER_INTID, MAINTENANCE_INTID, VTIMER_INTID};
 use crate::platform::{GicV3Info, PlatformInfo, MAX_CPUS};
@@ -206,7 +207,13 @@ fn owner_stop(machine: &Machine, vm: &Mutex<Vm>, name: &str, stop: VmStop) {
         }
         VmStop::Reset => {
             println!("hypervisor: {name}: reset");
-            if let Err(e) = vm.lock().reset(&machine.bundle) {
+            let reset = {
+                let mut vm = vm.lock();
+                // The restarted guest starts without FF-A buffers or shares.
+                ffa::vm_reset(vm.index);
+                vm.reset(&machine.bundle)
+            };
+            if let Err(e) = reset {
                 println!("hypervisor: manifest: {e}");
                 power::system_off()
             }

@@ -165,6 +165,20 @@ impl CallerMemory for VmMemory<'_> {
     }
 }
 
+/// Forgets VM number `index`'s FF-A state as it restarts: its RX/TX
+/// pair, and its shares, reclaimed from the SPMC.
+pub fn vm_reset(index: usize) {
+    if let Some(proxy) = PROXY.get() {
+        let refused = proxy.lock().forget_vm(index);
+        if refused > 0 {
+            println!(
+                "hypervisor: FF-A: the SPMC kept {refused} share(s) of endpoint {:#06x} across its reset",
+                vm_endpoint_id(index)
+            );
+        }
+    }
+}
+
 /// Answers the FF-A call in `regs` (x0..x7) made by `vm`'s vCPU, in place.
 pub fn call(vm: &mut Vm, regs: &mut Regs) {
     let Some(proxy) = PROXY.get() else {

@@ -137,6 +137,37 @@ impl Proxy {
         !core::mem::replace(&mut self.announced, true)
     }
 
+    /// Drops VM number `vm`'s mailbox and reclaims its shares from the
+    /// SPMC (the VM is restarting); returns how many shares the SPMC
+    /// would not give back (they stay recorded, their pages in use).
+    pub fn forget_vm(&mut self, vm: usize) -> usize {
+        let Some(endpoint) = self.endpoints.get_mut(vm) else {
+            return 0;
+        };
+        endpoint.mailbox = None;
+        endpoint.pages.retain(|_, u| *u != PageUse::Mailbox);
+        let handles: Vec<u64> = self
+            .shares
+            .iter()
+            .filter(|(_, s)| s.owner == vm)
+            .map(|(h, _)| *h)
+            .collect();
+        let mut refused = 0;
+        for handle in handles {
+            if self.spmc.reclaim(handle, vm_endpoint_id(vm), 0).is_err() {
+                refused += 1;
+                continue;
+            }
+            if let Some(share) = self.shares.remove(&handle) {
+                let endpoint = self.endpoint(vm);
+                for ipa in share.pages {
+                    endpoint.pages.remove(&ipa);
+                }
+            }
+        }
+        refused
+    }
+
     /// Answers FF-A call `regs` of VM number `vm`, whose memory is `mem`.
     pub fn call(&mut self, vm: usize, mem: &mut dyn CallerMemory, regs: &Regs) -> Regs {
         if vm >= self.endpoints.len() {
@@ -913,6 +944,54 @@ mod tests {
         let mut back = [0xffu8; 16];
         m.read(IntermediatePhysAddr::new(PAGE), &mut back).unwrap();
         assert_eq!(back, [0; 16]);
+    }
+
+    #[test]
+    fn a_reset_vm_starts_without_mailbox_or_shares() {
+        let (mut p, mut m0) = (proxy(), FakeVm::new());
+        let mut m1 = FakeVm::new();
+        map(&mut p, 0, &mut m0, TX, RX, 1).unwrap();
+        map(&mut p, 1, &mut m1, TX, RX, 1).unwrap();
+        let mine = send(
+            &mut p,
+            0,
+            &mut m0,
+            fid::FFA_MEM_SHARE_32,
+            &transaction(1, ECHO_SP, &[(PAGE, 1)]),
+        )
+        .unwrap();
+        let theirs = send(
+            &mut p,
+            1,
+            &mut m1,
+            fid::FFA_MEM_SHARE_32,
+            &transaction(2, ECHO_SP, &[(PAGE, 1)]),
+        )
+        .unwrap();
+        assert_eq!(p.forget_vm(0), 0);
+        assert_eq!(
+            reclaim(&mut p, 0, &mut m0, mine, 0),
+            Err(FfaError::InvalidParameters),
+            "reclaimed already"
+        );
+        assert_eq!(
+            map(&mut p, 0, &mut m0, TX, RX, 1),
+            Ok(()),
+            "no mailbox left"
+        );
+        assert!(send(
+            &mut p,
+            0,
+            &mut m0,
+            fid::FFA_MEM_SHARE_32,
+            &transaction(1, ECHO_SP, &[(PAGE, 1)])
+        )
+        .is_ok());
+        assert_eq!(
+            reclaim(&mut p, 1, &mut m1, theirs, 0),
+            Ok(()),
+            "the other VM's share is untouched"
+        );
     }
 
     #[test]
