@@ -141,7 +141,10 @@ mod images {
         fn shipped_images_yaml_declares_the_four_images() {
             let manifest = Manifest::load(&workspace_root()).unwrap();
             let names: Vec<&str> = manifest.images.iter().map(|i| i.name.as_str()).collect();
-            assert_eq!(names, ["linux-cloud", "linux-generic", "busybox", "lab-disk"]);
+            assert_eq!(
+                names,
+                ["linux-cloud", "linux-generic", "busybox", "lab-disk"]
+            );
             let disk = manifest.require("lab-disk").unwrap();
             assert_eq!(disk.kind, ImageKind::Disk);
             assert!(matches!(&disk.source, Source::Generated(g) if g.bytes == 4 << 20));

@@ -37,7 +37,10 @@ fn full_file_parses_every_field() {
     assert_eq!((net[1].mac, net[1].ip), (None, None));
     assert_eq!(s.mac(&s.vms[0], 1), net::default_mac("full", "vm0", 1));
     let disks = &s.vms[0].disks;
-    assert_eq!((disks[0].size_mib, disks[0].image.as_deref()), (Some(64), None));
+    assert_eq!(
+        (disks[0].size_mib, disks[0].image.as_deref()),
+        (Some(64), None)
+    );
     assert_eq!(disks[1].image.as_deref(), Some("lab-disk"));
     assert!(disks[1].read_only && !disks[0].read_only);
     assert_eq!(s.run_variables(), ["vm0-disk1-md5"]);
