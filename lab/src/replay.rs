@@ -110,7 +110,7 @@ pub fn check_recordable(scenario: &Scenario) -> Result<()> {
         .any(|vm| !vm.disks.is_empty() || !vm.net.is_empty())
     {
         anyhow::bail!(
-            "{}: the lab records scenarios without disks or network interfaces only",
+            "{}: the lab records one QEMU process without disks or network interfaces only",
             scenario.name
         );
     }
@@ -147,16 +147,17 @@ pub fn record(
     let (tx, _rx) = std::sync::mpsc::channel();
     let files = match &options.boot_files {
         Some(files) => files.clone(),
-        None => {
-            boot::resolve(
-                lab,
-                scenario,
-                options.offline,
-                dir,
-                &Emitter::new(tx, &scenario.name),
-            )?
-            .files
-        }
+        None => boot::resolve(
+            lab,
+            scenario,
+            options.offline,
+            dir,
+            &Emitter::new(tx, &scenario.name),
+        )?
+        .files
+        .into_iter()
+        .next()
+        .context("a recordable scenario boots one QEMU process")?,
     };
     let recording = Recording {
         scenario: scenario.name.clone(),
@@ -211,6 +212,7 @@ fn staged_files(dir: &Path, recording: &Recording) -> BootFiles {
         kernel: labeled(&recording.kernel),
         initrd: recording.initrd.as_ref().map(labeled),
         disks: Vec::new(),
+        net: Vec::new(),
     }
 }
 

@@ -161,6 +161,7 @@ fn spinning_kernel(dir: &Path) -> BootFiles {
         kernel: LabeledPath::new("spin.bin", spin),
         initrd: None,
         disks: Vec::new(),
+        net: Vec::new(),
     }
 }
 
@@ -241,6 +242,7 @@ fn qemu_refusing_to_start_fails_the_first_step_with_its_message() {
         kernel: LabeledPath::new("missing.bin", "/nonexistent/missing.bin"),
         initrd: None,
         disks: Vec::new(),
+        net: Vec::new(),
     };
     let out = run(&fixture("hang"), Some(files));
     assert_eq!(out.summary.verdict, Verdict::Failed);
@@ -373,6 +375,7 @@ fn a_bad_manifest_is_named_and_the_hypervisor_powers_off() {
         kernel: hypervisor,
         initrd: Some(bad_manifest_bundle(dir.path())),
         disks: Vec::new(),
+        net: Vec::new(),
     };
     let out = run(&fixture("hv_bad_manifest"), Some(files));
     assert_eq!(out.summary.verdict, Verdict::Passed, "{}", out.console);

@@ -6,7 +6,7 @@
 //! after the fact.
 
 use crate::scenario::net::interface_name;
-use crate::scenario::{BootMode, Scenario, Vm};
+use crate::scenario::{BootMode, MacAddr, Scenario, Vm};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -30,12 +30,26 @@ impl LabeledPath {
 }
 
 /// What QEMU loads: `-kernel`, optionally `-initrd`, and for a direct
-/// boot the raw files of the VM's disks (in its `disks` order).
+/// boot the raw files of the VM's disks (in its `disks` order) and its
+/// network interfaces (in its `net` order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootFiles {
     pub kernel: LabeledPath,
     pub initrd: Option<LabeledPath>,
     pub disks: Vec<DiskFile>,
+    pub net: Vec<NetPort>,
+}
+
+/// A directly booted VM's interface: QEMU's virtio-net on a socket netdev
+/// that joins it to the one other interface on its switch, over TCP on
+/// 127.0.0.1 only. The first VM on a switch listens, the second connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetPort {
+    pub switch: String,
+    pub mac: MacAddr,
+    pub listen: bool,
+    /// Chosen when the run starts; `None` in a plan (shown by its switch).
+    pub port: Option<u16>,
 }
 
 /// A disk QEMU's own virtio-blk serves from a raw file.
@@ -54,6 +68,14 @@ pub enum QemuArg {
     FileOption {
         before: String,
         file: LabeledPath,
+        after: String,
+    },
+    /// An option with a TCP port the run picks (`listen=127.0.0.1:<port>`),
+    /// shown as `<switch-port>` in snapshots.
+    PortOption {
+        before: String,
+        switch: String,
+        port: Option<u16>,
         after: String,
     },
 }
@@ -82,6 +104,12 @@ impl QemuCommand {
                     "{before}{}{after}",
                     file.path.to_string_lossy().replace(',', ",,")
                 )),
+                QemuArg::PortOption {
+                    before,
+                    port,
+                    after,
+                    ..
+                } => OsString::from(format!("{before}{}{after}", port.unwrap_or(0))),
             })
             .collect()
     }
@@ -114,6 +142,12 @@ impl QemuCommand {
                     file,
                     after,
                 } => shell_quote(&format!("{before}<{}>{after}", file.label)),
+                QemuArg::PortOption {
+                    before,
+                    switch,
+                    after,
+                    ..
+                } => shell_quote(&format!("{before}<{switch}-port>{after}")),
             };
             let starts_option = matches!(arg, QemuArg::Text(t) if t.starts_with('-'));
             out.push_str(if starts_option { " \\\n  " } else { " " });
@@ -141,7 +175,13 @@ pub fn machine_option(boot: BootMode, secure_world: bool) -> String {
 /// CPUs and MiB QEMU gives the machine. A direct boot gives QEMU the VM's
 /// own shape, so the baseline guest sees what it would see as a VM.
 pub fn machine_shape(scenario: &Scenario) -> (u32, u64) {
-    match (scenario.boot, scenario.vms.first()) {
+    machine_shape_of(scenario, 0)
+}
+
+/// [`machine_shape`] of the QEMU process that boots VM `vm` directly (the
+/// one QEMU process under the hypervisor).
+pub fn machine_shape_of(scenario: &Scenario, vm: usize) -> (u32, u64) {
+    match (scenario.boot, scenario.vms.get(vm)) {
         (BootMode::Direct, Some(vm)) => (vm.vcpus, vm.memory_mib),
         _ => (scenario.machine.cpus, scenario.machine.memory_mib),
     }
@@ -167,7 +207,12 @@ pub fn vm_bootargs(vm: &Vm) -> String {
 /// The kernel command line (`-append`), if any: the hypervisor's arguments,
 /// or for a direct boot the VM's command line.
 pub fn kernel_append(scenario: &Scenario) -> Option<String> {
-    match (scenario.boot, scenario.vms.first()) {
+    kernel_append_of(scenario, 0)
+}
+
+/// [`kernel_append`] of the QEMU process that boots VM `vm` directly.
+fn kernel_append_of(scenario: &Scenario, vm: usize) -> Option<String> {
+    match (scenario.boot, scenario.vms.get(vm)) {
         (BootMode::Direct, Some(vm)) => Some(vm_bootargs(vm)),
         _ => scenario
             .machine
@@ -181,7 +226,18 @@ pub fn kernel_append(scenario: &Scenario) -> Option<String> {
 
 /// The whole command line for a scenario and the files it boots.
 pub fn qemu_command(program: &Path, scenario: &Scenario, files: &BootFiles) -> QemuCommand {
-    let (cpus, memory_mib) = machine_shape(scenario);
+    qemu_command_of(program, scenario, 0, files)
+}
+
+/// The command line of the QEMU process that boots VM `vm` (a direct boot
+/// runs one per VM; the hypervisor's one process is number 0).
+pub fn qemu_command_of(
+    program: &Path,
+    scenario: &Scenario,
+    vm: usize,
+    files: &BootFiles,
+) -> QemuCommand {
+    let (cpus, memory_mib) = machine_shape_of(scenario, vm);
     let text = |s: &str| QemuArg::Text(s.to_owned());
     let mut args = vec![
         text("-M"),
@@ -206,17 +262,18 @@ pub fn qemu_command(program: &Path, scenario: &Scenario, files: &BootFiles) -> Q
         args.push(text("-initrd"));
         args.push(QemuArg::File(initrd.clone()));
     }
-    if let Some(append) = kernel_append(scenario) {
+    if let Some(append) = kernel_append_of(scenario, vm) {
         args.push(text("-append"));
         args.push(QemuArg::Text(append));
     }
-    if !files.disks.is_empty() {
+    if !files.disks.is_empty() || !files.net.is_empty() {
         // virtio 1.x, as the hypervisor's devices are.
         args.extend([text("-global"), text("virtio-mmio.force-legacy=false")]);
     }
     // QEMU's virt board gives command-line virtio-mmio devices the free
     // slots from the highest address down, and Linux names devices in
-    // address order: listing them last first makes the VM's first disk
+    // address order: listing them last first (disks, then interfaces, each
+    // backwards) makes the VM's first interface eth0 and its first disk
     // `/dev/vda`, as under the hypervisor (which numbers slots from 0).
     for (index, disk) in files.disks.iter().enumerate().rev() {
         let id = format!("disk{index}");
@@ -230,6 +287,22 @@ pub fn qemu_command(program: &Path, scenario: &Scenario, files: &BootFiles) -> Q
         args.push(text("-device"));
         args.push(QemuArg::Text(format!(
             "virtio-blk-device,drive={id},serial={id}"
+        )));
+    }
+    for (index, port) in files.net.iter().enumerate().rev() {
+        let id = format!("net{index}");
+        let role = if port.listen { "listen" } else { "connect" };
+        args.push(text("-netdev"));
+        args.push(QemuArg::PortOption {
+            before: format!("socket,id={id},{role}=127.0.0.1:"),
+            switch: port.switch.clone(),
+            port: port.port,
+            after: String::new(),
+        });
+        args.push(text("-device"));
+        args.push(QemuArg::Text(format!(
+            "virtio-net-device,netdev={id},mac={}",
+            port.mac
         )));
     }
     QemuCommand {
@@ -304,6 +377,7 @@ mod tests {
             kernel: LabeledPath::new("hypervisor.bin", "/t/hypervisor.bin"),
             initrd: Some(LabeledPath::new("bundle.cpio", "/t/b c.cpio")),
             disks: Vec::new(),
+            net: Vec::new(),
         };
         let cmd = qemu_command(
             Path::new("/usr/bin/qemu-system-aarch64"),
@@ -336,6 +410,12 @@ mod tests {
                     read_only: true,
                 },
             ],
+            net: vec![NetPort {
+                switch: "lan0".into(),
+                mac: "02:4c:41:42:00:01".parse().unwrap(),
+                listen: true,
+                port: Some(4321),
+            }],
         };
         let cmd = qemu_command(Path::new("qemu-system-aarch64"), &scenario(DIRECT), &files);
         let line = cmd.shell_line();
@@ -344,8 +424,18 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.ends_with("-drive file=/t/a,,b.raw,if=none,format=raw,id=disk0 -device virtio-blk-device,drive=disk0,serial=disk0"),
+            line.contains("-drive file=/t/a,,b.raw,if=none,format=raw,id=disk0 -device virtio-blk-device,drive=disk0,serial=disk0 -netdev"),
             "{line}"
+        );
+        assert!(
+            line.ends_with("-netdev socket,id=net0,listen=127.0.0.1:4321 -device virtio-net-device,netdev=net0,mac=02:4c:41:42:00:01"),
+            "{line}"
+        );
+        assert!(
+            cmd.redacted()
+                .contains("-netdev 'socket,id=net0,listen=127.0.0.1:<lan0-port>'"),
+            "{}",
+            cmd.redacted()
         );
         assert!(
             cmd.redacted()

@@ -4,4 +4,6 @@
 pub mod cmdline;
 pub mod provision;
 
-pub use cmdline::{qemu_command, BootFiles, DiskFile, LabeledPath, QemuArg, QemuCommand};
+pub use cmdline::{
+    qemu_command, qemu_command_of, BootFiles, DiskFile, LabeledPath, NetPort, QemuArg, QemuCommand,
+};

@@ -12,7 +12,7 @@ use crate::bundle::{self, VmFiles};
 use crate::disk::DiskContents;
 use crate::images::initramfs::Program;
 use crate::images::{self, ImageOptions};
-use crate::qemu::{qemu_command, BootFiles, DiskFile, LabeledPath, QemuCommand};
+use crate::qemu::{qemu_command_of, BootFiles, DiskFile, LabeledPath, NetPort, QemuCommand};
 use crate::scenario::{disk_md5_variable, BootMode, KernelSource, Scenario};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -46,7 +46,8 @@ impl Artifact {
     }
 }
 
-/// `-kernel`, `-initrd` and the disk files of a scenario.
+/// What one QEMU process boots: `-kernel`, `-initrd`, and for a direct
+/// boot its VM's disk files and network ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootPlan {
     pub kernel: Artifact,
@@ -54,83 +55,117 @@ pub struct BootPlan {
     /// A direct boot's disks (QEMU's virtio-blk), read-only or not; under
     /// the hypervisor the disks travel in the bundle.
     pub disks: Vec<(Artifact, bool)>,
+    /// A direct boot's interfaces (QEMU's virtio-net on socket netdevs),
+    /// their ports not yet chosen.
+    pub net: Vec<NetPort>,
 }
 
-/// The files a scenario boots.
-pub fn plan(scenario: &Scenario) -> Result<BootPlan> {
+/// The files a scenario boots, one plan per QEMU process: the hypervisor's
+/// one, or one per VM of a direct boot.
+pub fn plan(scenario: &Scenario) -> Result<Vec<BootPlan>> {
     match scenario.boot {
-        BootMode::Hypervisor => Ok(BootPlan {
+        BootMode::Hypervisor => Ok(vec![BootPlan {
             kernel: Artifact::Crate(build::HYPERVISOR_CRATE.into()),
             initrd: (!scenario.vms.is_empty()).then_some(Artifact::Bundle),
             disks: Vec::new(),
-        }),
-        BootMode::Direct => {
-            let vm = scenario
-                .vms
-                .first()
-                .context("`boot: direct` needs one VM")?;
-            let disks = vm
-                .disks
-                .iter()
-                .enumerate()
-                .map(|(index, disk)| {
-                    let vm = vm.name.clone();
-                    (Artifact::Disk { vm, index }, disk.read_only)
-                })
-                .collect();
-            match &vm.kernel {
-                KernelSource::Crate(_) if vm.initramfs => {
-                    bail!(
-                        "VM {}: `initramfs: true` needs a Linux image kernel",
-                        vm.name
-                    )
-                }
-                KernelSource::Crate(krate) => Ok(BootPlan {
-                    kernel: Artifact::Crate(krate.clone()),
-                    initrd: None,
-                    disks,
-                }),
-                KernelSource::Image(image) => Ok(BootPlan {
-                    kernel: Artifact::ImageKernel(image.clone()),
-                    initrd: vm
-                        .initramfs
-                        .then(|| Artifact::ImageInitramfs(image.clone())),
-                    disks,
-                }),
-            }
-        }
+            net: Vec::new(),
+        }]),
+        BootMode::Direct if scenario.vms.is_empty() => bail!("`boot: direct` needs a VM"),
+        BootMode::Direct => (0..scenario.vms.len())
+            .map(|index| direct_plan(scenario, index))
+            .collect(),
     }
 }
 
-/// The command line of a plan with placeholder paths: for snapshots, which
-/// show only the labels.
-pub fn planned_command(qemu: &Path, scenario: &Scenario) -> Result<QemuCommand> {
-    let plan = plan(scenario)?;
-    let placeholder = |artifact: &Artifact| LabeledPath::new(artifact.label(), "/unresolved");
-    let files = BootFiles {
-        kernel: placeholder(&plan.kernel),
-        initrd: plan.initrd.as_ref().map(placeholder),
-        disks: plan
-            .disks
-            .iter()
-            .map(|(disk, read_only)| DiskFile {
-                file: placeholder(disk),
-                read_only: *read_only,
-            })
-            .collect(),
-    };
-    Ok(qemu_command(qemu, scenario, &files))
+/// The plan of the QEMU process that boots VM `index` directly.
+fn direct_plan(scenario: &Scenario, index: usize) -> Result<BootPlan> {
+    let vm = &scenario.vms[index];
+    let disks = vm
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(index, disk)| {
+            let vm = vm.name.clone();
+            (Artifact::Disk { vm, index }, disk.read_only)
+        })
+        .collect();
+    let net = vm
+        .net
+        .iter()
+        .enumerate()
+        .map(|(n, interface)| NetPort {
+            switch: interface.switch.clone(),
+            mac: scenario.mac(vm, n),
+            // The switch's first interface in VM order listens.
+            listen: scenario
+                .vms
+                .iter()
+                .flat_map(|other| other.net.iter().map(move |i| (other, i)))
+                .find(|(_, i)| i.switch == interface.switch)
+                .is_some_and(|(first, _)| first.name == vm.name),
+            port: None,
+        })
+        .collect();
+    match &vm.kernel {
+        KernelSource::Crate(_) if vm.initramfs => {
+            bail!(
+                "VM {}: `initramfs: true` needs a Linux image kernel",
+                vm.name
+            )
+        }
+        KernelSource::Crate(krate) => Ok(BootPlan {
+            kernel: Artifact::Crate(krate.clone()),
+            initrd: None,
+            disks,
+            net,
+        }),
+        KernelSource::Image(image) => Ok(BootPlan {
+            kernel: Artifact::ImageKernel(image.clone()),
+            initrd: vm
+                .initramfs
+                .then(|| Artifact::ImageInitramfs(image.clone())),
+            disks,
+            net,
+        }),
+    }
 }
 
-/// A run, prepared: what QEMU boots, and the values of the scenario's
-/// run-time variables (`(name, value)`).
+/// The command lines of the plans with placeholder paths and ports, one
+/// per QEMU process: for snapshots, which show only the labels.
+pub fn planned_commands(qemu: &Path, scenario: &Scenario) -> Result<Vec<QemuCommand>> {
+    let placeholder = |artifact: &Artifact| LabeledPath::new(artifact.label(), "/unresolved");
+    Ok(plan(scenario)?
+        .iter()
+        .enumerate()
+        .map(|(index, plan)| {
+            let files = BootFiles {
+                kernel: placeholder(&plan.kernel),
+                initrd: plan.initrd.as_ref().map(placeholder),
+                disks: plan
+                    .disks
+                    .iter()
+                    .map(|(disk, read_only)| DiskFile {
+                        file: placeholder(disk),
+                        read_only: *read_only,
+                    })
+                    .collect(),
+                net: plan.net.clone(),
+            };
+            qemu_command_of(qemu, scenario, index, &files)
+        })
+        .collect())
+}
+
+/// A run, prepared: what each QEMU process boots (one per VM of a direct
+/// boot, else one), and the values of the scenario's run-time variables
+/// (`(name, value)`).
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    pub files: BootFiles,
+    pub files: Vec<BootFiles>,
     pub run_values: Vec<(String, String)>,
 }
 
-/// Builds and fetches what the plan names; a bundle and its trees as text,
+/// Builds and fetches what the plans name; a bundle and its trees as text,
 /// and a direct boot's disk files, go to `out_dir` (the run directory).
 pub fn resolve(
     lab: &Lab,
@@ -142,7 +177,7 @@ pub fn resolve(
     if scenario.machine.secure_world {
         bail!("`secure-world: true` needs TF-A and OP-TEE, which this lab does not build yet");
     }
-    let plan = plan(scenario)?;
+    let plans = plan(scenario)?;
     let image_options = ImageOptions {
         offline,
         cache_dir: None,
@@ -161,8 +196,9 @@ pub fn resolve(
                 .map(|(index, disk)| (disk_md5_variable(&vm.name, index), disk.md5()))
         })
         .collect();
-    let mut guest = None;
-    let mut resolve_one = |artifact: &Artifact| -> Result<LabeledPath> {
+    // Images prepared so far, by name and whether with the initramfs.
+    let mut guests: Vec<((String, bool), images::GuestFiles)> = Vec::new();
+    let mut resolve_one = |artifact: &Artifact, with_initramfs: bool| -> Result<LabeledPath> {
         let label = artifact.label();
         let path = match artifact {
             Artifact::Crate(krate) => {
@@ -172,24 +208,27 @@ pub fn resolve(
                 .path
             }
             Artifact::ImageKernel(image) | Artifact::ImageInitramfs(image) => {
-                if guest.is_none() {
-                    let with_initramfs = plan.initrd.is_some();
-                    guest = Some(stage(emitter, &format!("prepare image {image}"), || {
-                        images::prepare_linux_guest(
-                            &lab.root,
-                            image,
-                            with_initramfs,
-                            &programs,
-                            &image_options,
-                        )
-                    })?);
-                }
-                let files = guest.as_ref().context("image prepared above")?;
+                let key = (image.clone(), with_initramfs);
+                let files = match guests.iter().find(|(k, _)| *k == key) {
+                    Some((_, files)) => files.clone(),
+                    None => {
+                        let files = stage(emitter, &format!("prepare image {image}"), || {
+                            images::prepare_linux_guest(
+                                &lab.root,
+                                image,
+                                with_initramfs,
+                                &programs,
+                                &image_options,
+                            )
+                        })?;
+                        guests.push((key, files.clone()));
+                        files
+                    }
+                };
                 match artifact {
-                    Artifact::ImageKernel(_) => files.kernel.clone(),
+                    Artifact::ImageKernel(_) => files.kernel,
                     _ => files
                         .initramfs
-                        .clone()
                         .context("the image came without an initramfs")?,
                 }
             }
@@ -215,26 +254,33 @@ pub fn resolve(
         };
         Ok(LabeledPath::new(label, path))
     };
-    let kernel = resolve_one(&plan.kernel)?;
-    let initrd = plan.initrd.as_ref().map(&mut resolve_one).transpose()?;
-    let disk_files = plan
-        .disks
-        .iter()
-        .map(|(disk, read_only)| {
-            Ok(DiskFile {
-                file: resolve_one(disk)?,
-                read_only: *read_only,
+    let mut files = Vec::new();
+    for plan in &plans {
+        let with_initramfs = plan.initrd.is_some();
+        let kernel = resolve_one(&plan.kernel, with_initramfs)?;
+        let initrd = plan
+            .initrd
+            .as_ref()
+            .map(|initrd| resolve_one(initrd, with_initramfs))
+            .transpose()?;
+        let disks = plan
+            .disks
+            .iter()
+            .map(|(disk, read_only)| {
+                Ok(DiskFile {
+                    file: resolve_one(disk, with_initramfs)?,
+                    read_only: *read_only,
+                })
             })
-        })
-        .collect::<Result<_>>()?;
-    Ok(Prepared {
-        files: BootFiles {
+            .collect::<Result<_>>()?;
+        files.push(BootFiles {
             kernel,
             initrd,
-            disks: disk_files,
-        },
-        run_values,
-    })
+            disks,
+            net: plan.net.clone(),
+        });
+    }
+    Ok(Prepared { files, run_values })
 }
 
 /// Every VM's disks (in `vms` order), the filled ones read from their

@@ -12,15 +12,14 @@ pub mod events;
 mod qemu_process;
 pub mod record;
 mod steps;
+mod topology;
 mod typing;
 
 use crate::build;
-use crate::qemu::{qemu_command, BootFiles, QemuArg};
+use crate::qemu::BootFiles;
 use crate::scenario::{BootMode, Scenario};
 use anyhow::{Context, Result};
-use console::Consoles;
 use events::{Consumer, Emitter, Event, EventKind, ExitReason, Verdict};
-use qemu_process::QemuProcess;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -197,7 +196,7 @@ fn prepare_and_drive(
 ) -> Result<ExitReason> {
     let prepared = match &options.boot_files {
         Some(files) => boot::Prepared {
-            files: files.clone(),
+            files: vec![files.clone()],
             run_values: Vec::new(),
         },
         None => boot::resolve(lab, scenario, options.offline, run_dir, emitter)?,
@@ -210,34 +209,30 @@ fn prepare_and_drive(
         script = script.without_timeouts();
     }
     script.echo_paced = options.echo_paced;
-    let files = prepared.files;
-    let mut command = qemu_command(qemu, scenario, &files);
-    command
-        .args
-        .extend(options.qemu_args.iter().cloned().map(QemuArg::Text));
-    std::fs::write(
-        run_dir.join(artifacts::QEMU_CMDLINE),
-        command.shell_line() + "\n",
-    )
-    .with_context(|| format!("writing {}", run_dir.display()))?;
-    let log_path = run_dir.join(artifacts::CONSOLE_LOG);
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
-    let consoles = Consoles::new(MACHINE_CONSOLE, &tagged_vms(scenario));
-    let mut qemu = QemuProcess::spawn(&command, run_dir, log, consoles, emitter.clone())?;
-    emitter.emit(EventKind::QemuStarted {
-        command: command.shell_line(),
-        pid: qemu.pid().map(|pid| pid.as_raw()),
-    });
-    let reason = steps::run_all(&mut qemu, &script, &options.cancel, emitter);
-    if options.attach {
-        qemu.attach();
-    }
-    let status = if options.graceful_stop {
-        qemu.stop_gracefully()
-    } else {
-        qemu.stop()
+    script.machine_consoles = topology::machine_consoles(scenario);
+    let tagged = tagged_vms(scenario);
+    let start = topology::Start {
+        qemu,
+        scenario,
+        extra_args: &options.qemu_args,
+        run_dir,
+        tagged: &tagged,
+        emitter,
     };
-    emitter.emit(EventKind::QemuStopped { status });
+    let mut machines = topology::spawn_all(&start, &prepared.files)?;
+    let reason = steps::run_all(&mut machines, &script, &options.cancel, emitter);
+    if options.attach {
+        if let Some(first) = machines.first_mut() {
+            first.attach();
+        }
+    }
+    for qemu in machines {
+        let status = if options.graceful_stop {
+            qemu.stop_gracefully()
+        } else {
+            qemu.stop()
+        };
+        emitter.emit(EventKind::QemuStopped { status });
+    }
     Ok(reason)
 }

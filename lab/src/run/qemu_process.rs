@@ -119,6 +119,11 @@ impl QemuProcess {
         })
     }
 
+    /// Whether QEMU has exited (and is reaped).
+    pub fn has_exited(&mut self) -> bool {
+        self.reap_within(Duration::ZERO).is_some()
+    }
+
     /// QEMU's process id (= its process group), unless it is long gone.
     pub fn pid(&self) -> Option<Pid> {
         self.group

@@ -17,16 +17,19 @@ pub enum Action {
     /// `pattern` as written (its `{variables}` expand when the step runs).
     /// `console` is set when the step waits on one VM's console of
     /// several (its own text and cursor); else it reads the whole stream.
+    /// `machine` is the QEMU process (one per VM of a direct boot, else 0).
     Expect {
         pattern: String,
         timeout_secs: u64,
         console: Option<String>,
+        machine: usize,
     },
     /// `focus` is the VM index to give the input to first, when several
     /// VMs share the console.
     Send {
         line: String,
         focus: Option<usize>,
+        machine: usize,
     },
     ExpectExit {
         status: i32,
@@ -48,6 +51,8 @@ pub struct Script {
     /// The variables `expect` patterns start with: the machine's, and the
     /// values the lab computed for this run.
     pub vars: TemplateVars,
+    /// The console of each QEMU process's own lines, in process order.
+    pub machine_consoles: Vec<String>,
 }
 
 /// The timeout of every wait under `--gdb`: a debugger may hold the
@@ -87,6 +92,14 @@ pub fn compile(scenario: &Scenario, run_values: &[(String, String)]) -> Result<S
             .map_err(|e| anyhow::anyhow!("{}: `{pattern}`: {e}", scenario.name))
     };
     let tagged = super::tagged_vms(scenario);
+    let machine_consoles = super::topology::machine_consoles(scenario);
+    // A direct boot of several VMs runs a QEMU process per VM, in VM order.
+    let machine_of = |console: &Option<String>| {
+        console
+            .as_ref()
+            .and_then(|vm| machine_consoles.iter().position(|c| c == vm))
+            .unwrap_or(0)
+    };
     let fail_on = scenario
         .fail_on
         .iter()
@@ -109,6 +122,7 @@ pub fn compile(scenario: &Scenario, run_values: &[(String, String)]) -> Result<S
                     pattern: pattern.clone(),
                     timeout_secs: *timeout_secs,
                     console: console.clone().filter(|vm| tagged.contains(vm)),
+                    machine: machine_of(console),
                 },
                 Step::Send { line, console } => Action::Send {
                     line: line.clone(),
@@ -116,6 +130,7 @@ pub fn compile(scenario: &Scenario, run_values: &[(String, String)]) -> Result<S
                         Some(vm) => focus_index(&tagged, vm)?,
                         None => None,
                     },
+                    machine: machine_of(console),
                 },
                 Step::ExpectExit {
                     status,
@@ -133,7 +148,18 @@ pub fn compile(scenario: &Scenario, run_values: &[(String, String)]) -> Result<S
         tagged,
         echo_paced: false,
         vars,
+        machine_consoles,
     })
+}
+
+impl Action {
+    /// The QEMU process the action reads or writes.
+    fn machine(&self) -> usize {
+        match self {
+            Action::Expect { machine, .. } | Action::Send { machine, .. } => *machine,
+            Action::ExpectExit { .. } => 0,
+        }
+    }
 }
 
 /// The hypervisor's input-focus escape: Ctrl-\ then the VM's index digit.
@@ -150,9 +176,10 @@ fn focus_index(tagged: &[String], vm: &str) -> Result<Option<usize>> {
     }
 }
 
-/// Runs the actions in order until one fails.
+/// Runs the actions in order until one fails; `machines` are the QEMU
+/// processes in the order the actions number them.
 pub fn run_all(
-    qemu: &mut QemuProcess,
+    machines: &mut [QemuProcess],
     script: &Script,
     cancel: &Cancel,
     emitter: &Emitter,
@@ -163,7 +190,12 @@ pub fn run_all(
     for (index, action) in script.actions.iter().enumerate() {
         emitter.emit(EventKind::StepStarted { index });
         let start = Instant::now();
-        let result = run_one(qemu, action, script, &mut vars, &mut focus, cancel);
+        let result = match machines.get_mut(action.machine()) {
+            Some(qemu) => run_one(qemu, action, script, &mut vars, &mut focus, cancel),
+            None => Err(StepFailure::SendFailed {
+                message: format!("no QEMU process {}", action.machine()),
+            }),
+        };
         let duration = start.elapsed();
         match result {
             Ok(()) => emitter.emit(EventKind::StepPassed { index, duration }),
@@ -203,6 +235,7 @@ fn run_one(
             pattern,
             timeout_secs,
             console,
+            ..
         } => {
             let regex = expect_regex(pattern, vars)
                 .map_err(|message| StepFailure::BadPattern { message })?;
@@ -217,7 +250,11 @@ fn run_one(
             }
             Ok(())
         }
-        Action::Send { line, focus: to } => {
+        Action::Send {
+            line,
+            focus: to,
+            machine,
+        } => {
             let send_failed = |message| StepFailure::SendFailed { message };
             if let Some(to) = to.filter(|to| to != focus) {
                 qemu.send_raw(&format!("{FOCUS_ESCAPE}{to}"))
@@ -225,10 +262,13 @@ fn run_one(
                 *focus = to;
             }
             if script.echo_paced {
-                let console = script
-                    .tagged
-                    .get(*focus)
-                    .map_or(super::MACHINE_CONSOLE, String::as_str);
+                // The focused VM's console when the hypervisor tags them,
+                // else the console of the process written to.
+                let console = match script.tagged.is_empty() {
+                    false => script.tagged.get(*focus),
+                    true => script.machine_consoles.get(*machine),
+                }
+                .map_or(super::MACHINE_CONSOLE, String::as_str);
                 qemu.send_line_paced(line, console, cancel)
             } else {
                 qemu.send_line(line)
@@ -322,6 +362,37 @@ mod tests {
     }
 
     #[test]
+    fn direct_vms_are_each_their_own_process() {
+        let scenario = Scenario::parse(
+            Path::new("s.yaml"),
+            "schema: 1\nname: s\ndescription: d\nmachine: { cpus: 1, memory-mib: 512 }\nboot: direct\n\
+             vms:\n  - { name: vm0, kernel: { crate: g }, vcpus: 1, memory-mib: 64 }\n\
+             \x20 - { name: vm1, kernel: { crate: g }, vcpus: 1, memory-mib: 64 }\n\
+             steps:\n  - { expect: 'READY', console: vm1 }\n  - { send: ls, console: vm0 }\n",
+        )
+        .unwrap();
+        let script = compile(&scenario, &[]).unwrap();
+        assert_eq!(script.machine_consoles, ["vm0", "vm1"]);
+        assert!(script.tagged.is_empty());
+        assert!(matches!(
+            &script.actions[0],
+            Action::Expect {
+                console: None,
+                machine: 1,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &script.actions[1],
+            Action::Send {
+                focus: None,
+                machine: 0,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn run_values_fill_the_variables_the_scenario_declares() {
         let scenario = Scenario::parse(
             Path::new("s.yaml"),
@@ -363,10 +434,12 @@ mod tests {
         let actions = &script.actions;
         // One VM: its console is the machine's; no focus switching.
         assert!(
-            matches!(&actions[0], Action::Expect { pattern, timeout_secs: 3, console: None }
+            matches!(&actions[0], Action::Expect { pattern, timeout_secs: 3, console: None, machine: 0 }
                 if expect_regex(pattern, &script.vars).unwrap().as_str() == "2 CPUs")
         );
-        assert!(matches!(&actions[1], Action::Send { line, focus: None } if line == "ls"));
+        assert!(
+            matches!(&actions[1], Action::Send { line, focus: None, machine: 0 } if line == "ls")
+        );
         assert!(matches!(
             actions[2],
             Action::ExpectExit {

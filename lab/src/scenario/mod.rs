@@ -212,6 +212,23 @@ impl Scenario {
         Regex::new(&expanded).map_err(|e| e.to_string())
     }
 
+    /// Where step `index` starts: the `index`-th `- ` item under `steps:`
+    /// whose line has `key:`; 1:1 if the text is laid out otherwise.
+    fn step_location(&self, text: &str, index: usize, key: &str) -> (usize, usize) {
+        let Some(start) = text.lines().position(|line| line.starts_with("steps:")) else {
+            return (1, 1);
+        };
+        text.lines()
+            .enumerate()
+            .skip(start + 1)
+            .filter(|(_, line)| line.trim_start().starts_with("- "))
+            .nth(index)
+            .filter(|(_, line)| line.contains(&format!("{key}:")))
+            .map_or((1, 1), |(n, line)| {
+                (n + 1, line.len() - line.trim_start().len() + 3)
+            })
+    }
+
     /// The MAC of interface `index` of `vm`: as written, else the stable
     /// default ([`net::default_mac`]).
     pub fn mac(&self, vm: &Vm, index: usize) -> MacAddr {
@@ -329,16 +346,41 @@ impl Scenario {
                 ),
             );
         }
-        if self.boot == BootMode::Direct && self.vms.len() != 1 {
+        if self.boot == BootMode::Direct && self.vms.is_empty() {
             return at(
                 "boot",
                 "direct",
                 "boot",
-                format!(
-                    "`boot: direct` boots exactly one VM, this scenario has {}",
-                    self.vms.len()
-                ),
+                "`boot: direct` boots at least one VM, this scenario has none".into(),
             );
+        }
+        // Several direct VMs are several QEMU processes: each step names
+        // the one it reads or writes, and none of them waits for "the" exit.
+        if self.boot == BootMode::Direct && self.vms.len() > 1 {
+            for (i, step) in self.steps.iter().enumerate() {
+                let message = match step {
+                    Step::ExpectExit { .. } => {
+                        "`expect-exit` needs one QEMU process; `boot: direct` with several VMs runs one per VM"
+                    }
+                    _ if step.console().is_none() => {
+                        "with several VMs under `boot: direct` (one QEMU process each) every step names its `console`"
+                    }
+                    _ => continue,
+                };
+                let key = match step {
+                    Step::Expect { .. } => "expect",
+                    Step::Send { .. } => "send",
+                    Step::ExpectExit { .. } => "expect-exit",
+                };
+                let (line, column) = self.step_location(text, i, key);
+                return Err(ScenarioError::at(
+                    file,
+                    line,
+                    column,
+                    &format!("steps[{i}]"),
+                    message.into(),
+                ));
+            }
         }
         net::check(self, file, text)?;
         // Each expect may name the groups captured by the expects before it.

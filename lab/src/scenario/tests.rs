@@ -157,9 +157,9 @@ const BAD_CASES: &[(&str, (usize, usize), &str)] = &[
         "steps[0].console: no VM named `vm1`",
     ),
     (
-        "direct_two_vms",
-        (5, 1),
-        "boot: `boot: direct` boots exactly one VM, this scenario has 2",
+        "direct_no_console",
+        (18, 5),
+        "steps[1]: with several VMs under `boot: direct` (one QEMU process each) every step names its `console`",
     ),
     (
         "exit_not_last",
