@@ -69,7 +69,7 @@ enum Command {
     },
     /// Check QEMU, the Rust target, the image cache and free disk space.
     Doctor,
-    /// Measure boot-to-sentinel of a scenario against a baseline.
+    /// Measure a scenario against its baseline: boot time, network, disk.
     #[command(subcommand)]
     Bench(Bench),
     /// Fetch every guest image the scenarios need into the cache.
@@ -99,6 +99,45 @@ enum Bench {
         #[arg(long)]
         offline: bool,
     },
+    /// Ping round-trip time and TCP throughput between two VMs (guest
+    /// time), SCENARIO and BASELINE alternately; default multi_vm_net
+    /// against multi_vm_net_bare.
+    Net(IoArgs),
+    /// Sequential read of 64 MiB from a virtio-blk disk (guest time),
+    /// SCENARIO and BASELINE alternately; default virtio_blk against
+    /// virtio_blk_bare.
+    Blk(IoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct IoArgs {
+    /// The scenario to measure (give both or neither).
+    #[arg(requires = "baseline")]
+    scenario: Option<String>,
+    /// The baseline to compare it with.
+    baseline: Option<String>,
+    /// Runs of each.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Use only cached guest images; never touch the network.
+    #[arg(long)]
+    offline: bool,
+}
+
+impl IoArgs {
+    fn exec(self, bench: bench::io::IoBench) -> Result<ExitCode> {
+        let lab = Lab::discover()?;
+        let qemu = qemu::provision::ensure_qemu()?;
+        let [default_scenario, default_baseline] = bench.default_pair();
+        let scenario = self.scenario.as_deref().unwrap_or(default_scenario);
+        let baseline = self.baseline.as_deref().unwrap_or(default_baseline);
+        let how = bench::io::IoBenchOptions {
+            runs: self.runs,
+            offline: self.offline,
+        };
+        bench::io::run(&lab, &qemu, bench, [scenario, baseline], how)?;
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 /// Exit code of an infrastructure error.
@@ -165,6 +204,8 @@ impl Command {
                 bench::boot(&lab, &qemu, [&scenario, &baseline], how)?;
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Bench(Bench::Net(args)) => args.exec(bench::io::IoBench::Net),
+            Command::Bench(Bench::Blk(args)) => args.exec(bench::io::IoBench::Blk),
             Command::Fetch { update, offline } => {
                 let lab = Lab::discover()?;
                 let options = images::ImageOptions {

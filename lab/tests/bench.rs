@@ -1,13 +1,16 @@
-//! `lab bench boot`'s measurement of one boot, end to end on real QEMU: the
-//! test guest under the hypervisor reaches its sentinel, the bench reads
-//! its wall and virtual time from the run's timeline, and the run leaves
-//! the `result.json` that timeline came from.
+//! `lab bench`'s measurements, one run each, end to end on real QEMU: the
+//! test guest under the hypervisor reaches its sentinel and the bench reads
+//! its wall and virtual time from the run's timeline (and the run leaves
+//! the `result.json` that timeline came from); the disk and network
+//! benches read the guests' own timings from the consoles.
 
+use lab::bench::io::{IoBench, PING_RTT};
 use lab::bench::{self, Boot, BOOT_DONE};
 use lab::report::timeline::LAB_CLOCK_STAGE;
 use lab::run::record::RunRecord;
 use lab::run::{Lab, RunOptions};
 use lab::scenario;
+use std::time::Duration;
 
 #[test]
 fn one_bench_boot_is_read_from_the_record_it_leaves() {
@@ -44,4 +47,61 @@ fn one_bench_boot_is_read_from_the_record_it_leaves() {
         "{virtual_time:?} > {:?}",
         boot.wall
     );
+}
+
+/// One run of `lab bench blk`'s measurement, end to end: virtio_blk under
+/// the hypervisor prints its 64 MiB read's LAB-TIME line, the bench reads
+/// it from the console, and the run leaves its result.json.
+#[test]
+fn one_blk_bench_run_reads_the_guests_timing() {
+    let lab = Lab::discover().unwrap();
+    let qemu = lab::qemu::provision::ensure_qemu().unwrap();
+    let [name, _] = IoBench::Blk.default_pair();
+    let scenario = scenario::load_by_name(&lab.root, name).unwrap();
+    let options = RunOptions {
+        offline: true,
+        ..RunOptions::default()
+    };
+    let (figures, run_dir) =
+        bench::io::figures_once(&lab, &scenario, &qemu, &options, IoBench::Blk).unwrap();
+    let read = figures["blk-read"];
+    assert!(read > Duration::ZERO, "{read:?}");
+    let console = std::fs::read_to_string(run_dir.join("console.log")).unwrap();
+    let line = console
+        .lines()
+        .find(|l| l.starts_with("LAB-TIME blk-read "))
+        .expect("the run printed its timing");
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .skip(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    assert_eq!(read, Duration::from_secs_f64(fields[0] / fields[1]));
+    assert!(run_dir.join("result.json").is_file());
+}
+
+/// One run of `lab bench net`'s measurement, end to end, on its baseline:
+/// two QEMU processes on a socket netdev; the bench reads vm0's last ping
+/// summary and the 8 MiB download's LAB-TIME line.
+#[test]
+fn one_net_bench_run_reads_ping_and_transfer() {
+    let lab = Lab::discover().unwrap();
+    let qemu = lab::qemu::provision::ensure_qemu().unwrap();
+    let [_, name] = IoBench::Net.default_pair();
+    let scenario = scenario::load_by_name(&lab.root, name).unwrap();
+    let options = RunOptions {
+        offline: true,
+        ..RunOptions::default()
+    };
+    let (figures, run_dir) =
+        bench::io::figures_once(&lab, &scenario, &qemu, &options, IoBench::Net).unwrap();
+    let vm0 = std::fs::read_to_string(run_dir.join("console-vm0.log")).unwrap();
+    let avg_ms: f64 = vm0
+        .lines()
+        .filter_map(|l| l.strip_prefix("round-trip min/avg/max = "))
+        .next_back()
+        .and_then(|t| t.split('/').nth(1)?.parse().ok())
+        .expect("vm0 printed a ping summary");
+    assert_eq!(figures[PING_RTT], Duration::from_secs_f64(avg_ms / 1000.0));
+    assert!(figures["tcp-recv"] > Duration::ZERO);
 }
