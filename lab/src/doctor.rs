@@ -1,14 +1,14 @@
 //! `lab doctor`: what this machine has and lacks for running scenarios,
 //! with the exact command that installs each missing piece.
 
-use crate::build::BARE_METAL_TARGET;
+use crate::build::{target_installed, BARE_METAL_TARGET};
 use crate::images;
 use crate::qemu::provision::{self, Plan};
 use crate::run::Lab;
 use anyhow::Result;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 /// Free space below which doctor warns (images, initramfs, run artifacts).
 const MIN_FREE_BYTES: u64 = 2 << 30;
@@ -66,7 +66,7 @@ pub fn run(lab: &Lab) -> Result<ExitCode> {
         Ok(false) => report.check(
             false,
             "rust target",
-            format!("install with: rustup target add {BARE_METAL_TARGET}"),
+            format!("missing; `lab scenario` adds it, or: rustup target add {BARE_METAL_TARGET}"),
         ),
         Err(e) => report.check(false, "rust target", format!("cannot tell: {e:#}")),
     }
@@ -111,19 +111,6 @@ pub fn run(lab: &Lab) -> Result<ExitCode> {
     } else {
         ExitCode::from(crate::cli::EXIT_ERROR)
     })
-}
-
-/// Whether the sysroot of the workspace's toolchain has the bare-metal target.
-fn target_installed(root: &Path) -> Result<bool> {
-    let out = Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .current_dir(root)
-        .output()?;
-    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    Ok(Path::new(&sysroot)
-        .join("lib/rustlib")
-        .join(BARE_METAL_TARGET)
-        .is_dir())
 }
 
 /// Free bytes on the file system of `dir` or its nearest existing ancestor.

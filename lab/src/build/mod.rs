@@ -3,11 +3,14 @@
 //! `aarch64-unknown-none` and turned into a flat binary (`flat.rs`) that
 //! starts with its arm64 Image header; and the static Linux programs the
 //! initramfs carries (`lab-clock`), built for the same target and kept as
-//! ELF.
+//! ELF. Before the first build the lab makes the target present
+//! (`target.rs`).
 
 mod flat;
+mod target;
 
 pub use flat::elf_to_flat;
+pub use target::{ensure_target, target_installed};
 
 use crate::qemu::LabeledPath;
 use anyhow::{bail, Context, Result};
@@ -66,6 +69,7 @@ pub fn build_args(krate: &str) -> Vec<String> {
 /// Builds a crate for `aarch64-unknown-none` and returns its ELF. A failed
 /// build is an error carrying the compiler's output.
 pub fn build_elf(workspace_root: &Path, target_dir: &Path, krate: &str) -> Result<Vec<u8>> {
+    ensure_target(workspace_root)?;
     let args = build_args(krate);
     let out = Command::new(cargo())
         .args(&args)
