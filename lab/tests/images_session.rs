@@ -67,6 +67,11 @@ images:
             )
             .unwrap();
             std::fs::write(
+                root.join("guest-images/init/lab-time"),
+                "#!/bin/sh\n\"$@\"\n",
+            )
+            .unwrap();
+            std::fs::write(
                 root.join("scenarios/fake.yaml"),
                 "vms:\n  - name: vm0\n    kernel: { image: linux-test }\n    initramfs: true\n",
             )
