@@ -318,6 +318,33 @@ pub(super) fn check(scenario: &Scenario, file: &Path, text: &str) -> Result<(), 
             }
         }
     }
+    // The hypervisor holds every VM's RAM and disks in the machine's RAM
+    // (the bundle and an image's size are checked when the run is packed).
+    if scenario.boot == BootMode::Hypervisor {
+        let ram: u64 = scenario.vms.iter().map(|vm| vm.memory_mib).sum();
+        let disks: u64 = scenario
+            .vms
+            .iter()
+            .flat_map(|vm| &vm.disks)
+            .filter_map(|disk| disk.size_mib)
+            .sum();
+        if disks > 0 && ram + disks > scenario.machine.memory_mib {
+            return err(
+                error::locate_from(
+                    text,
+                    1,
+                    "memory-mib",
+                    &scenario.machine.memory_mib.to_string(),
+                ),
+                "machine.memory-mib".into(),
+                format!(
+                    "{} MiB cannot hold the VMs' {ram} MiB of RAM and {disks} MiB of disks, which \
+                     the hypervisor keeps in its memory",
+                    scenario.machine.memory_mib
+                ),
+            );
+        }
+    }
     for (i, switch) in scenario.switches.iter().enumerate() {
         let ports = scenario
             .vms

@@ -223,6 +223,11 @@ const BAD_CASES: &[(&str, (usize, usize), &str)] = &[
         "switches[0]: switch `lan0`: 1 interface(s) on it; under `boot: direct`",
     ),
     (
+        "disks_exceed_memory",
+        (6, 3),
+        "machine.memory-mib: 512 MiB cannot hold the VMs' 256 MiB of RAM and 300 MiB of disks",
+    ),
+    (
         "disk_without_size",
         (10, 5),
         "vms[0].disks[0]: a disk is `{ size-mib: N }` (empty) or `{ image: NAME }`",
