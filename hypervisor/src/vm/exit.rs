@@ -219,18 +219,8 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
             perform(&mut vm.vgic.redistributors(), regs, offset, &access)
         }
         Some((Fixed::Uart, offset)) => perform(&mut *vm.uart.lock(), regs, offset, &access),
-        None => match in_table.and_then(|(i, offset)| Some((i, offset, vm.devices.device(i)?))) {
-            Some((index, offset, device)) => {
-                let result = perform(device, regs, offset, &access);
-                // A write may start work (a virtio queue notification):
-                // done now, bounded by the device's budget.
-                if result.is_ok() && access.direction == Direction::Write {
-                    device.service(&mut vm.ram);
-                    vm.wake_vms |= device.take_wakeups();
-                }
-                vm.lines_rose |= vm.devices.sync_line(index, vm.vgic);
-                result
-            }
+        None => match in_table {
+            Some((index, offset)) => table_access(vm, regs, index, offset, &access),
             None => Err(MmioError::Unhandled { offset: 0 }),
         },
     };
@@ -254,6 +244,34 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
         }
     }
     ExitOutcome::Continue
+}
+
+/// An access to device `index` of the VM's table. The device's line is
+/// driven after the access and again after the work a write started (a
+/// virtio queue notification, served now within the device's budget): an
+/// edge-triggered SPI must see the fall of an acknowledgement before the
+/// rise of the interrupt the same exit's work raises, or that interrupt is
+/// lost for good.
+fn table_access(
+    vm: &mut Vm,
+    regs: &mut VcpuRegs,
+    index: usize,
+    offset: u64,
+    access: &MmioAccess,
+) -> Result<(), MmioError> {
+    let Some(device) = vm.devices.device(index) else {
+        return Err(MmioError::Unhandled { offset });
+    };
+    let result = perform(device, regs, offset, access);
+    vm.lines_rose |= vm.devices.sync_line(index, vm.vgic);
+    if result.is_ok() && access.direction == Direction::Write {
+        if let Some(device) = vm.devices.device(index) {
+            device.service(&mut vm.ram);
+            vm.wake_vms |= device.take_wakeups();
+        }
+        vm.lines_rose |= vm.devices.sync_line(index, vm.vgic);
+    }
+    result
 }
 
 impl PsciTarget for Vm {
