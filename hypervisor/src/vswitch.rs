@@ -6,10 +6,14 @@
 //! learned unicast MAC to its port only. Source MACs are learned as frames
 //! arrive; a MAC that moves is re-learned. Each port has a bounded queue of
 //! received frames: a full queue drops the frame and counts it, so a sender
-//! never blocks and never waits for another VM to make room.
+//! never blocks and never waits for another VM to make room. One sender
+//! may fill at most its share of another port's queue (the queue divided
+//! among the ports that can send to it), so a VM flooding the switch
+//! cannot crowd out its neighbours' traffic to the same port.
 //!
-//! The sender learns which VMs got a frame ([`Switch::send`] returns their
-//! mask) and wakes their CPUs; the receiving VM takes frames from its port
+//! The sender learns which VMs need waking ([`Switch::send`] returns their
+//! mask: those whose queue was empty, since a VM drains its queue once
+//! woken) and wakes their CPUs; the receiving VM takes frames from its port
 //! ([`Port::pop`]) when its CPU looks at its devices. [`Port::has_frames`]
 //! is one atomic load, so that look costs next to nothing when idle.
 //!
@@ -53,43 +57,61 @@ pub struct PortStats {
     pub dropped_malformed: u64,
 }
 
-/// One received frame.
+/// One received frame and the port it came from.
 struct Frame {
     len: usize,
+    source: usize,
     bytes: [u8; MAX_FRAME],
 }
 
-/// A ring of frames with a fixed capacity, allocated once.
+/// A ring of frames with a fixed capacity, allocated once, counting the
+/// frames of each source port it holds.
 struct FrameQueue {
     frames: Box<[Frame]>,
     head: usize,
     len: usize,
+    /// Frames held per source port.
+    held: Vec<usize>,
+    /// Most frames one source may hold.
+    share: usize,
 }
 
 impl FrameQueue {
-    fn new(capacity: usize) -> Self {
+    /// A queue of `capacity` frames for a port that `senders` other ports
+    /// can send to, on a switch of `ports` ports.
+    fn new(capacity: usize, ports: usize) -> Self {
         let frames = (0..capacity)
             .map(|_| Frame {
                 len: 0,
+                source: 0,
                 bytes: [0; MAX_FRAME],
             })
             .collect();
+        let senders = ports.saturating_sub(1).max(1);
         FrameQueue {
             frames,
             head: 0,
             len: 0,
+            held: alloc::vec![0; ports],
+            share: (capacity / senders).max(1),
         }
     }
 
-    /// Copies `frame` in, or returns false when full.
-    fn push(&mut self, frame: &[u8]) -> bool {
+    /// Copies `frame` from port `source` in, or returns false when the
+    /// queue is full or `source` holds its share of it.
+    fn push(&mut self, source: usize, frame: &[u8]) -> bool {
         let capacity = self.frames.len();
-        if self.len == capacity {
+        let Some(held) = self.held.get_mut(source) else {
+            return false;
+        };
+        if self.len == capacity || *held >= self.share {
             return false;
         }
+        *held += 1;
         let slot = &mut self.frames[(self.head + self.len) % capacity];
         slot.bytes[..frame.len()].copy_from_slice(frame);
         slot.len = frame.len();
+        slot.source = source;
         self.len += 1;
         true
     }
@@ -101,9 +123,18 @@ impl FrameQueue {
         }
         let frame = &self.frames[self.head];
         buf[..frame.len].copy_from_slice(&frame.bytes[..frame.len]);
+        if let Some(held) = self.held.get_mut(frame.source) {
+            *held = held.saturating_sub(1);
+        }
         self.head = (self.head + 1) % self.frames.len();
         self.len -= 1;
         Some(frame.len)
+    }
+
+    fn clear(&mut self) {
+        self.head = 0;
+        self.len = 0;
+        self.held.iter_mut().for_each(|h| *h = 0);
     }
 }
 
@@ -126,10 +157,10 @@ pub struct Port {
 }
 
 impl Port {
-    fn new(owner: Owner, capacity: usize) -> Self {
+    fn new(owner: Owner, capacity: usize, ports: usize) -> Self {
         Port {
             owner,
-            queue: Mutex::new(FrameQueue::new(capacity)),
+            queue: Mutex::new(FrameQueue::new(capacity, ports)),
             waiting: AtomicUsize::new(0),
             received: AtomicU64::new(0),
             dropped_full: AtomicU64::new(0),
@@ -153,21 +184,23 @@ impl Port {
     /// Drops every waiting frame (the VM reset its device).
     pub fn clear(&self) {
         let mut queue = self.queue.lock();
-        queue.head = 0;
-        queue.len = 0;
+        queue.clear();
         self.waiting.store(0, Ordering::Release);
     }
 
-    /// Delivers `frame`; false when the queue was full (counted).
-    fn deliver(&self, frame: &[u8]) -> bool {
+    /// Delivers `frame` from port `source`. Returns whether the port's VM
+    /// must be woken for it: the queue was empty (a VM drains its queue
+    /// once woken, so frames behind the first need no wake-up of their
+    /// own). A frame the queue has no room for is dropped and counted.
+    fn deliver(&self, source: usize, frame: &[u8]) -> bool {
         let mut queue = self.queue.lock();
-        if !queue.push(frame) {
+        if !queue.push(source, frame) {
             self.dropped_full.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         self.waiting.store(queue.len, Ordering::Release);
         self.received.fetch_add(1, Ordering::Relaxed);
-        true
+        queue.len == 1
     }
 
     pub fn stats(&self) -> PortStats {
@@ -220,7 +253,7 @@ impl Switch {
             name: String::from(name),
             ports: owners
                 .iter()
-                .map(|owner| Port::new(*owner, queue_frames))
+                .map(|owner| Port::new(*owner, queue_frames, owners.len()))
                 .collect(),
             table: Mutex::new(MacTable {
                 entries: Vec::new(),
@@ -238,7 +271,7 @@ impl Switch {
     }
 
     /// Sends `frame` in through port `from`. Returns the VMs (a mask of
-    /// owner indices below 64) that got a frame to wake up for.
+    /// owner indices below 64) to wake up for it.
     pub fn send(&self, from: usize, frame: &[u8]) -> u64 {
         let Some(source_port) = self.ports.get(from) else {
             return 0;
@@ -266,7 +299,7 @@ impl Switch {
         };
         let mut woken = 0u64;
         let mut deliver = |index: usize, port: &Port| {
-            if index != from && port.deliver(frame) && port.owner.vm < 64 {
+            if index != from && port.deliver(from, frame) && port.owner.vm < 64 {
                 woken |= 1 << port.owner.vm;
             }
         };
@@ -396,7 +429,11 @@ mod tests {
     fn broadcast_and_unknown_unicast_flood_every_other_port() {
         let s = three();
         assert_eq!(s.send(0, &frame(BROADCAST, A, 1)), 0b110);
-        assert_eq!(s.send(0, &frame(B, A, 2)), 0b110, "B not learned yet");
+        assert_eq!(
+            s.send(0, &frame(B, A, 2)),
+            0,
+            "B not learned yet: flooded, and nobody to wake again"
+        );
         let port = |i| s.port(i).unwrap();
         assert!(!port(0).has_frames(), "never back to the sender");
         for i in [1, 2] {
@@ -438,7 +475,7 @@ mod tests {
         let s = Switch::new("lan0", &owners(&[0, 1]), 2);
         for i in 0..5 {
             let woken = s.send(0, &frame(BROADCAST, A, i));
-            assert_eq!(woken, if i < 2 { 0b10 } else { 0 });
+            assert_eq!(woken, if i == 0 { 0b10 } else { 0 }, "only the first wakes");
         }
         let port = s.port(1).unwrap();
         assert_eq!(
@@ -451,8 +488,27 @@ mod tests {
         );
         assert_eq!(take(port).unwrap()[14], 0, "the oldest frames were kept");
         assert_eq!(take(port).unwrap()[14], 1);
-        // Room again.
+        // Room again, and an empty queue: a wake-up.
         assert_eq!(s.send(0, &frame(BROADCAST, A, 9)), 0b10);
+    }
+
+    #[test]
+    fn a_flooding_sender_leaves_room_for_the_others() {
+        // Port 2 floods port 0: it may fill half of port 0's queue (two
+        // ports can send to it), so port 1's frames still get in.
+        let s = Switch::new("lan0", &owners(&[0, 1, 2]), 4);
+        s.send(0, &frame(BROADCAST, A, 0));
+        for i in 0..10 {
+            s.send(2, &frame(A, C, i));
+        }
+        assert_eq!(s.port(0).unwrap().stats().received, 2);
+        assert_eq!(s.send(1, &frame(A, B, 42)), 0, "port 0 is awake already");
+        assert_eq!(s.port(0).unwrap().stats().received, 3);
+        let port = s.port(0).unwrap();
+        let payloads: Vec<u8> = core::iter::from_fn(|| take(port)).map(|f| f[14]).collect();
+        assert_eq!(payloads, [0, 1, 42]);
+        // Once drained, the flooder gets its share again.
+        assert_eq!(s.send(2, &frame(A, C, 7)), 0b001);
     }
 
     #[test]
@@ -477,6 +533,9 @@ mod tests {
         }
         // mac(0) was forgotten: flooded; mac(1) is still known.
         assert_eq!(s.send(0, &frame(mac(0), A, 0)), 0b110);
+        for p in 0..3 {
+            while take(s.port(p).unwrap()).is_some() {}
+        }
         assert_eq!(s.send(0, &frame(mac(1), A, 0)), 0b010);
     }
 
