@@ -24,6 +24,7 @@
 use crate::addr::{PhysAddr, PhysRange, BLOCK_2M, PAGE_SIZE};
 use crate::arch::{self, aarch64::pte::El2Stage1, IdentityTables};
 use crate::boot::cpio::Archive;
+use crate::boot::fw_cfg::{self, DmaAccess, FwCfgError};
 use crate::boot::manifest::{self, DeviceKind, ManifestError, VmConfig};
 use crate::console;
 use crate::ffa;
@@ -32,7 +33,7 @@ use crate::layout::RAM_BASE;
 use crate::machine::{self, Machine};
 use crate::mm::frames::FrameAllocator;
 use crate::mm::pagetable::{MapAttrs, MapError, PageTable, LARGEST_BLOCK};
-use crate::platform::PlatformInfo;
+use crate::platform::{PlatformInfo, MAX_RESERVED_RANGES};
 use crate::power;
 use crate::println;
 use crate::vm::irq::HostIrqs;
@@ -55,17 +56,18 @@ const HEAP_SIZE: u64 = 16 * 1024 * 1024;
 pub fn boot_primary(dtb_addr: PhysAddr, dtb: &'static [u8], image: PhysRange) -> ! {
     // No console yet: without a platform description there is nothing to
     // print on, so power off through the conduit QEMU uses.
-    let Ok(platform) = PlatformInfo::from_dtb(dtb) else {
+    let Ok(mut platform) = PlatformInfo::from_dtb(dtb) else {
         power::system_off()
     };
     let dtb_len = u64::try_from(dtb.len()).unwrap_or(u64::MAX);
     let dtb_range = PhysRange::from_start_size(dtb_addr, dtb_len).unwrap_or_default();
-    let mut reserved: FixedVec<PhysRange, 3> = FixedVec::new();
+    let mut reserved: FixedVec<PhysRange, { 3 + MAX_RESERVED_RANGES }> = FixedVec::new();
     for r in [Some(image), Some(dtb_range), platform.initrd]
         .into_iter()
         .flatten()
+        .chain(platform.reserved.iter().copied())
     {
-        // Capacity is exactly the three candidates above.
+        // Capacity is exactly the candidates above.
         let _ = reserved.push(r);
     }
     let Ok(mut frames) = FrameAllocator::new(platform.memory.as_slice(), reserved.as_slice())
@@ -99,7 +101,49 @@ pub fn boot_primary(dtb_addr: PhysAddr, dtb: &'static [u8], image: PhysRange) ->
         }
     }
 
+    if let (None, Some(fw_cfg)) = (platform.initrd, platform.fw_cfg) {
+        match fetch_bundle(fw_cfg.start, &mut frames) {
+            Ok(bundle) => platform.initrd = bundle,
+            Err(e) => {
+                println!("hypervisor: boot bundle: {e}, powering off");
+                power::system_off()
+            }
+        }
+    }
     run_bundle(&platform, &mut frames, root)
+}
+
+/// The boot bundle from fw_cfg file [`fw_cfg::BUNDLE_FILE`] (how the lab
+/// passes it when firmware boots the hypervisor), copied into pages of its
+/// own that stay allocated; `None` when there is no such file.
+fn fetch_bundle(
+    fw_cfg: PhysAddr,
+    frames: &mut FrameAllocator,
+) -> Result<Option<PhysRange>, FwCfgError> {
+    let read = |key: u16, len: u64, frames: &mut FrameAllocator| {
+        let dest = frames
+            .alloc_frames(len.max(1).next_multiple_of(PAGE_SIZE), PAGE_SIZE)
+            .map_err(|_| FwCfgError::NoMemory)?;
+        let length = u32::try_from(len).map_err(|_| FwCfgError::NoMemory)?;
+        let mut access = DmaAccess::select_read(key, length, dest.range().start);
+        if arch::fw_cfg_dma(fw_cfg, &mut access) != 0 {
+            return Err(FwCfgError::DmaFailed);
+        }
+        Ok(dest)
+    };
+    let head = read(fw_cfg::KEY_FILE_DIR, 4, frames)?;
+    let count = fw_cfg::dir_count(arch::frames_bytes(&head)).ok_or(FwCfgError::BadDirectory)?;
+    let size = fw_cfg::dir_size(count).ok_or(FwCfgError::BadDirectory)?;
+    let size = u64::try_from(size).map_err(|_| FwCfgError::BadDirectory)?;
+    let dir = read(fw_cfg::KEY_FILE_DIR, size, frames)?;
+    let Some(file) = fw_cfg::find_file(arch::frames_bytes(&dir), fw_cfg::BUNDLE_FILE)? else {
+        return Ok(None);
+    };
+    let bundle = read(file.select, u64::from(file.size), frames)?;
+    let start = bundle.range().start;
+    Ok(start
+        .checked_add(u64::from(file.size))
+        .map(|end| PhysRange { start, end }))
 }
 
 /// Prints a manifest problem and powers off.

@@ -15,6 +15,8 @@ use crate::fixed_vec::FixedVec;
 pub const MAX_MEMORY_RANGES: usize = 8;
 /// Most physical CPUs the hypervisor drives.
 pub const MAX_CPUS: usize = 8;
+/// Most `/reserved-memory` ranges we keep.
+pub const MAX_RESERVED_RANGES: usize = 4;
 
 /// How PSCI calls reach the firmware.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -65,6 +67,11 @@ pub struct PlatformInfo<'dtb> {
     pub bootargs: &'dtb str,
     /// `/chosen` `linux,initrd-start` .. `linux,initrd-end` (the boot bundle).
     pub initrd: Option<PhysRange>,
+    /// `/reserved-memory` ranges (OP-TEE's, under a secure world): RAM the
+    /// hypervisor never allocates.
+    pub reserved: FixedVec<PhysRange, MAX_RESERVED_RANGES>,
+    /// QEMU's fw_cfg (`qemu,fw-cfg-mmio`): the bundle when firmware boots us.
+    pub fw_cfg: Option<PhysRange>,
     /// The root is `compatible = "linux,dummy-virt"`: QEMU's `virt` board.
     pub qemu_virt: bool,
 }
@@ -78,6 +85,8 @@ pub enum PlatformError {
     NoMemory,
     /// More RAM ranges than [`MAX_MEMORY_RANGES`].
     TooManyMemoryRanges,
+    /// More `/reserved-memory` ranges than [`MAX_RESERVED_RANGES`].
+    TooManyReservedRanges,
     /// No CPU under `/cpus`.
     NoCpus,
     /// More CPUs than [`MAX_CPUS`].
@@ -103,6 +112,7 @@ impl fmt::Display for PlatformError {
             PlatformError::NoGicV3 => "no arm,gic-v3 interrupt controller",
             PlatformError::NoPsci => "no PSCI node with method smc or hvc",
             PlatformError::BadInitrd => "bad linux,initrd-start/end in /chosen",
+            PlatformError::TooManyReservedRanges => "too many /reserved-memory ranges",
             PlatformError::BadReg => "a reg range overflows",
         };
         f.write_str(msg)
@@ -250,6 +260,21 @@ impl<'dtb> PlatformInfo<'dtb> {
             _ => return Err(PlatformError::BadInitrd),
         };
 
+        let mut reserved = FixedVec::new();
+        if let Some(node) = fdt.find_node("/reserved-memory") {
+            for child in node.children() {
+                for r in child.reg().into_iter().flatten() {
+                    reserved
+                        .push(region(r)?)
+                        .map_err(|_| PlatformError::TooManyReservedRanges)?;
+                }
+            }
+        }
+        let fw_cfg = match find_enabled(&fdt, "qemu,fw-cfg-mmio") {
+            Some(node) => first_reg(node)?,
+            None => None,
+        };
+
         Ok(Self {
             memory,
             cpu_mpidrs,
@@ -260,6 +285,8 @@ impl<'dtb> PlatformInfo<'dtb> {
             psci,
             bootargs,
             initrd,
+            reserved,
+            fw_cfg,
             qemu_virt: fdt
                 .root()
                 .compatible()
@@ -294,18 +321,19 @@ impl<'dtb> PlatformInfo<'dtb> {
 
     /// The MMIO ranges the hypervisor itself touches (mapped as device
     /// memory in its own stage-1 tables).
-    pub fn device_ranges(&self) -> FixedVec<PhysRange, 4> {
+    pub fn device_ranges(&self) -> FixedVec<PhysRange, 5> {
         let mut out = FixedVec::new();
         for r in [
             Some(self.gic.dist),
             Some(self.gic.redist),
             self.pl011,
             self.pl031,
+            self.fw_cfg,
         ]
         .into_iter()
         .flatten()
         {
-            // Capacity is exactly the four candidates above.
+            // Capacity is exactly the five candidates above.
             let _ = out.push(r);
         }
         out
@@ -336,7 +364,9 @@ mod tests {
         assert_eq!(p.pl031.map(|r| r.start), Some(PhysAddr::new(0x0901_0000)));
         assert_eq!(p.psci, PsciConduit::Smc);
         assert_eq!(p.initrd, None);
-        assert_eq!(p.device_ranges().len(), 4);
+        assert_eq!(p.device_ranges().len(), 5);
+        assert_eq!(p.fw_cfg.map(|r| r.start), Some(PhysAddr::new(0x0902_0000)));
+        assert!(p.reserved.is_empty());
         assert!(p.qemu_virt);
     }
 

@@ -22,11 +22,12 @@ const ICH_HCR_EN: u64 = 1 << 0;
 const ICH_HCR_UIE: u64 = 1 << 1;
 /// The SGI one physical CPU sends another to make it leave its guest and
 /// look at the VM's state (power, a stop, console input), under its lock.
-pub const KICK_SGI: u32 = 8;
+/// Below 8: with a secure world, SGIs 8-15 are TF-A's secure SGIs.
+pub const KICK_SGI: u32 = 0;
 /// The SGI that tells a physical CPU that a vCPU it runs has a new
 /// interrupt in the vGIC: it re-enters with its list registers refilled,
 /// without the VM lock when the vCPU has the CPU to itself.
-pub const INTERRUPT_SGI: u32 = 9;
+pub const INTERRUPT_SGI: u32 = 1;
 
 /// The host's interrupt sources the run loops serve, and how to reach the
 /// other physical CPUs.

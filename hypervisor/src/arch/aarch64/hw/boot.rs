@@ -16,7 +16,9 @@ pub const STACK_SIZE: u64 = 64 * 1024;
 /// Image header `flags`: little-endian, 4 KiB pages, 2 MiB-aligned base.
 const IMAGE_FLAGS: u64 = 0b010;
 /// Image header `text_offset`: where in a 2 MiB-aligned RAM base we load.
-const TEXT_OFFSET: u64 = 0x8_0000;
+/// 2 MiB, not Linux's 0x80000: when TF-A boots us (BL33 preloaded at
+/// 0x4020_0000), the first MiB of RAM holds the DTB it grew to 1 MiB.
+const TEXT_OFFSET: u64 = 0x20_0000;
 /// SCTLR_EL2 with the RES1 bits, instruction cache and SP alignment check
 /// on, MMU and data cache off (turned on by `mmu::enable_mmu`).
 const SCTLR_EL2_BOOT: u64 = 0x30c5_0830 | (1 << 12) | (1 << 3);
@@ -180,7 +182,13 @@ const FDT_MAGIC: u32 = 0xd00d_feed;
 /// Largest DTB we accept (QEMU's is 1 MiB).
 const FDT_MAX_SIZE: u32 = 2 * 1024 * 1024;
 
+/// Where QEMU's `virt` leaves the DTB when firmware boots the machine (the
+/// start of RAM; TF-A's `ARM_PRELOADED_DTB_BASE`): TF-A enters BL33 with
+/// x0 = 0 (its MPIDR), not a DTB address.
+const FIRMWARE_DTB: usize = 0x4000_0000;
+
 extern "C" fn primary_entry(dtb: usize) -> ! {
+    let dtb = if dtb == 0 { FIRMWARE_DTB } else { dtb };
     let image = PhysRange {
         start: PhysAddr::new(to_u64((&raw const __hv_image_start).addr())),
         end: PhysAddr::new(to_u64((&raw const __hv_image_end).addr())),

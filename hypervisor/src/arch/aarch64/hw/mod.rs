@@ -29,6 +29,7 @@ use core::arch::asm;
 use aarch64_cpu::registers::{CurrentEL, Readable, ID_AA64PFR0_EL1};
 
 use crate::addr::PhysAddr;
+use crate::boot::fw_cfg::{self, DmaAccess};
 use crate::platform::PsciConduit;
 
 /// PL011 data register offset.
@@ -94,6 +95,27 @@ pub fn uart_read_byte(base: PhysAddr) -> Option<u8> {
     }
     // The low 8 bits of DR are the character; the rest are error flags.
     Some(mmio_read32(base, UARTDR).to_le_bytes()[0])
+}
+
+/// Runs one DMA transfer of QEMU's fw_cfg at `base` (`docs/specs/fw_cfg.rst`)
+/// and returns the control word the device left in `access` (0: done). The
+/// device finishes the transfer before the write that starts it returns.
+pub fn fw_cfg_dma(base: PhysAddr, access: &mut DmaAccess) -> u32 {
+    // The hypervisor runs on an identity map: the descriptor's address is
+    // its physical address.
+    let addr = u64::try_from((&raw mut *access).addr()).unwrap_or(u64::MAX);
+    // SAFETY: a full barrier orders the descriptor's stores before the
+    // device reads it; it touches no Rust-visible state.
+    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+    let [hi, lo] = [addr >> 32, addr & u64::from(u32::MAX)].map(|half| {
+        // The register is big-endian; each half fits in 32 bits.
+        u32::try_from(half).unwrap_or(0).to_be()
+    });
+    mmio_write32(base, fw_cfg::DMA_OFFSET, hi);
+    mmio_write32(base, fw_cfg::DMA_OFFSET + 4, lo);
+    // SAFETY: `access` is a live, exclusively borrowed descriptor the device
+    // wrote behind the compiler's back; a volatile read sees that write.
+    u32::from_be(unsafe { core::ptr::read_volatile(&raw const access.control) })
 }
 
 /// Seconds since the Unix epoch from the PL031 at `base`.
