@@ -9,13 +9,13 @@ use core::fmt::Write;
 
 use crate::arch::{self, sysreg, FfaPages};
 use crate::ffa_abi::{
-    encode_share, regs, share_len, FfaError, Outcome, Partition, Uuid, ABIS, BUSY, DENIED,
-    FFA_FEATURES, FFA_ID_GET, FFA_MEM_DONATE_32, FFA_MEM_LEND_32, FFA_MEM_RECLAIM,
-    FFA_MEM_SHARE_32, FFA_MEM_SHARE_64, FFA_MSG_SEND_DIRECT_REQ_32, FFA_MSG_SEND_DIRECT_REQ_64,
-    FFA_MSG_SEND_DIRECT_RESP_32, FFA_MSG_SEND_DIRECT_RESP_64, FFA_PARTITION_INFO_GET,
-    FFA_RXTX_MAP_64, FFA_RXTX_UNMAP, FFA_RX_RELEASE, FFA_SPM_ID_GET, FFA_VERSION,
-    INVALID_PARAMETERS, NOT_SUPPORTED, NO_DATA, PARTITION_INFO_SIZE, RECLAIM_ZERO,
-    RECORD_CMD_OLDEST_FROM_OTHER, VERSION_1_1,
+    encode_share, regs, share_len, FfaError, Outcome, Partition, Uuid, ABIS,
+    ATTRIBUTES_NORMAL_WB_INNER, ATTRIBUTES_NOT_SPECIFIED, BUSY, DENIED, FFA_FEATURES, FFA_ID_GET,
+    FFA_MEM_DONATE_32, FFA_MEM_LEND_32, FFA_MEM_RECLAIM, FFA_MEM_SHARE_32, FFA_MEM_SHARE_64,
+    FFA_MSG_SEND_DIRECT_REQ_32, FFA_MSG_SEND_DIRECT_REQ_64, FFA_MSG_SEND_DIRECT_RESP_32,
+    FFA_MSG_SEND_DIRECT_RESP_64, FFA_PARTITION_INFO_GET, FFA_RXTX_MAP_64, FFA_RXTX_UNMAP,
+    FFA_RX_RELEASE, FFA_SPM_ID_GET, FFA_VERSION, INVALID_PARAMETERS, NOT_SUPPORTED, NO_DATA,
+    PARTITION_INFO_SIZE, RECLAIM_ZERO, RECORD_CMD_OLDEST_FROM_OTHER, VERSION_1_1,
 };
 use crate::platform::{FfaBattery, Platform};
 use crate::report::Report;
@@ -28,6 +28,13 @@ const LENT: usize = 3;
 const LEFT_FOR_PEER: usize = 4;
 /// Partitions the battery keeps track of.
 const MAX_PARTITIONS: usize = 4;
+/// OP-TEE's FF-A partition UUID, 486178e0-e7f8-11e3-bc5e-0002a5d5c51b.
+const OPTEE_UUID: [u8; 16] = [
+    0x48, 0x61, 0x78, 0xe0, 0xe7, 0xf8, 0x11, 0xe3, 0xbc, 0x5e, 0x00, 0x02, 0xa5, 0xd5, 0xc5, 0x1b,
+];
+/// OP-TEE's direct-request calls (`OPTEE_FFA_GET_API_VERSION`, `_OS_VERSION`).
+const OPTEE_FFA_GET_API_VERSION: u64 = 0;
+const OPTEE_FFA_GET_OS_VERSION: u64 = 1;
 /// How long the peer checks wait for the other VM's share.
 const PEER_WAIT_SECONDS: u64 = 10;
 
@@ -54,7 +61,12 @@ fn give(
     ranges: &[(u64, u32)],
 ) -> Result<u64, Outcome> {
     let mut buf = [0u8; share_len(2)];
-    let len = encode_share(&mut buf, me, receiver, ranges);
+    let attributes = if function == FFA_MEM_LEND_32 {
+        ATTRIBUTES_NOT_SPECIFIED
+    } else {
+        ATTRIBUTES_NORMAL_WB_INNER
+    };
+    let len = encode_share(&mut buf, me, receiver, attributes, ranges);
     pages.write(TX * 0x1000, &buf[..len]);
     match call(function, &[len as u64, len as u64, 0, 0]) {
         Outcome::Success(r) => Ok((r[2] & 0xffff_ffff) | (r[3] << 32)),
@@ -125,20 +137,31 @@ pub fn battery<W: Write>(report: &mut Report<W>, platform: &Platform, mode: FfaB
     }
     let mut found = [None; MAX_PARTITIONS];
     let count = partitions(report, &pages, &mut found);
-    let (Some(first), Some(second)) = (found[0], found[1]) else {
-        report.fail(
-            "ffa-partitions",
-            format_args!("{count} partitions, the battery needs two"),
-        );
-        return;
-    };
-    direct_echo(report, me, first.id);
-    if mode == FfaBattery::WithPeer {
-        peer_share(report, &pages, me, second.id);
-    }
-    memory(report, &pages, me, second.id, ram_end);
-    if mode == FfaBattery::WithPeer {
-        peer_reclaim(report, me, second.id);
+    match (found[0], found[1]) {
+        // A real secure world: OP-TEE is the one partition. Its direct
+        // requests are OP-TEE's own calls, not an echo, and memory goes to
+        // it; the neighbour checks need the stub's record partition.
+        (Some(optee), _) if optee.uuid == OPTEE_UUID && mode == FfaBattery::Alone => {
+            direct_optee(report, me, optee.id);
+            memory(report, &pages, me, optee.id, ram_end);
+        }
+        (Some(first), Some(second)) if first.uuid != OPTEE_UUID => {
+            direct_echo(report, me, first.id);
+            if mode == FfaBattery::WithPeer {
+                peer_share(report, &pages, me, second.id);
+            }
+            memory(report, &pages, me, second.id, ram_end);
+            if mode == FfaBattery::WithPeer {
+                peer_reclaim(report, me, second.id);
+            }
+        }
+        _ => {
+            report.fail(
+                "ffa-partitions",
+                format_args!("{count} partitions: the battery needs the stub's two, or OP-TEE alone without a peer"),
+            );
+            return;
+        }
     }
     match call(FFA_RXTX_UNMAP, &[u64::from(me) << 16]) {
         Outcome::Success(_) => refused(
@@ -320,6 +343,54 @@ fn direct_echo<W: Write>(report: &mut Report<W>, me: u16, partition: u16) {
     );
 }
 
+/// OP-TEE's two version calls (its FF-A ABI, `optee_ffa.h`), as 32-bit
+/// direct requests: the API version, then the OS version the scenario
+/// compares with the one the lab built. Then the proxy's own refusal.
+fn direct_optee<W: Write>(report: &mut Report<W>, me: u16, partition: u16) {
+    let w1 = (u64::from(me) << 16) | u64::from(partition);
+    let ask =
+        |call: u64| arch::ffa_call([FFA_MSG_SEND_DIRECT_REQ_32.into(), w1, 0, call, 0, 0, 0, 0]);
+    let back = (u64::from(partition) << 16) | u64::from(me);
+    let api = ask(OPTEE_FFA_GET_API_VERSION);
+    let os = ask(OPTEE_FFA_GET_OS_VERSION);
+    let answered = |r: &[u64; 8]| r[0] == u64::from(FFA_MSG_SEND_DIRECT_RESP_32) && r[1] == back;
+    if !answered(&api) || api[3] != 1 {
+        report.fail(
+            "ffa-direct-optee",
+            format_args!("API version answer {api:x?}"),
+        );
+    } else if !answered(&os) {
+        report.fail(
+            "ffa-direct-optee",
+            format_args!("OS version answer {os:x?}"),
+        );
+    } else {
+        report.pass(
+            "ffa-direct-optee",
+            format_args!(
+                "{partition:#06x} API {}.{} OS {}.{}",
+                api[3], api[4], os[3], os[4]
+            ),
+        );
+    }
+    let to_self = arch::ffa_call([
+        FFA_MSG_SEND_DIRECT_REQ_64.into(),
+        (u64::from(me) << 16) | u64::from(me),
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]);
+    refused(
+        report,
+        "ffa-direct-to-vm",
+        Outcome::of(to_self),
+        INVALID_PARAMETERS,
+    );
+}
+
 /// Share, lend and reclaim, and the refusals around them.
 fn memory<W: Write>(
     report: &mut Report<W>,
@@ -396,6 +467,18 @@ fn memory<W: Write>(
                 );
             }
         }
+        // OP-TEE does not zero on reclaim: it refuses the flag, and the
+        // page must then come back without it.
+        Ok((h, Outcome::Error(INVALID_PARAMETERS))) => match reclaim(h, 0) {
+            Outcome::Success(_) => report.pass(
+                "ffa-lend-reclaim-zeroed",
+                format_args!("page {lent:#x}: zeroing refused, reclaimed without it"),
+            ),
+            other => report.fail(
+                "ffa-lend-reclaim-zeroed",
+                format_args!("reclaim {h:#x} without zeroing: {other}"),
+            ),
+        },
         Ok((h, other)) => report.fail(
             "ffa-lend-reclaim-zeroed",
             format_args!("reclaim {h:#x}: {other}"),

@@ -181,10 +181,23 @@ pub const fn share_len(ranges: usize) -> usize {
     48 + 16 + 16 + 16 * ranges
 }
 
+/// Memory region attributes of a share: normal memory, write-back, inner
+/// shareable (Table 10.18).
+pub const ATTRIBUTES_NORMAL_WB_INNER: u16 = 0x2f;
+/// A lend to a single borrower leaves the attributes to the borrower
+/// (FF-A v1.1 10.10.4.1.1); OP-TEE refuses a lend that sets them.
+pub const ATTRIBUTES_NOT_SPECIFIED: u16 = 0;
+
 /// Writes into `out` an FF-A v1.1 memory transaction descriptor (Table
 /// 10.20) from `sender` giving `receiver` read-write access to `ranges`
-/// (address, pages); returns its length.
-pub fn encode_share(out: &mut [u8], sender: u16, receiver: u16, ranges: &[(u64, u32)]) -> usize {
+/// (address, pages) with memory region `attributes`; returns its length.
+pub fn encode_share(
+    out: &mut [u8],
+    sender: u16,
+    receiver: u16,
+    attributes: u16,
+    ranges: &[(u64, u32)],
+) -> usize {
     let len = share_len(ranges.len());
     let out = &mut out[..len];
     out.fill(0);
@@ -192,8 +205,7 @@ pub fn encode_share(out: &mut [u8], sender: u16, receiver: u16, ranges: &[(u64, 
     let put32 = |o: &mut [u8], at: usize, v: u32| o[at..at + 4].copy_from_slice(&v.to_le_bytes());
     let put64 = |o: &mut [u8], at: usize, v: u64| o[at..at + 8].copy_from_slice(&v.to_le_bytes());
     put16(out, 0, sender);
-    // Normal memory, write-back, inner shareable (Table 10.18).
-    put16(out, 2, 0x2f);
+    put16(out, 2, attributes);
     put32(out, 24, 16);
     put32(out, 28, 1);
     put32(out, 32, 48);
@@ -218,7 +230,13 @@ mod tests {
     #[test]
     fn share_descriptor_layout() {
         let mut buf = [0xffu8; 128];
-        let len = encode_share(&mut buf, 1, 0x8002, &[(0x4010_0000, 2), (0x4030_0000, 1)]);
+        let len = encode_share(
+            &mut buf,
+            1,
+            0x8002,
+            ATTRIBUTES_NORMAL_WB_INNER,
+            &[(0x4010_0000, 2), (0x4030_0000, 1)],
+        );
         assert_eq!(len, 112);
         assert_eq!(&buf[0..4], &[1, 0, 0x2f, 0]);
         assert_eq!(&buf[24..36], &[16, 0, 0, 0, 1, 0, 0, 0, 48, 0, 0, 0]);
