@@ -70,6 +70,14 @@ pub fn run(lab: &Lab) -> Result<ExitCode> {
         ),
         Err(e) => report.check(false, "rust target", format!("cannot tell: {e:#}")),
     }
+    match crate::firmware::compiler_version() {
+        Ok(version) => report.check(
+            true,
+            "cross gcc",
+            format!("{version} (builds TF-A and OP-TEE)"),
+        ),
+        Err(e) => report.check(false, "cross gcc", format!("{e:#}")),
+    }
     let cache = images::cache::default_cache_dir();
     match &cache {
         Ok(dir) => report.check(true, "image cache", dir.display().to_string()),

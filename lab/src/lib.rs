@@ -8,6 +8,7 @@ pub mod cli;
 pub mod debug;
 pub mod disk;
 pub mod doctor;
+pub mod firmware;
 pub mod images;
 pub mod normalize;
 pub mod qemu;

@@ -213,6 +213,7 @@ fn staged_files(dir: &Path, recording: &Recording) -> BootFiles {
         initrd: recording.initrd.as_ref().map(labeled),
         disks: Vec::new(),
         net: Vec::new(),
+        firmware: None,
     }
 }
 

@@ -162,6 +162,7 @@ fn spinning_kernel(dir: &Path) -> BootFiles {
         initrd: None,
         disks: Vec::new(),
         net: Vec::new(),
+        firmware: None,
     }
 }
 
@@ -243,6 +244,7 @@ fn qemu_refusing_to_start_fails_the_first_step_with_its_message() {
         initrd: None,
         disks: Vec::new(),
         net: Vec::new(),
+        firmware: None,
     };
     let out = run(&fixture("hang"), Some(files));
     assert_eq!(out.summary.verdict, Verdict::Failed);
@@ -376,6 +378,7 @@ fn a_bad_manifest_is_named_and_the_hypervisor_powers_off() {
         initrd: Some(bad_manifest_bundle(dir.path())),
         disks: Vec::new(),
         net: Vec::new(),
+        firmware: None,
     };
     let out = run(&fixture("hv_bad_manifest"), Some(files));
     assert_eq!(out.summary.verdict, Verdict::Passed, "{}", out.console);

@@ -38,6 +38,17 @@ pub struct BootFiles {
     pub initrd: Option<LabeledPath>,
     pub disks: Vec<DiskFile>,
     pub net: Vec<NetPort>,
+    /// With a secure world, TF-A and OP-TEE boot, and the kernel (the
+    /// hypervisor) and initrd (its bundle) reach it another way.
+    pub firmware: Option<SecureWorldFiles>,
+}
+
+/// The secure world's files: TF-A + OP-TEE's flash image (`-bios`) and the
+/// file the secure UART (OP-TEE's console) writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecureWorldFiles {
+    pub flash: LabeledPath,
+    pub secure_console: LabeledPath,
 }
 
 /// A directly booted VM's interface: QEMU's virtio-net on a socket netdev
@@ -255,12 +266,15 @@ pub fn qemu_command_of(
         text("none"),
         // A guest reset ends the run instead of booting again.
         text("-no-reboot"),
-        text("-kernel"),
-        QemuArg::File(files.kernel.clone()),
     ];
-    if let Some(initrd) = &files.initrd {
-        args.push(text("-initrd"));
-        args.push(QemuArg::File(initrd.clone()));
+    match &files.firmware {
+        None => {
+            args.extend([text("-kernel"), QemuArg::File(files.kernel.clone())]);
+            if let Some(initrd) = &files.initrd {
+                args.extend([text("-initrd"), QemuArg::File(initrd.clone())]);
+            }
+        }
+        Some(firmware) => args.extend(secure_world_args(files, firmware)),
     }
     if let Some(append) = kernel_append_of(scenario, vm) {
         args.push(text("-append"));
@@ -310,6 +324,46 @@ pub fn qemu_command_of(
         args,
     }
 }
+
+/// TF-A boots from the flash and jumps to BL33 where QEMU's loader put the
+/// hypervisor; the bundle travels as a fw_cfg file (firmware gets no
+/// `-initrd`); the second UART, the secure one, writes to a file.
+fn secure_world_args(files: &BootFiles, firmware: &SecureWorldFiles) -> Vec<QemuArg> {
+    let text = |s: &str| QemuArg::Text(s.to_owned());
+    let mut args = vec![
+        text("-bios"),
+        QemuArg::File(firmware.flash.clone()),
+        text("-device"),
+        QemuArg::FileOption {
+            before: "loader,file=".into(),
+            file: files.kernel.clone(),
+            after: format!(",addr={:#x},force-raw=on", crate::firmware::BL33_BASE),
+        },
+    ];
+    if let Some(initrd) = &files.initrd {
+        args.push(text("-fw_cfg"));
+        args.push(QemuArg::FileOption {
+            before: format!("name={BUNDLE_FW_CFG_FILE},file="),
+            file: initrd.clone(),
+            after: String::new(),
+        });
+    }
+    args.extend([
+        text("-serial"),
+        text("mon:stdio"),
+        text("-serial"),
+        QemuArg::FileOption {
+            before: "file:".into(),
+            file: firmware.secure_console.clone(),
+            after: String::new(),
+        },
+    ]);
+    args
+}
+
+/// The fw_cfg file the hypervisor reads its bundle from when firmware boots
+/// it (`hypervisor/src/boot/fw_cfg.rs`).
+pub const BUNDLE_FW_CFG_FILE: &str = "opt/org.hvlab/bundle";
 
 /// Quotes a word for a POSIX shell when it needs it.
 pub fn shell_quote(word: &str) -> String {
@@ -378,6 +432,7 @@ mod tests {
             initrd: Some(LabeledPath::new("bundle.cpio", "/t/b c.cpio")),
             disks: Vec::new(),
             net: Vec::new(),
+            firmware: None,
         };
         let cmd = qemu_command(
             Path::new("/usr/bin/qemu-system-aarch64"),
@@ -416,6 +471,7 @@ mod tests {
                 listen: true,
                 port: Some(4321),
             }],
+            firmware: None,
         };
         let cmd = qemu_command(Path::new("qemu-system-aarch64"), &scenario(DIRECT), &files);
         let line = cmd.shell_line();

@@ -10,8 +10,10 @@ use super::Lab;
 use crate::build;
 use crate::bundle::{self, VmFiles};
 use crate::disk::DiskContents;
+use crate::firmware;
 use crate::images::initramfs::Program;
 use crate::images::{self, ImageOptions};
+use crate::qemu::cmdline::SecureWorldFiles;
 use crate::qemu::{qemu_command_of, BootFiles, DiskFile, LabeledPath, NetPort, QemuCommand};
 use crate::scenario::{disk_md5_variable, BootMode, KernelSource, Scenario};
 use anyhow::{bail, Context, Result};
@@ -31,6 +33,11 @@ pub enum Artifact {
     Bundle,
     /// The raw file of disk `index` of a directly booted VM.
     Disk { vm: String, index: usize },
+    /// TF-A + OP-TEE's flash image, built from Debian's sources.
+    SecureWorldFlash,
+    /// The file the secure UART (OP-TEE's console) writes in the run
+    /// directory.
+    SecureConsole,
 }
 
 impl Artifact {
@@ -42,9 +49,14 @@ impl Artifact {
             Artifact::ImageInitramfs(image) => format!("{image}/initramfs"),
             Artifact::Bundle => "bundle.cpio".into(),
             Artifact::Disk { vm, index } => format!("{vm}/{}.raw", bundle::disk_name(*index)),
+            Artifact::SecureWorldFlash => "secure-world/flash.bin".into(),
+            Artifact::SecureConsole => SECURE_CONSOLE_LOG.into(),
         }
     }
 }
+
+/// The secure UART's transcript in a run directory (OP-TEE's console).
+pub const SECURE_CONSOLE_LOG: &str = "secure-console.log";
 
 /// What one QEMU process boots: `-kernel`, `-initrd`, and for a direct
 /// boot its VM's disk files and network ports.
@@ -58,17 +70,27 @@ pub struct BootPlan {
     /// A direct boot's interfaces (QEMU's virtio-net on socket netdevs),
     /// their ports not yet chosen.
     pub net: Vec<NetPort>,
+    /// `machine.secure-world`: TF-A and OP-TEE boot first.
+    pub secure_world: bool,
 }
 
 /// The files a scenario boots, one plan per QEMU process: the hypervisor's
 /// one, or one per VM of a direct boot.
 pub fn plan(scenario: &Scenario) -> Result<Vec<BootPlan>> {
+    let secure_world = scenario.machine.secure_world;
+    if secure_world && scenario.boot == BootMode::Direct {
+        bail!("`secure-world: true` needs `boot: hypervisor`: the hypervisor is TF-A's BL33");
+    }
+    if secure_world && scenario.machine.hypervisor_args.is_some() {
+        bail!("`secure-world: true` takes no `hypervisor-args`: TF-A passes the hypervisor no command line");
+    }
     match scenario.boot {
         BootMode::Hypervisor => Ok(vec![BootPlan {
             kernel: Artifact::Crate(build::HYPERVISOR_CRATE.into()),
             initrd: (!scenario.vms.is_empty()).then_some(Artifact::Bundle),
             disks: Vec::new(),
             net: Vec::new(),
+            secure_world,
         }]),
         BootMode::Direct if scenario.vms.is_empty() => bail!("`boot: direct` needs a VM"),
         BootMode::Direct => (0..scenario.vms.len())
@@ -118,6 +140,7 @@ fn direct_plan(scenario: &Scenario, index: usize) -> Result<BootPlan> {
             initrd: None,
             disks,
             net,
+            secure_world: false,
         }),
         KernelSource::Image(image) => Ok(BootPlan {
             kernel: Artifact::ImageKernel(image.clone()),
@@ -126,6 +149,7 @@ fn direct_plan(scenario: &Scenario, index: usize) -> Result<BootPlan> {
                 .then(|| Artifact::ImageInitramfs(image.clone())),
             disks,
             net,
+            secure_world: false,
         }),
     }
 }
@@ -150,6 +174,10 @@ pub fn planned_commands(qemu: &Path, scenario: &Scenario) -> Result<Vec<QemuComm
                     })
                     .collect(),
                 net: plan.net.clone(),
+                firmware: plan.secure_world.then(|| SecureWorldFiles {
+                    flash: placeholder(&Artifact::SecureWorldFlash),
+                    secure_console: placeholder(&Artifact::SecureConsole),
+                }),
             };
             qemu_command_of(qemu, scenario, index, &files)
         })
@@ -174,9 +202,6 @@ pub fn resolve(
     out_dir: &Path,
     emitter: &Emitter,
 ) -> Result<Prepared> {
-    if scenario.machine.secure_world {
-        bail!("`secure-world: true` needs TF-A and OP-TEE, which this lab does not build yet");
-    }
     let plans = plan(scenario)?;
     let image_options = ImageOptions {
         offline,
@@ -238,6 +263,10 @@ pub fn resolve(
                     bundle::pack(scenario, &files)?.write_to(out_dir)
                 })?
             }
+            Artifact::SecureWorldFlash => stage(emitter, "build secure world", || {
+                firmware::flash_image(&lab.root, None, offline)
+            })?,
+            Artifact::SecureConsole => out_dir.join(SECURE_CONSOLE_LOG),
             Artifact::Disk { vm, index } => {
                 let contents = scenario
                     .vms
@@ -273,11 +302,20 @@ pub fn resolve(
                 })
             })
             .collect::<Result<_>>()?;
+        let firmware = if plan.secure_world {
+            Some(SecureWorldFiles {
+                flash: resolve_one(&Artifact::SecureWorldFlash, with_initramfs)?,
+                secure_console: resolve_one(&Artifact::SecureConsole, with_initramfs)?,
+            })
+        } else {
+            None
+        };
         files.push(BootFiles {
             kernel,
             initrd,
             disks,
             net: plan.net.clone(),
+            firmware,
         });
     }
     Ok(Prepared { files, run_values })
