@@ -246,5 +246,8 @@ pub fn hyp_timer_arm_at(_deadline: u64) {}
 /// Host builds have no EL2 timer.
 pub fn hyp_timer_disarm() {}
 
+/// Host builds have no virtual timer.
+pub fn vtimer_disable() {}
+
 /// Host builds have no interrupts to wait for.
 pub fn wait_for_interrupt() {}

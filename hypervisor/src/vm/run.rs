@@ -193,9 +193,9 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             controls.set_hyp_deadline(wake);
             unlock(v);
             arch::wait_for_interrupt();
-            v = vm.lock();
-            // What needs the VM (a kick, console input) is looked at
-            // at the top of the loop.
+            // Served before taking the VM lock, which the CPU that resets
+            // or stops the VM may be waiting for; what needs the VM (a
+            // kick, console input) is looked at at the top of the loop.
             match loaded.and_then(|i| slots[i].vcpu.as_mut()) {
                 Some(vcpu) => {
                     let _ = handle_physical_irqs(vgic, vm_index, vcpu, host);
@@ -203,6 +203,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
                 None => drain_irqs(host),
             }
             controls.forget_hyp_deadline();
+            v = vm.lock();
             continue;
         };
         if !keep {
@@ -317,9 +318,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
                 arch::send_event();
             }
             ExitOutcome::CpuOff => {
-                clear_lrs(vcpu);
-                // Its timer must not keep interrupting an idle CPU.
-                arch::load_el1(&El1SysRegs::default());
+                leave_cpu(vcpu, &mut controls);
                 slots[next].vcpu = None;
                 loaded = None;
                 v.in_guest -= 1;
@@ -336,6 +335,9 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         }
     };
     arch::hyp_timer_disarm();
+    if let Some(vcpu) = loaded.and_then(|i| slots[i].vcpu.as_mut()) {
+        leave_cpu(vcpu, &mut controls);
+    }
     for slot in &mut slots {
         if let Some(mut vcpu) = slot.vcpu.take() {
             clear_lrs(&mut vcpu);
@@ -344,6 +346,17 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
     }
     unlock(v);
     stop
+}
+
+/// Takes the loaded `vcpu` off this CPU for good (it turned itself off, or
+/// its VM stopped or reset): its list registers, its virtual timer and the
+/// virtual interface go, so that neither the timer's nor the maintenance
+/// interrupt stays asserted at EL2 for a vCPU that is gone (the VM's next
+/// vCPU on this CPU may start much later, or never).
+fn leave_cpu(vcpu: &mut Vcpu, controls: &mut CpuControls) {
+    clear_lrs(vcpu);
+    arch::load_el1(&El1SysRegs::default());
+    controls.set_ich_hcr(0);
 }
 
 /// Wakes the CPUs of the VMs the devices delivered to (frames through a
@@ -373,14 +386,32 @@ fn unlock(vm: MutexGuard<'_, Vm>) {
 
 /// Serves whatever woke an idle CPU with no vCPU loaded: console input is
 /// routed (the loop above picks up this VM's share), the rest acknowledged.
+/// A level interrupt acknowledged here must not be asserted again at once,
+/// or this would never end: the EL2 timer is disarmed, the virtual timer
+/// (which belongs to no vCPU while none is loaded) turned off, and an
+/// interrupt seen a second time is left for the next call (the caller
+/// waits for interrupts between calls).
 fn drain_irqs(host: &HostIrqs) {
+    // One bit per INTID below the spurious ones.
+    let mut seen = [0u64; arch::SPURIOUS_INTID.div_ceil(64) as usize];
     loop {
         let intid = arch::gic_ack();
         if intid >= arch::SPURIOUS_INTID {
             return;
         }
-        if intid == crate::layout::HYP_TIMER_INTID {
-            arch::hyp_timer_disarm();
+        let (word, bit) = ((intid / 64) as usize, 1u64 << (intid % 64));
+        let Some(word) = seen.get_mut(word) else {
+            return;
+        };
+        if core::mem::replace(word, *word | bit) & bit != 0 {
+            arch::gic_eoi(intid);
+            arch::gic_deactivate(intid);
+            return;
+        }
+        match intid {
+            crate::layout::HYP_TIMER_INTID => arch::hyp_timer_disarm(),
+            VTIMER_INTID => arch::vtimer_disable(),
+            _ => {}
         }
         if let Some((base, uart_intid)) = host.uart {
             if intid == uart_intid {

@@ -601,6 +601,15 @@ pub fn hyp_timer_disarm() {
     unsafe { asm!("msr cnthp_ctl_el2, xzr", "isb", options(nomem, nostack)) };
 }
 
+/// Turns off the EL1 virtual timer this CPU holds, when it belongs to no
+/// vCPU any more (its last one stopped): left enabled, its level
+/// interrupt would stay asserted at EL2 with nobody to take it.
+pub fn vtimer_disable() {
+    // SAFETY: called only with no vCPU loaded on this CPU, so the EL1
+    // virtual timer is no guest's state; the next `load_el1` sets it.
+    unsafe { asm!("msr cntv_ctl_el0, xzr", "isb", options(nomem, nostack)) };
+}
+
 /// Waits for an interrupt (taken or not: EL2 runs with IRQs masked, and
 /// WFI still wakes on a pending one).
 pub fn wait_for_interrupt() {
