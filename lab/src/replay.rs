@@ -55,6 +55,9 @@ pub struct Recording {
     pub scenario: String,
     pub kernel: StagedFile,
     pub initrd: Option<StagedFile>,
+    /// A directly booted raw kernel's load address (see `BootFiles`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_load: Option<u64>,
     /// The ELF with the symbols of what QEMU booted, for `replay --gdb`.
     pub symbols: Option<String>,
     /// QEMU arguments of the recorded run besides record/replay's own.
@@ -163,6 +166,7 @@ pub fn record(
         scenario: scenario.name.clone(),
         kernel: stage(dir, &files.kernel)?,
         initrd: files.initrd.as_ref().map(|f| stage(dir, f)).transpose()?,
+        raw_load: files.raw_load,
         symbols: debug::symbol_crate(scenario)
             .map(|krate| {
                 LabeledPath::new(
@@ -210,6 +214,7 @@ fn staged_files(dir: &Path, recording: &Recording) -> BootFiles {
     let labeled = |f: &StagedFile| LabeledPath::new(f.label.clone(), dir.join(&f.file));
     BootFiles {
         kernel: labeled(&recording.kernel),
+        raw_load: recording.raw_load,
         initrd: recording.initrd.as_ref().map(labeled),
         disks: Vec::new(),
         net: Vec::new(),
@@ -349,6 +354,7 @@ mod tests {
                 file: "testguest.bin".into(),
             },
             initrd: None,
+            raw_load: None,
             symbols: None,
             qemu_args: Vec::new(),
         };

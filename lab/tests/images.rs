@@ -15,7 +15,7 @@ mod images {
     use lab::images::debian::{parse_depends, parse_release, PackageIndex};
     use lab::images::initramfs::{self, Entry, Node};
     use lab::images::lock::{source_key, LockFile, LockedFile, LockedImage, LockedModule};
-    use lab::images::manifest::{ImageKind, Manifest, Source};
+    use lab::images::manifest::{BootFormat, ImageKind, Manifest, Source, RAW_LOAD_DEFAULT};
     use lab::images::modules::{decompress, load_order, modinfo, module_name, parse_builtin};
     use lab::images::FetchError;
 
@@ -138,12 +138,37 @@ mod images {
         const GOOD: &str = "schema: 1\nbusybox: bb\nimages:\n  - name: bb\n    description: d\n    kind: busybox\n    debian:\n      package: busybox-static\n      suite: bookworm\n      architecture: arm64\n      file: bin/busybox\n  - name: local\n    description: d\n    kind: linux-kernel\n    path: my/Image\n";
 
         #[test]
-        fn shipped_images_yaml_declares_the_four_images() {
+        fn shipped_images_yaml_declares_its_images() {
             let manifest = Manifest::load(&workspace_root()).unwrap();
             let names: Vec<&str> = manifest.images.iter().map(|i| i.name.as_str()).collect();
             assert_eq!(
                 names,
-                ["linux-cloud", "linux-generic", "busybox", "lab-disk"]
+                [
+                    "linux-cloud",
+                    "linux-generic",
+                    "busybox",
+                    "lab-disk",
+                    "zephyr-hello",
+                    "zephyr-sync",
+                    "zephyr-philosophers",
+                    "u-boot"
+                ]
+            );
+            let zephyr = manifest.require("zephyr-hello").unwrap();
+            assert_eq!(zephyr.format, Some(BootFormat::Elf));
+            assert!(matches!(
+                &zephyr.source,
+                Source::Path {
+                    sha256: Some(_),
+                    ..
+                }
+            ));
+            assert_eq!(
+                manifest.require("u-boot").unwrap().format,
+                Some(BootFormat::Raw {
+                    load: 0x4020_0000,
+                    entry: 0x4020_0000
+                })
             );
             let disk = manifest.require("lab-disk").unwrap();
             assert_eq!(disk.kind, ImageKind::Disk);
@@ -178,7 +203,7 @@ mod images {
             ));
             assert!(matches!(
                 manifest.require("local").unwrap().source,
-                Source::Path(_)
+                Source::Path { .. }
             ));
             assert!(matches!(
                 manifest.require("zephyr").unwrap().source,
@@ -186,6 +211,58 @@ mod images {
             ));
             let err = manifest.require("nope").unwrap_err().to_string();
             assert!(err.contains("bb, local, zephyr"), "{err}");
+        }
+
+        #[test]
+        fn formats_belong_to_bare_metal_images() {
+            let bare = |extra: &str| {
+                parse(&format!(
+                    "{GOOD}  - name: fw\n    description: d\n    kind: bare-metal\n{extra}    path: fw.bin\n"
+                ))
+            };
+            let format =
+                |text: Result<Manifest, String>| text.unwrap().require("fw").unwrap().format;
+            assert_eq!(format(bare("")), Some(BootFormat::Detect));
+            assert_eq!(format(bare("    format: elf\n")), Some(BootFormat::Elf));
+            assert_eq!(
+                format(bare("    format: raw\n")),
+                Some(BootFormat::Raw {
+                    load: RAW_LOAD_DEFAULT,
+                    entry: RAW_LOAD_DEFAULT
+                })
+            );
+            assert_eq!(
+                format(bare("    format: raw\n    load-address: 0x40200000\n")),
+                Some(BootFormat::Raw {
+                    load: 0x4020_0000,
+                    entry: 0x4020_0000
+                })
+            );
+            let err = bare("    format: elf\n    load-address: 0x40200000\n").unwrap_err();
+            assert!(
+                err.contains("images[2].load-address: only a `format: raw` image"),
+                "{err}"
+            );
+            let err = bare("    format: raw\n    load-address: 0x1000\n").unwrap_err();
+            assert!(err.contains("0x1000 is below guest RAM"), "{err}");
+            let err = parse(&GOOD.replace(
+                "    kind: linux-kernel\n",
+                "    kind: linux-kernel\n    format: elf\n",
+            ))
+            .unwrap_err();
+            assert!(
+                err.contains("images[1].format: only bare-metal images"),
+                "{err}"
+            );
+            assert_eq!(
+                parse(GOOD).unwrap().require("local").unwrap().format,
+                Some(BootFormat::LinuxImage)
+            );
+            let err = bare("    sha256: nope\n").unwrap_err();
+            assert!(
+                err.contains("images[2].sha256: must be 64 lowercase hex digits"),
+                "{err}"
+            );
         }
 
         #[test]
@@ -309,7 +386,7 @@ mod images {
             let manifest = Manifest::load(&root).unwrap();
             let lock = LockFile::load(&root).unwrap();
             for image in &manifest.images {
-                if matches!(image.source, Source::Path(_)) {
+                if matches!(image.source, Source::Path { .. }) {
                     continue;
                 }
                 let locked = lock

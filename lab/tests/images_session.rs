@@ -232,7 +232,7 @@ images:
         let world = World::new();
         let files = world
             .session(false)
-            .prepare_linux_guest("linux-test", true)
+            .prepare_guest("linux-test", true)
             .unwrap();
         assert_eq!(
             std::fs::read(&files.kernel).unwrap(),
@@ -265,7 +265,7 @@ images:
         let calls = world.fetcher.call_count();
         let again = world
             .session(true)
-            .prepare_linux_guest("linux-test", true)
+            .prepare_guest("linux-test", true)
             .unwrap();
         assert_eq!(again, files);
         assert_eq!(
@@ -295,7 +295,7 @@ images:
         let world = World::new();
         let files = world
             .session(false)
-            .prepare_linux_guest("linux-test", false)
+            .prepare_guest("linux-test", false)
             .unwrap();
         let lock = world.lock();
         let module = &lock.images["linux-test"].modules[0];
@@ -307,7 +307,7 @@ images:
         assert_eq!(
             world
                 .session(true)
-                .prepare_linux_guest("linux-test", false)
+                .prepare_guest("linux-test", false)
                 .unwrap(),
             files
         );
@@ -325,7 +325,7 @@ images:
             "{:#}",
             world
                 .session(true)
-                .prepare_linux_guest("linux-test", false)
+                .prepare_guest("linux-test", false)
                 .unwrap_err()
         );
         assert!(
@@ -341,7 +341,7 @@ images:
         assert_eq!(
             world
                 .session(false)
-                .prepare_linux_guest("linux-test", false)
+                .prepare_guest("linux-test", false)
                 .unwrap(),
             files
         );
@@ -358,7 +358,7 @@ images:
         };
         let without = world
             .session(false)
-            .prepare_linux_guest("linux-test", true)
+            .prepare_guest("linux-test", true)
             .unwrap();
         let members = initramfs_members(without.initramfs.as_ref().unwrap());
         assert!(members.iter().all(|(name, _)| name != "bin/lab-clock"));
@@ -366,7 +366,7 @@ images:
         let first = world
             .session(true)
             .with_programs(vec![program(b"clock v1")])
-            .prepare_linux_guest("linux-test", true)
+            .prepare_guest("linux-test", true)
             .unwrap();
         assert_ne!(first.initramfs, without.initramfs);
         let members = initramfs_members(first.initramfs.as_ref().unwrap());
@@ -375,14 +375,14 @@ images:
         let same = world
             .session(true)
             .with_programs(vec![program(b"clock v1")])
-            .prepare_linux_guest("linux-test", true)
+            .prepare_guest("linux-test", true)
             .unwrap();
         assert_eq!(same, first, "the same program reuses the cached initramfs");
 
         let changed = world
             .session(true)
             .with_programs(vec![program(b"clock v2")])
-            .prepare_linux_guest("linux-test", true)
+            .prepare_guest("linux-test", true)
             .unwrap();
         assert_ne!(changed.initramfs, first.initramfs);
         let members = initramfs_members(changed.initramfs.as_ref().unwrap());
@@ -400,7 +400,7 @@ images:
         let world = World::new();
         world
             .session(false)
-            .prepare_linux_guest("linux-test", true)
+            .prepare_guest("linux-test", true)
             .unwrap();
         let lock_path = world.root().join("guest-images/images.lock");
         let text = std::fs::read_to_string(&lock_path).unwrap();
@@ -412,7 +412,7 @@ images:
             "{:#}",
             world
                 .session(false)
-                .prepare_linux_guest("linux-test", true)
+                .prepare_guest("linux-test", true)
                 .unwrap_err()
         );
         assert!(
@@ -434,7 +434,7 @@ images:
         let world = World::new();
         world
             .session(false)
-            .prepare_linux_guest("linux-test", false)
+            .prepare_guest("linux-test", false)
             .unwrap();
         world.fetcher.withdraw(&World::url(KERNEL_POOL));
         world.clear_cache();
@@ -442,7 +442,7 @@ images:
             "{:#}",
             world
                 .session(false)
-                .prepare_linux_guest("linux-test", false)
+                .prepare_guest("linux-test", false)
                 .unwrap_err()
         );
         assert!(
@@ -462,7 +462,7 @@ images:
         let mut session = Session::open(world.root(), &world.options(false), &fetcher).unwrap();
         let err = format!(
             "{:#}",
-            session.prepare_linux_guest("linux-test", true).unwrap_err()
+            session.prepare_guest("linux-test", true).unwrap_err()
         );
         assert!(
             err.contains("cannot download") && err.contains("LAB_DEBIAN_MIRROR"),
@@ -490,7 +490,7 @@ images:
             .serve(&World::url("dists/testing/InRelease"), signed);
         world
             .session(false)
-            .prepare_linux_guest("linux-test", true)
+            .prepare_guest("linux-test", true)
             .unwrap();
 
         let yaml = IMAGES_YAML.replace(
@@ -510,7 +510,7 @@ images:
         let mut world = World::new();
         world
             .session(false)
-            .prepare_linux_guest("linux-test", false)
+            .prepare_guest("linux-test", false)
             .unwrap();
         world.kernel = arm64_image(4096);
         world.publish("2.0");
@@ -524,7 +524,7 @@ images:
         );
         let files = world
             .session(false)
-            .prepare_linux_guest("linux-test", false)
+            .prepare_guest("linux-test", false)
             .unwrap();
         assert_eq!(std::fs::read(files.kernel).unwrap(), world.kernel);
     }
@@ -534,7 +534,7 @@ images:
         let world = World::new();
         world
             .session(false)
-            .prepare_linux_guest("linux-test", true)
+            .prepare_guest("linux-test", true)
             .unwrap();
         let yaml = IMAGES_YAML.replace("[virtio_mmio, virtio_blk]", "[virtio_balloon]");
         std::fs::write(world.root().join("guest-images/images.yaml"), yaml).unwrap();
@@ -542,7 +542,7 @@ images:
             "{:#}",
             world
                 .session(true)
-                .prepare_linux_guest("linux-test", true)
+                .prepare_guest("linux-test", true)
                 .unwrap_err()
         );
         assert!(
@@ -551,7 +551,7 @@ images:
         );
         let files = world
             .session(false)
-            .prepare_linux_guest("linux-test", true)
+            .prepare_guest("linux-test", true)
             .unwrap();
         let members = initramfs_members(files.initramfs.as_ref().unwrap());
         assert_eq!(
@@ -574,10 +574,7 @@ images:
             format!("{IMAGES_YAML}{extra}"),
         )
         .unwrap();
-        let files = world
-            .session(false)
-            .prepare_linux_guest("local", false)
-            .unwrap();
+        let files = world.session(false).prepare_guest("local", false).unwrap();
         assert_eq!(std::fs::read(files.kernel).unwrap(), world.kernel);
 
         let err = format!(
@@ -598,7 +595,7 @@ images:
             "{:#}",
             world
                 .session(false)
-                .prepare_linux_guest("zephyr", false)
+                .prepare_guest("zephyr", false)
                 .unwrap_err()
         );
         assert!(err.contains("not a Linux kernel"), "{err}");

@@ -4,15 +4,18 @@
 //! new `scenarios/*.yaml` is a new snapshot; review with `cargo insta
 //! review`.
 
+use lab::images::manifest::Manifest;
 use lab::run::boot::planned_commands;
 use lab::scenario::Scenario;
 
 #[test]
 fn qemu_command_line() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let images = Manifest::load(&root).unwrap_or_else(|e| panic!("{e}"));
     insta::glob!("../../scenarios", "*.yaml", |path| {
         let scenario = Scenario::load(path).unwrap_or_else(|e| panic!("{e}"));
         let qemu = std::path::Path::new("qemu-system-aarch64");
-        let rendered = match planned_commands(qemu, &scenario) {
+        let rendered = match planned_commands(qemu, &scenario, &images) {
             Ok(commands) if commands.len() == 1 => commands[0].redacted(),
             Ok(commands) => commands
                 .iter()

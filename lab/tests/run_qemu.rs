@@ -159,6 +159,7 @@ fn spinning_kernel(dir: &Path) -> BootFiles {
     std::fs::write(&spin, 0x1400_0000u32.to_le_bytes()).unwrap();
     BootFiles {
         kernel: LabeledPath::new("spin.bin", spin),
+        raw_load: None,
         initrd: None,
         disks: Vec::new(),
         net: Vec::new(),
@@ -241,6 +242,7 @@ fn cancelling_a_run_stops_qemu_at_once() {
 fn qemu_refusing_to_start_fails_the_first_step_with_its_message() {
     let files = BootFiles {
         kernel: LabeledPath::new("missing.bin", "/nonexistent/missing.bin"),
+        raw_load: None,
         initrd: None,
         disks: Vec::new(),
         net: Vec::new(),
@@ -375,6 +377,7 @@ fn a_bad_manifest_is_named_and_the_hypervisor_powers_off() {
     let dir = tempfile::tempdir().unwrap();
     let files = BootFiles {
         kernel: hypervisor,
+        raw_load: None,
         initrd: Some(bad_manifest_bundle(dir.path())),
         disks: Vec::new(),
         net: Vec::new(),

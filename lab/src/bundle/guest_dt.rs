@@ -69,7 +69,10 @@ impl GuestDt {
         fdt.property_u32("interrupt-parent", PHANDLE_GIC)?;
 
         let chosen = fdt.begin_node("chosen")?;
-        fdt.property_string("bootargs", &self.bootargs)?;
+        // As QEMU: no `bootargs` for an empty command line.
+        if !self.bootargs.is_empty() {
+            fdt.property_string("bootargs", &self.bootargs)?;
+        }
         fdt.property_string("stdout-path", &format!("/pl011@{UART_BASE:x}"))?;
         if let Some((start, end)) = self.initrd {
             fdt.property_u64("linux,initrd-start", start)?;

@@ -3,7 +3,9 @@
 //! plus its header's `text_offset`; the initrd at half of RAM (QEMU uses
 //! +128 MiB when RAM allows); the DTB in the top 2 MiB. The places depend
 //! only on RAM size and the Image header, so they are stable for snapshots;
-//! what does not fit is an error, not an overlap.
+//! what does not fit is an error, not an overlap. Bare-metal images
+//! ([`bare_layout`]) go where their ELF headers or images.yaml say, with the
+//! DTB at the base of RAM when there is room below them, as QEMU does.
 
 use anyhow::{bail, Context, Result};
 
@@ -100,6 +102,88 @@ pub fn layout(memory_size: u64, header: ImageHeader, initrd_len: Option<u64>) ->
     })
 }
 
+/// Where a bare-metal image goes and where its DTB goes, as QEMU does for
+/// a non-Linux `-kernel`: an ELF's segments at their physical addresses
+/// (the manifest needs no load address), a raw binary at `load`; the DTB
+/// at the base of RAM when it fits below the image (firmware such as
+/// U-Boot reads it there, whatever x0 says), else in the top 2 MiB.
+pub fn bare_layout(memory_size: u64, span: ImageSpan, dtb_len: u64) -> Result<BareLayout> {
+    if memory_size == 0 || !memory_size.is_multiple_of(ALIGN_2M) {
+        bail!("memory must be a non-zero multiple of 2 MiB, not {memory_size:#x}");
+    }
+    let ram_end = RAM_BASE + memory_size;
+    if span.low < RAM_BASE || span.high > ram_end {
+        bail!(
+            "the image spans {:#x}..{:#x}, outside the VM's RAM {RAM_BASE:#x}..{ram_end:#x}",
+            span.low,
+            span.high
+        );
+    }
+    let dtb = if RAM_BASE + dtb_len <= span.low {
+        RAM_BASE
+    } else if span.high <= ram_end - DTB_MAX && dtb_len <= DTB_MAX {
+        ram_end - DTB_MAX
+    } else {
+        bail!(
+            "no room for the DTB ({dtb_len} bytes) below or above the image in {} MiB of RAM",
+            memory_size / MIB
+        );
+    };
+    Ok(BareLayout { dtb })
+}
+
+/// The guest-physical bytes an image occupies, `low..high`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageSpan {
+    pub low: u64,
+    pub high: u64,
+}
+
+impl ImageSpan {
+    /// A raw binary of `len` bytes at `load`.
+    pub fn raw(load: u64, len: u64) -> Result<ImageSpan> {
+        let high = load.checked_add(len).context("the image ends past 2^64")?;
+        Ok(ImageSpan { low: load, high })
+    }
+
+    /// The `PT_LOAD` segments of a little-endian ELF64 (physical addresses,
+    /// memory sizes), as QEMU's loader places them.
+    pub fn elf(file: &[u8]) -> Result<ImageSpan> {
+        use object::elf::{FileHeader64, PT_LOAD};
+        use object::read::elf::{FileHeader, ProgramHeader};
+        use object::LittleEndian;
+        let header = FileHeader64::<LittleEndian>::parse(file).context("not an ELF64 file")?;
+        let endian = header.endian().context("not a little-endian ELF")?;
+        let mut span: Option<ImageSpan> = None;
+        for ph in header
+            .program_headers(endian, file)
+            .context("bad ELF program headers")?
+        {
+            if ph.p_type(endian) != PT_LOAD || ph.p_memsz(endian) == 0 {
+                continue;
+            }
+            let low = ph.p_paddr(endian);
+            let high = low
+                .checked_add(ph.p_memsz(endian))
+                .context("an ELF segment ends past 2^64")?;
+            span = Some(match span {
+                None => ImageSpan { low, high },
+                Some(s) => ImageSpan {
+                    low: s.low.min(low),
+                    high: s.high.max(high),
+                },
+            });
+        }
+        span.context("the ELF has no loadable segment")
+    }
+}
+
+/// Where a bare-metal image's DTB goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BareLayout {
+    pub dtb: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +254,84 @@ mod tests {
                 "{memory:#x}"
             );
         }
+    }
+
+    #[test]
+    fn bare_dtb_goes_below_the_image_when_it_fits() {
+        let memory = 64 * MIB;
+        // U-Boot, raw at QEMU's raw -kernel address: DTB at the base of RAM.
+        let uboot = ImageSpan::raw(0x4008_0000, 600 << 10).unwrap();
+        assert_eq!(bare_layout(memory, uboot, 0x2000).unwrap().dtb, RAM_BASE);
+        // A DTB bigger than the room below: the top 2 MiB.
+        assert_eq!(
+            bare_layout(memory, uboot, 0x9_0000).unwrap().dtb,
+            RAM_BASE + memory - DTB_MAX
+        );
+        // Zephyr's ELF at the base of RAM itself: the top 2 MiB.
+        let zephyr = ImageSpan {
+            low: RAM_BASE,
+            high: RAM_BASE + (400 << 10),
+        };
+        assert_eq!(
+            bare_layout(memory, zephyr, 0x2000).unwrap().dtb,
+            RAM_BASE + memory - DTB_MAX
+        );
+        let below_ram = ImageSpan {
+            low: 0,
+            high: 0x1000,
+        };
+        assert!(bare_layout(memory, below_ram, 0x2000).is_err());
+        let whole = ImageSpan {
+            low: RAM_BASE,
+            high: RAM_BASE + memory,
+        };
+        assert!(bare_layout(memory, whole, 0x2000).is_err());
+    }
+
+    /// A little-endian AArch64 ELF64 header and `segments` as
+    /// `(p_type, paddr, memsz)` program headers.
+    fn elf(segments: &[(u32, u64, u64)]) -> Vec<u8> {
+        let mut out = vec![0u8; 64];
+        out[..4].copy_from_slice(b"\x7fELF");
+        out[4] = 2; // ELFCLASS64
+        out[5] = 1; // ELFDATA2LSB
+        out[6] = 1; // EV_CURRENT
+        out[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        out[18..20].copy_from_slice(&183u16.to_le_bytes()); // EM_AARCH64
+        out[20..24].copy_from_slice(&1u32.to_le_bytes());
+        out[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        out[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+        out[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        out[56..58].copy_from_slice(&(segments.len() as u16).to_le_bytes());
+        for &(p_type, paddr, memsz) in segments {
+            let mut ph = [0u8; 56];
+            ph[..4].copy_from_slice(&p_type.to_le_bytes());
+            ph[16..24].copy_from_slice(&paddr.to_le_bytes()); // p_vaddr
+            ph[24..32].copy_from_slice(&paddr.to_le_bytes()); // p_paddr
+            ph[40..48].copy_from_slice(&memsz.to_le_bytes());
+            out.extend_from_slice(&ph);
+        }
+        out
+    }
+
+    #[test]
+    fn elf_span_covers_every_load_segment() {
+        const PT_LOAD: u32 = 1;
+        const PT_NOTE: u32 = 4;
+        let file = elf(&[
+            (PT_LOAD, 0x4010_0000, 0x800),
+            (PT_NOTE, 0x1000, 0x10),
+            (PT_LOAD, 0x4000_0000, 0x1000),
+        ]);
+        assert_eq!(
+            ImageSpan::elf(&file).unwrap(),
+            ImageSpan {
+                low: 0x4000_0000,
+                high: 0x4010_0800
+            }
+        );
+        assert!(ImageSpan::elf(&elf(&[(PT_NOTE, 0, 1)])).is_err());
+        assert!(ImageSpan::elf(b"not an elf").is_err());
     }
 
     #[test]

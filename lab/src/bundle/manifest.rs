@@ -17,12 +17,23 @@ pub struct ManifestVm {
     pub memory_size: u64,
     /// Bundle member names.
     pub kernel: String,
-    pub kernel_ipa: u64,
+    pub kernel_load: KernelLoad,
     pub dtb: String,
     pub dtb_ipa: u64,
     pub initrd: Option<(String, u64)>,
     pub physical_cpus: Vec<u32>,
     pub devices: Vec<Device>,
+}
+
+/// How the hypervisor loads a VM's kernel (`kernel-format`, `kernel-ipa`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelLoad {
+    /// An arm64 Linux `Image` (Linux, and the in-tree guests) at `ipa`.
+    LinuxImage { ipa: u64 },
+    /// An ELF: segments at their addresses, entry from its header.
+    Elf,
+    /// A raw binary at `ipa`, entered there.
+    Raw { ipa: u64 },
 }
 
 /// One virtio device of a VM, in the slot the guest finds it at.
@@ -69,10 +80,17 @@ fn write(vms: &[ManifestVm]) -> Result<Vec<u8>, vm_fdt::Error> {
         fdt.property_u32("vcpus", vm.vcpus)?;
         fdt.property_u64("memory-size", vm.memory_size)?;
         fdt.property_string("kernel", &vm.kernel)?;
-        // Every kernel the lab boots carries an arm64 Image header: Linux,
-        // and the in-tree guests by contract.
-        fdt.property_string("kernel-format", "linux-image")?;
-        fdt.property_u64("kernel-ipa", vm.kernel_ipa)?;
+        match vm.kernel_load {
+            KernelLoad::LinuxImage { ipa } => {
+                fdt.property_string("kernel-format", "linux-image")?;
+                fdt.property_u64("kernel-ipa", ipa)?;
+            }
+            KernelLoad::Elf => fdt.property_string("kernel-format", "elf")?,
+            KernelLoad::Raw { ipa } => {
+                fdt.property_string("kernel-format", "raw")?;
+                fdt.property_u64("kernel-ipa", ipa)?;
+            }
+        }
         fdt.property_string("dtb", &vm.dtb)?;
         fdt.property_u64("dtb-ipa", vm.dtb_ipa)?;
         if let Some((initrd, ipa)) = &vm.initrd {

@@ -12,12 +12,13 @@ pub mod manifest;
 
 use crate::disk::DiskContents;
 use crate::images::initramfs::{write_cpio, Entry};
+use crate::images::manifest::BootFormat;
 use crate::qemu::cmdline::vm_bootargs;
 use crate::scenario::{CpuModel, Scenario};
 use anyhow::{bail, Context, Result};
 use guest_dt::GuestDt;
-use layout::{layout, ImageHeader};
-use manifest::{assign_cpus, manifest_dtb, Device, ManifestVm};
+use layout::{bare_layout, layout, ImageHeader, ImageSpan};
+use manifest::{assign_cpus, manifest_dtb, Device, KernelLoad, ManifestVm};
 use std::path::Path;
 
 pub const BUNDLE_FILE: &str = "bundle.cpio";
@@ -27,6 +28,8 @@ pub const MANIFEST_DTS: &str = "manifest.dts";
 #[derive(Debug, Clone)]
 pub struct VmFiles {
     pub kernel: Vec<u8>,
+    /// How `kernel` boots (never [`BootFormat::Detect`]).
+    pub format: BootFormat,
     pub initrd: Option<Vec<u8>>,
     /// One per disk of the VM, in `disks` order.
     pub disks: Vec<DiskContents>,
@@ -74,21 +77,52 @@ pub fn pack(scenario: &Scenario, files: &[VmFiles]) -> Result<Bundle> {
     for ((vm, files), physical_cpus) in scenario.vms.iter().zip(files).zip(cpus) {
         let what = |item: &str| format!("VM {}: {item}", vm.name);
         let memory_size = vm.memory_mib << 20;
-        let header = ImageHeader::parse(&files.kernel).with_context(|| what("kernel"))?;
-        let initrd_len = files.initrd.as_ref().map(|i| i.len() as u64);
-        let places = layout(memory_size, header, initrd_len).with_context(|| what("layout"))?;
-        let dtb = GuestDt {
+        let guest_dt = GuestDt {
             vcpus: vm.vcpus,
             memory_size,
             cpu_compatible: cpu_compatible(scenario.machine.cpu).into(),
             bootargs: vm_bootargs(vm),
-            initrd: places.initrd,
-        }
-        .to_dtb()?;
+            initrd: None,
+        };
+        let (dtb, kernel_load, dtb_ipa, initrd_at) = match files.format {
+            BootFormat::LinuxImage => {
+                let header = ImageHeader::parse(&files.kernel).with_context(|| what("kernel"))?;
+                let initrd_len = files.initrd.as_ref().map(|i| i.len() as u64);
+                let places =
+                    layout(memory_size, header, initrd_len).with_context(|| what("layout"))?;
+                let dtb = GuestDt {
+                    initrd: places.initrd,
+                    ..guest_dt
+                }
+                .to_dtb()?;
+                let load = KernelLoad::LinuxImage { ipa: places.kernel };
+                (dtb, load, places.dtb, places.initrd)
+            }
+            BootFormat::Elf | BootFormat::Raw { .. } if files.initrd.is_some() => {
+                bail!("VM {}: a bare-metal kernel takes no initrd", vm.name)
+            }
+            BootFormat::Elf | BootFormat::Raw { .. } => {
+                let (span, load) = match files.format {
+                    BootFormat::Raw { load, .. } => (
+                        ImageSpan::raw(load, files.kernel.len() as u64)?,
+                        KernelLoad::Raw { ipa: load },
+                    ),
+                    _ => (
+                        ImageSpan::elf(&files.kernel).with_context(|| what("kernel"))?,
+                        KernelLoad::Elf,
+                    ),
+                };
+                let dtb = guest_dt.to_dtb()?;
+                let places = bare_layout(memory_size, span, dtb.len() as u64)
+                    .with_context(|| what("layout"))?;
+                (dtb, load, places.dtb, None)
+            }
+            BootFormat::Detect => bail!("VM {}: the kernel's format was not resolved", vm.name),
+        };
         let member = |file: &str| format!("{}/{file}", vm.name);
         entries.push(Entry::file(&member("kernel"), files.kernel.clone(), false));
         entries.push(Entry::file(&member("dtb"), dtb.clone(), false));
-        let initrd = match (&files.initrd, places.initrd) {
+        let initrd = match (&files.initrd, initrd_at) {
             (Some(data), Some((start, _))) => {
                 entries.push(Entry::file(&member("initrd"), data.clone(), false));
                 Some((member("initrd"), start))
@@ -129,9 +163,9 @@ pub fn pack(scenario: &Scenario, files: &[VmFiles]) -> Result<Bundle> {
             vcpus: vm.vcpus,
             memory_size,
             kernel: member("kernel"),
-            kernel_ipa: places.kernel,
+            kernel_load,
             dtb: member("dtb"),
-            dtb_ipa: places.dtb,
+            dtb_ipa,
             initrd,
             physical_cpus,
             devices,

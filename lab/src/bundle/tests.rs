@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::disk::DiskContents;
+use crate::images::manifest::BootFormat;
 use std::path::Path;
 
 const SCENARIO: &str = "\
@@ -31,11 +32,13 @@ fn bundle() -> Bundle {
         &[
             VmFiles {
                 kernel: image(0, 0x4000),
+                format: BootFormat::LinuxImage,
                 initrd: Some(vec![7u8; 0x1000]),
                 disks: Vec::new(),
             },
             VmFiles {
                 kernel: image(0x80000, 0x1000),
+                format: BootFormat::LinuxImage,
                 initrd: None,
                 disks: Vec::new(),
             },
@@ -122,6 +125,7 @@ fn a_kernel_without_image_header_is_named() {
     let files = vec![
         VmFiles {
             kernel: vec![0u8; 0x100],
+            format: BootFormat::LinuxImage,
             initrd: None,
             disks: Vec::new(),
         };
@@ -143,6 +147,7 @@ switches: [lan0]
 vms:
   - name: vm0
     kernel: { image: linux-cloud }
+    initramfs: true
     vcpus: 1
     memory-mib: 256
     net: [{ switch: lan0, mac: '02:4c:41:42:00:01', ip: 10.0.0.1/24 }]
@@ -168,6 +173,7 @@ fn net_bundle(machine_mib: u64) -> Result<Bundle> {
     };
     let vm = |disks| VmFiles {
         kernel: image(0, 0x4000),
+        format: BootFormat::LinuxImage,
         initrd: None,
         disks,
     };
@@ -197,6 +203,9 @@ fn devices_follow_the_contract() {
     let guest = dts::to_dts(&bundle.guest_dtbs[0].1).unwrap();
     assert_eq!(guest.matches("compatible = \"virtio,mmio\"").count(), 32);
     assert!(guest.contains("bootargs = \"console=ttyAMA0 lab.name=vm0 lab.ip=eth0:10.0.0.1/24\""));
+    // Without the lab's initramfs, a VM's bootargs are its own: none here.
+    let other = dts::to_dts(&bundle.guest_dtbs[1].1).unwrap();
+    assert!(!other.contains("bootargs"), "{other}");
 }
 
 #[test]

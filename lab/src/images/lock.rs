@@ -136,7 +136,7 @@ pub fn source_key(source: &Source) -> String {
             key
         }
         Source::Url { url, sha256 } => format!("url {url} {sha256}"),
-        Source::Path(path) => format!("path {}", path.display()),
+        Source::Path { path, .. } => format!("path {}", path.display()),
         Source::Generated(g) => format!("generated sha256-counter {:?} {}", g.seed, g.bytes),
     }
 }

@@ -31,6 +31,9 @@ struct RawImage {
     sha256: Option<String>,
     path: Option<PathBuf>,
     generated: Option<Generated>,
+    format: Option<BareFormat>,
+    load_address: Option<u64>,
+    entry: Option<u64>,
 }
 
 /// What an image is for.
@@ -46,6 +49,35 @@ pub enum ImageKind {
     BareMetal,
     /// The initial contents of a VM's disk.
     Disk,
+}
+
+/// How a `bare-metal` image is laid out: an ELF executable, or a raw
+/// binary. Without `format` the lab tells them apart by the ELF magic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BareFormat {
+    Elf,
+    Raw,
+}
+
+/// Guest RAM base on QEMU's `virt` board.
+const RAM_BASE: u64 = 0x4000_0000;
+/// Where QEMU puts a raw `-kernel` on AArch64 (`KERNEL64_LOAD_ADDR`).
+pub const RAW_LOAD_DEFAULT: u64 = RAM_BASE + 0x8_0000;
+
+/// How the lab boots an image's file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootFormat {
+    /// An arm64 Linux `Image` (gzip'd or not): `linux-kernel` images.
+    LinuxImage,
+    /// Every `PT_LOAD` at its physical address, entered at `e_entry`.
+    Elf,
+    /// The file at `load`, entered at `entry` (QEMU's raw `-kernel`
+    /// address by default); its DTB goes to the base of RAM.
+    Raw { load: u64, entry: u64 },
+    /// `bare-metal` without `format`: ELF or raw (at the default address)
+    /// by the file's magic.
+    Detect,
 }
 
 /// Bytes the lab generates itself: a SHA-256 counter stream (32-byte block
@@ -109,8 +141,12 @@ pub enum Source {
         url: String,
         sha256: String,
     },
-    /// A local file, relative to the workspace root unless absolute.
-    Path(PathBuf),
+    /// A local file, relative to the workspace root unless absolute,
+    /// checked against `sha256` when one is given.
+    Path {
+        path: PathBuf,
+        sha256: Option<String>,
+    },
     /// Bytes the lab generates.
     Generated(Generated),
 }
@@ -122,6 +158,8 @@ pub struct Image {
     pub description: String,
     pub kind: ImageKind,
     pub source: Source,
+    /// How it boots, for kernels (`linux-kernel`, `bare-metal`).
+    pub format: Option<BootFormat>,
 }
 
 /// images.yaml, validated.
@@ -246,22 +284,35 @@ impl Manifest {
                         "a url image needs its sha256".into(),
                     ));
                 }
-                (None, None, None, Some(path), None) => Source::Path(path),
+                (None, None, sha256, Some(path), None) => {
+                    if let Some(sha256) = sha256.as_deref().filter(|s| !is_sha256(s)) {
+                        return Err(at(
+                            "sha256",
+                            sha256,
+                            field("sha256"),
+                            "must be 64 lowercase hex digits".into(),
+                        ));
+                    }
+                    Source::Path { path, sha256 }
+                }
                 _ => {
                     return Err(at(
                         "name",
                         &name,
                         format!("images[{index}]"),
-                        "needs exactly one source: `debian`, `url` with `sha256`, `path`, or `generated`"
+                        "needs exactly one source: `debian`, `url` with `sha256`, `path` (optionally with `sha256`), or `generated`"
                             .into(),
                     ));
                 }
             };
+            let format = boot_format(image.kind, image.format, image.load_address, image.entry)
+                .map_err(|(key, message)| at(key, "", field(key), message))?;
             images.push(Image {
                 name,
                 description: image.description,
                 kind: image.kind,
                 source,
+                format,
             });
         }
         let manifest = Manifest {
@@ -294,6 +345,45 @@ impl Manifest {
                 names.join(", ")
             )
         })
+    }
+}
+
+/// How an image of `kind` boots, from its `format`, `load-address` and
+/// `entry`; the error names the offending key.
+fn boot_format(
+    kind: ImageKind,
+    format: Option<BareFormat>,
+    load: Option<u64>,
+    entry: Option<u64>,
+) -> Result<Option<BootFormat>, (&'static str, String)> {
+    let extra = match (load, entry) {
+        (Some(_), _) => Some("load-address"),
+        (None, Some(_)) => Some("entry"),
+        (None, None) => None,
+    };
+    match (kind, format, extra) {
+        (ImageKind::BareMetal, Some(BareFormat::Raw), _) => {
+            let load = load.unwrap_or(RAW_LOAD_DEFAULT);
+            if load < RAM_BASE {
+                return Err((
+                    "load-address",
+                    format!("{load:#x} is below guest RAM ({RAM_BASE:#x})"),
+                ));
+            }
+            Ok(Some(BootFormat::Raw {
+                load,
+                entry: entry.unwrap_or(load),
+            }))
+        }
+        (_, _, Some(key)) => Err((key, "only a `format: raw` image has one".into())),
+        (ImageKind::BareMetal, Some(BareFormat::Elf), None) => Ok(Some(BootFormat::Elf)),
+        (ImageKind::BareMetal, None, None) => Ok(Some(BootFormat::Detect)),
+        (_, Some(_), None) => Err((
+            "format",
+            "only bare-metal images have one (a linux-kernel is an arm64 Image)".into(),
+        )),
+        (ImageKind::LinuxKernel, None, None) => Ok(Some(BootFormat::LinuxImage)),
+        (_, None, None) => Ok(None),
     }
 }
 

@@ -2,7 +2,7 @@
 //! pinned in `guest-images/images.lock`, kept in a verified content-addressed
 //! cache, and the initramfs the lab assembles from them.
 //!
-//! The runner calls [`prepare_linux_guest`]; `lab fetch` calls
+//! The runner calls [`prepare_guest`]; `lab fetch` calls
 //! [`fetch_command`]. Both take [`ImageOptions`]; a [`Session`] with a fake
 //! [`Fetcher`] runs the same code without network in tests.
 
@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use cache::{sha256_hex, Cache};
 pub use fetch::{FetchError, Fetcher, HttpFetcher};
 use lock::{source_key, LockFile, LockedImage};
-use manifest::{ImageKind, Manifest, Source};
+use manifest::{BootFormat, ImageKind, Manifest, Source, RAW_LOAD_DEFAULT};
 use resolve::{derived_key, Archive, Indexes};
 
 /// Where the initramfs `/init` script lives in the workspace.
@@ -38,6 +38,7 @@ pub const INIT_SCRIPTS: &[&str] = &["lab-time"];
 const ARM64_IMAGE_MAGIC: &[u8; 4] = b"ARM\x64";
 const ARM64_IMAGE_MAGIC_OFFSET: usize = 0x38;
 const GZIP_MAGIC: &[u8; 2] = &[0x1f, 0x8b];
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 
 /// How images are obtained.
 #[derive(Debug, Clone, Default)]
@@ -54,7 +55,7 @@ pub struct ImageOptions {
 pub const INITRAMFS_PROGRAMS: &[&str] = &["lab-clock"];
 
 /// Builds the [`INITRAMFS_PROGRAMS`] (static Linux ELFs, for
-/// `aarch64-unknown-none`) for [`prepare_linux_guest`] and [`fetch_command`].
+/// `aarch64-unknown-none`) for [`prepare_guest`] and [`fetch_command`].
 pub fn initramfs_programs(
     workspace_root: &Path,
     target_dir: &Path,
@@ -70,19 +71,22 @@ pub fn initramfs_programs(
         .collect()
 }
 
-/// Host paths of what a Linux VM boots (inside the cache; do not modify).
+/// Host paths of what a VM boots (inside the cache; do not modify).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestFiles {
-    /// A raw (uncompressed) arm64 `Image`.
+    /// A raw (uncompressed) arm64 `Image`, or a bare-metal ELF or binary.
     pub kernel: PathBuf,
+    /// How `kernel` boots (never [`BootFormat::Detect`]).
+    pub format: BootFormat,
     /// The lab's gzip'd cpio initramfs, when asked for.
     pub initramfs: Option<PathBuf>,
 }
 
-/// The kernel of `image` and, if `with_initramfs`, the lab's initramfs with
-/// that kernel's modules and `programs` (from [`initramfs_programs`]),
-/// fetched and built through the cache.
-pub fn prepare_linux_guest(
+/// The kernel of `image` (a `linux-kernel` or `bare-metal` image) and, if
+/// `with_initramfs`, the lab's initramfs with that Linux kernel's modules
+/// and `programs` (from [`initramfs_programs`]), fetched and built through
+/// the cache.
+pub fn prepare_guest(
     workspace_root: &Path,
     image: &str,
     with_initramfs: bool,
@@ -92,7 +96,7 @@ pub fn prepare_linux_guest(
     let fetcher = HttpFetcher::new();
     Session::open(workspace_root, opts, &fetcher)?
         .with_programs(programs.to_vec())
-        .prepare_linux_guest(image, with_initramfs)
+        .prepare_guest(image, with_initramfs)
 }
 
 /// The verified file of a disk image (kind `disk`), fetched or generated
@@ -166,17 +170,33 @@ impl<'f> Session<'f> {
         self
     }
 
-    /// See [`prepare_linux_guest`].
-    pub fn prepare_linux_guest(&mut self, image: &str, with_initramfs: bool) -> Result<GuestFiles> {
+    /// See [`prepare_guest`].
+    pub fn prepare_guest(&mut self, image: &str, with_initramfs: bool) -> Result<GuestFiles> {
         let spec = self.manifest.require(image)?.clone();
-        if spec.kind != ImageKind::LinuxKernel {
-            bail!(
-                "image {image} is a {:?} image, not a Linux kernel",
-                spec.kind
-            );
-        }
+        let format = match (spec.kind, spec.format) {
+            (ImageKind::LinuxKernel, _) => BootFormat::LinuxImage,
+            (ImageKind::BareMetal, _) if with_initramfs => {
+                bail!(
+                    "image {image} is a bare-metal image: the lab's initramfs needs a Linux kernel"
+                )
+            }
+            (ImageKind::BareMetal, Some(format)) => {
+                let kernel = self.image_file(image)?;
+                let data = std::fs::read(&kernel)
+                    .with_context(|| format!("cannot read {}", kernel.display()))?;
+                let format = bare_format(image, format, &data)?;
+                return Ok(GuestFiles {
+                    kernel,
+                    format,
+                    initramfs: None,
+                });
+            }
+            (kind, _) => bail!("image {image} is a {kind:?} image, not a kernel"),
+        };
         let (kernel_file, modules) = match &spec.source {
-            Source::Path(path) => (self.local_file(image, path)?, Vec::new()),
+            Source::Path { path, sha256 } => {
+                (self.local_file(image, path, sha256.as_deref())?, Vec::new())
+            }
             _ => {
                 let locked = self.locked(image)?;
                 let kernel = self.cache.object_path(&locked.file.sha256);
@@ -194,7 +214,11 @@ impl<'f> Session<'f> {
         } else {
             None
         };
-        Ok(GuestFiles { kernel, initramfs })
+        Ok(GuestFiles {
+            kernel,
+            format,
+            initramfs,
+        })
     }
 
     /// See [`fetch_command`].
@@ -206,16 +230,15 @@ impl<'f> Session<'f> {
         let uses = scenarios::image_uses(&self.root)?;
         for (image, with_initramfs) in &uses {
             let kind = self.manifest.require(image)?.kind;
-            let files = if kind == ImageKind::LinuxKernel {
-                self.prepare_linux_guest(image, *with_initramfs)?
-            } else {
-                GuestFiles {
-                    kernel: self.image_file(image)?,
-                    initramfs: None,
+            let (kernel, initramfs) = match kind {
+                ImageKind::LinuxKernel | ImageKind::BareMetal => {
+                    let files = self.prepare_guest(image, *with_initramfs)?;
+                    (files.kernel, files.initramfs)
                 }
+                _ => (self.image_file(image)?, None),
             };
-            eprintln!("fetch: {image} ready: {}", files.kernel.display());
-            if let Some(initramfs) = &files.initramfs {
+            eprintln!("fetch: {image} ready: {}", kernel.display());
+            if let Some(initramfs) = &initramfs {
                 eprintln!("fetch: {image} initramfs ready: {}", initramfs.display());
             }
         }
@@ -232,7 +255,7 @@ impl<'f> Session<'f> {
     pub fn image_file(&mut self, image: &str) -> Result<PathBuf> {
         let spec = self.manifest.require(image)?.clone();
         match &spec.source {
-            Source::Path(path) => self.local_file(image, path),
+            Source::Path { path, sha256 } => self.local_file(image, path, sha256.as_deref()),
             _ => {
                 let locked = self.locked(image)?;
                 Ok(self.cache.object_path(&locked.file.sha256))
@@ -253,7 +276,7 @@ impl<'f> Session<'f> {
             images: Default::default(),
         };
         for image in &self.manifest.images {
-            if matches!(image.source, Source::Path(_)) {
+            if matches!(image.source, Source::Path { .. }) {
                 continue;
             }
             let locked = archive.resolve(&image.name, &image.source)?;
@@ -300,13 +323,28 @@ impl<'f> Session<'f> {
         Ok(locked)
     }
 
-    fn local_file(&self, image: &str, path: &Path) -> Result<PathBuf> {
+    /// A local image file, checked against its `sha256` when it has one.
+    fn local_file(&self, image: &str, path: &Path, sha256: Option<&str>) -> Result<PathBuf> {
         let path = self.root.join(path);
         if !path.is_file() {
             bail!(
-                "image {image}: {} does not exist; fix `path` in guest-images/images.yaml",
-                path.display()
+                "image {image}: {} does not exist; put the file there, or point its `path:` \
+                 (or a `url:` with `sha256:`) in {} at where it is",
+                path.display(),
+                manifest::MANIFEST_PATH
             );
+        }
+        if let Some(expected) = sha256 {
+            let data =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let actual = sha256_hex(&data);
+            if actual != expected {
+                bail!(
+                    "image {image}: {} has sha256 {actual}, but {} pins {expected}",
+                    path.display(),
+                    manifest::MANIFEST_PATH
+                );
+            }
         }
         Ok(path)
     }
@@ -390,6 +428,28 @@ impl<'f> Session<'f> {
         })
         .with_context(|| format!("cannot build the {what}"))?;
         self.cache.insert_derived(&key, &archive)
+    }
+}
+
+/// How a bare-metal image's `data` boots: its declared format, checked
+/// against the file, or the one its magic says.
+fn bare_format(image: &str, declared: BootFormat, data: &[u8]) -> Result<BootFormat> {
+    let is_elf = data.starts_with(ELF_MAGIC);
+    match declared {
+        BootFormat::Elf if !is_elf => {
+            bail!("image {image} is declared `format: elf` but its file is not an ELF")
+        }
+        BootFormat::Raw { .. } if is_elf => bail!(
+            "image {image} is declared `format: raw` but its file is an ELF: drop `format: raw` \
+             and its addresses, or give the raw binary"
+        ),
+        BootFormat::LinuxImage => bail!("image {image} is a bare-metal image, not Linux"),
+        BootFormat::Detect if is_elf => Ok(BootFormat::Elf),
+        BootFormat::Detect => Ok(BootFormat::Raw {
+            load: RAW_LOAD_DEFAULT,
+            entry: RAW_LOAD_DEFAULT,
+        }),
+        format => Ok(format),
     }
 }
 

@@ -76,7 +76,9 @@ impl<'a> Archive<'a> {
                     builtin: Vec::new(),
                 })
             }
-            Source::Path(_) => bail!("image {image} is a local file; it has nothing to resolve"),
+            Source::Path { .. } => {
+                bail!("image {image} is a local file; it has nothing to resolve")
+            }
             Source::Generated(generated) => {
                 let (sha256, _) = self.cache.insert(&generated.generate())?;
                 Ok(generated_lock(image, source, sha256))

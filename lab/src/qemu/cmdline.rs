@@ -35,6 +35,9 @@ impl LabeledPath {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootFiles {
     pub kernel: LabeledPath,
+    /// Load `kernel` raw at this address and start there (QEMU's generic
+    /// loader) instead of `-kernel`.
+    pub raw_load: Option<u64>,
     pub initrd: Option<LabeledPath>,
     pub disks: Vec<DiskFile>,
     pub net: Vec<NetPort>,
@@ -198,10 +201,16 @@ pub fn machine_shape_of(scenario: &Scenario, vm: usize) -> (u32, u64) {
     }
 }
 
-/// A VM's kernel command line: the lab's arguments (its name, and
+/// A VM's kernel command line. A Linux VM on the lab's initramfs gets the
+/// lab's arguments (its console, its name, and
 /// `lab.ip=<interface>:<address>/<prefix>` per interface with an address,
-/// which the initramfs' `/init` configures), then the VM's own.
+/// which the initramfs' `/init` configures), then its own; any other VM gets
+/// exactly its scenario's `cmdline` (a guest may parse its bootargs as its
+/// own argument list, and then refuses arguments it does not know).
 pub fn vm_bootargs(vm: &Vm) -> String {
+    if !vm.initramfs {
+        return vm.cmdline.clone();
+    }
     let mut line = format!("console=ttyAMA0 lab.name={}", vm.name);
     for (index, interface) in vm.net.iter().enumerate() {
         if let Some(ip) = interface.ip {
@@ -224,7 +233,7 @@ pub fn kernel_append(scenario: &Scenario) -> Option<String> {
 /// [`kernel_append`] of the QEMU process that boots VM `vm` directly.
 fn kernel_append_of(scenario: &Scenario, vm: usize) -> Option<String> {
     match (scenario.boot, scenario.vms.get(vm)) {
-        (BootMode::Direct, Some(vm)) => Some(vm_bootargs(vm)),
+        (BootMode::Direct, Some(vm)) => Some(vm_bootargs(vm)).filter(|line| !line.is_empty()),
         _ => scenario
             .machine
             .hypervisor_args
@@ -267,16 +276,26 @@ pub fn qemu_command_of(
         // A guest reset ends the run instead of booting again.
         text("-no-reboot"),
     ];
-    match &files.firmware {
-        None => {
+    match (&files.firmware, files.raw_load) {
+        (Some(firmware), _) => args.extend(secure_world_args(files, firmware)),
+        (None, None) => {
             args.extend([text("-kernel"), QemuArg::File(files.kernel.clone())]);
             if let Some(initrd) = &files.initrd {
                 args.extend([text("-initrd"), QemuArg::File(initrd.clone())]);
             }
         }
-        Some(firmware) => args.extend(secure_world_args(files, firmware)),
+        (None, Some(at)) => args.extend([
+            text("-device"),
+            QemuArg::FileOption {
+                before: "loader,file=".into(),
+                file: files.kernel.clone(),
+                after: format!(",addr={at:#x},force-raw=on"),
+            },
+            text("-device"),
+            QemuArg::Text(format!("loader,addr={at:#x},cpu-num=0")),
+        ]),
     }
-    if let Some(append) = kernel_append_of(scenario, vm) {
+    if let Some(append) = kernel_append_of(scenario, vm).filter(|_| files.raw_load.is_none()) {
         args.push(text("-append"));
         args.push(QemuArg::Text(append));
     }
@@ -388,7 +407,7 @@ mod tests {
 
     const HV: &str =
         "schema: 1\nname: t\ndescription: d\nmachine: { cpus: 2, memory-mib: 512 }\nsteps: []\n";
-    const DIRECT: &str = "schema: 1\nname: t\ndescription: d\nmachine: { cpus: 4, memory-mib: 2048 }\nboot: direct\nvms:\n  - { name: vm0, kernel: { image: k }, cmdline: ' quiet ', vcpus: 1, memory-mib: 256 }\nsteps: []\n";
+    const DIRECT: &str = "schema: 1\nname: t\ndescription: d\nmachine: { cpus: 4, memory-mib: 2048 }\nboot: direct\nvms:\n  - { name: vm0, kernel: { image: k }, initramfs: true, cmdline: ' quiet ', vcpus: 1, memory-mib: 256 }\nsteps: []\n";
 
     #[test]
     fn machine_option_table() {
@@ -421,6 +440,12 @@ mod tests {
             kernel_append(&direct).as_deref(),
             Some("console=ttyAMA0 lab.name=vm0 quiet")
         );
+        // Without the lab's initramfs: exactly the scenario's cmdline, and
+        // no -append at all for an empty one.
+        let own = scenario(&DIRECT.replace("initramfs: true, ", ""));
+        assert_eq!(kernel_append(&own).as_deref(), Some(" quiet "));
+        let none = scenario(&DIRECT.replace("initramfs: true, cmdline: ' quiet ', ", ""));
+        assert_eq!(kernel_append(&none), None);
         let args = scenario(&HV.replace("512 }", "512, hypervisor-args: 'hv.debug=panic' }"));
         assert_eq!(kernel_append(&args).as_deref(), Some("hv.debug=panic"));
     }
@@ -429,6 +454,7 @@ mod tests {
     fn argv_has_paths_and_redacted_has_labels() {
         let files = BootFiles {
             kernel: LabeledPath::new("hypervisor.bin", "/t/hypervisor.bin"),
+            raw_load: None,
             initrd: Some(LabeledPath::new("bundle.cpio", "/t/b c.cpio")),
             disks: Vec::new(),
             net: Vec::new(),
@@ -454,6 +480,7 @@ mod tests {
     fn direct_disks_are_virtio_1_blk_devices_on_raw_files() {
         let files = BootFiles {
             kernel: LabeledPath::new("k", "/t/k"),
+            raw_load: None,
             initrd: None,
             disks: vec![
                 DiskFile {

@@ -12,6 +12,7 @@ use crate::bundle::{self, VmFiles};
 use crate::disk::DiskContents;
 use crate::firmware;
 use crate::images::initramfs::Program;
+use crate::images::manifest::{BootFormat, Manifest};
 use crate::images::{self, ImageOptions};
 use crate::qemu::cmdline::SecureWorldFiles;
 use crate::qemu::{qemu_command_of, BootFiles, DiskFile, LabeledPath, NetPort, QemuCommand};
@@ -63,6 +64,9 @@ pub const SECURE_CONSOLE_LOG: &str = "secure-console.log";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootPlan {
     pub kernel: Artifact,
+    /// A directly booted raw image's load address (it goes in with QEMU's
+    /// generic loader, not `-kernel`).
+    pub raw_load: Option<u64>,
     pub initrd: Option<Artifact>,
     /// A direct boot's disks (QEMU's virtio-blk), read-only or not; under
     /// the hypervisor the disks travel in the bundle.
@@ -75,8 +79,9 @@ pub struct BootPlan {
 }
 
 /// The files a scenario boots, one plan per QEMU process: the hypervisor's
-/// one, or one per VM of a direct boot.
-pub fn plan(scenario: &Scenario) -> Result<Vec<BootPlan>> {
+/// one, or one per VM of a direct boot; `images` says how a directly
+/// booted image boots.
+pub fn plan(scenario: &Scenario, images: &Manifest) -> Result<Vec<BootPlan>> {
     let secure_world = scenario.machine.secure_world;
     if secure_world && scenario.boot == BootMode::Direct {
         bail!("`secure-world: true` needs `boot: hypervisor`: the hypervisor is TF-A's BL33");
@@ -87,6 +92,7 @@ pub fn plan(scenario: &Scenario) -> Result<Vec<BootPlan>> {
     match scenario.boot {
         BootMode::Hypervisor => Ok(vec![BootPlan {
             kernel: Artifact::Crate(build::HYPERVISOR_CRATE.into()),
+            raw_load: None,
             initrd: (!scenario.vms.is_empty()).then_some(Artifact::Bundle),
             disks: Vec::new(),
             net: Vec::new(),
@@ -94,13 +100,13 @@ pub fn plan(scenario: &Scenario) -> Result<Vec<BootPlan>> {
         }]),
         BootMode::Direct if scenario.vms.is_empty() => bail!("`boot: direct` needs a VM"),
         BootMode::Direct => (0..scenario.vms.len())
-            .map(|index| direct_plan(scenario, index))
+            .map(|index| direct_plan(scenario, index, images))
             .collect(),
     }
 }
 
 /// The plan of the QEMU process that boots VM `index` directly.
-fn direct_plan(scenario: &Scenario, index: usize) -> Result<BootPlan> {
+fn direct_plan(scenario: &Scenario, index: usize, images: &Manifest) -> Result<BootPlan> {
     let vm = &scenario.vms[index];
     let disks = vm
         .disks
@@ -137,6 +143,7 @@ fn direct_plan(scenario: &Scenario, index: usize) -> Result<BootPlan> {
         }
         KernelSource::Crate(krate) => Ok(BootPlan {
             kernel: Artifact::Crate(krate.clone()),
+            raw_load: None,
             initrd: None,
             disks,
             net,
@@ -144,6 +151,7 @@ fn direct_plan(scenario: &Scenario, index: usize) -> Result<BootPlan> {
         }),
         KernelSource::Image(image) => Ok(BootPlan {
             kernel: Artifact::ImageKernel(image.clone()),
+            raw_load: direct_raw_load(vm, images.require(image)?.format)?,
             initrd: vm
                 .initramfs
                 .then(|| Artifact::ImageInitramfs(image.clone())),
@@ -154,16 +162,38 @@ fn direct_plan(scenario: &Scenario, index: usize) -> Result<BootPlan> {
     }
 }
 
+/// Where a directly booted raw image goes: QEMU's `-kernel` would treat it
+/// as Linux (its DTB after the initrd slot); QEMU's generic loader puts it
+/// at its address and starts CPU 0 there, and QEMU's DTB then goes to the
+/// base of RAM, where firmware looks for it. Such a boot takes no
+/// `-append`, so the VM's `cmdline` must be empty.
+fn direct_raw_load(vm: &crate::scenario::Vm, format: Option<BootFormat>) -> Result<Option<u64>> {
+    match format {
+        Some(BootFormat::Raw { load, .. }) if !vm.cmdline.is_empty() => bail!(
+            "VM {}: a raw image booted directly ({load:#x}) cannot take a `cmdline`",
+            vm.name
+        ),
+        Some(BootFormat::Raw { load, .. }) => Ok(Some(load)),
+        _ => Ok(None),
+    }
+}
+
 /// The command lines of the plans with placeholder paths and ports, one
-/// per QEMU process: for snapshots, which show only the labels.
-pub fn planned_commands(qemu: &Path, scenario: &Scenario) -> Result<Vec<QemuCommand>> {
+/// per QEMU process: for snapshots, which show only the labels; `images`
+/// as for [`plan`].
+pub fn planned_commands(
+    qemu: &Path,
+    scenario: &Scenario,
+    images: &Manifest,
+) -> Result<Vec<QemuCommand>> {
     let placeholder = |artifact: &Artifact| LabeledPath::new(artifact.label(), "/unresolved");
-    Ok(plan(scenario)?
+    Ok(plan(scenario, images)?
         .iter()
         .enumerate()
         .map(|(index, plan)| {
             let files = BootFiles {
                 kernel: placeholder(&plan.kernel),
+                raw_load: plan.raw_load,
                 initrd: plan.initrd.as_ref().map(placeholder),
                 disks: plan
                     .disks
@@ -202,7 +232,7 @@ pub fn resolve(
     out_dir: &Path,
     emitter: &Emitter,
 ) -> Result<Prepared> {
-    let plans = plan(scenario)?;
+    let plans = plan(scenario, &Manifest::load(&lab.root)?)?;
     let image_options = ImageOptions {
         offline,
         cache_dir: None,
@@ -238,7 +268,7 @@ pub fn resolve(
                     Some((_, files)) => files.clone(),
                     None => {
                         let files = stage(emitter, &format!("prepare image {image}"), || {
-                            images::prepare_linux_guest(
+                            images::prepare_guest(
                                 &lab.root,
                                 image,
                                 with_initramfs,
@@ -312,6 +342,7 @@ pub fn resolve(
         };
         files.push(BootFiles {
             kernel,
+            raw_load: plan.raw_load,
             initrd,
             disks,
             net: plan.net.clone(),
@@ -399,22 +430,19 @@ fn vm_files(
                 })?;
                 Ok(VmFiles {
                     kernel: read(&built.path)?,
+                    // The in-tree guests carry an arm64 Image header.
+                    format: BootFormat::LinuxImage,
                     initrd: None,
                     disks: disks.clone(),
                 })
             }
             KernelSource::Image(image) => {
                 let guest = stage(emitter, &format!("prepare image {image}"), || {
-                    images::prepare_linux_guest(
-                        &lab.root,
-                        image,
-                        vm.initramfs,
-                        programs,
-                        image_options,
-                    )
+                    images::prepare_guest(&lab.root, image, vm.initramfs, programs, image_options)
                 })?;
                 Ok(VmFiles {
                     kernel: read(&guest.kernel)?,
+                    format: guest.format,
                     initrd: guest.initramfs.as_deref().map(read).transpose()?,
                     disks: disks.clone(),
                 })
