@@ -13,6 +13,7 @@ mod images {
     use lab::images::debian::DEFAULT_MIRROR;
     use lab::images::initramfs::{Program, LOAD_ORDER_FILE};
     use lab::images::lock::LockFile;
+    use lab::images::manifest::{BootFormat, RAW_LOAD_DEFAULT};
     use lab::images::{ImageOptions, Session};
 
     use crate::images_support::{
@@ -591,13 +592,55 @@ images:
         let path = world.session(false).image_file("zephyr").unwrap();
         assert_eq!(std::fs::read(path).unwrap(), b"zephyr");
         assert_eq!(world.lock().images["zephyr"].sha256, sha256_hex(b"zephyr"));
+        // Not an ELF and no `format`: raw, where QEMU puts a raw -kernel.
+        let files = world.session(false).prepare_guest("zephyr", false).unwrap();
+        assert_eq!(
+            files.format,
+            BootFormat::Raw {
+                load: RAW_LOAD_DEFAULT,
+                entry: RAW_LOAD_DEFAULT
+            }
+        );
         let err = format!(
             "{:#}",
             world
                 .session(false)
-                .prepare_guest("zephyr", false)
+                .prepare_guest("zephyr", true)
                 .unwrap_err()
         );
-        assert!(err.contains("not a Linux kernel"), "{err}");
+        assert!(
+            err.contains("the lab's initramfs needs a Linux kernel"),
+            "{err}"
+        );
+
+        // A declared format the file contradicts, and a local file whose
+        // sha256 is not the pinned one.
+        std::fs::write(world.root().join("fw.bin"), b"firmware").unwrap();
+        let declared = |extra: &str| {
+            let text = format!(
+                "{IMAGES_YAML}  - name: fw\n    description: d\n    kind: bare-metal\n    path: fw.bin\n{extra}"
+            );
+            std::fs::write(world.root().join("guest-images/images.yaml"), text).unwrap();
+            world
+                .session(false)
+                .prepare_guest("fw", false)
+                .map_err(|e| format!("{e:#}"))
+        };
+        let err = declared("    format: elf\n").unwrap_err();
+        assert!(
+            err.contains("declared `format: elf` but its file is not an ELF"),
+            "{err}"
+        );
+        let sha = format!("    sha256: {}\n", sha256_hex(b"other"));
+        let err = declared(&sha).unwrap_err();
+        assert!(
+            err.contains(&format!("has sha256 {}", sha256_hex(b"firmware"))),
+            "{err}"
+        );
+        let sha = format!("    sha256: {}\n", sha256_hex(b"firmware"));
+        assert!(declared(&sha).is_ok());
+        std::fs::remove_file(world.root().join("fw.bin")).unwrap();
+        let err = declared("").unwrap_err();
+        assert!(err.contains("point its `path:`"), "{err}");
     }
 }
