@@ -18,6 +18,7 @@
 
 pub mod gic;
 pub mod memory;
+pub mod pflash;
 pub mod pl011;
 pub mod pl031;
 pub mod table;

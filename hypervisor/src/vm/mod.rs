@@ -24,6 +24,7 @@ use crate::boot::manifest::{DeviceConfig, DeviceKind, ManifestError, Placement, 
 use crate::console;
 use crate::devices::gic::{Affinity, Vgic};
 use crate::devices::memory::{region_offset, GuestMemory, GuestMemoryError};
+use crate::devices::pflash::{Pflash, BANK_BASES};
 use crate::devices::pl011::{CharSink, Pl011};
 use crate::devices::pl031::{Pl031, TimeSource};
 use crate::devices::table::DeviceTable;
@@ -417,9 +418,10 @@ fn boot_power(
         .collect()
 }
 
-/// The VM's device table: the PL031, then every virtio-mmio slot (QEMU's
-/// `virt` has 32, and the guest DT lists them all): the manifest's devices
-/// in theirs, an [`EmptySlot`] in the rest.
+/// The VM's device table: the two CFI flash banks and the PL031, then
+/// every virtio-mmio slot (QEMU's `virt` has 32, and the guest DT lists
+/// them all): the manifest's devices in theirs, an [`EmptySlot`] in the
+/// rest.
 fn device_table(
     vm: usize,
     config: &VmConfig,
@@ -433,6 +435,10 @@ fn device_table(
             ManifestError::new(field, format!("window at {:#x} overlaps another", e.base))
         })
     };
+    for base in BANK_BASES {
+        let base = IntermediatePhysAddr::new(base);
+        add(base, None, Box::<Pflash>::default(), &config.node)?;
+    }
     add(
         PL031_BASE,
         Some(PL031_INTID),

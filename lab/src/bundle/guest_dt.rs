@@ -1,6 +1,7 @@
 //! The device tree each VM boots with: QEMU's `virt` layout as DESIGN.md
 //! gives it (GICv3, PL011, PL031, architected timer, PSCI over HVC, the 32
-//! virtio-mmio slots, RAM at 0x4000_0000), the VM's CPUs and memory, and
+//! virtio-mmio slots, the two CFI flash banks from 0, RAM at 0x4000_0000),
+//! the VM's CPUs and memory, and
 //! `/chosen` with its command line and initrd. Node names, phandles and interrupt specifiers follow
 //! what QEMU itself generates, so guests see nothing unusual.
 
@@ -16,6 +17,8 @@ pub const GICR_BASE: u64 = 0x080A_0000;
 pub const GICR_STRIDE: u64 = 0x2_0000;
 pub const UART_BASE: u64 = 0x0900_0000;
 pub const RTC_BASE: u64 = 0x0901_0000;
+/// The two CFI flash banks, each this big, from address 0.
+pub const FLASH_BANK_SIZE: u64 = 0x0400_0000;
 /// virtio-mmio slot 0, and the distance between slots.
 pub const VIRTIO_BASE: u64 = 0x0A00_0000;
 pub const VIRTIO_STRIDE: u64 = 0x200;
@@ -79,6 +82,17 @@ impl GuestDt {
             fdt.property_u64("linux,initrd-end", end)?;
         }
         fdt.end_node(chosen)?;
+
+        // QEMU's two flash banks, one node (firmware such as U-Boot finds
+        // them here).
+        let flash = fdt.begin_node("flash@0")?;
+        fdt.property_u32("bank-width", 4)?;
+        fdt.property_array_u64(
+            "reg",
+            &[0, FLASH_BANK_SIZE, FLASH_BANK_SIZE, FLASH_BANK_SIZE],
+        )?;
+        fdt.property_string("compatible", "cfi-flash")?;
+        fdt.end_node(flash)?;
 
         let memory = fdt.begin_node(&format!("memory@{RAM_BASE:x}"))?;
         fdt.property_string("device_type", "memory")?;
