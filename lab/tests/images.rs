@@ -146,6 +146,7 @@ mod images {
                 [
                     "linux-cloud",
                     "linux-generic",
+                    "linux-trixie",
                     "busybox",
                     "lab-disk",
                     "zephyr-hello",

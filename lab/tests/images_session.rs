@@ -53,6 +53,8 @@ images:
         cache: tempfile::TempDir,
         fetcher: FakeFetcher,
         kernel: Vec<u8>,
+        /// Where the kernel package keeps its modules.
+        modules_dir: &'static str,
     }
 
     impl World {
@@ -82,6 +84,7 @@ images:
                 cache: tempfile::tempdir().unwrap(),
                 fetcher: FakeFetcher::default(),
                 kernel: arm64_image(8192),
+                modules_dir: "lib/modules/1.0-test",
             };
             world.publish("1.0");
             world
@@ -97,7 +100,7 @@ images:
 
         /// Serves an archive whose kernel package has `version`.
         fn publish(&mut self, version: &str) {
-            let modules_dir = "lib/modules/1.0-test";
+            let modules_dir = self.modules_dir;
             let virtio = xz(&module("virtio", &[]));
             let mmio = xz(&module("virtio_mmio", &["virtio", "virtio_ring"]));
             let blk = module("virtio_blk", &["virtio", "virtio_ring"]);
@@ -226,6 +229,23 @@ images:
             .find(|(n, _)| n == name)
             .unwrap_or_else(|| panic!("no {name} in the initramfs"))
             .1
+    }
+
+    #[test]
+    fn modules_under_usr_lib_as_trixie_ships_them() {
+        let mut world = World::new();
+        world.modules_dir = "usr/lib/modules/1.0-test";
+        world.publish("1.0");
+        let files = world
+            .session(false)
+            .prepare_guest("linux-test", true)
+            .unwrap();
+        let members = initramfs_members(files.initramfs.as_ref().unwrap());
+        assert_eq!(
+            member(&members, LOAD_ORDER_FILE),
+            b"virtio.ko\nvirtio_mmio.ko\nvirtio_blk.ko\n"
+        );
+        assert_eq!(world.lock().images["linux-test"].builtin, ["virtio_ring"]);
     }
 
     #[test]

@@ -386,11 +386,14 @@ pub fn take(deb: &std::path::Path, debian: &DebianSource) -> Result<Taken> {
     let mut paths = BTreeMap::new();
     let wants_modules = !debian.modules.is_empty();
     for_each_file(open()?, |path, contents| {
+        // Bookworm ships modules under lib/modules/, trixie (merged /usr)
+        // under usr/lib/modules/.
+        let tree = path.strip_prefix("usr/").unwrap_or(path);
         if path_matches(&debian.file, path) {
             matches.push((path.to_owned(), read_all(contents)?));
-        } else if wants_modules && path_matches("lib/modules/*/modules.builtin", path) {
+        } else if wants_modules && path_matches("lib/modules/*/modules.builtin", tree) {
             builtin_text = Some(String::from_utf8_lossy(&read_all(contents)?).into_owned());
-        } else if wants_modules && path.starts_with("lib/modules/") && is_module_path(path) {
+        } else if wants_modules && tree.starts_with("lib/modules/") && is_module_path(path) {
             let elf = modules::decompress(path, &read_all(contents)?)?;
             let info = modules::modinfo(&elf, &module_name(path))?;
             paths.insert(info.name.clone(), path.to_owned());
@@ -417,7 +420,7 @@ pub fn take(deb: &std::path::Path, debian: &DebianSource) -> Result<Taken> {
         });
     }
     let builtin = modules::parse_builtin(
-        &builtin_text.context("the package has no lib/modules/*/modules.builtin")?,
+        &builtin_text.context("the package has no (usr/)lib/modules/*/modules.builtin")?,
     );
     let order = load_order(&debian.modules, &depends, &builtin)?;
     let mut contents: BTreeMap<String, Vec<u8>> = BTreeMap::new();
