@@ -21,6 +21,8 @@ const DISK_IMAGE_BYTES: usize = 4 * MIB;
 /// Bare-metal images: an ELF with one segment of this size at the base of
 /// RAM (as Zephyr's), or a raw binary of this size.
 const BARE_BYTES: usize = MIB;
+/// The run id the guests' random seeds come from.
+const SEED: &str = "snapshot";
 
 fn image((text_offset, size): (u64, usize)) -> Vec<u8> {
     let mut bytes = vec![0u8; size];
@@ -107,11 +109,12 @@ fn bundle_device_trees() {
                 }
             })
             .collect();
-        let bundle = pack(&scenario, &files).unwrap_or_else(|e| panic!("{e:#}"));
+        let bundle = pack(&scenario, &files, SEED).unwrap_or_else(|e| panic!("{e:#}"));
         let bare = files.iter().any(|f| f.format != BootFormat::LinuxImage);
         let mut text = format!(
             "# placeholders: crate kernel {} MiB at text_offset {:#x}, image kernel {} MiB at \
-             text_offset {:#x}, initramfs {} MiB, disk image {} MiB{}\n\n# manifest.dts\n",
+             text_offset {:#x}, initramfs {} MiB, disk image {} MiB{}; seeds from run id {SEED:?}\n\n\
+             # manifest.dts\n",
             CRATE_KERNEL.1 / MIB,
             CRATE_KERNEL.0,
             IMAGE_KERNEL.1 / MIB,

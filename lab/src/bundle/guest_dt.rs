@@ -2,7 +2,7 @@
 //! gives it (GICv3, PL011, PL031, architected timer, PSCI over HVC, the 32
 //! virtio-mmio slots, the two CFI flash banks from 0, RAM at 0x4000_0000),
 //! the VM's CPUs and memory, and
-//! `/chosen` with its command line and initrd. Node names, phandles and interrupt specifiers follow
+//! `/chosen` with its command line, initrd and random seeds. Node names, phandles and interrupt specifiers follow
 //! what QEMU itself generates, so guests see nothing unusual.
 
 use super::layout::RAM_BASE;
@@ -51,6 +51,9 @@ pub struct GuestDt {
     pub bootargs: String,
     /// Start and end IPA of the initrd.
     pub initrd: Option<(u64, u64)>,
+    /// `/chosen` `rng-seed` and `kaslr-seed`, as QEMU gives every guest.
+    pub rng_seed: [u8; 32],
+    pub kaslr_seed: u64,
 }
 
 fn fdt_err(e: vm_fdt::Error) -> anyhow::Error {
@@ -72,6 +75,8 @@ impl GuestDt {
         fdt.property_u32("interrupt-parent", PHANDLE_GIC)?;
 
         let chosen = fdt.begin_node("chosen")?;
+        fdt.property("rng-seed", &self.rng_seed)?;
+        fdt.property_u64("kaslr-seed", self.kaslr_seed)?;
         // As QEMU: no `bootargs` for an empty command line.
         if !self.bootargs.is_empty() {
             fdt.property_string("bootargs", &self.bootargs)?;

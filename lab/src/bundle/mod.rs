@@ -62,8 +62,28 @@ pub fn cpu_compatible(cpu: CpuModel) -> &'static str {
     }
 }
 
-/// Packs the scenario's VMs; `files` is in `scenario.vms` order.
-pub fn pack(scenario: &Scenario, files: &[VmFiles]) -> Result<Bundle> {
+/// The `/chosen` `rng-seed` (32 bytes) and `kaslr-seed` of VM `vm`, which
+/// QEMU fills with fresh random bytes on every boot: here SHA-256 over
+/// `seed` (the run id) and the VM's name, so every run gets its own, and the
+/// same run id (or a recorded run's bundle, replayed) gives the same ones.
+pub fn dt_seeds(seed: &str, vm: &str) -> ([u8; 32], u64) {
+    use sha2::{Digest, Sha256};
+    let digest = |what: &str| {
+        let mut hasher = Sha256::new();
+        for part in ["lab-dt-seed-v1", seed, vm, what] {
+            hasher.update(part.as_bytes());
+            hasher.update([0]);
+        }
+        <[u8; 32]>::from(hasher.finalize())
+    };
+    let kaslr = digest("kaslr-seed");
+    let kaslr = u64::from_le_bytes(kaslr[..8].try_into().unwrap_or_default());
+    (digest("rng-seed"), kaslr)
+}
+
+/// Packs the scenario's VMs; `files` is in `scenario.vms` order, `seed`
+/// makes the guests' random seeds ([`dt_seeds`]).
+pub fn pack(scenario: &Scenario, files: &[VmFiles], seed: &str) -> Result<Bundle> {
     if files.len() != scenario.vms.len() {
         bail!("{} VMs but files for {}", scenario.vms.len(), files.len());
     }
@@ -77,7 +97,10 @@ pub fn pack(scenario: &Scenario, files: &[VmFiles]) -> Result<Bundle> {
     for ((vm, files), physical_cpus) in scenario.vms.iter().zip(files).zip(cpus) {
         let what = |item: &str| format!("VM {}: {item}", vm.name);
         let memory_size = vm.memory_mib << 20;
+        let (rng_seed, kaslr_seed) = dt_seeds(seed, &vm.name);
         let guest_dt = GuestDt {
+            rng_seed,
+            kaslr_seed,
             vcpus: vm.vcpus,
             memory_size,
             cpu_compatible: cpu_compatible(scenario.machine.cpu).into(),

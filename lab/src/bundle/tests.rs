@@ -43,6 +43,7 @@ fn bundle() -> Bundle {
                 disks: Vec::new(),
             },
         ],
+        "t",
     )
     .unwrap()
 }
@@ -131,7 +132,7 @@ fn a_kernel_without_image_header_is_named() {
         };
         2
     ];
-    let err = format!("{:#}", pack(&scenario, &files).unwrap_err());
+    let err = format!("{:#}", pack(&scenario, &files, "t").unwrap_err());
     assert!(
         err.starts_with("VM vm0: kernel: not an arm64 Image"),
         "{err}"
@@ -186,7 +187,19 @@ fn net_bundle(machine_mib: u64) -> Result<Bundle> {
             ]),
             vm(Vec::new()),
         ],
+        "t",
     )
+}
+
+#[test]
+fn random_seeds_are_the_run_ids_and_each_vms_own() {
+    let (rng, kaslr) = dt_seeds("run-1", "vm0");
+    assert_eq!(dt_seeds("run-1", "vm0"), (rng, kaslr), "reproducible");
+    assert_ne!(dt_seeds("run-2", "vm0").0, rng, "fresh per run");
+    assert_ne!(dt_seeds("run-1", "vm1").1, kaslr, "per VM");
+    let guest = dts::to_dts(&bundle().guest_dtbs[0].1).unwrap();
+    assert!(guest.contains("rng-seed = <0x"), "{guest}");
+    assert!(guest.contains("kaslr-seed = <0x"), "{guest}");
 }
 
 #[test]

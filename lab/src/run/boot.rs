@@ -290,7 +290,9 @@ pub fn resolve(
             Artifact::Bundle => {
                 let files = vm_files(lab, scenario, &programs, &disks, &image_options, emitter)?;
                 stage(emitter, "pack bundle", || {
-                    bundle::pack(scenario, &files)?.write_to(out_dir)
+                    // The run directory is named by the run id.
+                    let run_id = out_dir.file_name().unwrap_or_default().to_string_lossy();
+                    bundle::pack(scenario, &files, &run_id)?.write_to(out_dir)
                 })?
             }
             Artifact::SecureWorldFlash => stage(emitter, "build secure world", || {
