@@ -19,6 +19,8 @@ mod rtc {
     pub const ICR: usize = 0x01C;
     /// RTCINTR, in IMSC/ICR.
     pub const INT: u32 = 1;
+    /// An offset inside the window with no register.
+    pub const NO_REGISTER: usize = 0x020;
     pub const PERIPH_ID0: usize = 0xFE0;
     pub const PCELL_ID0: usize = 0xFF0;
     pub const PERIPH_ID: u32 = 0x0004_1031;
@@ -279,6 +281,86 @@ pub fn pl031<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option<
             format_args!("{date}, advanced {} s in 1.5 s", second - first),
         );
     }
+}
+
+/// The PL031 at every access width, as QEMU's model answers them: a byte
+/// or halfword read of a register returns its low bits (Linux's and other
+/// drivers' `readb`/`readw` of the identification block), and a word read
+/// of an offset with no register returns 0, not an abort.
+pub fn pl031_access<W: Write>(report: &mut Report<W>, platform: &Platform) {
+    let Some(rtc) = DeviceWindow::new(platform.rtc) else {
+        report.fail(
+            "pl031-access",
+            format_args!("RTC window overlaps the guest image"),
+        );
+        return;
+    };
+    let mut periph = 0u32;
+    for (i, offset) in (rtc::PERIPH_ID0..rtc::PCELL_ID0 + 16)
+        .step_by(4)
+        .enumerate()
+    {
+        let word = rtc.read32(offset);
+        if i < 4 {
+            periph |= (word & 0xFF) << (8 * i);
+        }
+        for width in [1, 2] {
+            match rtc.probe_read(offset, width) {
+                Ok(value) if value == word & ((1 << (8 * width)) - 1) => {}
+                Ok(value) => {
+                    return report.fail(
+                        "pl031-access",
+                        format_args!(
+                            "{width}-byte read at {offset:#x}: {value:#x}, word {word:#x}"
+                        ),
+                    )
+                }
+                Err(fault) => {
+                    return report.fail(
+                        "pl031-access",
+                        format_args!(
+                            "{width}-byte read at {offset:#x}: abort, ESR {:#x}",
+                            fault.esr
+                        ),
+                    )
+                }
+            }
+        }
+    }
+    // DR's low half, between two word reads (it may tick in between).
+    let before = rtc.read32(rtc::DR) & 0xFFFF;
+    let half = rtc.probe_read(rtc::DR, 2);
+    let after = rtc.read32(rtc::DR) & 0xFFFF;
+    match half {
+        Ok(half) if half == before || half == after => {}
+        Ok(half) => {
+            return report.fail(
+                "pl031-access",
+                format_args!("halfword DR {half:#x}, word DR {before:#x}..{after:#x}"),
+            )
+        }
+        Err(fault) => {
+            return report.fail(
+                "pl031-access",
+                format_args!("halfword DR: abort, ESR {:#x}", fault.esr),
+            )
+        }
+    }
+    let hole = rtc.read32(rtc::NO_REGISTER);
+    if hole != 0 {
+        return report.fail(
+            "pl031-access",
+            format_args!("offset {:#x} reads {hole:#x}", rtc::NO_REGISTER),
+        );
+    }
+    report.pass(
+        "pl031-access",
+        format_args!(
+            "PeriphID {periph:#010x}; byte and halfword reads give the words' low bits; \
+             offset {:#x} reads 0",
+            rtc::NO_REGISTER
+        ),
+    );
 }
 
 /// The PL031's match register: an alarm two seconds ahead arrives as the

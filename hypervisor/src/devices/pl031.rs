@@ -3,8 +3,13 @@
 //! the wall-clock time it stood for at zero), so `hwclock` and the kernel's
 //! RTC read a sane date; the match register raises the interrupt line
 //! (`interrupt_pending`, SPI 2 → INTID 34) once the counter reaches it.
+//!
+//! Accesses behave as on QEMU's `pl031`: bytes, halfwords and words at any
+//! aligned offset (a register's low bits; the identification block answers
+//! anywhere in 0xFE0..0xFFF), an offset with no register reads 0 and
+//! ignores writes; only 64-bit and misaligned accesses abort.
 
-use super::{amba_id_byte, check_access, AccessWidth, MmioDevice, MmioError, VmDevice};
+use super::{check_access, AccessWidth, MmioDevice, MmioError, VmDevice, PRIMECELL_CELL_ID};
 
 /// The clock behind the RTC.
 pub trait TimeSource {
@@ -33,8 +38,12 @@ const INT_RTC: u32 = 1;
 /// CR.Start: reads 1, the counter always runs.
 const CR_START: u32 = 1;
 
-/// PeriphID0..3 (part 0x031, designer 0x41 'A', rev 0), as QEMU's `pl031`.
-const PERIPH_ID: [u8; 4] = [0x31, 0x10, 0x04, 0x00];
+/// PeriphID0..3 (part 0x031, designer 0x41 'A', revision 1), as QEMU's
+/// `pl031`.
+const PERIPH_ID: [u8; 4] = [0x31, 0x10, 0x14, 0x00];
+/// The identification block: PeriphID0..3, then PCellID0..3, a byte in each
+/// word.
+const ID_BLOCK: core::ops::RangeInclusive<u64> = 0xFE0..=0xFFF;
 
 /// The window a PL031 occupies.
 pub const PL031_SIZE: u64 = 0x1000;
@@ -112,9 +121,9 @@ impl<T: TimeSource> Pl031<T> {
         self.alarm_at.filter(|_| self.imsc & INT_RTC != 0)
     }
 
-    fn read32(&mut self, offset: u64) -> Result<u32, MmioError> {
+    fn read32(&mut self, offset: u64) -> u32 {
         self.update();
-        Ok(match offset {
+        match offset {
             reg::DR => self.dr(),
             reg::MR => self.mr,
             reg::LR => self.lr,
@@ -122,15 +131,17 @@ impl<T: TimeSource> Pl031<T> {
             reg::IMSC => self.imsc,
             reg::RIS => self.ris,
             reg::MIS => self.ris & self.imsc,
-            reg::ICR => 0,
-            _ => match amba_id_byte(offset, PERIPH_ID) {
-                Some(byte) => u32::from(byte),
-                None => return Err(MmioError::Unhandled { offset }),
-            },
-        })
+            _ if ID_BLOCK.contains(&offset) => {
+                let index = ((offset - ID_BLOCK.start()) / 4) as usize;
+                let id = PERIPH_ID.iter().chain(&PRIMECELL_CELL_ID).nth(index);
+                id.map_or(0, |byte| u32::from(*byte))
+            }
+            // ICR is write-only; no register elsewhere.
+            _ => 0,
+        }
     }
 
-    fn write32(&mut self, offset: u64, value: u32) -> Result<(), MmioError> {
+    fn write32(&mut self, offset: u64, value: u32) {
         self.update();
         match offset {
             reg::MR => {
@@ -144,11 +155,9 @@ impl<T: TimeSource> Pl031<T> {
             }
             reg::IMSC => self.imsc = value & INT_RTC,
             reg::ICR => self.ris &= !value,
-            reg::DR | reg::CR | reg::RIS | reg::MIS => {}
-            _ if amba_id_byte(offset, PERIPH_ID).is_some() => {}
-            _ => return Err(MmioError::Unhandled { offset }),
+            // Read-only registers, and offsets with no register.
+            _ => {}
         }
-        Ok(())
     }
 }
 
@@ -173,18 +182,19 @@ impl<T: TimeSource> MmioDevice for Pl031<T> {
 
     fn read(&mut self, offset: u64, width: AccessWidth) -> Result<u64, MmioError> {
         check_access(offset, width, PL031_SIZE)?;
-        if width != AccessWidth::Word {
+        if width == AccessWidth::Double {
             return Err(MmioError::BadAccess { offset, width });
         }
-        self.read32(offset).map(u64::from)
+        Ok(u64::from(self.read32(offset)) & width.mask())
     }
 
     fn write(&mut self, offset: u64, width: AccessWidth, value: u64) -> Result<(), MmioError> {
         check_access(offset, width, PL031_SIZE)?;
-        if width != AccessWidth::Word {
+        if width == AccessWidth::Double {
             return Err(MmioError::BadAccess { offset, width });
         }
-        self.write32(offset, value as u32)
+        self.write32(offset, (value & width.mask()) as u32);
+        Ok(())
     }
 }
 
@@ -297,18 +307,39 @@ mod tests {
     }
 
     #[test]
-    fn only_word_accesses() {
+    fn identification_as_qemu_reports_it() {
         let (mut rtc, _) = rtc();
+        // hw/rtc/pl031.c: pl031_id[] = { 0x31, 0x10, 0x14, 0x00, ... }.
+        let periph: Vec<u32> = (0..4).map(|i| read(&mut rtc, 0xFE0 + 4 * i)).collect();
+        assert_eq!(periph, [0x31, 0x10, 0x14, 0x00]);
+    }
+
+    #[test]
+    fn bytes_and_halfwords_as_on_qemu() {
+        let (mut rtc, time) = rtc();
+        time.advance_seconds(0x1234 as f64);
+        let dr = u64::from(read(&mut rtc, reg::DR));
+        assert_eq!(rtc.read(reg::DR, AccessWidth::Byte), Ok(dr & 0xFF));
+        assert_eq!(rtc.read(reg::DR, AccessWidth::Half), Ok(dr & 0xFFFF));
+        // Inside the identification block any offset reads its word's byte.
+        assert_eq!(rtc.read(0xFE8, AccessWidth::Byte), Ok(0x14));
+        assert_eq!(rtc.read(0xFE9, AccessWidth::Byte), Ok(0x14));
+        assert_eq!(rtc.read(0xFFE, AccessWidth::Half), Ok(0xB1));
+        // A byte write loads that byte.
+        rtc.write(reg::IMSC, AccessWidth::Byte, 0x101).unwrap();
+        assert_eq!(read(&mut rtc, reg::IMSC), 1);
+        // No register: reads 0, writes ignored; 64-bit and misaligned
+        // accesses abort.
+        assert_eq!(rtc.read(0x20, AccessWidth::Word), Ok(0));
+        assert_eq!(rtc.read(0x2, AccessWidth::Byte), Ok(0));
+        assert_eq!(rtc.write(0x20, AccessWidth::Word, 5), Ok(()));
         assert_eq!(
-            rtc.read(reg::DR, AccessWidth::Byte),
+            rtc.read(reg::DR, AccessWidth::Double),
             Err(MmioError::BadAccess {
                 offset: 0,
-                width: AccessWidth::Byte
+                width: AccessWidth::Double
             })
         );
-        assert_eq!(
-            rtc.read(0x20, AccessWidth::Word),
-            Err(MmioError::Unhandled { offset: 0x20 })
-        );
+        assert!(rtc.read(0x2, AccessWidth::Word).is_err());
     }
 }

@@ -130,6 +130,27 @@ impl DeviceWindow {
         // SAFETY: as in `read32`.
         unsafe { ptr::read_volatile(address as *const u64) }
     }
+
+    /// A byte (`width` 1) or halfword (2) read that a device may refuse:
+    /// its synchronous external abort is caught and returned as the error.
+    pub fn probe_read(&self, offset: usize, width: usize) -> Result<u32, Fault> {
+        let address = self.register(offset, width);
+        guarded(|| {
+            let value: u32;
+            // SAFETY: one load of an aligned register inside the window (as
+            // in `read32`); if the device refuses it, the vector handler
+            // (armed by `guarded`) skips this single instruction, leaving
+            // `value` unspecified but initialised.
+            unsafe {
+                if width == 1 {
+                    asm!("ldrb {value:w}, [{address}]", address = in(reg) address, value = out(reg) value, options(nostack, readonly));
+                } else {
+                    asm!("ldrh {value:w}, [{address}]", address = in(reg) address, value = out(reg) value, options(nostack, readonly));
+                }
+            }
+            value
+        })
+    }
 }
 
 /// Reads a word at an address no device or memory claims; the expected
