@@ -494,10 +494,9 @@ impl Vgic {
     }
 
     fn scan(&self, vcpu: usize, activate: bool) -> Result<Option<PendingIrq>, VgicError> {
+        // GICR_WAKER does not gate delivery, as on QEMU's GICv3 and KVM's:
+        // a guest that never wakes its redistributor still gets interrupts.
         let mut redistributor = self.redistributor(vcpu)?.lock();
-        if !redistributor.awake() {
-            return Ok(None);
-        }
         // Deliverable: enabled, pending, not already active, its group
         // enabled at the distributor. Cheap field tests first, an SPI's
         // routing only for candidates.

@@ -1,6 +1,7 @@
 //! GICv3 redistributors (GICR_*), one per vCPU, each 128 KiB: the RD_base
 //! frame (control, TYPER with the vCPU's affinity and the Last bit, the
-//! WAKER handshake) and the SGI_base frame (the vCPU's SGIs and PPIs).
+//! WAKER handshake, a register only: as on QEMU, it does not gate
+//! delivery) and the SGI_base frame (the vCPU's SGIs and PPIs).
 //! No LPIs. Register map: GICv3 architecture spec (IHI 0069), 12.10-12.11.
 
 use super::irq::{self, BitRegister, IrqState};
@@ -67,12 +68,6 @@ impl Redistributor {
             processor_sleep: true,
             private,
         }
-    }
-
-    /// Whether the vCPU's interface is awake (GICR_WAKER.ProcessorSleep
-    /// clear): a sleeping redistributor forwards nothing.
-    pub fn awake(&self) -> bool {
-        !self.processor_sleep
     }
 
     fn typer(&self) -> u64 {
