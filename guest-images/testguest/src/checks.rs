@@ -173,6 +173,61 @@ pub fn vtimer<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option
     }
 }
 
+/// The virtual timer's interrupt is level-triggered: raised while disabled
+/// at the GIC, it is delivered once enabled if the timer still fires, and
+/// not at all if the timer was turned off meanwhile (a GIC that follows the
+/// timer's output, as QEMU's does; one that latched the old level delivers
+/// a stale interrupt).
+pub fn vtimer_level<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option<&Gic>) {
+    let Some(gic) = gic else {
+        report.fail("vtimer-level", format_args!("no GIC"));
+        return;
+    };
+    let intid = platform.vtimer_intid;
+    // Fires 1 ms after arming, disabled at the GIC; 5 ms later (a
+    // hypervisor has seen the physical interrupt by then) it is enabled,
+    // with the timer still on or turned off.
+    let raise_disabled = |keep_timer: bool| {
+        gic.disable_private(intid);
+        let start = sysreg::counter();
+        sysreg::vtimer_arm(u32::try_from(ms_to_ticks(1)).unwrap_or(u32::MAX));
+        while sysreg::counter().saturating_sub(start) < ms_to_ticks(6) {
+            core::hint::spin_loop();
+        }
+        if !keep_timer {
+            sysreg::vtimer_stop();
+        }
+        gic.enable_private(intid);
+        let poll = poll_interrupt(intid, ms_to_ticks(20), sysreg::vtimer_stop);
+        sysreg::vtimer_stop();
+        gic.disable_private(intid);
+        poll
+    };
+    let still_firing = raise_disabled(true);
+    let turned_off = raise_disabled(false);
+    match (still_firing, turned_off) {
+        (Poll::Taken(_), Poll::Nothing) => report.pass(
+            "vtimer-level",
+            format_args!(
+                "INTID {intid} raised while disabled: delivered when enabled with the timer on, \
+                 nothing once the timer was off"
+            ),
+        ),
+        (Poll::Taken(_), Poll::Taken(_)) => report.fail(
+            "vtimer-level",
+            format_args!("INTID {intid} delivered after the timer was turned off (stale)"),
+        ),
+        (Poll::Taken(_), Poll::Other(other)) | (Poll::Other(other), _) => report.fail(
+            "vtimer-level",
+            format_args!("INTID {other} came instead of {intid}"),
+        ),
+        (Poll::Nothing, _) => report.fail(
+            "vtimer-level",
+            format_args!("INTID {intid} not delivered when enabled with the timer on"),
+        ),
+    }
+}
+
 /// What one timer sleep saw: how long it took (counter ticks) and the last
 /// interrupt taken.
 struct Slept {

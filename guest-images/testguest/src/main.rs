@@ -1,7 +1,7 @@
 //! A bare-metal AArch64 guest that checks the machine it runs on: the PL011
 //! console, the device tree in x0, PSCI and SMCCC through the DT's conduit,
-//! the GICv3, the EL1 virtual timer's interrupt (spinning, then asleep in
-//! WFI), an SPI pended by software,
+//! the GICv3, the EL1 virtual timer's interrupt (spinning, as a level
+//! interrupt, then asleep in WFI), an SPI pended by software,
 //! the PL011's own interrupt line and the PL031 (at every access width). It
 //! prints one
 //! `TESTGUEST <check>: PASS|FAIL <detail>` line per check, then
@@ -161,6 +161,7 @@ mod guest {
         checks::smccc_version(&mut report, platform.conduit);
         let gic = checks::gic(&mut report, &platform);
         checks::vtimer(&mut report, &platform, gic.as_ref());
+        checks::vtimer_level(&mut report, &platform, gic.as_ref());
         checks::wfi(&mut report, &platform, gic.as_ref());
         checks::spi(&mut report, &platform, gic.as_ref());
         checks::uart_irq(&mut report, &platform, gic.as_ref(), uart);

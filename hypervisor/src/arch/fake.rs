@@ -249,5 +249,10 @@ pub fn hyp_timer_disarm() {}
 /// Host builds have no virtual timer.
 pub fn vtimer_disable() {}
 
+/// Host builds have no virtual timer: it reads as off.
+pub fn vtimer_ctl() -> u64 {
+    0
+}
+
 /// Host builds have no interrupts to wait for.
 pub fn wait_for_interrupt() {}

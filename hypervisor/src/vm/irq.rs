@@ -13,7 +13,16 @@ use crate::fixed_vec::FixedVec;
 use crate::layout::{HYP_TIMER_INTID, VTIMER_INTID};
 use crate::platform::MAX_CPUS;
 
-use super::{Vcpu, Vm};
+use super::{Vcpu, Vm, CNTV_CTL_ENABLE, CNTV_CTL_IMASK};
+
+/// CNTV_CTL_EL0.ISTATUS: the timer condition is met.
+const CNTV_CTL_ISTATUS: u64 = 1 << 2;
+
+/// Whether the virtual timer's output line is asserted, by its CNTV_CTL.
+fn vtimer_line(ctl: u64) -> bool {
+    ctl & (CNTV_CTL_ENABLE | CNTV_CTL_IMASK | CNTV_CTL_ISTATUS)
+        == CNTV_CTL_ENABLE | CNTV_CTL_ISTATUS
+}
 
 /// ICH_HCR_EL2.En.
 const ICH_HCR_EN: u64 = 1 << 0;
@@ -166,8 +175,12 @@ pub fn handle_physical_irqs(
 }
 
 /// After an exit: retires the interrupts the guest EOI'd from their list
-/// registers.
+/// registers, and takes back a timer interrupt whose line dropped before
+/// the guest took it.
 pub fn sync_from_lrs(vgic: &Vgic, vcpu: &mut Vcpu) {
+    if vcpu.vtimer_active && !vtimer_line(arch::vtimer_ctl()) {
+        drop_stale_vtimer(vgic, vcpu);
+    }
     for (n, slot) in vcpu.lrs.iter_mut().enumerate() {
         let Some(intid) = *slot else { continue };
         let lr = ListRegister::decode(arch::gic_read_lr(n));
@@ -190,6 +203,30 @@ pub fn sync_from_lrs(vgic: &Vgic, vcpu: &mut Vcpu) {
             vcpu.vtimer_active = false;
         }
     }
+}
+
+/// The guest turned its virtual timer off (or masked it) while the timer's
+/// interrupt waited for it, disabled at the vGIC or pending in a list
+/// register. The interrupt is level-triggered, so, as on QEMU's GIC, which
+/// follows the timer's output, it is no longer pending: take it back and
+/// release the physical interrupt held active for it. Once the guest has
+/// acknowledged it, it is the guest's to EOI.
+fn drop_stale_vtimer(vgic: &Vgic, vcpu: &mut Vcpu) {
+    for (n, slot) in vcpu.lrs.iter_mut().enumerate() {
+        if *slot != Some(VTIMER_INTID) {
+            continue;
+        }
+        if ListRegister::decode(arch::gic_read_lr(n)).state != LrState::Pending {
+            return;
+        }
+        arch::gic_write_lr(n, 0);
+        *slot = None;
+        let _ = vgic.deactivate(vcpu.index, VTIMER_INTID);
+    }
+    let _ = vgic.set_ppi_level(vcpu.index, VTIMER_INTID, false);
+    arch::gic_deactivate(VTIMER_INTID);
+    vcpu.vtimer_active = false;
+    vcpu.settled_at = None;
 }
 
 /// Before an entry: moves deliverable interrupts from the vGIC into free
@@ -320,6 +357,20 @@ mod tests {
         assert_eq!(vcpu.settled_at, Some(vm.vgic.generation(0)));
         assert_eq!(flush_to_lrs(vm.vgic, &mut vcpu), ICH_HCR_EN);
         assert_eq!(vcpu.lrs.iter().flatten().count(), 1, "not twice");
+    }
+
+    #[test]
+    fn the_timer_line_is_enabled_unmasked_and_due() {
+        let cases = [
+            (0b101, true),
+            (0b001, false),
+            (0b111, false),
+            (0b100, false),
+            (0b000, false),
+        ];
+        for (ctl, line) in cases {
+            assert_eq!(vtimer_line(ctl), line, "CNTV_CTL {ctl:#b}");
+        }
     }
 
     #[test]

@@ -610,6 +610,14 @@ pub fn vtimer_disable() {
     unsafe { asm!("msr cntv_ctl_el0, xzr", "isb", options(nomem, nostack)) };
 }
 
+/// The loaded vCPU's CNTV_CTL_EL0 (ENABLE, IMASK, ISTATUS).
+pub fn vtimer_ctl() -> u64 {
+    let ctl: u64;
+    // SAFETY: reading the EL1 virtual timer's control has no side effect.
+    unsafe { asm!("mrs {0}, cntv_ctl_el0", out(reg) ctl, options(nomem, nostack)) };
+    ctl
+}
+
 /// Waits for an interrupt (taken or not: EL2 runs with IRQs masked, and
 /// WFI still wakes on a pending one).
 pub fn wait_for_interrupt() {
