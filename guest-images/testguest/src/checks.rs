@@ -623,3 +623,65 @@ pub fn uart_irq<W: Write>(
         ),
     }
 }
+
+/// A level-triggered SPI follows its line: the PL011's TX interrupt,
+/// unmasked and then masked again while the CPU has IRQs masked, is no
+/// longer pending and is never acknowledged (QEMU's GIC); unmasked again, it
+/// is. A model that keeps it pending once handed to the CPU interface
+/// delivers a spurious interrupt.
+pub fn spi_level<W: Write>(
+    report: &mut Report<W>,
+    platform: &Platform,
+    gic: Option<&Gic>,
+    uart: Pl011,
+) {
+    let Some(gic) = gic else {
+        report.fail("spi-level", format_args!("no GIC"));
+        return;
+    };
+    let intid = platform.uart_intid;
+    if uart.raw_interrupts() & console::INT_TX == 0 {
+        report.fail(
+            "spi-level",
+            format_args!("transmit interrupt not latched after output"),
+        );
+        return;
+    }
+    gic.enable_spi(intid);
+    let quiesce = || {
+        uart.set_interrupt_mask(0);
+        uart.clear_interrupts(console::INT_TX);
+    };
+    uart.set_interrupt_mask(console::INT_TX);
+    let start = sysreg::counter();
+    while sysreg::counter().saturating_sub(start) < ms_to_ticks(1) {
+        core::hint::spin_loop();
+    }
+    uart.set_interrupt_mask(0);
+    let lowered = poll_interrupt(intid, ms_to_ticks(5), quiesce);
+    uart.set_interrupt_mask(console::INT_TX);
+    let raised = poll_interrupt(intid, ms_to_ticks(TIMER_PATIENCE_MS), quiesce);
+    quiesce();
+    gic.disable_spi(intid);
+    match (lowered, raised) {
+        (Poll::Nothing, Poll::Taken(_)) => report.pass(
+            "spi-level",
+            format_args!(
+                "INTID {intid} raised and lowered while IRQs were masked: never acknowledged; \
+                 raised again: acknowledged"
+            ),
+        ),
+        (Poll::Taken(_), _) => report.fail(
+            "spi-level",
+            format_args!("INTID {intid} acknowledged after its line dropped (spurious)"),
+        ),
+        (Poll::Other(other), _) | (_, Poll::Other(other)) => report.fail(
+            "spi-level",
+            format_args!("INTID {other} came instead of {intid}"),
+        ),
+        (Poll::Nothing, Poll::Nothing) => report.fail(
+            "spi-level",
+            format_args!("INTID {intid} never arrived with its line high"),
+        ),
+    }
+}

@@ -2,7 +2,8 @@
 //! console, the device tree in x0, PSCI and SMCCC through the DT's conduit,
 //! the GICv3, the EL1 virtual timer's interrupt (spinning, as a level
 //! interrupt, then asleep in WFI), an SPI pended by software,
-//! the PL011's own interrupt line and the PL031 (at every access width). It
+//! the PL011's own interrupt line (also as a level interrupt whose line
+//! drops before it is taken) and the PL031 (at every access width). It
 //! prints one
 //! `TESTGUEST <check>: PASS|FAIL <detail>` line per check, then
 //! `TESTGUEST DONE passed=<n> failed=<m>`, and powers off through PSCI.
@@ -165,6 +166,7 @@ mod guest {
         checks::wfi(&mut report, &platform, gic.as_ref());
         checks::spi(&mut report, &platform, gic.as_ref());
         checks::uart_irq(&mut report, &platform, gic.as_ref(), uart);
+        checks::spi_level(&mut report, &platform, gic.as_ref(), uart);
         smp::checks(&mut report, &platform, gic.as_ref());
         checks::pl031(&mut report, &platform, gic.as_ref());
         checks::pl031_access(&mut report, &platform);

@@ -243,6 +243,7 @@ pub fn flush_to_lrs(vgic: &Vgic, vcpu: &mut Vcpu) -> u64 {
     // during the scan moves it past what is recorded, so the next entry
     // scans again instead of missing that change.
     vcpu.settled_at = None;
+    retract_dropped_levels(vgic, vcpu);
     loop {
         let generation = vgic.generation(vcpu.index);
         let Some(free) = vcpu.lrs.iter().position(Option::is_none) else {
@@ -269,6 +270,27 @@ pub fn flush_to_lrs(vgic: &Vgic, vcpu: &mut Vcpu) -> u64 {
         vcpu.lrs[free] = Some(next.intid);
     }
     ICH_HCR_EN
+}
+
+/// Takes out of the list registers the level-triggered interrupts whose
+/// line dropped while they waited there, still pending: the GIC follows the
+/// line (QEMU's does), so the guest must not take them. Runs when the
+/// vGIC changed since the last entry, which a line change does; the
+/// timer's interrupt has its own ([`drop_stale_vtimer`]).
+fn retract_dropped_levels(vgic: &Vgic, vcpu: &mut Vcpu) {
+    for (n, slot) in vcpu.lrs.iter_mut().enumerate() {
+        let Some(intid) = slot.filter(|intid| *intid != VTIMER_INTID) else {
+            continue;
+        };
+        let dropped = vgic
+            .irq(vcpu.index, intid)
+            .is_ok_and(|irq| !irq.edge && !irq.line && !irq.pending_latch);
+        if dropped && ListRegister::decode(arch::gic_read_lr(n)).state == LrState::Pending {
+            arch::gic_write_lr(n, 0);
+            *slot = None;
+            let _ = vgic.deactivate(vcpu.index, intid);
+        }
+    }
 }
 
 /// Takes the vCPU's interrupts off this CPU's list registers so another
