@@ -34,6 +34,8 @@ pub const PL031_INTID: u32 = 34;
 pub const VIRTIO_INTID_BASE: u32 = 48;
 /// Virtual timer PPI.
 pub const VTIMER_INTID: u32 = 27;
+/// Non-secure EL1 physical timer PPI.
+pub const PTIMER_INTID: u32 = 30;
 /// EL2 physical timer PPI (the hypervisor's own time slices).
 pub const HYP_TIMER_INTID: u32 = 26;
 /// GIC maintenance PPI.

@@ -21,7 +21,7 @@ use crate::boot::cpio::Archive;
 use crate::boot::manifest::{ManifestError, VmConfig};
 use crate::ffa;
 use crate::fixed_vec::FixedVec;
-use crate::layout::{HYP_TIMER_INTID, MAINTENANCE_INTID, VTIMER_INTID};
+use crate::layout::{HYP_TIMER_INTID, MAINTENANCE_INTID, PTIMER_INTID, VTIMER_INTID};
 use crate::platform::{GicV3Info, PlatformInfo, MAX_CPUS};
 use crate::power;
 use crate::println;
@@ -148,6 +148,7 @@ pub fn init_cpu_gic(gic: &GicV3Info, primary: bool) -> Option<HostGic> {
     arch::init_virtualization();
     let host_gic = HostGic::init(gic.dist, gic.redist, primary)?;
     host_gic.enable(VTIMER_INTID);
+    host_gic.enable(PTIMER_INTID);
     host_gic.enable(MAINTENANCE_INTID);
     host_gic.enable(KICK_SGI);
     host_gic.enable(INTERRUPT_SGI);

@@ -228,6 +228,50 @@ pub fn vtimer_level<W: Write>(report: &mut Report<W>, platform: &Platform, gic: 
     }
 }
 
+/// The EL1 physical timer (CNTP_*), which QEMU gives EL1 as it gives the
+/// virtual one: it must be accessible and interrupt as the DT's PPI.
+pub fn ptimer<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option<&Gic>) {
+    let Some(gic) = gic else {
+        report.fail("ptimer", format_args!("no GIC"));
+        return;
+    };
+    if let Err(fault) = arch::guarded(sysreg::ptimer_stop) {
+        report.fail(
+            "ptimer",
+            format_args!("CNTP_CTL_EL0 write took an exception, ESR {:#x}", fault.esr),
+        );
+        return;
+    }
+    let intid = platform.ptimer_intid;
+    let ticks = ms_to_ticks(TIMER_DELAY_MS);
+    gic.enable_private(intid);
+    sysreg::ptimer_arm(u32::try_from(ticks).unwrap_or(u32::MAX));
+    let poll = poll_interrupt(intid, ms_to_ticks(TIMER_PATIENCE_MS), sysreg::ptimer_stop);
+    sysreg::ptimer_stop();
+    gic.disable_private(intid);
+    match poll {
+        Poll::Taken(elapsed) if elapsed >= ticks => report.pass(
+            "ptimer",
+            format_args!(
+                "PPI INTID {intid} {} us after arming for {TIMER_DELAY_MS} ms",
+                ticks_to_us(elapsed)
+            ),
+        ),
+        Poll::Taken(elapsed) => report.fail(
+            "ptimer",
+            format_args!("fired after {} us, early", ticks_to_us(elapsed)),
+        ),
+        Poll::Nothing => report.fail(
+            "ptimer",
+            format_args!("no interrupt within {TIMER_PATIENCE_MS} ms"),
+        ),
+        Poll::Other(other) => report.fail(
+            "ptimer",
+            format_args!("took INTID {other}, expected {intid}"),
+        ),
+    }
+}
+
 /// What one timer sleep saw: how long it took (counter ticks) and the last
 /// interrupt taken.
 struct Slept {

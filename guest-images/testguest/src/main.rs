@@ -1,7 +1,8 @@
 //! A bare-metal AArch64 guest that checks the machine it runs on: the PL011
 //! console, the device tree in x0, PSCI and SMCCC through the DT's conduit,
 //! the GICv3, the EL1 virtual timer's interrupt (spinning, as a level
-//! interrupt, then asleep in WFI), an SPI pended by software,
+//! interrupt, then asleep in WFI), the EL1 physical timer, an SPI pended
+//! by software,
 //! the PL011's own interrupt line (also as a level interrupt whose line
 //! drops before it is taken) and the PL031 (at every access width). It
 //! prints one
@@ -163,6 +164,7 @@ mod guest {
         let gic = checks::gic(&mut report, &platform);
         checks::vtimer(&mut report, &platform, gic.as_ref());
         checks::vtimer_level(&mut report, &platform, gic.as_ref());
+        checks::ptimer(&mut report, &platform, gic.as_ref());
         checks::wfi(&mut report, &platform, gic.as_ref());
         checks::spi(&mut report, &platform, gic.as_ref());
         checks::uart_irq(&mut report, &platform, gic.as_ref(), uart);

@@ -45,6 +45,8 @@ pub struct Platform {
     pub conduit: Conduit,
     /// INTID of the EL1 virtual timer (PPI), from the timer node.
     pub vtimer_intid: u32,
+    /// INTID of the non-secure EL1 physical timer (PPI), from the timer node.
+    pub ptimer_intid: u32,
     /// `/chosen/bootargs` asks for the misbehaviour checks.
     pub misbehave: bool,
     /// `/chosen/bootargs` asks for the FF-A battery instead of the
@@ -115,6 +117,8 @@ const PSCI: [&str; 3] = ["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
 /// Index of the virtual timer in the `arm,armv8-timer` interrupts list
 /// (secure physical, non-secure physical, virtual, hypervisor).
 const TIMER_VIRTUAL_INDEX: usize = 2;
+/// The timer node's non-secure EL1 physical timer interrupt.
+const TIMER_PHYSICAL_INDEX: usize = 1;
 /// GIC interrupt specifier types (binding `arm,gic-v3`).
 const GIC_SPI: u32 = 0;
 const GIC_PPI: u32 = 1;
@@ -145,6 +149,8 @@ impl Platform {
         }
         let vtimer_intid =
             interrupt_intid(timer, TIMER_VIRTUAL_INDEX).ok_or(DtError::BadInterrupts(TIMER))?;
+        let ptimer_intid =
+            interrupt_intid(timer, TIMER_PHYSICAL_INDEX).ok_or(DtError::BadInterrupts(TIMER))?;
         let bootargs = fdt
             .find_node("/chosen")
             .and_then(|chosen| chosen.property("bootargs"))
@@ -170,6 +176,7 @@ impl Platform {
             rtc: reg(rtc, PL031, 0)?,
             conduit,
             vtimer_intid,
+            ptimer_intid,
             misbehave: wants_misbehaviour(bootargs),
             ffa: ffa_battery(bootargs),
             ram,
@@ -291,6 +298,7 @@ mod tests {
         );
         assert_eq!(platform.conduit, Conduit::Hvc);
         assert_eq!(platform.vtimer_intid, 27);
+        assert_eq!(platform.ptimer_intid, 30);
         assert_eq!(platform.uart_intid, 33, "SPI 1");
         assert_eq!(platform.rtc_intid, 34, "SPI 2");
         assert!(!platform.misbehave);

@@ -246,12 +246,12 @@ pub fn hyp_timer_arm_at(_deadline: u64) {}
 /// Host builds have no EL2 timer.
 pub fn hyp_timer_disarm() {}
 
-/// Host builds have no virtual timer.
-pub fn vtimer_disable() {}
+/// Host builds have no EL1 timers.
+pub fn guest_timers_disable() {}
 
-/// Host builds have no virtual timer: it reads as off.
-pub fn vtimer_ctl() -> u64 {
-    0
+/// Host builds have no EL1 timers: they read as off.
+pub fn guest_timer_ctls() -> (u64, u64) {
+    (0, 0)
 }
 
 /// Host builds have no interrupts to wait for.

@@ -1,5 +1,5 @@
 //! Interrupts of a running vCPU: physical IRQs taken while the guest ran
-//! (the virtual timer, forwarded with HW = 1 so the guest's EOI deactivates
+//! (its EL1 timers', forwarded with HW = 1 so the guest's EOI deactivates
 //! the physical interrupt; the console UART's input; the kick SGI other
 //! CPUs send; maintenance), and the hand-over between the vGIC model and
 //! the list registers around each guest entry.
@@ -10,19 +10,11 @@ use crate::arch::aarch64::gic_lr::{ListRegister, LrState};
 use crate::console::{self, Routed};
 use crate::devices::gic::{Group, Vgic};
 use crate::fixed_vec::FixedVec;
-use crate::layout::{HYP_TIMER_INTID, VTIMER_INTID};
+use crate::layout::HYP_TIMER_INTID;
 use crate::platform::MAX_CPUS;
 
-use super::{Vcpu, Vm, CNTV_CTL_ENABLE, CNTV_CTL_IMASK};
-
-/// CNTV_CTL_EL0.ISTATUS: the timer condition is met.
-const CNTV_CTL_ISTATUS: u64 = 1 << 2;
-
-/// Whether the virtual timer's output line is asserted, by its CNTV_CTL.
-fn vtimer_line(ctl: u64) -> bool {
-    ctl & (CNTV_CTL_ENABLE | CNTV_CTL_IMASK | CNTV_CTL_ISTATUS)
-        == CNTV_CTL_ENABLE | CNTV_CTL_ISTATUS
-}
+use super::timers::{self, GuestTimer};
+use super::{Vcpu, Vm};
 
 /// ICH_HCR_EL2.En.
 const ICH_HCR_EN: u64 = 1 << 0;
@@ -147,10 +139,10 @@ pub fn handle_physical_irqs(
                 arch::hyp_timer_disarm();
                 events.preempt = true;
             }
-            VTIMER_INTID => {
+            _ if let Some(timer) = GuestTimer::of_intid(intid) => {
                 // Stays active until the guest EOIs the virtual interrupt.
-                let _ = vgic.set_ppi_level(vcpu.index, VTIMER_INTID, true);
-                vcpu.vtimer_active = true;
+                let _ = vgic.set_ppi_level(vcpu.index, intid, true);
+                vcpu.timers_active |= timer.bit();
                 arch::gic_eoi(intid);
                 continue;
             }
@@ -178,8 +170,13 @@ pub fn handle_physical_irqs(
 /// registers, and takes back a timer interrupt whose line dropped before
 /// the guest took it.
 pub fn sync_from_lrs(vgic: &Vgic, vcpu: &mut Vcpu) {
-    if vcpu.vtimer_active && !vtimer_line(arch::vtimer_ctl()) {
-        drop_stale_vtimer(vgic, vcpu);
+    if vcpu.timers_active != 0 {
+        let (virtual_ctl, physical_ctl) = arch::guest_timer_ctls();
+        for (timer, ctl) in GuestTimer::ALL.into_iter().zip([virtual_ctl, physical_ctl]) {
+            if vcpu.timers_active & timer.bit() != 0 && !timers::line(ctl) {
+                drop_stale_timer(vgic, vcpu, timer);
+            }
+        }
     }
     for (n, slot) in vcpu.lrs.iter_mut().enumerate() {
         let Some(intid) = *slot else { continue };
@@ -187,33 +184,36 @@ pub fn sync_from_lrs(vgic: &Vgic, vcpu: &mut Vcpu) {
         if lr.state != LrState::Invalid {
             continue;
         }
-        if intid == VTIMER_INTID && lr.pintid.is_none() && vcpu.vtimer_active {
-            // A software copy of the timer interrupt retired while the
+        let timer = GuestTimer::of_intid(intid);
+        let held = timer.is_some_and(|t| vcpu.timers_active & t.bit() != 0);
+        if held && lr.pintid.is_none() {
+            // A software copy of a timer interrupt retired while the
             // physical one was held active for it: release that too.
-            arch::gic_deactivate(VTIMER_INTID);
+            arch::gic_deactivate(intid);
         }
         // Free it: an invalid LR with its EOI bit still set keeps the
         // maintenance interrupt asserted.
         arch::gic_write_lr(n, 0);
         *slot = None;
         let _ = vgic.deactivate(vcpu.index, intid);
-        if intid == VTIMER_INTID {
+        if let Some(timer) = timer {
             // The physical timer interrupt fires again if still asserted.
-            let _ = vgic.set_ppi_level(vcpu.index, VTIMER_INTID, false);
-            vcpu.vtimer_active = false;
+            let _ = vgic.set_ppi_level(vcpu.index, intid, false);
+            vcpu.timers_active &= !timer.bit();
         }
     }
 }
 
-/// The guest turned its virtual timer off (or masked it) while the timer's
-/// interrupt waited for it, disabled at the vGIC or pending in a list
-/// register. The interrupt is level-triggered, so, as on QEMU's GIC, which
-/// follows the timer's output, it is no longer pending: take it back and
-/// release the physical interrupt held active for it. Once the guest has
-/// acknowledged it, it is the guest's to EOI.
-fn drop_stale_vtimer(vgic: &Vgic, vcpu: &mut Vcpu) {
+/// The guest turned a timer off (or masked it) while the timer's interrupt
+/// waited for it, disabled at the vGIC or pending in a list register. The
+/// interrupt is level-triggered, so, as on QEMU's GIC, which follows the
+/// timer's output, it is no longer pending: take it back and release the
+/// physical interrupt held active for it. Once the guest has acknowledged
+/// it, it is the guest's to EOI.
+fn drop_stale_timer(vgic: &Vgic, vcpu: &mut Vcpu, timer: GuestTimer) {
+    let intid = timer.intid();
     for (n, slot) in vcpu.lrs.iter_mut().enumerate() {
-        if *slot != Some(VTIMER_INTID) {
+        if *slot != Some(intid) {
             continue;
         }
         if ListRegister::decode(arch::gic_read_lr(n)).state != LrState::Pending {
@@ -221,11 +221,11 @@ fn drop_stale_vtimer(vgic: &Vgic, vcpu: &mut Vcpu) {
         }
         arch::gic_write_lr(n, 0);
         *slot = None;
-        let _ = vgic.deactivate(vcpu.index, VTIMER_INTID);
+        let _ = vgic.deactivate(vcpu.index, intid);
     }
-    let _ = vgic.set_ppi_level(vcpu.index, VTIMER_INTID, false);
-    arch::gic_deactivate(VTIMER_INTID);
-    vcpu.vtimer_active = false;
+    let _ = vgic.set_ppi_level(vcpu.index, intid, false);
+    arch::gic_deactivate(intid);
+    vcpu.timers_active &= !timer.bit();
     vcpu.settled_at = None;
 }
 
@@ -259,8 +259,10 @@ pub fn flush_to_lrs(vgic: &Vgic, vcpu: &mut Vcpu) -> u64 {
         };
         let mut lr = ListRegister::pending(next.intid, next.priority);
         lr.group1 = next.group == Group::One;
-        if next.intid == VTIMER_INTID && vcpu.vtimer_active {
-            lr.pintid = Some(VTIMER_INTID);
+        let held = GuestTimer::of_intid(next.intid)
+            .is_some_and(|timer| vcpu.timers_active & timer.bit() != 0);
+        if held {
+            lr.pintid = Some(next.intid);
         } else {
             // Level interrupts may still be asserted after the guest's EOI;
             // get an exit then to present them again.
@@ -276,10 +278,10 @@ pub fn flush_to_lrs(vgic: &Vgic, vcpu: &mut Vcpu) -> u64 {
 /// line dropped while they waited there, still pending: the GIC follows the
 /// line (QEMU's does), so the guest must not take them. Runs when the
 /// vGIC changed since the last entry, which a line change does; the
-/// timer's interrupt has its own ([`drop_stale_vtimer`]).
+/// timers' interrupts have their own ([`drop_stale_timer`]).
 fn retract_dropped_levels(vgic: &Vgic, vcpu: &mut Vcpu) {
     for (n, slot) in vcpu.lrs.iter_mut().enumerate() {
-        let Some(intid) = slot.filter(|intid| *intid != VTIMER_INTID) else {
+        let Some(intid) = slot.filter(|intid| GuestTimer::of_intid(*intid).is_none()) else {
             continue;
         };
         let dropped = vgic
@@ -312,10 +314,18 @@ pub fn save_lrs(vcpu: &mut Vcpu) {
         vcpu.saved_lrs.push(raw);
         arch::gic_write_lr(n, 0);
     }
-    if vcpu.vtimer_active {
-        arch::gic_deactivate(VTIMER_INTID);
-        vcpu.vtimer_active = false;
+    release_timers(vcpu);
+}
+
+/// Gives back the physical timer interrupts the vCPU held active (it
+/// leaves this CPU; the next vCPU's timers use them).
+fn release_timers(vcpu: &mut Vcpu) {
+    for timer in GuestTimer::ALL {
+        if vcpu.timers_active & timer.bit() != 0 {
+            arch::gic_deactivate(timer.intid());
+        }
     }
+    vcpu.timers_active = 0;
 }
 
 /// Puts back what [`save_lrs`] took.
@@ -335,16 +345,14 @@ pub fn clear_lrs(vcpu: &mut Vcpu) {
         arch::gic_write_lr(n, 0);
         *slot = None;
     }
-    if vcpu.vtimer_active {
-        arch::gic_deactivate(VTIMER_INTID);
-        vcpu.vtimer_active = false;
-    }
+    release_timers(vcpu);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::devices::{AccessWidth, MmioDevice};
+    use crate::layout::VTIMER_INTID;
     use crate::vm::Vm;
 
     /// vCPU 0 of a one-vCPU VM whose guest enabled Group 1 and the
@@ -379,20 +387,6 @@ mod tests {
         assert_eq!(vcpu.settled_at, Some(vm.vgic.generation(0)));
         assert_eq!(flush_to_lrs(vm.vgic, &mut vcpu), ICH_HCR_EN);
         assert_eq!(vcpu.lrs.iter().flatten().count(), 1, "not twice");
-    }
-
-    #[test]
-    fn the_timer_line_is_enabled_unmasked_and_due() {
-        let cases = [
-            (0b101, true),
-            (0b001, false),
-            (0b111, false),
-            (0b100, false),
-            (0b000, false),
-        ];
-        for (ctl, line) in cases {
-            assert_eq!(vtimer_line(ctl), line, "CNTV_CTL {ctl:#b}");
-        }
     }
 
     #[test]

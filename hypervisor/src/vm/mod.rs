@@ -9,6 +9,7 @@ pub mod exit;
 pub mod irq;
 pub mod loader;
 pub mod run;
+pub mod timers;
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -42,9 +43,6 @@ use crate::vswitch::{Fabric, Owner};
 use loader::{load_kernel, RamImage};
 use spin::Mutex;
 
-/// CNTV_CTL_EL0.ENABLE and .IMASK.
-const CNTV_CTL_ENABLE: u64 = 1 << 0;
-const CNTV_CTL_IMASK: u64 = 1 << 1;
 /// SPIs each VM's vGIC implements (INTIDs 32..96: UART, RTC, virtio slots).
 const VGIC_SPIS: u32 = 64;
 /// MPIDR bit 31 is RES1.
@@ -263,8 +261,9 @@ pub struct Vcpu {
     pub regs: VcpuRegs,
     /// INTID held in each list register (None: free).
     pub lrs: Vec<Option<u32>>,
-    /// The physical virtual-timer PPI is active and owned by this vCPU.
-    pub vtimer_active: bool,
+    /// The timers ([`timers::GuestTimer::bit`]) whose physical PPI is
+    /// active and owned by this vCPU.
+    pub timers_active: u8,
     /// List registers saved while another vCPU uses this CPU.
     pub saved_lrs: Vec<u64>,
     /// The vGIC generation at which it last had nothing deliverable left
@@ -280,26 +279,26 @@ impl Vcpu {
             index,
             regs: VcpuRegs::boot(entry, context, vcpu_mpidr(index)),
             lrs: alloc::vec![None; arch::gic_lr_count()],
-            vtimer_active: false,
+            timers_active: 0,
             saved_lrs: Vec::new(),
             settled_at: None,
         }
     }
 
-    /// Whether the vCPU's virtual timer condition holds while it is not
-    /// loaded (its saved CNTV_CTL/CVAL against the counter; CNTVOFF is 0).
-    pub fn timer_due(&self, now: u64) -> bool {
-        let ctl = self.regs.el1.cntv_ctl_el0;
-        ctl & CNTV_CTL_ENABLE != 0
-            && ctl & CNTV_CTL_IMASK == 0
-            && now >= self.regs.el1.cntv_cval_el0
+    /// The timers whose condition holds while the vCPU is not loaded
+    /// (their saved control and compare value against the counter).
+    pub fn timers_due(&self, now: u64) -> impl Iterator<Item = timers::GuestTimer> + '_ {
+        timers::GuestTimer::ALL
+            .into_iter()
+            .filter(move |t| t.deadline(&self.regs.el1).is_some_and(|at| now >= at))
     }
 
-    /// When the saved virtual timer fires, if it is armed.
+    /// When the earliest of its saved timers fires, if one is armed.
     pub fn timer_deadline(&self) -> Option<u64> {
-        let ctl = self.regs.el1.cntv_ctl_el0;
-        (ctl & CNTV_CTL_ENABLE != 0 && ctl & CNTV_CTL_IMASK == 0)
-            .then_some(self.regs.el1.cntv_cval_el0)
+        timers::GuestTimer::ALL
+            .into_iter()
+            .filter_map(|t| t.deadline(&self.regs.el1))
+            .min()
     }
 }
 

@@ -3,13 +3,14 @@
 //! several, they are time-sliced round robin: the EL2 physical timer ends a
 //! slice (measured from when the vCPU got the CPU, not from its last exit),
 //! WFI/WFE trap so an idle or spinning vCPU yields, and a descheduled
-//! vCPU's virtual timer is watched in software (its interrupt made pending
-//! in the vGIC when due, the EL2 timer armed for the earliest deadline).
+//! vCPU's EL1 timers are watched in software (their interrupts made
+//! pending in the vGIC when due, the EL2 timer armed for the earliest
+//! deadline).
 //! The CPU running vCPU 0 also arms the EL2 timer for the VM's RTC alarm.
 //!
 //! Exits that need only the VM's UART or its vGIC re-enter the guest at
 //! once, without the VM lock: PL011 accesses (`exit::uart_fast_path`), the
-//! virtual timer and maintenance interrupts, IPIs (`exit::sgi_write`) and
+//! guest timers' and maintenance interrupts, IPIs (`exit::sgi_write`) and
 //! the interrupts they bring (`irq::INTERRUPT_SGI`) when the vCPU has the
 //! CPU to itself. Every other exit takes the VM lock.
 //!
@@ -27,7 +28,7 @@ use crate::arch;
 use crate::arch::aarch64::context::{El1SysRegs, ExitInfo, ExitKind};
 use crate::arch::aarch64::esr::{Esr, ExceptionClass};
 use crate::console::{self, Routed};
-use crate::layout::VTIMER_INTID;
+use crate::layout::{PTIMER_INTID, VTIMER_INTID};
 use crate::println;
 
 use super::exit::{
@@ -167,9 +168,11 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             let Some(vcpu) = slot.vcpu.as_ref() else {
                 continue;
             };
-            // A vCPU that is not loaded has its timer in software.
-            if loaded != Some(i) && vcpu.timer_due(now) {
-                let _ = v.vgic.set_ppi_level(slot.index, VTIMER_INTID, true);
+            // A vCPU that is not loaded has its timers in software.
+            if loaded != Some(i) {
+                for timer in vcpu.timers_due(now) {
+                    let _ = v.vgic.set_ppi_level(slot.index, timer.intid(), true);
+                }
             }
             if slot.blocked && matches!(v.vgic.highest_pending(slot.index), Ok(Some(_))) {
                 slot.blocked = false;
@@ -349,8 +352,8 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
 }
 
 /// Takes the loaded `vcpu` off this CPU for good (it turned itself off, or
-/// its VM stopped or reset): its list registers, its virtual timer and the
-/// virtual interface go, so that neither the timer's nor the maintenance
+/// its VM stopped or reset): its list registers, its EL1 timers and the
+/// virtual interface go, so that neither a timer's nor the maintenance
 /// interrupt stays asserted at EL2 for a vCPU that is gone (the VM's next
 /// vCPU on this CPU may start much later, or never).
 fn leave_cpu(vcpu: &mut Vcpu, controls: &mut CpuControls) {
@@ -387,8 +390,8 @@ fn unlock(vm: MutexGuard<'_, Vm>) {
 /// Serves whatever woke an idle CPU with no vCPU loaded: console input is
 /// routed (the loop above picks up this VM's share), the rest acknowledged.
 /// A level interrupt acknowledged here must not be asserted again at once,
-/// or this would never end: the EL2 timer is disarmed, the virtual timer
-/// (which belongs to no vCPU while none is loaded) turned off, and an
+/// or this would never end: the EL2 timer is disarmed, the EL1 timers
+/// (which belong to no vCPU while none is loaded) turned off, and an
 /// interrupt seen a second time is left for the next call (the caller
 /// waits for interrupts between calls).
 fn drain_irqs(host: &HostIrqs) {
@@ -410,7 +413,7 @@ fn drain_irqs(host: &HostIrqs) {
         }
         match intid {
             crate::layout::HYP_TIMER_INTID => arch::hyp_timer_disarm(),
-            VTIMER_INTID => arch::vtimer_disable(),
+            VTIMER_INTID | PTIMER_INTID => arch::guest_timers_disable(),
             _ => {}
         }
         if let Some((base, uart_intid)) = host.uart {

@@ -1,5 +1,5 @@
-//! The system registers the checks use: exception syndrome, counter and
-//! EL1 virtual timer, the GICv3 CPU interface (ICC_*), and PSTATE.I.
+//! The system registers the checks use: exception syndrome, counter, the
+//! EL1 virtual and physical timers, the GICv3 CPU interface (ICC_*), and PSTATE.I.
 
 use core::arch::asm;
 
@@ -42,6 +42,13 @@ read_reg!(counter_frequency, "cntfrq_el0");
 read_reg!(counter, "cntvct_el0");
 write_reg!(set_cntv_tval, "cntv_tval_el0");
 write_reg!(set_cntv_ctl, "cntv_ctl_el0");
+write_reg!(set_cntp_tval, "cntp_tval_el0");
+write_reg!(
+    /// The EL1 physical timer's control: one `msr` (then an ISB), which a
+    /// guarded probe may see fault.
+    set_cntp_ctl,
+    "cntp_ctl_el0"
+);
 read_reg!(icc_sre, "icc_sre_el1");
 write_reg!(set_icc_sre, "icc_sre_el1");
 write_reg!(set_icc_pmr, "icc_pmr_el1");
@@ -56,7 +63,7 @@ write_reg!(
 );
 read_reg!(icc_iar1_raw, "icc_iar1_el1");
 
-/// CNTV_CTL_EL0.ENABLE.
+/// CNTV_CTL_EL0.ENABLE (and CNTP_CTL_EL0's).
 const CNTV_ENABLE: u64 = 1;
 
 /// Arms the EL1 virtual timer to fire `ticks` counter ticks from now.
@@ -67,6 +74,16 @@ pub fn vtimer_arm(ticks: u32) {
 
 pub fn vtimer_stop() {
     set_cntv_ctl(0);
+}
+
+/// Arms the EL1 physical timer to fire `ticks` counter ticks from now.
+pub fn ptimer_arm(ticks: u32) {
+    set_cntp_tval(u64::from(ticks));
+    set_cntp_ctl(CNTV_ENABLE);
+}
+
+pub fn ptimer_stop() {
+    set_cntp_ctl(0);
 }
 
 /// Acknowledges the highest-priority pending Group 1 interrupt.

@@ -90,6 +90,10 @@ pub struct El1SysRegs {
     pub cntv_ctl_el0: u64,
     /// Virtual timer compare value.
     pub cntv_cval_el0: u64,
+    /// EL1 physical timer control.
+    pub cntp_ctl_el0: u64,
+    /// EL1 physical timer compare value.
+    pub cntp_cval_el0: u64,
     /// Virtual counter offset (EL2).
     pub cntvoff_el2: u64,
     /// The MPIDR the guest reads (EL2).

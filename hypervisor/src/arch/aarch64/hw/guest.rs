@@ -235,8 +235,11 @@ const VTCR_EL2_WALK_WB_ISH: u64 = (0b01 << 8) | (0b01 << 10) | (0b11 << 12);
 const VTCR_EL2_PS_SHIFT: u64 = 16;
 /// VTTBR_EL2.VMID shift.
 const VTTBR_VMID_SHIFT: u64 = 48;
-/// CNTHCTL_EL2 (non-VHE): EL1PCTEN, EL1 reads the physical counter.
+/// CNTHCTL_EL2 (non-VHE): EL1PCTEN, EL1 reads the physical counter;
+/// EL1PCEN, EL1 owns the EL1 physical timer (switched with each vCPU's
+/// EL1 state, its PPI forwarded as the virtual timer's is).
 const CNTHCTL_EL2_EL1PCTEN: u64 = 1 << 0;
+const CNTHCTL_EL2_EL1PCEN: u64 = 1 << 1;
 /// ICH_HCR_EL2.En.
 const ICH_HCR_EL2_EN: u64 = 1 << 0;
 /// ICC_SRE_EL2: SRE, DFB, DIB, Enable (EL1 may use its own SRE).
@@ -270,7 +273,7 @@ pub fn init_virtualization() {
             "msr hcr_el2, {hcr}",
             "isb",
             vtcr = in(reg) vtcr,
-            cnthctl = in(reg) CNTHCTL_EL2_EL1PCTEN,
+            cnthctl = in(reg) CNTHCTL_EL2_EL1PCTEN | CNTHCTL_EL2_EL1PCEN,
             sre = in(reg) ICC_SRE_EL2_VALUE,
             ich = in(reg) ICH_HCR_EL2_EN,
             hcr = in(reg) hcr_el2_value(),
@@ -427,6 +430,8 @@ pub fn save_el1(s: &mut El1SysRegs) {
         mdscr_el1,
         cntv_ctl_el0,
         cntv_cval_el0,
+        cntp_ctl_el0,
+        cntp_cval_el0,
         cntvoff_el2,
         vmpidr_el2,
         ich_vmcr_el2,
@@ -465,6 +470,8 @@ pub fn load_el1(s: &El1SysRegs) {
         mdscr_el1,
         cntv_ctl_el0,
         cntv_cval_el0,
+        cntp_ctl_el0,
+        cntp_cval_el0,
         cntvoff_el2,
         vmpidr_el2,
         ich_vmcr_el2,
@@ -601,21 +608,38 @@ pub fn hyp_timer_disarm() {
     unsafe { asm!("msr cnthp_ctl_el2, xzr", "isb", options(nomem, nostack)) };
 }
 
-/// Turns off the EL1 virtual timer this CPU holds, when it belongs to no
-/// vCPU any more (its last one stopped): left enabled, its level
-/// interrupt would stay asserted at EL2 with nobody to take it.
-pub fn vtimer_disable() {
+/// Turns off the EL1 virtual and physical timers this CPU holds, when
+/// they belong to no vCPU any more (its last one stopped): left enabled,
+/// their level interrupts would stay asserted at EL2 with nobody to take
+/// them.
+pub fn guest_timers_disable() {
     // SAFETY: called only with no vCPU loaded on this CPU, so the EL1
-    // virtual timer is no guest's state; the next `load_el1` sets it.
-    unsafe { asm!("msr cntv_ctl_el0, xzr", "isb", options(nomem, nostack)) };
+    // timers are no guest's state; the next `load_el1` sets them.
+    unsafe {
+        asm!(
+            "msr cntv_ctl_el0, xzr",
+            "msr cntp_ctl_el0, xzr",
+            "isb",
+            options(nomem, nostack)
+        )
+    };
 }
 
-/// The loaded vCPU's CNTV_CTL_EL0 (ENABLE, IMASK, ISTATUS).
-pub fn vtimer_ctl() -> u64 {
-    let ctl: u64;
-    // SAFETY: reading the EL1 virtual timer's control has no side effect.
-    unsafe { asm!("mrs {0}, cntv_ctl_el0", out(reg) ctl, options(nomem, nostack)) };
-    ctl
+/// The loaded vCPU's CNTV_CTL_EL0 and CNTP_CTL_EL0 (ENABLE, IMASK,
+/// ISTATUS).
+pub fn guest_timer_ctls() -> (u64, u64) {
+    let (virt, phys): (u64, u64);
+    // SAFETY: reading the EL1 timers' controls has no side effect.
+    unsafe {
+        asm!(
+            "mrs {0}, cntv_ctl_el0",
+            "mrs {1}, cntp_ctl_el0",
+            out(reg) virt,
+            out(reg) phys,
+            options(nomem, nostack)
+        )
+    };
+    (virt, phys)
 }
 
 /// Waits for an interrupt (taken or not: EL2 runs with IRQs masked, and
