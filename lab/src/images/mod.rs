@@ -17,6 +17,8 @@ pub mod modules;
 pub mod resolve;
 mod scenarios;
 
+pub use scenarios::check_images;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -232,7 +232,14 @@ pub fn resolve(
     out_dir: &Path,
     emitter: &Emitter,
 ) -> Result<Prepared> {
-    let plans = plan(scenario, &Manifest::load(&lab.root)?)?;
+    let images_manifest = Manifest::load(&lab.root)?;
+    // The scenario's images, checked against images.yaml before anything
+    // is built: the error points into the scenario file.
+    let file = crate::scenario::scenarios_dir(&lab.root).join(format!("{}.yaml", scenario.name));
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        images::check_images(scenario, &file, &text, &images_manifest)?;
+    }
+    let plans = plan(scenario, &images_manifest)?;
     let image_options = ImageOptions {
         offline,
         cache_dir: None,
