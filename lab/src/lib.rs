@@ -1,5 +1,7 @@
 //! The lab: builds the hypervisor, fetches guest images, runs QEMU scenarios
 //! and checks what the consoles print. `main.rs` only parses arguments.
+//! Everything it does is safe Rust (its system calls go through `nix`).
+#![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod build;

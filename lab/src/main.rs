@@ -1,4 +1,5 @@
 //! `lab`: parses the command line and hands it to the library.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 
