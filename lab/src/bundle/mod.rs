@@ -226,6 +226,33 @@ fn check_memory(scenario: &Scenario, files: &[VmFiles], bundle_len: u64) -> Resu
             bundle_len.div_ceil(MIB)
         );
     }
+    // Each VM's RAM is one contiguous run of host RAM, and QEMU loads the
+    // bundle (-initrd) at RAM + min(RAM / 2, 128 MiB), with its DTB in the
+    // next 2 MiB: below that the hypervisor's own pages come first, above
+    // it the rest. The biggest VM must fit in one of the two.
+    let initrd_start = (have / 2).min(128 * MIB);
+    let below = initrd_start.saturating_sub(HYPERVISOR_RESERVE_MIB * MIB);
+    let above = have.saturating_sub(
+        (initrd_start + bundle_len).next_multiple_of(layout::ALIGN_2M) + layout::DTB_MAX,
+    );
+    if let Some(vm) = scenario
+        .vms
+        .iter()
+        .max_by_key(|vm| vm.memory_mib)
+        .filter(|vm| vm.memory_mib * MIB > below.max(above))
+    {
+        bail!(
+            "VM {} needs {} MiB of contiguous host RAM, but QEMU loads the bundle at +{} MiB of \
+             the machine's {} MiB, leaving {} MiB below it and {} MiB above it: give the machine \
+             more memory or the VM less",
+            vm.name,
+            vm.memory_mib,
+            initrd_start / MIB,
+            scenario.machine.memory_mib,
+            below / MIB,
+            above / MIB
+        );
+    }
     Ok(())
 }
 

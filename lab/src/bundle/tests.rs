@@ -229,3 +229,28 @@ fn the_machine_must_hold_ram_disks_and_bundle() {
         "{err}"
     );
 }
+
+#[test]
+fn each_vm_must_fit_beside_the_bundle() {
+    // 256 MiB: the bundle at +128 MiB leaves no 128 MiB run (the hypervisor
+    // said "no host memory" for such a VM); 512 MiB does.
+    let one_vm = |machine: u64| {
+        let text = format!(
+            "schema: 1\nname: u\ndescription: d\nmachine: {{ cpus: 1, memory-mib: {machine} }}\nvms:\n  - {{ name: vm0, kernel: {{ crate: testguest }}, vcpus: 1, memory-mib: 128 }}\nsteps: []\n"
+        );
+        let scenario = Scenario::parse(Path::new("u.yaml"), &text).unwrap();
+        let files = [VmFiles {
+            kernel: image(0x80000, 0x1000),
+            format: BootFormat::LinuxImage,
+            initrd: None,
+            disks: Vec::new(),
+        }];
+        pack(&scenario, &files, "t").map(|_| ())
+    };
+    let err = format!("{:#}", one_vm(256).unwrap_err());
+    assert!(
+        err.starts_with("VM vm0 needs 128 MiB of contiguous host RAM, but QEMU loads the bundle at +128 MiB of the machine's 256 MiB, leaving 112 MiB below it and 124 MiB above it"),
+        "{err}"
+    );
+    assert!(one_vm(512).is_ok());
+}
