@@ -239,7 +239,7 @@ fn cancelling_a_run_stops_qemu_at_once() {
 }
 
 #[test]
-fn qemu_refusing_to_start_fails_the_first_step_with_its_message() {
+fn qemu_refusing_to_start_is_the_lab_failing_to_run_it() {
     let files = BootFiles {
         kernel: LabeledPath::new("missing.bin", "/nonexistent/missing.bin"),
         raw_load: None,
@@ -248,25 +248,40 @@ fn qemu_refusing_to_start_fails_the_first_step_with_its_message() {
         net: Vec::new(),
         firmware: None,
     };
-    let out = run(&fixture("hang"), Some(files));
-    assert_eq!(out.summary.verdict, Verdict::Failed);
+    let lab = Lab::discover().unwrap();
+    let scenario = Scenario::load(&fixture("hang")).unwrap();
+    let qemu = lab::qemu::provision::ensure_qemu().unwrap();
+    let collector = Collector::default();
+    let options = RunOptions {
+        offline: true,
+        boot_files: Some(files),
+        ..RunOptions::default()
+    };
+    let err = run_scenario(
+        &lab,
+        &scenario,
+        &qemu,
+        &options,
+        vec![Box::new(collector.clone())],
+    )
+    .unwrap_err();
+    // QEMU's own message, not the first step's failure: exit 2, not 1.
+    let message = format!("{err:#}");
     assert!(
-        matches!(
-            out.reason(),
-            ExitReason::StepFailed {
-                step: 0,
-                failure: StepFailure::QemuExited {
-                    status: lab::run::events::QemuStatus::Exited { code: 1 }
-                }
-            }
-        ),
-        "{:?}",
-        out.reason()
+        message.starts_with("QEMU could not start: qemu-system-aarch64: ")
+            && message.contains("/nonexistent/missing.bin"),
+        "{message}"
     );
+    let events = collector.0.lock().unwrap().clone();
     assert!(
-        out.console.contains("/nonexistent/missing.bin"),
-        "{}",
-        out.console
+        events.iter().any(|e| matches!(
+            &e.kind,
+            EventKind::RunFinished {
+                verdict: Verdict::Error,
+                ..
+            }
+        )),
+        "{events:?}"
     );
 }
 

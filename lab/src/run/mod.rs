@@ -19,7 +19,7 @@ use crate::build;
 use crate::qemu::BootFiles;
 use crate::scenario::{BootMode, Scenario};
 use anyhow::{Context, Result};
-use events::{Consumer, Emitter, Event, EventKind, ExitReason, Verdict};
+use events::{Consumer, Emitter, Event, EventKind, ExitReason, QemuStatus, StepFailure, Verdict};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -234,5 +234,36 @@ fn prepare_and_drive(
         };
         emitter.emit(EventKind::QemuStopped { status });
     }
+    if let Some(message) = qemu_start_failure(&reason, run_dir, &script.machine_consoles) {
+        anyhow::bail!("QEMU could not start: {message}");
+    }
     Ok(reason)
+}
+
+/// QEMU's own complaint, when a step failed because QEMU exited with an
+/// error before the machine ran (not enough host memory, a missing
+/// firmware file): its console then starts with `qemu-system-aarch64: `.
+/// That is the lab failing to run the scenario (exit 2), not the scenario
+/// failing.
+fn qemu_start_failure(reason: &ExitReason, run_dir: &Path, consoles: &[String]) -> Option<String> {
+    let ExitReason::StepFailed {
+        failure:
+            StepFailure::QemuExited {
+                status: QemuStatus::Exited { code },
+            },
+        ..
+    } = reason
+    else {
+        return None;
+    };
+    if *code == 0 {
+        return None;
+    }
+    let prefix = format!("{}: ", crate::qemu::cmdline::QEMU_BINARY);
+    (0..consoles.len()).find_map(|index| {
+        let log = run_dir.join(topology::console_log_name(consoles, index));
+        let text = std::fs::read_to_string(log).ok()?;
+        let first = text.lines().map(str::trim).find(|line| !line.is_empty())?;
+        first.starts_with(&prefix).then(|| first.to_owned())
+    })
 }
