@@ -196,6 +196,9 @@ fn cpu_loop(machine: &Machine, cpu: usize) -> ! {
 /// vCPU 0's CPU after its VM stopped.
 fn owner_stop(machine: &Machine, vm: &Mutex<Vm>, name: &str, stop: VmStop) {
     wait_all_out(vm);
+    // Every vCPU folded its exits in as it stopped; a reset starts afresh.
+    let exits = core::mem::take(&mut vm.lock().exits);
+    println!("hypervisor: {name}: {exits}");
     match stop {
         VmStop::PowerOff => {
             println!("hypervisor: {name}: powered off");

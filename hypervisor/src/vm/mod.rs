@@ -4,11 +4,13 @@
 //! - [`loader`]: kernel/DTB/initrd placement (host-tested);
 //! - [`exit`]: what a guest exit means and what to do about it;
 //! - [`irq`]: physical interrupts and the vGIC ↔ list-register sync;
-//! - [`run`]: the per-CPU run loop.
+//! - [`run`]: the per-CPU run loop;
+//! - [`stats`]: exit counts per vCPU and VM.
 pub mod exit;
 pub mod irq;
 pub mod loader;
 pub mod run;
+pub mod stats;
 pub mod timers;
 
 use alloc::boxed::Box;
@@ -270,6 +272,8 @@ pub struct Vcpu {
     /// over (`irq::flush_to_lrs`); `None` after its list registers changed
     /// hands.
     pub settled_at: Option<u64>,
+    /// Its exits since it started, counted by its CPU without a lock.
+    pub exits: stats::ExitCounts,
 }
 
 impl Vcpu {
@@ -282,6 +286,7 @@ impl Vcpu {
             timers_active: 0,
             saved_lrs: Vec::new(),
             settled_at: None,
+            exits: stats::ExitCounts::default(),
         }
     }
 
@@ -370,6 +375,8 @@ pub struct Vm {
     /// VMs (a mask of manifest indices) its devices delivered to during an
     /// exit, whose CPUs the run loop wakes.
     pub wake_vms: u64,
+    /// Exits of its vCPUs that stopped since the VM (re)started.
+    pub exits: stats::ExitCounts,
 }
 
 fn bundle_file<'a>(
@@ -589,6 +596,7 @@ impl Vm {
             ))))),
             devices,
             wake_vms: 0,
+            exits: stats::ExitCounts::default(),
         })
     }
 
@@ -692,6 +700,7 @@ impl Vm {
             uart: Box::leak(Box::new(Mutex::new(Pl011::new(VmConsole::new(None))))),
             devices,
             wake_vms: 0,
+            exits: stats::ExitCounts::default(),
             config,
         }
     }

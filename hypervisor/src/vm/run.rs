@@ -251,6 +251,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         // without the VM lock (see the module doc).
         let exit = loop {
             let info = arch::run_guest(&mut vcpu.regs.guest);
+            vcpu.exits.count(&info);
             match info.kind {
                 ExitKind::Irq | ExitKind::Fiq => {
                     sync_from_lrs(vgic, vcpu);
@@ -321,6 +322,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
                 arch::send_event();
             }
             ExitOutcome::CpuOff => {
+                v.exits.add(&vcpu.exits);
                 leave_cpu(vcpu, &mut controls);
                 slots[next].vcpu = None;
                 loaded = None;
@@ -343,6 +345,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
     }
     for slot in &mut slots {
         if let Some(mut vcpu) = slot.vcpu.take() {
+            v.exits.add(&vcpu.exits);
             clear_lrs(&mut vcpu);
             v.in_guest -= 1;
         }
