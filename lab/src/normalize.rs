@@ -84,6 +84,12 @@ impl Normalizer {
                     "LAB-TIME ${1} <ticks> <frequency>",
                 ),
                 Rule::new(
+                    "exit-counts",
+                    "the hypervisor's exit statistics of a VM that stopped (`exits 27031: uart 15000, gic 2400, ...`): they differ every run",
+                    r"\bexits \d+:( [a-z]+ \d+,?)+",
+                    "exits <counts>",
+                ),
+                Rule::new(
                     "ping-times",
                     "busybox ping's summary `round-trip min/avg/max = 0.5/1.2/2.0 ms` and per-reply `time=1.234 ms`",
                     r"(round-trip min/avg/max = )[0-9./]+ ms|\b(time=)[0-9.]+ ms",
@@ -224,6 +230,11 @@ mod tests {
             "guest-time",
             "LAB-TIME tcp-send 3337749 62500000",
             "LAB-TIME tcp-send <ticks> <frequency>",
+        ),
+        (
+            "exit-counts",
+            "hypervisor: vm0: exits 27031: uart 15000, gic 2400, device 800, call 12, sysreg 3100, wfx 0, irq 5700, other 19",
+            "hypervisor: vm0: exits <counts>",
         ),
         (
             "ping-times",

@@ -308,11 +308,13 @@ mod tests {
             console: console.map(str::to_owned),
             at_ms,
             guest_clock: None,
+            exits: None,
         }
     }
 
     fn clock(console: &str, at_ms: u64, ticks: u64, frequency_hz: u64) -> Mark {
         Mark {
+            exits: None,
             guest_clock: Some(GuestClock {
                 ticks,
                 frequency_hz,
@@ -363,6 +365,7 @@ mod tests {
         let unparsed = [
             Mark {
                 guest_clock: None,
+                exits: None,
                 ..clock("serial", 80, HZ, HZ)
             },
             mark("lab-ready", Some("serial"), 90),

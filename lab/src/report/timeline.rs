@@ -11,6 +11,10 @@
 //! Both bare QEMU and the hypervisor (CNTVOFF_EL2 = 0) start that counter
 //! at machine reset, so it is the guest's time since power-on; under
 //! `-icount` it is virtual time, which `lab bench boot --icount` compares.
+//!
+//! A VM that stops leaves a `vm-exits` mark (console: the VM's name) with
+//! the hypervisor's exit statistics for it (`hypervisor: vm0: exits 27031:
+//! uart 15000, gic 2400, ...`), so a slow boot shows where its exits went.
 
 use crate::run::events::{Event, EventKind};
 use regex::Regex;
@@ -30,6 +34,54 @@ pub struct Mark {
     /// The guest's counter, on the `lab-clock` mark.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_clock: Option<GuestClock>,
+    /// The VM's exits by kind, on a `vm-exits` mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exits: Option<ExitStats>,
+}
+
+/// A VM's exits as the hypervisor printed them when it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ExitStats {
+    pub total: u64,
+    /// Count per kind (`uart`, `gic`, `device`, `call`, `sysreg`, `wfx`,
+    /// `irq`, `other`), in the hypervisor's order.
+    pub by_kind: Vec<(String, u64)>,
+}
+
+/// The timeline stage of a VM's exit statistics.
+pub const VM_EXITS_STAGE: &str = "vm-exits";
+
+impl ExitStats {
+    /// `hypervisor: <vm>: exits <total>: <kind> <n>, ...`: the VM's name
+    /// and its counts; `None` for any other line.
+    pub fn parse(line: &str) -> Option<(String, ExitStats)> {
+        let rest = line.strip_prefix("hypervisor: ")?;
+        let (vm, rest) = rest.split_once(": exits ")?;
+        let (total, kinds) = rest.split_once(':')?;
+        let number = |s: &str| {
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u64>().ok())
+                .flatten()
+        };
+        let by_kind = kinds
+            .split(',')
+            .map(|pair| {
+                let (kind, n) = pair.trim().split_once(' ')?;
+                Some((kind.to_owned(), number(n)?))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        if vm.contains(' ') {
+            return None;
+        }
+        Some((
+            vm.to_owned(),
+            ExitStats {
+                total: number(total)?,
+                by_kind,
+            },
+        ))
+    }
 }
 
 /// A guest's virtual counter as it printed it: `LAB-CLOCK <ticks> <frequency>`.
@@ -125,6 +177,7 @@ impl TimelineBuilder {
             console: None,
             at_ms,
             guest_clock: None,
+            exits: None,
         };
         match &event.kind {
             EventKind::RunStarted { .. } => self.marks.clear(),
@@ -137,6 +190,15 @@ impl TimelineBuilder {
             }
             EventKind::QemuStopped { .. } => self.marks.push(lab("qemu-exit".into())),
             EventKind::ConsoleLine { console, line } => {
+                if let Some((vm, exits)) = ExitStats::parse(line) {
+                    self.marks.push(Mark {
+                        what: VM_EXITS_STAGE.to_owned(),
+                        console: Some(vm),
+                        at_ms,
+                        guest_clock: None,
+                        exits: Some(exits),
+                    });
+                }
                 for (name, regex) in stage_regexes() {
                     let seen = self
                         .marks
@@ -152,6 +214,7 @@ impl TimelineBuilder {
                             } else {
                                 None
                             },
+                            exits: None,
                         });
                     }
                 }
@@ -180,6 +243,7 @@ pub fn render(marks: &[Mark]) -> String {
                 .guest_clock
                 .and_then(|c| c.elapsed())
                 .map(|t| format!(": guest counter at {:.6}s", t.as_secs_f64()))
+                .or_else(|| m.exits.as_ref().map(|e| format!(": {} exits", e.total)))
                 .unwrap_or_default();
             format!(
                 "  +{}.{:03}s  {}{on}{clock}\n",
@@ -195,6 +259,30 @@ pub fn render(marks: &[Mark]) -> String {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn exit_statistics_lines_become_marks() {
+        let mut b = TimelineBuilder::default();
+        b.on_event(&line(
+            2500,
+            "hypervisor: vm1: exits 30: uart 10, gic 5, device 0, call 1, sysreg 2, wfx 0, irq 12, other 0",
+        ));
+        b.on_event(&line(2600, "hypervisor: vm1: exits soon"));
+        b.on_event(&line(2700, "[vm0] hypervisor: vm0: exits 1: uart 1"));
+        let marks = b.marks();
+        assert_eq!(
+            marks.len(),
+            1,
+            "only the hypervisor's own, well-formed line"
+        );
+        assert_eq!(marks[0].what, VM_EXITS_STAGE);
+        assert_eq!(marks[0].console.as_deref(), Some("vm1"));
+        let exits = marks[0].exits.as_ref().unwrap();
+        assert_eq!(exits.total, 30);
+        assert_eq!(exits.by_kind[0], ("uart".to_owned(), 10));
+        assert_eq!(exits.by_kind.len(), 8);
+        assert!(render(marks).contains("vm-exits (vm1): 30 exits"));
+    }
 
     fn line(at_ms: u64, text: &str) -> Event {
         Event {
@@ -342,6 +430,7 @@ mod tests {
                 ticks: 3,
                 frequency_hz: 4,
             }),
+            exits: None,
         };
         let json = serde_json::to_string(&mark).unwrap();
         assert_eq!(
