@@ -245,8 +245,14 @@ pub fn ptimer<W: Write>(report: &mut Report<W>, platform: &Platform, gic: Option
     let intid = platform.ptimer_intid;
     let ticks = ms_to_ticks(TIMER_DELAY_MS);
     gic.enable_private(intid);
+    // Time from before the arming: the vCPU may lose the host CPU between
+    // arming and polling, and the counter runs on meanwhile.
+    let start = sysreg::counter();
     sysreg::ptimer_arm(u32::try_from(ticks).unwrap_or(u32::MAX));
-    let poll = poll_interrupt(intid, ms_to_ticks(TIMER_PATIENCE_MS), sysreg::ptimer_stop);
+    let poll = match poll_interrupt(intid, ms_to_ticks(TIMER_PATIENCE_MS), sysreg::ptimer_stop) {
+        Poll::Taken(_) => Poll::Taken(sysreg::counter().saturating_sub(start)),
+        other => other,
+    };
     sysreg::ptimer_stop();
     gic.disable_private(intid);
     match poll {
