@@ -115,12 +115,14 @@ enum Window {
 /// redistributor range is taken as its largest: 8 vCPUs).
 fn window(ipa: IntermediatePhysAddr) -> Window {
     let raw = ipa.as_u64();
-    let in_range = |base: IntermediatePhysAddr, size: u64| {
-        raw >= base.as_u64() && raw - base.as_u64() < size
-    };
+    let in_range =
+        |base: IntermediatePhysAddr, size: u64| raw >= base.as_u64() && raw - base.as_u64() < size;
     if in_range(PL011_BASE, PRIMECELL_SIZE) {
         Window::Uart
-    } else if in_range(GICD_BASE, GICR_BASE.as_u64() + 8 * 0x2_0000 - GICD_BASE.as_u64()) {
+    } else if in_range(
+        GICD_BASE,
+        GICR_BASE.as_u64() + 8 * 0x2_0000 - GICD_BASE.as_u64(),
+    ) {
         Window::Gic
     } else if raw < VIRTIO_BASE.as_u64() + 0x1_0000 {
         // Flash, RTC, virtio: everything below the end of the virtio slots.
