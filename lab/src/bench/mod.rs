@@ -309,6 +309,7 @@ mod tests {
             at_ms,
             guest_clock: None,
             exits: None,
+            vm: None,
         }
     }
 

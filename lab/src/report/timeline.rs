@@ -37,6 +37,10 @@ pub struct Mark {
     /// The VM's exits by kind, on a `vm-exits` mark.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exits: Option<ExitStats>,
+    /// The VM a `vm-start` mark is about: the hypervisor prints one such
+    /// line per VM on one console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<String>,
 }
 
 /// A VM's exits as the hypervisor printed them when it stopped.
@@ -134,10 +138,14 @@ pub const LAB_CLOCK_PREFIX: &str = "LAB-CLOCK ";
 /// The timeline stage of the `LAB-CLOCK` line.
 pub const LAB_CLOCK_STAGE: &str = "lab-clock";
 
+/// The timeline stage of the hypervisor's line about starting a VM, which
+/// it prints once per VM: marked once per VM, not once per console.
+pub const VM_START_STAGE: &str = "vm-start";
+
 /// Boot stages and the first console line that marks each (per console).
 pub const STAGES: &[(&str, &str)] = &[
     ("hypervisor-start", r"^hypervisor \d+\.\d+\.\d+: "),
-    ("vm-start", r"^hypervisor: \S+: \d+ vCPU"),
+    (VM_START_STAGE, r"^hypervisor: (\S+): \d+ vCPU"),
     (
         "kernel-start",
         r"Booting Linux on physical CPU|^TESTGUEST uart: ",
@@ -178,6 +186,7 @@ impl TimelineBuilder {
             at_ms,
             guest_clock: None,
             exits: None,
+            vm: None,
         };
         match &event.kind {
             EventKind::RunStarted { .. } => self.marks.clear(),
@@ -197,14 +206,20 @@ impl TimelineBuilder {
                         at_ms,
                         guest_clock: None,
                         exits: Some(exits),
+                        vm: None,
                     });
                 }
                 for (name, regex) in stage_regexes() {
-                    let seen = self
-                        .marks
-                        .iter()
-                        .any(|m| m.what == *name && m.console.as_deref() == Some(console));
-                    if !seen && regex.is_match(line) {
+                    let Some(found) = regex.captures(line) else {
+                        continue;
+                    };
+                    let vm = (*name == VM_START_STAGE)
+                        .then(|| found.get(1).map(|vm| vm.as_str().to_owned()))
+                        .flatten();
+                    let seen = self.marks.iter().any(|m| {
+                        m.what == *name && m.console.as_deref() == Some(console) && m.vm == vm
+                    });
+                    if !seen {
                         self.marks.push(Mark {
                             what: (*name).to_owned(),
                             console: Some(console.to_string()),
@@ -215,6 +230,7 @@ impl TimelineBuilder {
                                 None
                             },
                             exits: None,
+                            vm,
                         });
                     }
                 }
@@ -229,6 +245,7 @@ impl TimelineBuilder {
 }
 
 /// One line per mark for the terminal: `  +1.234s  lab-ready (serial)`,
+/// `  +1.010s  vm-start vm1 (serial)`,
 /// `  +1.200s  lab-clock (serial): guest counter at 0.987654s`.
 pub fn render(marks: &[Mark]) -> String {
     marks
@@ -245,8 +262,9 @@ pub fn render(marks: &[Mark]) -> String {
                 .map(|t| format!(": guest counter at {:.6}s", t.as_secs_f64()))
                 .or_else(|| m.exits.as_ref().map(|e| format!(": {} exits", e.total)))
                 .unwrap_or_default();
+            let vm = m.vm.as_ref().map(|vm| format!(" {vm}")).unwrap_or_default();
             format!(
-                "  +{}.{:03}s  {}{on}{clock}\n",
+                "  +{}.{:03}s  {}{vm}{on}{clock}\n",
                 m.at_ms / 1000,
                 m.at_ms % 1000,
                 m.what
@@ -312,6 +330,8 @@ mod tests {
                 "hypervisor 0.1.0: EL2, 2 CPUs, 512 MiB RAM at 0x40000000",
             ),
             line(1010, "hypervisor: vm0: 1 vCPU on CPU 0, 64 MiB at IPA 0x40000000 (host 0x41200000), entry 0x40080000"),
+            line(1020, "hypervisor: vm1: 1 vCPU on CPU 1, 64 MiB at IPA 0x40000000 (host 0x45200000), entry 0x40080000"),
+            line(1030, "hypervisor: vm1: 1 vCPU on CPU 1, 64 MiB at IPA 0x40000000 (host 0x45200000), entry 0x40080000"),
             line(
                 1100,
                 "[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x410fd083]",
@@ -343,6 +363,7 @@ mod tests {
                 ("qemu-start", 900),
                 ("hypervisor-start", 1000),
                 ("vm-start", 1010),
+                ("vm-start", 1020),
                 ("kernel-start", 1100),
                 ("init", 2400),
                 ("lab-clock", 2450),
@@ -350,7 +371,10 @@ mod tests {
                 ("step 1", 2700)
             ]
         );
-        let clock = &builder.marks()[5];
+        let vms: Vec<Option<&str>> = builder.marks().iter().map(|m| m.vm.as_deref()).collect();
+        assert_eq!(vms[2..4], [Some("vm0"), Some("vm1")]);
+        assert!(vms.iter().filter(|vm| vm.is_some()).count() == 2);
+        let clock = &builder.marks()[6];
         assert_eq!(
             clock.guest_clock,
             Some(GuestClock {
@@ -364,6 +388,10 @@ mod tests {
             .all(|m| m.guest_clock.is_none() || m.what == LAB_CLOCK_STAGE));
         let text = render(builder.marks());
         assert!(text.contains("  +2.500s  lab-ready (serial)\n"), "{text}");
+        assert!(
+            text.contains("  +1.020s  vm-start vm1 (serial)\n"),
+            "{text}"
+        );
         assert!(
             text.contains("  +2.450s  lab-clock (serial): guest counter at 1.500000s\n"),
             "{text}"
@@ -431,6 +459,7 @@ mod tests {
                 frequency_hz: 4,
             }),
             exits: None,
+            vm: None,
         };
         let json = serde_json::to_string(&mark).unwrap();
         assert_eq!(
