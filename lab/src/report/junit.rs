@@ -77,8 +77,17 @@ mod tests {
     use super::*;
     use crate::report::results::SweepFold;
     use crate::run::events::{Event, EventKind, ExitReason, StepFailure};
+    use crate::scenario::Scenario;
     use crate::sweep::events::SweepEvent;
+    use std::path::Path;
     use std::sync::Arc;
+
+    fn scenario(name: &str) -> Arc<Scenario> {
+        let text = format!(
+            "schema: 1\nname: {name}\ndescription: d\nmachine: {{ cpus: 1, memory-mib: 64 }}\nsteps:\n  - expect: x\n"
+        );
+        Arc::new(Scenario::parse(Path::new(&format!("{name}.yaml")), &text).unwrap())
+    }
 
     fn run(scenario: &str, attempt: u32, verdict: Verdict) -> Vec<SweepEvent> {
         let event = |kind| SweepEvent::Run {
@@ -123,7 +132,7 @@ mod tests {
         let mut events = vec![SweepEvent::Started {
             sweep_id: "s1".into(),
             dir: "/sweeps/s1".into(),
-            scenarios: vec!["a".into(), "b".into()],
+            scenarios: ["a", "b"].map(scenario).to_vec(),
             jobs: 2,
             rerun_failed: "cargo run -p lab -- sweep --only-failed".into(),
         }];

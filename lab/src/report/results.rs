@@ -59,6 +59,9 @@ impl Counts {
 #[serde(rename_all = "kebab-case")]
 pub struct ScenarioRecord {
     pub scenario: String,
+    /// The scenario file's tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
     pub verdict: SweepVerdict,
     pub attempts: Vec<AttemptRecord>,
 }
@@ -106,6 +109,7 @@ pub struct SweepFold {
     sweep_id: String,
     jobs: usize,
     rerun_failed: String,
+    tags: BTreeMap<String, Vec<String>>,
     running: BTreeMap<(String, u32), AttemptFold>,
     done: BTreeMap<String, Vec<AttemptRecord>>,
     scenarios: Vec<ScenarioRecord>,
@@ -121,8 +125,13 @@ impl SweepFold {
                 sweep_id,
                 jobs,
                 rerun_failed,
+                scenarios,
                 ..
             } => {
+                self.tags = scenarios
+                    .iter()
+                    .map(|s| (s.name.clone(), s.tags.clone()))
+                    .collect();
                 self.sweep_id = sweep_id.clone();
                 self.jobs = *jobs;
                 self.rerun_failed = rerun_failed.clone();
@@ -163,6 +172,7 @@ impl SweepFold {
                 self.counts.add(*verdict);
                 self.scenarios.push(ScenarioRecord {
                     scenario: scenario.clone(),
+                    tags: self.tags.get(scenario).cloned().unwrap_or_default(),
                     verdict: *verdict,
                     attempts: self.done.remove(scenario).unwrap_or_default(),
                 });

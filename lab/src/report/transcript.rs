@@ -65,15 +65,23 @@ impl Transcript {
             None => "the run did not finish".into(),
         };
         let _ = writeln!(out, "end: {reason}");
-        let single = self.consoles.len() == 1;
         for (console, lines) in &self.consoles {
             let _ = writeln!(out, "--- {console} ---");
-            let through_exit = self.ended_by_qemu_exit();
-            for index in stable_lines(scenario, console, single, lines, through_exit) {
+            for index in self.follow(scenario, console).stable {
                 let _ = writeln!(out, "{}", normalizer.line(&lines[index].text));
             }
         }
         out
+    }
+
+    /// How the scenario's steps followed `console`'s lines (none for a
+    /// console without lines).
+    pub fn follow(&self, scenario: &Scenario, console: &str) -> Followed {
+        let Some(lines) = self.consoles.get(console) else {
+            return Followed::default();
+        };
+        let single = self.consoles.len() == 1;
+        follow_steps(scenario, console, single, lines, self.ended_by_qemu_exit())
     }
 
     /// QEMU exited by itself: the console is complete, not cut by a kill.
@@ -125,14 +133,24 @@ fn unescaped(normalizer: &Normalizer, line: &str) -> String {
     }
 }
 
-/// Indices of the stable lines of `console`, in order.
-fn stable_lines(
+/// How the steps followed one console's lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Followed {
+    /// Indices of the stable lines, in order.
+    pub stable: Vec<usize>,
+    /// Where an `expect` of this console that matched nothing searched
+    /// from: the line the step before it matched (or the first line).
+    pub stopped_at: Option<usize>,
+}
+
+/// Replays the steps over `console`'s lines.
+fn follow_steps(
     scenario: &Scenario,
     console: &str,
     single_console: bool,
     lines: &[TimedLine],
     through_exit: bool,
-) -> Vec<usize> {
+) -> Followed {
     let normalizer = Normalizer::standard();
     let texts: Vec<String> = lines
         .iter()
@@ -141,7 +159,7 @@ fn stable_lines(
     let mut keep = vec![false; lines.len()];
     let mut cursor = 0;
     let mut last_matched = None;
-    let mut steps_done = true;
+    let mut stopped_at = None;
     for step in &scenario.steps {
         let reads_here = match step.console() {
             Some(name) => name == console || single_console,
@@ -175,12 +193,12 @@ fn stable_lines(
                 last_matched = Some(i);
             }
             None => {
-                steps_done = false;
+                stopped_at = Some(cursor);
                 break;
             }
         }
     }
-    let end = if through_exit || !steps_done || scenario.expects_exit() {
+    let end = if through_exit || stopped_at.is_some() || scenario.expects_exit() {
         lines.len()
     } else {
         last_matched.map_or(0, |i| i + 1)
@@ -190,7 +208,10 @@ fn stable_lines(
             keep[i] = true;
         }
     }
-    (0..end).filter(|&i| keep[i]).collect()
+    Followed {
+        stable: (0..end).filter(|&i| keep[i]).collect(),
+        stopped_at,
+    }
 }
 
 #[cfg(test)]
@@ -293,5 +314,7 @@ mod tests {
             t.stable_text(&s, Normalizer::standard()),
             "end: step 2: timed out after <duration>\n--- serial ---\nhypervisor 0.1.0: EL2, 1 CPUs, 512 MiB RAM at 0x40000000\nTESTGUEST uart: PASS pl011\nTESTGUEST vtimer: FAIL after <duration>\n"
         );
+        assert_eq!(t.follow(&s, MACHINE_CONSOLE).stopped_at, Some(1));
+        assert_eq!(t.follow(&s, "vm9"), Followed::default());
     }
 }

@@ -3,9 +3,11 @@
 //! `results.json` / `junit.xml` writers are consumers of this one stream.
 
 use crate::run::events::Event;
+use crate::scenario::Scenario;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -15,7 +17,7 @@ pub enum SweepEvent {
     Started {
         sweep_id: String,
         dir: PathBuf,
-        scenarios: Vec<String>,
+        scenarios: Vec<Arc<Scenario>>,
         jobs: usize,
         /// The command that reruns the sweep's failures.
         rerun_failed: String,

@@ -231,10 +231,11 @@ pub fn run_sweep(
         let finished: Result<Vec<()>> = consumers.into_iter().map(|c| c.finish()).collect();
         finished.map(|_| fold.record())
     });
+    let scenarios: Vec<Arc<Scenario>> = scenarios.into_iter().map(Arc::new).collect();
     let _ = tx.send(SweepEvent::Started {
         sweep_id,
         dir,
-        scenarios: scenarios.iter().map(|s| s.name.clone()).collect(),
+        scenarios: scenarios.clone(),
         jobs: options.jobs,
         rerun_failed: options.rerun_failed.clone(),
     });
@@ -271,7 +272,7 @@ struct SweepContext {
     events: Sender<SweepEvent>,
 }
 
-async fn sweep_all(context: Arc<SweepContext>, scenarios: Vec<Scenario>) {
+async fn sweep_all(context: Arc<SweepContext>, scenarios: Vec<Arc<Scenario>>) {
     let cancel = context.options.cancel.clone();
     if context.options.handle_ctrl_c {
         let cancel = cancel.clone();
@@ -290,7 +291,7 @@ async fn sweep_all(context: Arc<SweepContext>, scenarios: Vec<Scenario>) {
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
-            sweep_one(&context, Arc::new(scenario)).await;
+            sweep_one(&context, scenario).await;
         });
     }
     while tasks.join_next().await.is_some() {}
