@@ -2,13 +2,14 @@
 //! does, returning the process exit code (0 passed, 1 a scenario failed,
 //! 2 the lab could not do its job).
 
+use crate::report::html::{RunPageWriter, REPORT_HTML};
 use crate::run::display::Display;
 use crate::run::events::Verdict;
 use crate::run::record::ResultWriter;
 use crate::run::{self, Cancel, Lab, RunOptions};
 use crate::scenario::{self, Scenario};
 use crate::sweep::{self, SweepArgs};
-use crate::{bench, debug, doctor, images, qemu, replay};
+use crate::{bench, debug, doctor, images, qemu, replay, report};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write};
@@ -53,8 +54,25 @@ enum Command {
         #[arg(long)]
         record: bool,
     },
-    /// Run many scenarios, -j at a time; write results.json and junit.xml.
+    /// Run many scenarios, -j at a time; write results.json, junit.xml and
+    /// report.html.
     Sweep(SweepArgs),
+    /// Trends across sweeps: wall time and boot stages over the last N
+    /// sweeps into trends.html; flags what grew beyond its own noise.
+    Report {
+        /// Sweep directories, or directories of them (target/lab/sweeps).
+        #[arg(long = "history", value_name = "DIR", num_args = 1.., required = true)]
+        history: Vec<PathBuf>,
+        /// The newest this many sweeps.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        last: usize,
+        /// Where to write the page (default: target/lab/sweeps/trends.html).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Exit 1 when a series grew (default: warn, exit 0).
+        #[arg(long)]
+        fail_on_slower: bool,
+    },
     /// Replay a run recorded with `scenario --record`, instruction for
     /// instruction.
     Replay {
@@ -181,6 +199,26 @@ impl Command {
                 },
             ),
             Command::Sweep(args) => sweep::command(&args),
+            Command::Report {
+                history,
+                last,
+                out,
+                fail_on_slower,
+            } => {
+                let out = match out {
+                    Some(out) => out,
+                    None => sweep::sweeps_root(&Lab::discover()?.target_dir)
+                        .join(report::trends::TRENDS_HTML),
+                };
+                let slower = report::trends::report(&history, last, &out)?;
+                print!("{slower}");
+                println!("trends: {}", out.display());
+                if slower.is_empty() || !fail_on_slower {
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    Ok(ExitCode::from(1))
+                }
+            }
             Command::Replay {
                 run_dir,
                 gdb,
@@ -276,6 +314,7 @@ fn run_one(name: &str, how: &OneRun) -> Result<ExitCode> {
     let mut consumers: Vec<Box<dyn run::events::Consumer>> = vec![
         Box::new(Display::new(Box::new(std::io::stdout()), how.verbose)),
         Box::new(ResultWriter::default()),
+        Box::new(RunPageWriter::new(std::sync::Arc::new(scenario.clone()))),
     ];
     if how.gdb {
         options.qemu_args.extend(debug::gdbstub_args());
@@ -298,6 +337,7 @@ fn run_one(name: &str, how: &OneRun) -> Result<ExitCode> {
     } else {
         run::run_scenario(&lab, &scenario, &qemu, &options, consumers)?
     };
+    println!("page: {}", summary.run_dir.join(REPORT_HTML).display());
     Ok(exit_code(summary.verdict))
 }
 

@@ -5,6 +5,7 @@
 //! failure. It reads only the sweep event stream (through [`SweepFold`]).
 
 use super::events::{SweepConsumer, SweepEvent, SweepVerdict};
+use crate::report::html::REPORT_HTML;
 use crate::report::results::{ScenarioRecord, SweepFold};
 use crate::report::{JUNIT_XML, RESULTS_JSON};
 use std::io::Write;
@@ -106,9 +107,10 @@ impl SweepDisplay {
         if let Some(dir) = &self.dir {
             writeln!(
                 self.out,
-                "reports: {} {}",
+                "reports: {} {}\npage: {}",
                 dir.join(RESULTS_JSON).display(),
-                dir.join(JUNIT_XML).display()
+                dir.join(JUNIT_XML).display(),
+                dir.join(REPORT_HTML).display()
             )?;
         }
         if c.failed + c.error > 0 {
