@@ -176,7 +176,7 @@ fn the_sweep_page_in_a_browser() {
     assert_eq!(select(&dom, &format!("a[href='#{id}']")).len(), 1);
     let marked_text: String = marked[0].text().collect();
     assert!(marked_text.contains("hypervisor "), "{marked_text}");
-    // No exit statistics: this hypervisor prints none yet.
+    // No exit statistics: the hypervisor alone runs no VM.
     assert!(select(&dom, ".exit-stats").is_empty());
 
     // What a person sees.

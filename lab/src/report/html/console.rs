@@ -7,18 +7,17 @@
 //! lines after it are what it searched, and a `fail-on` match is marked on
 //! its own line.
 //!
-//! Exit statistics are the last line per VM of the form
-//! `hypervisor: <vm>: exits: <kind>=<count> <kind>=<count> ...` on any
-//! console; a run without such lines has no statistics section.
+//! Exit statistics are the `vm-exits` marks of the run's timeline (the
+//! hypervisor's `hypervisor: <vm>: exits <n>: <kind> <n>, ...` line for a
+//! VM that stopped); a run without them has no statistics section.
 
 use crate::normalize::Normalizer;
+use crate::report::timeline::{Mark, VM_EXITS_STAGE};
 use crate::report::transcript::{Followed, Transcript};
 use crate::run::events::{ExitReason, StepFailure};
 use crate::run::MACHINE_CONSOLE;
 use crate::scenario::Scenario;
-use regex::Regex;
 use std::path::Path;
-use std::sync::OnceLock;
 
 /// How much of a raw log the page keeps (its end).
 pub const RAW_LOG_LIMIT: usize = 256 * 1024;
@@ -56,9 +55,10 @@ pub struct RawLog {
 
 /// The hypervisor's exit counts for one VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExitStats {
+pub struct VmExits {
     pub vm: String,
-    pub counts: Vec<(String, u64)>,
+    pub total: u64,
+    pub by_kind: Vec<(String, u64)>,
 }
 
 /// The failing step and how it failed, if the run ended on one.
@@ -187,35 +187,20 @@ pub fn raw_logs(run_dir: &Path) -> Vec<RawLog> {
         .collect()
 }
 
-fn exit_line() -> &'static Regex {
-    static EXITS: OnceLock<Regex> = OnceLock::new();
-    EXITS.get_or_init(|| {
-        Regex::new(r"^hypervisor: (\S+): exits: ((?:\S+=\d+ ?)+)$").expect("valid exits regex")
-    })
-}
-
-/// Each VM's last exit statistics line, VMs in the order they first
-/// reported.
-pub fn exit_stats(transcript: &Transcript) -> Vec<ExitStats> {
-    let mut stats: Vec<ExitStats> = Vec::new();
-    for line in transcript.consoles.values().flatten() {
-        let Some(found) = exit_line().captures(line.text.trim_end()) else {
-            continue;
-        };
-        let counts = found[2]
-            .split_whitespace()
-            .filter_map(|pair| {
-                let (kind, count) = pair.split_once('=')?;
-                Some((kind.to_owned(), count.parse().ok()?))
+/// Each VM's exit statistics, in the order the VMs stopped.
+pub fn exit_stats(marks: &[Mark]) -> Vec<VmExits> {
+    marks
+        .iter()
+        .filter(|m| m.what == VM_EXITS_STAGE)
+        .filter_map(|m| {
+            let exits = m.exits.as_ref()?;
+            Some(VmExits {
+                vm: m.console.clone()?,
+                total: exits.total,
+                by_kind: exits.by_kind.clone(),
             })
-            .collect();
-        let vm = found[1].to_owned();
-        match stats.iter_mut().find(|s| s.vm == vm) {
-            Some(known) => known.counts = counts,
-            None => stats.push(ExitStats { vm, counts }),
-        }
-    }
-    stats
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -290,27 +275,29 @@ mod tests {
     }
 
     #[test]
-    fn exit_statistics_last_line_per_vm() {
-        let t = transcript(&[
-            "hypervisor: vm0: exits: hvc=3 mmio=10",
-            "hypervisor: vm1: exits: wfi=1",
-            "hypervisor: vm0: exits: hvc=4 mmio=12",
-            "hypervisor: vm2: exits: nonsense",
-        ]);
-        assert_eq!(
-            exit_stats(&t),
-            [
-                ExitStats {
-                    vm: "vm0".into(),
-                    counts: vec![("hvc".into(), 4), ("mmio".into(), 12)]
+    fn exit_statistics_from_the_timeline() {
+        let mut builder = crate::report::timeline::TimelineBuilder::default();
+        for line in [
+            "hypervisor 0.1.0: EL2",
+            "hypervisor: vm1: exits 30: uart 10, gic 20",
+        ] {
+            builder.on_event(&crate::run::events::Event {
+                scenario: "s".into(),
+                at: Duration::ZERO,
+                kind: crate::run::events::EventKind::ConsoleLine {
+                    console: MACHINE_CONSOLE.into(),
+                    line: line.into(),
                 },
-                ExitStats {
-                    vm: "vm1".into(),
-                    counts: vec![("wfi".into(), 1)]
-                }
-            ]
+            });
+        }
+        assert_eq!(
+            exit_stats(builder.marks()),
+            [VmExits {
+                vm: "vm1".into(),
+                total: 30,
+                by_kind: vec![("uart".into(), 10), ("gic".into(), 20)]
+            }]
         );
-        assert!(exit_stats(&transcript(&["hypervisor 0.1.0: EL2"])).is_empty());
     }
 
     #[test]

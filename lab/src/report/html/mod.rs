@@ -5,7 +5,7 @@
 //! A sweep's page has the verdict table (failures first, each with the
 //! command that reproduces it), then per scenario its boot timeline
 //! ([`timeline`]), each VM's exit statistics when the hypervisor printed
-//! them, and per attempt each console, its normalised transcript and the
+//! them (a VM that stopped), and per attempt each console, its normalised transcript and the
 //! raw logs, collapsed, the failing step's position highlighted
 //! ([`console`]). `lab scenario` writes the same section for its one run
 //! into the run directory ([`RunPageWriter`]).
@@ -22,7 +22,7 @@ use crate::scenario::Scenario;
 use crate::sweep::events::SweepVerdict;
 use anyhow::{Context, Result};
 use askama::Template;
-use console::{ConsoleView, ExitStats, RawLog};
+use console::{ConsoleView, RawLog, VmExits};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use timeline::TimelineSvg;
@@ -65,7 +65,7 @@ pub struct ScenarioSection {
     pub row: VerdictRow,
     /// The deciding attempt's timeline.
     pub timeline: Option<TimelineSvg>,
-    pub exit_stats: Vec<ExitStats>,
+    pub exit_stats: Vec<VmExits>,
     pub attempts: Vec<AttemptSection>,
 }
 
@@ -148,7 +148,7 @@ pub fn scenario_section(
     ScenarioSection {
         row,
         timeline: last.map(|a| timeline::layout(a.run)),
-        exit_stats: last.map_or_else(Vec::new, |a| console::exit_stats(a.transcript)),
+        exit_stats: last.map_or_else(Vec::new, |a| console::exit_stats(&a.run.timeline)),
         attempts: attempts
             .iter()
             .map(|a| {
@@ -375,13 +375,24 @@ mod tests {
             step: 1,
             failure: StepFailure::Timeout { timeout_secs: 1 },
         };
+        run.timeline.push(crate::report::timeline::Mark {
+            what: crate::report::timeline::VM_EXITS_STAGE.into(),
+            console: Some("vm0".into()),
+            at_ms: 3940,
+            guest_clock: None,
+            exits: Some(crate::report::timeline::ExitStats {
+                total: 42,
+                by_kind: vec![("uart".into(), 40), ("gic".into(), 2)],
+            }),
+            vm: None,
+        });
         let mut transcript = Transcript::default();
         for (console, lines) in [
             (
                 "serial",
                 &[
                     "hypervisor 0.1.0: EL2, 2 CPUs",
-                    "hypervisor: vm0: exits: hvc=2 mmio=40",
+                    "hypervisor: vm0: exits 42: uart 40, gic 2",
                 ][..],
             ),
             (

@@ -276,6 +276,7 @@ pub(super) mod tests {
             console: console.map(str::to_owned),
             at_ms,
             guest_clock: None,
+            exits: None,
             vm: vm.map(str::to_owned),
         }
     }
