@@ -11,8 +11,23 @@ use crate::mm::frames::{FrameAllocator, Frames};
 use crate::mm::pagetable::{TableMemory, TableRead};
 use crate::platform::{PlatformInfo, PsciConduit};
 
-/// Host builds have no UART; output is dropped.
-pub fn uart_write(_base: PhysAddr, _bytes: &[u8]) {}
+/// Host builds have no UART: output is dropped, except that unit tests
+/// see what their own thread wrote ([`take_uart_output`]).
+pub fn uart_write(_base: PhysAddr, _bytes: &[u8]) {
+    #[cfg(test)]
+    UART_OUTPUT.with(|out| out.borrow_mut().extend_from_slice(_bytes));
+}
+
+#[cfg(test)]
+std::thread_local! {
+    static UART_OUTPUT: core::cell::RefCell<Vec<u8>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// What this thread wrote to the UART since the last call.
+#[cfg(test)]
+pub fn take_uart_output() -> Vec<u8> {
+    UART_OUTPUT.with(|out| core::mem::take(&mut *out.borrow_mut()))
+}
 
 /// Host builds have no firmware.
 pub fn psci_call(_conduit: PsciConduit, _function: u32, _args: [u64; 3]) -> u64 {

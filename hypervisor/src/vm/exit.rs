@@ -2,7 +2,10 @@
 //! aborts on emulated MMIO (dispatched by IPA to the VM's devices), trapped
 //! system registers (ICC_SGI1R_EL1), and everything a guest may not do,
 //! which gets the architected answer (external abort, UNDEFINED,
-//! NOT_SUPPORTED) and one console line, never a hypervisor crash.
+//! NOT_SUPPORTED) and a console line (rate-limited, [`super::reports`]),
+//! never a hypervisor crash.
+
+use core::fmt;
 
 use crate::addr::IntermediatePhysAddr;
 use crate::arch;
@@ -17,10 +20,10 @@ use crate::ffa;
 use crate::layout::{
     GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE, PL011_BASE, PL011_INTID, PRIMECELL_SIZE,
 };
-use crate::println;
 use crate::psci::{self, PsciAction, PsciTarget};
 use crate::smccc::{self, Service};
 
+use super::reports::ReportKind;
 use super::{Vcpu, VcpuPower, Vm, VmStop, VmUart};
 
 /// What the run loop does after an exit.
@@ -159,12 +162,18 @@ pub fn service_devices(vm: &mut Vm) {
     }
 }
 
-fn inject_data_abort(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo, why: &str) {
+/// `why` is formatted only when a line is printed: an abort loop costs
+/// no allocation per exit.
+fn inject_data_abort(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo, why: &dyn fmt::Display) {
     let regs = &mut vcpu.regs.guest;
     let ipa = esr::fault_ipa(info.hpfar, info.far);
-    println!(
-        "hypervisor: {}: vcpu {}: {why} at IPA {:#x} (pc {:#x}), injecting an external abort",
-        vm.name, vcpu.index, ipa, regs.pc
+    vm.reports.report(
+        &vm.name,
+        ReportKind::DataAbort,
+        format_args!(
+            "vcpu {}: {why} at IPA {:#x} (pc {:#x}), injecting an external abort",
+            vcpu.index, ipa, regs.pc
+        ),
     );
     let el1_esr = esr::external_data_abort_esr(Esr(info.esr), regs.pstate);
     let offset = esr::sync_vector_offset(regs.pstate);
@@ -173,9 +182,13 @@ fn inject_data_abort(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo, why: &str) {
 
 fn inject_undefined(vm: &mut Vm, vcpu: &mut Vcpu, what: &str, esr_value: u64) {
     let regs = &mut vcpu.regs.guest;
-    println!(
-        "hypervisor: {}: vcpu {}: {what} (ESR {esr_value:#x}, pc {:#x}), injecting UNDEFINED",
-        vm.name, vcpu.index, regs.pc
+    vm.reports.report(
+        &vm.name,
+        ReportKind::Undefined,
+        format_args!(
+            "vcpu {}: {what} (ESR {esr_value:#x}, pc {:#x}), injecting UNDEFINED",
+            vcpu.index, regs.pc
+        ),
     );
     let offset = esr::sync_vector_offset(regs.pstate);
     arch::inject_sync_exception(regs, esr::undefined_esr(), 0, offset);
@@ -185,13 +198,13 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
     let e = Esr(info.esr);
     let ipa = esr::fault_ipa(info.hpfar, info.far);
     if e.s1ptw() {
-        inject_data_abort(vm, vcpu, info, "stage-1 table walk outside RAM");
+        inject_data_abort(vm, vcpu, info, &"stage-1 table walk outside RAM");
         return ExitOutcome::Continue;
     }
     let fixed = fixed_window(vm.power.len(), ipa);
     let in_table = vm.devices.lookup(ipa);
     if fixed.is_none() && in_table.is_none() {
-        inject_data_abort(vm, vcpu, info, "access to unmapped memory");
+        inject_data_abort(vm, vcpu, info, &"access to unmapped memory");
         return ExitOutcome::Continue;
     }
     let instruction = if e.isv() {
@@ -203,13 +216,13 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
     let access = match mmio_decode::decode(info.esr, instruction) {
         Ok(access) => access,
         Err(err) => {
-            let why = alloc::format!("MMIO access not emulated ({err})");
+            let why = format_args!("MMIO access not emulated ({err})");
             inject_data_abort(vm, vcpu, info, &why);
             return ExitOutcome::Continue;
         }
     };
     if access.writeback.is_some_and(|w| w.base == 31) {
-        inject_data_abort(vm, vcpu, info, "MMIO access with SP writeback");
+        inject_data_abort(vm, vcpu, info, &"MMIO access with SP writeback");
         return ExitOutcome::Continue;
     }
     let regs = &mut vcpu.regs;
@@ -239,8 +252,7 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
             regs.pc = regs.pc.wrapping_add(e.instruction_len());
         }
         Err(err) => {
-            let why = alloc::format!("{err}");
-            inject_data_abort(vm, vcpu, info, &why);
+            inject_data_abort(vm, vcpu, info, &err);
         }
     }
     ExitOutcome::Continue
@@ -314,9 +326,13 @@ fn handle_call(vm: &mut Vm, vcpu: &mut Vcpu, conduit: &str) -> ExitOutcome {
                 && !psci::is_known(x0)
                 && !smccc::is_discovery_probe(x0)
             {
-                println!(
-                    "hypervisor: {}: vcpu {}: unknown {conduit} function {x0:#x}, returning NOT_SUPPORTED",
-                    vm.name, vcpu.index
+                vm.reports.report(
+                    &vm.name,
+                    ReportKind::UnknownCall,
+                    format_args!(
+                        "vcpu {}: unknown {conduit} function {x0:#x}, returning NOT_SUPPORTED",
+                        vcpu.index
+                    ),
                 );
             }
             ret(vcpu, value);
@@ -412,11 +428,14 @@ pub fn handle_sync(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome
         ExceptionClass::InstructionAbortLower => {
             let index = vcpu.index;
             let regs = &mut vcpu.regs.guest;
-            println!(
-                "hypervisor: {}: vcpu {index}: instruction fetch from unmapped IPA {:#x} (pc {:#x}), injecting an external abort",
-                vm.name,
-                esr::fault_ipa(info.hpfar, info.far),
-                regs.pc
+            vm.reports.report(
+                &vm.name,
+                ReportKind::InstructionAbort,
+                format_args!(
+                    "vcpu {index}: instruction fetch from unmapped IPA {:#x} (pc {:#x}), injecting an external abort",
+                    esr::fault_ipa(info.hpfar, info.far),
+                    regs.pc
+                ),
             );
             let el1_esr = esr::external_instruction_abort_esr(regs.pstate);
             let offset = esr::sync_vector_offset(regs.pstate);
@@ -505,6 +524,32 @@ mod tests {
         call(&mut vm, &mut v, EC_SMC64, [0x8000_0000, 0, 0, 0]);
         assert_eq!(v.regs.guest.pc, pc + 4);
         assert_eq!(v.regs.x(0), 0x1_0001);
+    }
+
+    /// A guest calling an unknown function in a loop, or aborting in a
+    /// loop, gets its answer each time but only a few console lines.
+    #[test]
+    fn misbehaviour_in_a_loop_prints_a_few_lines() {
+        crate::console::init(crate::addr::PhysAddr::new(0x0900_0000));
+        let _ = arch::take_uart_output();
+        let mut vm = Vm::for_tests(1);
+        let mut v = vcpu(0);
+        let ldr_w2 = EC_DABT_LOW | IL | (1 << 24) | (2 << 22) | (2 << 16);
+        for _ in 0..1000 {
+            call(&mut vm, &mut v, EC_HVC64, [0xc200_0bad, 0, 0, 0]);
+            assert_eq!(v.regs.x(0), u64::MAX, "NOT_SUPPORTED every time");
+            handle_sync(&mut vm, &mut v, &exit(ldr_w2, 0x0c00_0000));
+            assert_eq!(v.regs.guest.pc, 0x200, "an external abort every time");
+        }
+        let output = String::from_utf8(arch::take_uart_output()).unwrap();
+        let lines: Vec<&str> = output.lines().collect();
+        let full = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+        assert_eq!(full("unknown HVC function 0xc2000bad"), 4, "{output}");
+        assert_eq!(full("injecting an external abort"), 4, "{output}");
+        assert!(lines.contains(&"hypervisor: vm0: 512 unknown HVC/SMC calls so far"));
+        // Per kind: 4 lines, the note, summaries at 8 .. 512.
+        assert_eq!(lines.len(), 2 * (4 + 1 + 7), "{output}");
+        assert_eq!(vm.reports.total(ReportKind::UnknownCall), 1000);
     }
 
     #[test]

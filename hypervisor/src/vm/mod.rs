@@ -4,11 +4,13 @@
 //! - [`loader`]: kernel/DTB/initrd placement (host-tested);
 //! - [`exit`]: what a guest exit means and what to do about it;
 //! - [`irq`]: physical interrupts and the vGIC ↔ list-register sync;
+//! - [`reports`]: the console lines a guest can cause, rate-limited;
 //! - [`run`]: the per-CPU run loop;
 //! - [`stats`]: exit counts per vCPU and VM.
 pub mod exit;
 pub mod irq;
 pub mod loader;
+pub mod reports;
 pub mod run;
 pub mod stats;
 pub mod timers;
@@ -43,6 +45,7 @@ use crate::mm::frames::{FrameAllocator, Frames};
 use crate::mm::pagetable::{MapAttrs, PageTable};
 use crate::vswitch::{Fabric, Owner};
 use loader::{load_kernel, RamImage};
+use reports::GuestReports;
 use spin::Mutex;
 
 /// SPIs each VM's vGIC implements (INTIDs 32..96: UART, RTC, virtio slots).
@@ -377,6 +380,8 @@ pub struct Vm {
     pub wake_vms: u64,
     /// Exits of its vCPUs that stopped since the VM (re)started.
     pub exits: stats::ExitCounts,
+    /// Counts of the misbehaviour it was told about on the console.
+    pub reports: GuestReports,
 }
 
 fn bundle_file<'a>(
@@ -597,6 +602,7 @@ impl Vm {
             devices,
             wake_vms: 0,
             exits: stats::ExitCounts::default(),
+            reports: GuestReports::default(),
         })
     }
 
@@ -701,6 +707,7 @@ impl Vm {
             devices,
             wake_vms: 0,
             exits: stats::ExitCounts::default(),
+            reports: GuestReports::default(),
             config,
         }
     }
