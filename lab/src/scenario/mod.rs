@@ -279,6 +279,19 @@ impl Scenario {
             );
         }
         for (i, vm) in self.vms.iter().enumerate() {
+            // Names go into file names (console logs, device trees) and the
+            // hypervisor's manifest, which takes the same set.
+            if !is_vm_name(&vm.name) {
+                return at(
+                    "name",
+                    &vm.name,
+                    &format!("vms[{i}].name"),
+                    format!(
+                        "`{}` must be 1 to {MAX_VM_NAME} letters, digits, '-' or '_'",
+                        vm.name
+                    ),
+                );
+            }
             if self.vms[..i].iter().any(|other| other.name == vm.name) {
                 return at(
                     "name",
@@ -445,6 +458,18 @@ impl Scenario {
 /// it whole (`md5sum /dev/vdX`): the image, then zeros up to the disk size.
 pub fn disk_md5_variable(vm: &str, index: usize) -> String {
     format!("{vm}-disk{index}-md5")
+}
+
+/// The longest VM name: it is a console tag on every line the VM prints.
+const MAX_VM_NAME: usize = 32;
+
+/// Whether `name` can name a VM: safe in a file name, a console tag and
+/// the hypervisor's manifest.
+fn is_vm_name(name: &str) -> bool {
+    (1..=MAX_VM_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Every `scenarios/*.yaml` file of a workspace, sorted by name.

@@ -178,6 +178,11 @@ const BAD_CASES: &[(&str, (usize, usize), &str)] = &[
         "vms[1].memory-mib: must be a multiple of 2 under the hypervisor",
     ),
     (
+        "vm_name_path",
+        (6, 5),
+        "vms[0].name: `../../x` must be 1 to 32 letters, digits, '-' or '_'",
+    ),
+    (
         "too_many_vcpus",
         (8, 5),
         "vms[0].vcpus: must be between 1 and the hypervisor's limit (8)",
