@@ -198,7 +198,14 @@ impl<R> ConsoleTee<R> {
         self.line.clear();
         if self.consoles.is_tagged(&console) && text.ends_with(LINE_BREAK_MARK) {
             text.pop();
-            self.broken.entry(console).or_default().push_str(&text);
+            let start = self.broken.entry(console.clone()).or_default();
+            start.push_str(&text);
+            // A guest can print the mark itself: a line held this long is
+            // committed as it is, like any over-long line.
+            if start.len() >= MAX_LINE {
+                let line = self.broken.remove(&console).unwrap_or_default();
+                self.commit(console, line);
+            }
             return;
         }
         let line = match self.broken.remove(&console) {
@@ -372,6 +379,30 @@ mod tests {
                 "vm1: vm1:/# ",
             ]
         );
+    }
+
+    /// A guest printing the break mark itself, line after line: what the
+    /// tee holds for the line it thinks is broken stays bounded, and the
+    /// text still arrives as lines.
+    #[test]
+    fn a_guest_printing_break_marks_cannot_grow_the_tee() {
+        let (_dir, mut tee, texts, rx) = two_vm_tee();
+        for _ in 0..10_000 {
+            tee.take_in(b"[vm0] 0123456789abcdef\x1e\r\n");
+            assert!(tee.broken.values().all(|s| s.len() <= MAX_LINE));
+        }
+        let lines: Vec<usize> = rx
+            .try_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::ConsoleLine { line, .. } => Some(line.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lines.len(), 10_000 * 16 / MAX_LINE);
+        assert!(lines.iter().all(|len| *len == MAX_LINE));
+        assert!(texts
+            .text_from("vm0", 0)
+            .starts_with("0123456789abcdef0123"));
     }
 
     #[test]
