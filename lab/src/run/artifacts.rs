@@ -2,7 +2,9 @@
 //! with `console.log`, `qemu-cmdline.txt` and `result.json`, and a `latest`
 //! link per scenario. Run ids sort by time: a UTC timestamp with
 //! milliseconds, then the lab's pid and a counter so concurrent runs of one
-//! scenario never share a directory.
+//! scenario never share a directory. Each scenario keeps its newest
+//! [`keep_runs`] run directories (`$LAB_KEEP_RUNS`, default
+//! [`DEFAULT_KEEP_RUNS`]); creating one removes the oldest beyond that.
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -13,6 +15,22 @@ pub const CONSOLE_LOG: &str = "console.log";
 pub const QEMU_CMDLINE: &str = "qemu-cmdline.txt";
 pub const RESULT_JSON: &str = "result.json";
 pub const LATEST: &str = "latest";
+
+/// Run directories each scenario keeps when `$LAB_KEEP_RUNS` is not set.
+pub const DEFAULT_KEEP_RUNS: usize = 20;
+
+/// How many run directories each scenario keeps: `$LAB_KEEP_RUNS` (at
+/// least 1: the run being made), else [`DEFAULT_KEEP_RUNS`].
+pub fn keep_runs() -> Result<usize> {
+    match std::env::var("LAB_KEEP_RUNS") {
+        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_KEEP_RUNS),
+        Ok(value) => match value.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => anyhow::bail!("LAB_KEEP_RUNS={value:?}: expected a whole number of at least 1"),
+        },
+        Err(e) => anyhow::bail!("LAB_KEEP_RUNS: {e}"),
+    }
+}
 
 /// `<target>/lab/runs`.
 pub fn runs_root(target_dir: &Path) -> PathBuf {
@@ -70,7 +88,36 @@ pub fn create_run_dir(runs_root: &Path, scenario: &str, run_id: &str) -> Result<
     std::os::unix::fs::symlink(run_id, &tmp)
         .and_then(|()| std::fs::rename(&tmp, scenario_dir.join(LATEST)))
         .with_context(|| format!("linking {}/{LATEST}", scenario_dir.display()))?;
+    prune_runs(&scenario_dir, keep_runs()?)
+        .with_context(|| format!("pruning {}", scenario_dir.display()))?;
     Ok(dir)
+}
+
+/// Removes all but the newest `keep` run directories of a scenario (run
+/// ids sort by time; the `latest` link and hidden names are not runs).
+fn prune_runs(scenario_dir: &Path, keep: usize) -> Result<()> {
+    let mut runs = Vec::new();
+    for entry in std::fs::read_dir(scenario_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let is_run = !name.to_string_lossy().starts_with('.') && entry.file_type()?.is_dir();
+        if is_run {
+            runs.push(name);
+        }
+    }
+    runs.sort();
+    let excess = runs.len().saturating_sub(keep);
+    for name in &runs[..excess] {
+        let dir = scenario_dir.join(name);
+        // A run of another lab process may be removing it too.
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", dir.display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -98,6 +145,33 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("20261125T203456.000Z-"), "{a}");
         assert!(c > a && c > b, "{a} {b} {c}");
+    }
+
+    #[test]
+    fn old_runs_are_pruned_newest_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = (0..DEFAULT_KEEP_RUNS + 5)
+            .map(|i| format!("2026{i:04}"))
+            .collect();
+        for id in &ids {
+            let dir = create_run_dir(root.path(), "s", id).unwrap();
+            std::fs::write(dir.join(CONSOLE_LOG), "x").unwrap();
+        }
+        let mut left: Vec<String> = std::fs::read_dir(root.path().join("s"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut expected: Vec<String> = ids[5..].to_vec();
+        expected.push(LATEST.into());
+        assert_eq!(left, expected);
+        prune_runs(&root.path().join("s"), 1).unwrap();
+        assert!(root
+            .path()
+            .join("s")
+            .join(LATEST)
+            .join(CONSOLE_LOG)
+            .is_file());
     }
 
     #[test]
