@@ -28,11 +28,19 @@ pub trait Fetcher {
     fn fetch(&self, url: &str, what: &str, out: &mut dyn Write) -> Result<(), FetchError>;
 }
 
+/// The largest download: every image, package index and source tarball
+/// the lab fetches is well below it (the largest, a kernel package, is
+/// about 100 MiB); a server sending more is refused, not allowed to fill
+/// the disk.
+pub const MAX_DOWNLOAD: u64 = 1 << 30;
+
 /// The https fetcher. Its agent (and the CA bundle it loads) is made on the
 /// first download, so a run served from the cache never builds one.
 pub struct HttpFetcher {
     agent: OnceCell<ureq::Agent>,
     terminal: bool,
+    /// Bytes a download may have.
+    max_bytes: u64,
 }
 
 impl HttpFetcher {
@@ -40,6 +48,7 @@ impl HttpFetcher {
         HttpFetcher {
             agent: OnceCell::new(),
             terminal: io::stderr().is_terminal(),
+            max_bytes: MAX_DOWNLOAD,
         }
     }
 
@@ -107,15 +116,29 @@ impl Fetcher for HttpFetcher {
             return Err(failed(format!("HTTP {status}")));
         }
         let length = response.body().content_length();
+        let too_big = || {
+            failed(format!(
+                "larger than the {} cap",
+                human_size(self.max_bytes)
+            ))
+        };
+        if length.is_some_and(|n| n > self.max_bytes) {
+            return Err(too_big());
+        }
         let bar = self.progress(what, length);
         let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
         let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
         loop {
             let n = reader
                 .read(&mut buf)
                 .map_err(|err| failed(err.to_string()))?;
             if n == 0 {
                 break;
+            }
+            total = total.saturating_add(n as u64);
+            if total > self.max_bytes {
+                return Err(too_big());
             }
             out.write_all(&buf[..n])
                 .map_err(|err| FetchError::Other(anyhow::anyhow!("cannot write {what}: {err}")))?;
@@ -176,5 +199,62 @@ pub fn human_size(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// Serves one request on 127.0.0.1 with a 200 and `body`, announced
+    /// with its length or (chunked) without; returns the URL.
+    fn serve_once(body: Vec<u8>, announce_length: bool) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/file", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = if announce_length {
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .and_then(|()| stream.write_all(&body))
+            } else {
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                )
+                .and_then(|()| write!(stream, "{:x}\r\n", body.len()))
+                .and_then(|()| stream.write_all(&body))
+                .and_then(|()| stream.write_all(b"\r\n0\r\n\r\n"))
+            };
+        });
+        url
+    }
+
+    #[test]
+    fn downloads_over_the_cap_are_refused() {
+        let fetcher = HttpFetcher {
+            max_bytes: 1000,
+            ..HttpFetcher::new()
+        };
+        for announce_length in [true, false] {
+            let mut out = Vec::new();
+            let url = serve_once(vec![7; 1000], announce_length);
+            fetcher.fetch(&url, "small", &mut out).unwrap();
+            assert_eq!(out.len(), 1000);
+            let mut out = Vec::new();
+            let url = serve_once(vec![7; 1001], announce_length);
+            let err = fetcher.fetch(&url, "big", &mut out).unwrap_err();
+            assert!(
+                err.to_string().contains("larger than the 1000 B cap"),
+                "{err}"
+            );
+            assert!(out.len() <= 1000);
+        }
     }
 }
