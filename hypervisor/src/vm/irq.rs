@@ -389,6 +389,29 @@ mod tests {
         assert_eq!(vcpu.lrs.iter().flatten().count(), 1, "not twice");
     }
 
+    /// The guest clears (ICACTIVER) or sets (ISACTIVER) the active state
+    /// of an interrupt waiting in a list register, or clears its pending
+    /// state (ICPENDR), while its line stays high: it is never listed a
+    /// second time (two list registers with one INTID are UNPREDICTABLE).
+    #[test]
+    fn active_and_pending_writes_never_list_an_interrupt_twice() {
+        let (vm, mut vcpu) = guest_with_timer_enabled();
+        vm.vgic.set_ppi_level(0, VTIMER_INTID, true).unwrap();
+        let _ = flush_to_lrs(vm.vgic, &mut vcpu);
+        assert_eq!(vcpu.lrs[0], Some(VTIMER_INTID));
+        let bit = 1 << VTIMER_INTID;
+        // ICACTIVER0, ISACTIVER0, ICPENDR0, ICACTIVER0 in SGI_base.
+        for offset in [0x1_0380, 0x1_0300, 0x1_0280, 0x1_0380] {
+            vm.vgic
+                .redistributors()
+                .write(offset, AccessWidth::Word, bit)
+                .unwrap();
+            let _ = flush_to_lrs(vm.vgic, &mut vcpu);
+            let listed = vcpu.lrs.iter().flatten().count();
+            assert_eq!(listed, 1, "after a write at {offset:#x}: {:?}", vcpu.lrs);
+        }
+    }
+
     #[test]
     fn full_list_registers_ask_for_the_underflow_interrupt() {
         let (vm, mut vcpu) = guest_with_timer_enabled();

@@ -23,6 +23,10 @@ pub struct IrqState {
     /// The input line, for level-sensitive interrupts.
     pub line: bool,
     pub active: bool,
+    /// Handed to a vCPU's list register and not yet retired from it. The
+    /// guest's ICACTIVER/ISACTIVER writes change `active`, not this: an
+    /// interrupt is never listed twice (UNPREDICTABLE), nor on two vCPUs.
+    pub listed: bool,
     pub priority: u8,
     pub group1: bool,
     /// Edge-triggered (ICFGR bit 2n+1); otherwise level-sensitive.

@@ -504,6 +504,7 @@ impl Vgic {
         let candidate = |irq: &IrqState| {
             irq.enabled
                 && !irq.active
+                && !irq.listed
                 && irq.pending()
                 && groups & group_enable_bit(irq.group1) != 0
         };
@@ -561,6 +562,7 @@ impl Vgic {
             if let Some(irq) = irq {
                 irq.pending_latch = false;
                 irq.active = true;
+                irq.listed = true;
             }
             drop(distributor);
             drop(redistributor);
@@ -579,12 +581,17 @@ impl Vgic {
         self.change_irq(vcpu, intid, |irq| {
             irq.pending_latch = false;
             irq.active = true;
+            irq.listed = true;
         })
     }
 
-    /// The guest's EOI retired `intid` on `vcpu`.
+    /// The guest's EOI retired `intid` on `vcpu`, or the hypervisor took
+    /// it back: it has left its list register.
     pub fn deactivate(&self, vcpu: usize, intid: u32) -> Result<(), VgicError> {
-        self.change_irq(vcpu, intid, |irq| irq.active = false)
+        self.change_irq(vcpu, intid, |irq| {
+            irq.active = false;
+            irq.listed = false;
+        })
     }
 }
 
