@@ -201,6 +201,6 @@ fn decoder_survives_any_syndrome_and_instruction() {
         let (esr, word) = (rng.next(), rng.next() as u32);
         let _ = decode_syndrome(esr);
         let _ = decode_instruction(word);
-        let _ = decode(esr, Some(word));
+        let _ = decode(esr, rng.next(), Some(word));
     }
 }

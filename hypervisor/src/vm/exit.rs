@@ -105,6 +105,7 @@ pub fn uart_fast_path(uart: &VmUart, vcpu: &mut Vcpu, info: &ExitInfo) -> FastEx
         || e.class() != ExceptionClass::DataAbortLower
         || !e.isv()
         || e.s1ptw()
+        || !e.is_translation_or_access_fault()
     {
         return FastExit::NotMine;
     }
@@ -201,6 +202,20 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
         inject_data_abort(vm, vcpu, info, &"stage-1 table walk outside RAM");
         return ExitOutcome::Continue;
     }
+    if !e.is_translation_or_access_fault() {
+        // HPFAR may be UNKNOWN: nothing here can be emulated.
+        let why = format_args!("stage-2 fault status {:#x}", e.fault_status());
+        inject_data_abort(vm, vcpu, info, &why);
+        return ExitOutcome::Continue;
+    }
+    if e.cache_maintenance() {
+        // DC CIVAC and the like on an address outside RAM: there is no
+        // cache to maintain for an emulated device or a hole, so the
+        // instruction is skipped, as KVM does.
+        let regs = &mut vcpu.regs.guest;
+        regs.pc = regs.pc.wrapping_add(e.instruction_len());
+        return ExitOutcome::Continue;
+    }
     let fixed = fixed_window(vm.power.len(), ipa);
     let in_table = vm.devices.lookup(ipa);
     if fixed.is_none() && in_table.is_none() {
@@ -213,7 +228,7 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
         let pc = vcpu.regs.guest.pc;
         arch::guest_va_to_ipa(pc).and_then(|ipa| vm.ram.read_u32(ipa).ok())
     };
-    let access = match mmio_decode::decode(info.esr, instruction) {
+    let access = match mmio_decode::decode(info.esr, vcpu.regs.guest.pstate, instruction) {
         Ok(access) => access,
         Err(err) => {
             let why = format_args!("MMIO access not emulated ({err})");
@@ -483,7 +498,8 @@ mod tests {
     const EC_HVC64: u64 = 0x16 << 26;
     const EC_SMC64: u64 = 0x17 << 26;
     const EC_SYS64: u64 = 0x18 << 26;
-    const EC_DABT_LOW: u64 = 0x24 << 26;
+    /// A data abort from EL1 with DFSC = translation fault, level 3.
+    const EC_DABT_LOW: u64 = (0x24 << 26) | 0x07;
     const IL: u64 = 1 << 25;
 
     fn exit(esr: u64, ipa: u64) -> ExitInfo {
@@ -665,6 +681,41 @@ mod tests {
         );
         assert_eq!(v.regs.guest.pc, 0x200);
         assert_eq!(v.regs.guest.pstate, SPSR_EL1H_MASKED);
+    }
+
+    /// Only a translation or access flag fault makes HPFAR the faulting
+    /// IPA: any other fault status is answered with an abort, never an
+    /// access to whatever device HPFAR happens to name.
+    #[test]
+    fn other_fault_statuses_are_not_emulated() {
+        let mut vm = Vm::for_tests(1);
+        let mut v = vcpu(0);
+        // LDR W2 at the PL011's PeriphID0, but DFSC = synchronous external
+        // abort (0x10), and then TLB conflict (0x30).
+        let ldr_w2 = (EC_DABT_LOW & !0x3f) | IL | (1 << 24) | (2 << 22) | (2 << 16);
+        for fsc in [0x10, 0x30] {
+            v.regs.set_x(2, 0x77);
+            v.regs.guest.pc = 0x4008_0000;
+            let info = exit(ldr_w2 | fsc, 0x0900_0fe0);
+            assert_eq!(uart_fast_path(vm.uart, &mut v, &info), FastExit::NotMine);
+            handle_sync(&mut vm, &mut v, &info);
+            assert_eq!(v.regs.x(2), 0x77, "DFSC {fsc:#x}: no device read");
+            assert_eq!(v.regs.guest.pc, 0x200, "DFSC {fsc:#x}: an external abort");
+        }
+    }
+
+    /// DC CIVAC (CM = 1, WnR = 1, ISV = 0) on an emulated device or an
+    /// unmapped IPA is skipped, as KVM does: no abort.
+    #[test]
+    fn cache_maintenance_outside_ram_is_skipped() {
+        let mut vm = Vm::for_tests(1);
+        let mut v = vcpu(0);
+        let dc_civac = EC_DABT_LOW | IL | (1 << 8) | (1 << 6);
+        for ipa in [0x0900_0000, 0x0c00_0000] {
+            let pc = v.regs.guest.pc;
+            handle_sync(&mut vm, &mut v, &exit(dc_civac, ipa));
+            assert_eq!(v.regs.guest.pc, pc + 4, "at {ipa:#x}");
+        }
     }
 
     #[test]

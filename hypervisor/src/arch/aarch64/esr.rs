@@ -21,6 +21,15 @@ const ISS_WNR: u64 = 1 << 6;
 const ISS_ISV: u64 = 1 << 24;
 /// Data abort ISS.S1PTW: the fault hit a stage-1 table walk.
 const ISS_S1PTW: u64 = 1 << 7;
+/// Data/instruction abort ISS.DFSC/IFSC.
+const ISS_FSC_MASK: u64 = 0x3f;
+/// Translation faults, levels 0-3 (FSC 0b0001LL).
+const FSC_TRANSLATION: core::ops::RangeInclusive<u64> = 0x04..=0x07;
+/// Access flag faults, levels 0-3 (FSC 0b0010LL).
+const FSC_ACCESS_FLAG: core::ops::RangeInclusive<u64> = 0x08..=0x0b;
+/// Data abort ISS.CM: a cache maintenance or address translation
+/// instruction, not an access.
+const ISS_CM: u64 = 1 << 8;
 /// HPFAR_EL2.FIPA: IPA[47:12] in bits 43:4.
 const HPFAR_FIPA_MASK: u64 = 0x0000_0fff_ffff_fff0;
 
@@ -94,6 +103,26 @@ impl Esr {
     /// Abort during a stage-1 table walk (the guest's tables are not RAM).
     pub fn s1ptw(self) -> bool {
         self.0 & ISS_S1PTW != 0
+    }
+
+    /// Abort: the fault status code (DFSC/IFSC).
+    pub fn fault_status(self) -> u64 {
+        self.0 & ISS_FSC_MASK
+    }
+
+    /// Abort: a stage-2 translation or access flag fault, the kinds a
+    /// missing mapping (emulated MMIO, unmapped IPA) causes and for which
+    /// HPFAR_EL2 holds the faulting IPA. For any other status (an external
+    /// abort, an alignment or TLB conflict fault) HPFAR may be UNKNOWN.
+    pub fn is_translation_or_access_fault(self) -> bool {
+        let fsc = self.fault_status();
+        FSC_TRANSLATION.contains(&fsc) || FSC_ACCESS_FLAG.contains(&fsc)
+    }
+
+    /// Data abort on a cache maintenance (or address translation)
+    /// instruction (ISS.CM).
+    pub fn cache_maintenance(self) -> bool {
+        self.0 & ISS_CM != 0
     }
 }
 

@@ -15,6 +15,8 @@
 
 use core::fmt;
 
+use super::context::SPSR_AARCH32;
+
 use crate::devices::AccessWidth;
 
 /// Whether the guest reads or writes the device.
@@ -78,6 +80,9 @@ pub enum DecodeError {
     NotDataAbort { ec: u8 },
     /// ISV = 0: decode the instruction at ELR_EL2 instead.
     NeedInstruction,
+    /// ISV = 0 in AArch32 state: the instruction is A32 or T32, which the
+    /// decoder does not read.
+    AArch32,
     /// A cache maintenance or address translation instruction (ISS.CM):
     /// not an access; the handler may skip it.
     CacheMaintenance,
@@ -101,6 +106,7 @@ impl fmt::Display for DecodeError {
         match self {
             DecodeError::NotDataAbort { ec } => write!(f, "ESR class {ec:#x} is not a data abort"),
             DecodeError::NeedInstruction => f.write_str("syndrome not valid (ISV=0)"),
+            DecodeError::AArch32 => f.write_str("syndrome not valid (ISV=0) in AArch32 state"),
             DecodeError::CacheMaintenance => f.write_str("cache maintenance on device memory"),
             DecodeError::StageOneWalk => f.write_str("fault on a stage-1 table walk"),
             DecodeError::NotLoadStore { instruction } => {
@@ -160,11 +166,13 @@ pub fn decode_syndrome(esr: u64) -> Result<MmioAccess, DecodeError> {
     })
 }
 
-/// The access a data abort describes: from the syndrome, or, when ISV = 0,
-/// from `instruction` (the word at ELR_EL2; `None` if it could not be
-/// fetched, which yields `NeedInstruction`).
-pub fn decode(esr: u64, instruction: Option<u32>) -> Result<MmioAccess, DecodeError> {
+/// The access a data abort taken with PSTATE `spsr` describes: from the
+/// syndrome, or, when ISV = 0, from `instruction` (the word at ELR_EL2;
+/// `None` if it could not be fetched, which yields `NeedInstruction`),
+/// which is an A64 instruction only in AArch64 state.
+pub fn decode(esr: u64, spsr: u64, instruction: Option<u32>) -> Result<MmioAccess, DecodeError> {
     match decode_syndrome(esr) {
+        Err(DecodeError::NeedInstruction) if spsr & SPSR_AARCH32 != 0 => Err(DecodeError::AArch32),
         Err(DecodeError::NeedInstruction) => {
             instruction.map_or(Err(DecodeError::NeedInstruction), decode_instruction)
         }
@@ -479,16 +487,41 @@ mod tests {
     fn decode_falls_back_to_the_instruction() {
         let post_index = 0xF841_060F; // ldr x15, [x16], #16
         let from_instruction = decode_instruction(post_index);
-        assert_eq!(decode(0x9200_0007, Some(post_index)), from_instruction);
-        assert_eq!(decode(0x9200_0007, None), Err(DecodeError::NeedInstruction));
+        let el1h = 0x3c5;
         assert_eq!(
-            decode(0x9381_0046, Some(post_index)),
+            decode(0x9200_0007, el1h, Some(post_index)),
+            from_instruction
+        );
+        assert_eq!(
+            decode(0x9200_0007, el1h, None),
+            Err(DecodeError::NeedInstruction)
+        );
+        assert_eq!(
+            decode(0x9381_0046, el1h, Some(post_index)),
             Ok(access(Write, Word, 1, false, false)),
             "a valid syndrome wins"
         );
         assert_eq!(
-            decode(0x9200_0147, Some(post_index)),
+            decode(0x9200_0147, el1h, Some(post_index)),
             Err(DecodeError::CacheMaintenance)
+        );
+    }
+
+    /// An AArch32 guest (EL0 in a 32-bit process) faulting with ISV = 0:
+    /// the word at its PC is an A32 or T32 instruction, which is never
+    /// decoded as an A64 one.
+    #[test]
+    fn aarch32_state_is_not_decoded_as_a64() {
+        let post_index = 0xF841_060F;
+        let usr32 = 0x10;
+        assert_eq!(
+            decode(0x9200_0007, usr32, Some(post_index)),
+            Err(DecodeError::AArch32)
+        );
+        // A valid syndrome describes an AArch32 access as well.
+        assert_eq!(
+            decode(0x9381_0046, usr32, None),
+            Ok(access(Write, Word, 1, false, false))
         );
     }
 
