@@ -255,6 +255,9 @@ pub fn read_id_register(_crm: u8, _op2: u8) -> u64 {
 /// Host builds run no guests.
 pub fn set_wfx_trap(_trap: bool) {}
 
+/// Host builds have no caches to maintain.
+pub fn dc_clean_invalidate_set_way(_set_way: u64) {}
+
 /// Host builds have no EL2 timer.
 pub fn hyp_timer_arm_at(_deadline: u64) {}
 

@@ -11,7 +11,7 @@
 //! - host GIC: `HostGic`, `gic_*` (acknowledge, EOI, SGIs, list registers);
 //! - guests: `init_virtualization`, `load_stage2`, `run_guest`,
 //!   `save_el1`/`load_el1`, `inject_sync_exception`, `guest_va_to_ipa`,
-//!   `read_id_register`, `set_wfx_trap`, `hyp_timer_*`, `guest_timer_ctls`,
+//!   `read_id_register`, `set_wfx_trap`, `dc_clean_invalidate_set_way`, `hyp_timer_*`, `guest_timer_ctls`,
 //!   `guest_timers_disable`.
 //!
 //! On the bare-metal target these are the EL2 implementations in

@@ -417,14 +417,30 @@ fn handle_sysreg(vm: &mut Vm, vcpu: &mut Vcpu, e: Esr) -> ExitOutcome {
     let crn = (iss >> 10) & 0xf;
     let crm = u8::try_from((iss >> 1) & 0xf).unwrap_or(0);
     let op2 = u8::try_from((iss >> 17) & 7).unwrap_or(0);
-    if is_read && op0 == 3 && op1 == 0 && crn == 0 && idregs::is_id_register(crm, op2) {
+    let id_register = op0 == 3 && op1 == 0 && crn == 0 && idregs::is_id_register(crm, op2);
+    // ACTLR_EL1 (HCR_EL2.TACR): RAZ/WI, the guest does not configure the
+    // core other VMs run on.
+    let actlr = op0 == 3 && op1 == 0 && crn == 1 && crm == 0 && op2 == 1;
+    // DC ISW, DC CSW, DC CISW (HCR_EL2.TSW).
+    let set_way =
+        !is_read && op0 == 1 && op1 == 0 && crn == 7 && [6, 10, 14].contains(&crm) && op2 == 2;
+    if is_read && id_register {
         let value = idregs::guest_view(crm, op2, arch::read_id_register(crm, op2));
         vcpu.regs.set_x(rt, value);
-        let regs = &mut vcpu.regs.guest;
-        regs.pc = regs.pc.wrapping_add(e.instruction_len());
+    } else if actlr {
+        if is_read {
+            vcpu.regs.set_x(rt, 0);
+        }
+    } else if set_way {
+        arch::dc_clean_invalidate_set_way(vcpu.regs.x(rt));
+    } else {
+        // Everything else, implementation-defined registers (TIDCP)
+        // included, is UNDEFINED, as under KVM.
+        inject_undefined(vm, vcpu, "trapped system register access", e.0);
         return ExitOutcome::Continue;
     }
-    inject_undefined(vm, vcpu, "trapped system register access", e.0);
+    let regs = &mut vcpu.regs.guest;
+    regs.pc = regs.pc.wrapping_add(e.instruction_len());
     ExitOutcome::Continue
 }
 
@@ -732,6 +748,34 @@ mod tests {
         // MSR of some other register: UNDEFINED.
         let msr = EC_SYS64 | IL | (3 << 20) | (1 << 14) | (15 << 10);
         handle_sync(&mut vm, &mut v, &exit(msr, 0));
+        assert_eq!(v.regs.guest.pc, 0x200);
+    }
+
+    /// The traps that keep a guest off shared core state: ACTLR_EL1 reads
+    /// as zero and ignores writes, set/way cache operations are done for
+    /// the guest, implementation-defined registers are UNDEFINED.
+    #[test]
+    fn actlr_set_way_and_implementation_defined_registers() {
+        let mut vm = Vm::for_tests(1);
+        let mut v = vcpu(0);
+        let pc = v.regs.guest.pc;
+        // MRS X4, ACTLR_EL1 then MSR ACTLR_EL1, X4.
+        let actlr = EC_SYS64 | IL | (3 << 20) | (1 << 17) | (1 << 10) | (4 << 5);
+        v.regs.set_x(4, 0x55);
+        handle_sync(&mut vm, &mut v, &exit(actlr | 1, 0));
+        assert_eq!((v.regs.x(4), v.regs.guest.pc), (0, pc + 4));
+        handle_sync(&mut vm, &mut v, &exit(actlr, 0));
+        assert_eq!(v.regs.guest.pc, pc + 8);
+        // DC ISW, DC CSW, DC CISW X1: Op0 1, Op1 0, CRn 7, Op2 2.
+        for crm in [6, 10, 14] {
+            let dc = EC_SYS64 | IL | (1 << 20) | (2 << 17) | (7 << 10) | (1 << 5) | (crm << 1);
+            let pc = v.regs.guest.pc;
+            handle_sync(&mut vm, &mut v, &exit(dc, 0));
+            assert_eq!(v.regs.guest.pc, pc + 4, "CRm {crm}");
+        }
+        // MRS X0, S3_1_C15_C2_0 (an implementation-defined register).
+        let imp_def = EC_SYS64 | IL | (3 << 20) | (1 << 14) | (15 << 10) | (2 << 1) | 1;
+        handle_sync(&mut vm, &mut v, &exit(imp_def, 0));
         assert_eq!(v.regs.guest.pc, 0x200);
     }
 

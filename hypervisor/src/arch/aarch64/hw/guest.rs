@@ -191,7 +191,12 @@ pub fn run_guest(regs: &mut GuestRegs) -> ExitInfo {
 /// HCR_EL2 for a running guest: VM (stage 2), SWIO, FMO/IMO/AMO (physical
 /// interrupts and SErrors to EL2, virtual ones to the guest), FB and BSU
 /// inner shareable (broadcast maintenance), TID3 (ID registers, see
-/// `idregs`), TSC (trap SMC), RW (EL1 is AArch64).
+/// `idregs`), TSC (trap SMC), TIDCP (implementation-defined registers,
+/// UNDEFINED), TACR (ACTLR_EL1, which can change how the core behaves for
+/// every VM on it: RAZ/WI), TSW (data cache set/way operations, which act
+/// on the physical caches: an invalidate would drop other VMs' dirty
+/// lines; done as clean and invalidate), RW (EL1 is AArch64). These are
+/// the traps KVM sets; `exit::handle_sysreg` emulates them.
 pub const HCR_EL2_GUEST: u64 = (1 << 0)
     | (1 << 1)
     | (1 << 3)
@@ -201,6 +206,9 @@ pub const HCR_EL2_GUEST: u64 = (1 << 0)
     | (0b01 << 10)
     | (1 << 18)
     | (1 << 19)
+    | (1 << 20)
+    | (1 << 21)
+    | (1 << 22)
     | (1 << 31);
 /// HCR_EL2.APK and .API: pointer-authentication keys and instructions are
 /// the guest's own (set only where FEAT_PAuth exists).
@@ -568,6 +576,18 @@ macro_rules! id_reg_read {
 /// CRm 1-7; 0 for anything else.
 pub fn read_id_register(crm: u8, op2: u8) -> u64 {
     id_reg_read!(crm, op2; 1, 2, 3, 4, 5, 6, 7)
+}
+
+/// Cleans and invalidates the data cache line at set/way `set_way` (a
+/// guest's trapped DC ISW/CSW/CISW operand), so no dirty data is lost.
+pub fn dc_clean_invalidate_set_way(set_way: u64) {
+    // SAFETY: a clean and invalidate writes dirty data back before it
+    // drops a line, so whatever line the operand names (an out-of-range
+    // one is CONSTRAINED UNPREDICTABLE: some line, or none), no memory
+    // content changes.
+    unsafe {
+        asm!("dc cisw, {0}", "dsb sy", in(reg) set_way, options(nostack));
+    }
 }
 
 /// HCR_EL2.TWI and .TWE: WFI and WFE trap, so an idle or spinning vCPU
