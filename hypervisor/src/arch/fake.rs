@@ -202,6 +202,11 @@ pub fn load_el1(_regs: &El1SysRegs) {}
 pub fn save_el1(_regs: &mut El1SysRegs) {}
 
 /// Copies `src` into the start of `dst` (guest RAM being loaded).
+/// Host stand-in: a plain fill.
+pub fn zero_guest_ram(dst: &mut [u8]) {
+    dst.fill(0);
+}
+
 pub fn copy_to_guest_ram(dst: &mut [u8], src: &[u8]) {
     let len = src.len().min(dst.len());
     dst[..len].copy_from_slice(&src[..len]);

@@ -629,6 +629,8 @@ impl Vm {
     /// Restarts the VM from its images (PSCI SYSTEM_RESET). Call with no
     /// vCPU loaded anywhere (`in_guest == 0`).
     pub fn reset(&mut self, bundle: &Archive<'_>) -> Result<(), ManifestError> {
+        // Nothing of the last run is left for the next one to read.
+        arch::zero_guest_ram(self.ram.bytes_mut());
         self.entry = Self::load_images(&mut self.ram, &self.config, bundle)?;
         arch::sync_icache();
         self.vgic.reset();

@@ -358,6 +358,39 @@ pub fn copy_to_guest_ram(dst: &mut [u8], src: &[u8]) {
     clean_to_poc(&dst[..len]);
 }
 
+/// Zeroes guest RAM `dst` (a VM's partition before it restarts, so the
+/// new run reads nothing the last one left) and cleans it to the point of
+/// coherency, like [`copy_to_guest_ram`], for a guest that starts with its
+/// MMU and caches off.
+pub fn zero_guest_ram(dst: &mut [u8]) {
+    let bulk = dst.len() & !127;
+    if bulk > 0 {
+        // SAFETY: writes `bulk` bytes of `dst`, within the slice (`bulk <=
+        // len`); Normal memory in the EL2 identity map, where unaligned
+        // stores are permitted.
+        unsafe {
+            asm!(
+                "2:",
+                "stp xzr, xzr, [{dst}], #16",
+                "stp xzr, xzr, [{dst}], #16",
+                "stp xzr, xzr, [{dst}], #16",
+                "stp xzr, xzr, [{dst}], #16",
+                "stp xzr, xzr, [{dst}], #16",
+                "stp xzr, xzr, [{dst}], #16",
+                "stp xzr, xzr, [{dst}], #16",
+                "stp xzr, xzr, [{dst}], #16",
+                "subs {n}, {n}, #128",
+                "b.ne 2b",
+                dst = inout(reg) dst.as_mut_ptr() => _,
+                n = inout(reg) bulk => _,
+                options(nostack),
+            );
+        }
+    }
+    dst[bulk..].fill(0);
+    clean_to_poc(dst);
+}
+
 /// CTR_EL0.DminLine: log2 of the smallest data cache line, in words.
 const CTR_DMINLINE_SHIFT: u64 = 16;
 

@@ -18,7 +18,7 @@ pub use guest::{
     copy_to_guest_ram, dc_clean_invalidate_set_way, guest_timer_ctls, guest_timers_disable,
     guest_va_to_ipa, hyp_timer_arm_at, hyp_timer_disarm, init_virtualization,
     inject_sync_exception, load_el1, load_stage2, read_id_register, run_guest, save_el1,
-    set_wfx_trap, sync_icache, vtcr_el2, wait_for_interrupt,
+    set_wfx_trap, sync_icache, vtcr_el2, wait_for_interrupt, zero_guest_ram,
 };
 pub use heap::heap_init;
 pub use mmu::{
