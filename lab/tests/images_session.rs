@@ -662,5 +662,11 @@ images:
         std::fs::remove_file(world.root().join("fw.bin")).unwrap();
         let err = declared("").unwrap_err();
         assert!(err.contains("point its `path:`"), "{err}");
+        // Pinned, it went into the cache: a checkout without the file (a
+        // clone elsewhere) still has it; one never seen is explained.
+        assert!(declared(&sha).is_ok(), "from the cache");
+        let never = format!("    sha256: {}\n", sha256_hex(b"never seen"));
+        let err = declared(&never).unwrap_err();
+        assert!(err.contains("is in the image cache"), "{err}");
     }
 }

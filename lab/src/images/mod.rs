@@ -326,29 +326,42 @@ impl<'f> Session<'f> {
     }
 
     /// A local image file, checked against its `sha256` when it has one.
+    /// A pinned file also goes into the content-addressed cache, like a
+    /// download: a checkout where the path does not exist (a clone in
+    /// another directory, `../shared` out of reach) still finds it there.
     fn local_file(&self, image: &str, path: &Path, sha256: Option<&str>) -> Result<PathBuf> {
         let path = self.root.join(path);
-        if !path.is_file() {
-            bail!(
-                "image {image}: {} does not exist; put the file there, or point its `path:` \
-                 (or a `url:` with `sha256:`) in {} at where it is",
-                path.display(),
-                manifest::MANIFEST_PATH
-            );
-        }
-        if let Some(expected) = sha256 {
-            let data =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            let actual = sha256_hex(&data);
-            if actual != expected {
+        let Some(expected) = sha256 else {
+            if !path.is_file() {
                 bail!(
-                    "image {image}: {} has sha256 {actual}, but {} pins {expected}",
+                    "image {image}: {} does not exist; put the file there, or point its `path:` \
+                     (or a `url:` with `sha256:`) in {} at where it is",
                     path.display(),
                     manifest::MANIFEST_PATH
                 );
             }
+            return Ok(path);
+        };
+        if !path.is_file() {
+            return self.cache.get(expected, image)?.with_context(|| {
+                format!(
+                    "image {image}: {} does not exist and no file with its sha256 {expected} is \
+                     in the image cache ({}); put the file there, or point its `path:` (or a \
+                     `url:` with `sha256:`) in {} at where it is",
+                    path.display(),
+                    self.cache.root().display(),
+                    manifest::MANIFEST_PATH
+                )
+            });
         }
-        Ok(path)
+        let data =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        self.cache.insert_expected(
+            &data,
+            expected,
+            &format!("image {image}: {}", path.display()),
+            &format!("update its sha256 in {}", manifest::MANIFEST_PATH),
+        )
     }
 
     /// A raw arm64 Image from a gzip'd or raw kernel file.
