@@ -11,9 +11,8 @@
 //! A figure a run did not print is an error, never left out of a median.
 
 use super::{median, ratio};
-use crate::run::events::{Consumer, Event, EventKind, Verdict};
-use crate::run::record::ResultWriter;
-use crate::run::{run_scenario, Lab, RunOptions};
+use crate::run::events::{Consumer, Event, EventKind};
+use crate::run::{Lab, RunOptions};
 use crate::scenario::{self, Scenario};
 use anyhow::{bail, Context, Result};
 use regex::Regex;
@@ -143,16 +142,7 @@ pub fn figures_once(
         first_console,
         figures: Arc::default(),
     };
-    let consumers: Vec<Box<dyn Consumer>> =
-        vec![Box::new(tap.clone()), Box::new(ResultWriter::default())];
-    let summary = run_scenario(lab, scenario, qemu, options, consumers)?;
-    if summary.verdict != Verdict::Passed {
-        bail!(
-            "{} failed; see {}",
-            scenario.name,
-            summary.run_dir.display()
-        );
-    }
+    let summary = super::run_passing(lab, scenario, qemu, options, Box::new(tap.clone()))?;
     let figures = tap
         .figures
         .lock()

@@ -25,7 +25,7 @@ pub mod io;
 use crate::report::timeline::{Mark, TimelineBuilder, LAB_CLOCK_STAGE};
 use crate::run::events::{Consumer, Event, Verdict};
 use crate::run::record::ResultWriter;
-use crate::run::{run_scenario, Lab, RunOptions};
+use crate::run::{run_scenario, Lab, RunOptions, RunSummary};
 use crate::scenario::{self, Scenario};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -153,18 +153,7 @@ pub fn boot_once(
     options: &RunOptions,
 ) -> Result<(Boot, PathBuf)> {
     let tap = TimelineTap::default();
-    // Every boot leaves its result.json beside its console.log, as a
-    // `lab scenario` run does: a failed one says why.
-    let consumers: Vec<Box<dyn Consumer>> =
-        vec![Box::new(tap.clone()), Box::new(ResultWriter::default())];
-    let summary = run_scenario(lab, scenario, qemu, options, consumers)?;
-    if summary.verdict != Verdict::Passed {
-        bail!(
-            "{} failed; see {}",
-            scenario.name,
-            summary.run_dir.display()
-        );
-    }
+    let summary = run_passing(lab, scenario, qemu, options, Box::new(tap.clone()))?;
     let timeline = tap
         .0
         .lock()
@@ -180,6 +169,29 @@ pub fn boot_once(
 }
 
 /// The median of some durations (the lower middle for an even count).
+/// Runs one measured boot of `scenario` with `tap` reading its events;
+/// an error naming the run directory unless it passed. Every boot leaves
+/// its result.json beside its console.log, as a `lab scenario` run does: a
+/// failed one says why.
+pub(crate) fn run_passing(
+    lab: &Lab,
+    scenario: &Scenario,
+    qemu: &Path,
+    options: &RunOptions,
+    tap: Box<dyn Consumer>,
+) -> Result<RunSummary> {
+    let consumers: Vec<Box<dyn Consumer>> = vec![tap, Box::new(ResultWriter::default())];
+    let summary = run_scenario(lab, scenario, qemu, options, consumers)?;
+    if summary.verdict != Verdict::Passed {
+        bail!(
+            "{} failed; see {}",
+            scenario.name,
+            summary.run_dir.display()
+        );
+    }
+    Ok(summary)
+}
+
 pub fn median(mut times: Vec<Duration>) -> Option<Duration> {
     times.sort();
     times.get(times.len().checked_sub(1)? / 2).copied()
