@@ -10,7 +10,7 @@
 
 use alloc::vec::Vec;
 
-use super::queue::Queue;
+use super::queue::{Queue, VIRTIO_F_EVENT_IDX};
 use super::{status, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::addr::IntermediatePhysAddr;
 use crate::devices::memory::GuestMemory;
@@ -244,7 +244,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
     }
 
     fn device_features(&self) -> u64 {
-        self.device.features() | VIRTIO_F_VERSION_1
+        self.device.features() | VIRTIO_F_VERSION_1 | VIRTIO_F_EVENT_IDX
     }
 
     fn selected_queue(&mut self) -> Option<&mut Queue> {
@@ -354,8 +354,10 @@ impl<D: VirtioDevice> VirtioMmio<D> {
                 }
             }
             reg::QUEUE_READY => {
+                let event_idx = self.driver_features & VIRTIO_F_EVENT_IDX != 0;
                 if let Some(queue) = self.selected_queue() {
                     queue.ready = value & 1 != 0;
+                    queue.event_idx = event_idx;
                 }
             }
             reg::QUEUE_NOTIFY => {

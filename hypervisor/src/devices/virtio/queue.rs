@@ -1,8 +1,10 @@
 //! A split virtqueue (virtio 1.2, 2.7) read and written only through
 //! `GuestMemory`: every guest-supplied index, address and length is
 //! checked, ring indices wrap as `Wrapping<u16>`, and a malformed ring is a
-//! `QueueError`, never a panic. Indirect descriptors and EVENT_IDX are not
-//! offered, so neither appears here.
+//! `QueueError`, never a panic. Indirect descriptors are not offered.
+//! With VIRTIO_F_EVENT_IDX the device asks for a notification whenever it
+//! finds the ring empty (`avail_event`) and interrupts only when the driver's
+//! `used_event` says so (virtio 1.2, 2.7.7 and 2.7.10).
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -17,6 +19,8 @@ const VIRTQ_DESC_F_WRITE: u16 = 2;
 const VIRTQ_DESC_F_INDIRECT: u16 = 4;
 /// Driver → device: do not interrupt when buffers are used.
 const VIRTQ_AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// The feature bit of `used_event`/`avail_event` notification suppression.
+pub const VIRTIO_F_EVENT_IDX: u64 = 1 << 29;
 
 /// Sizes of the ring structures (virtio 1.2, 2.7.5-2.7.8).
 const DESCRIPTOR_SIZE: u64 = 16;
@@ -107,6 +111,10 @@ pub struct Queue {
     budget: usize,
     /// `pop` reported none because the budget ran out, not the chains.
     budget_hit: bool,
+    /// VIRTIO_F_EVENT_IDX was negotiated (set when the queue goes live).
+    pub event_idx: bool,
+    /// The used index when the device last decided about an interrupt.
+    signalled_used: Wrapping<u16>,
 }
 
 impl Queue {
@@ -122,6 +130,8 @@ impl Queue {
             next_used: Wrapping(0),
             budget: usize::MAX,
             budget_hit: false,
+            event_idx: false,
+            signalled_used: Wrapping(0),
         }
     }
 
@@ -189,11 +199,23 @@ impl Queue {
     }
 
     /// The next chain the driver made available, if any.
-    pub fn pop(&mut self, mem: &dyn GuestMemory) -> Result<Option<DescriptorChain>, QueueError> {
+    pub fn pop(
+        &mut self,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<Option<DescriptorChain>, QueueError> {
         if !self.ready {
             return Err(QueueError::NotReady);
         }
-        let avail_idx = Wrapping(mem.read_u16(Self::at(self.avail_ring, 2)?)?);
+        let mut avail_idx = self.avail_idx(mem)?;
+        if avail_idx == self.next_avail && self.event_idx {
+            // Empty: ask to be notified of the next chain, then look again,
+            // since one published before the request was seen gets no
+            // notification of its own.
+            let avail_event = u64::from(self.size) * USED_ELEMENT + RING_HEADER;
+            mem.write_u16(Self::at(self.used_ring, avail_event)?, self.next_avail.0)?;
+            mem.publish();
+            avail_idx = self.avail_idx(mem)?;
+        }
         let outstanding = avail_idx - self.next_avail;
         if outstanding.0 == 0 {
             return Ok(None);
@@ -228,6 +250,10 @@ impl Queue {
         self.next_avail += 1;
         self.budget -= 1;
         Ok(Some(DescriptorChain { head, descriptors }))
+    }
+
+    fn avail_idx(&self, mem: &dyn GuestMemory) -> Result<Wrapping<u16>, QueueError> {
+        Ok(Wrapping(mem.read_u16(Self::at(self.avail_ring, 2)?)?))
     }
 
     /// Whether the driver has made chains available that `pop` has not
@@ -266,13 +292,23 @@ impl Queue {
         Ok(())
     }
 
-    /// Whether the driver wants an interrupt for used buffers.
-    pub fn wants_interrupt(&self, mem: &dyn GuestMemory) -> Result<bool, QueueError> {
-        // The used index written before is visible before the flags are
-        // read: a driver that clears NO_INTERRUPT and then finds no new
-        // used buffer gets its interrupt (virtio 1.2, 2.7.7.2).
+    /// Whether the driver wants an interrupt for the buffers used since the
+    /// last time this was asked: its `used_event` lies among them (EVENT_IDX),
+    /// or it did not set NO_INTERRUPT.
+    pub fn wants_interrupt(&mut self, mem: &dyn GuestMemory) -> Result<bool, QueueError> {
+        // The used index written before is visible before the driver's
+        // word is read: a driver that re-enables interrupts and then finds
+        // no new used buffer gets its interrupt (virtio 1.2, 2.7.7.2).
         mem.publish();
-        Ok(mem.read_u16(self.avail_ring)? & VIRTQ_AVAIL_F_NO_INTERRUPT == 0)
+        if !self.event_idx {
+            return Ok(mem.read_u16(self.avail_ring)? & VIRTQ_AVAIL_F_NO_INTERRUPT == 0);
+        }
+        let used_event = RING_HEADER + u64::from(self.size) * AVAIL_ELEMENT;
+        let event = Wrapping(mem.read_u16(Self::at(self.avail_ring, used_event)?)?);
+        let (new, old) = (self.next_used, self.signalled_used);
+        self.signalled_used = new;
+        // vring_need_event: `event` is in (old, new].
+        Ok(new - event - Wrapping(1) < new - old)
     }
 }
 
@@ -354,7 +390,7 @@ pub(crate) mod tests {
         Driver::descriptor(&mut mem, 0, RAM + 0x9000, 512, VIRTQ_DESC_F_WRITE, 0);
         driver.offer(&mut mem, 2);
         let mut q = driver.queue(8);
-        let chain = q.pop(&mem).unwrap().unwrap();
+        let chain = q.pop(&mut mem).unwrap().unwrap();
         assert_eq!(chain.head, 2);
         assert_eq!(
             chain.descriptors,
@@ -371,7 +407,7 @@ pub(crate) mod tests {
                 },
             ]
         );
-        assert_eq!(q.pop(&mem), Ok(None));
+        assert_eq!(q.pop(&mut mem), Ok(None));
         q.add_used(&mut mem, 2, 512).unwrap();
         assert_eq!(Driver::used(&mem, 0), (2, 512));
         assert_eq!(Driver::used_idx(&mem), 1);
@@ -387,7 +423,7 @@ pub(crate) mod tests {
         for round in 0..70_000u32 {
             driver.offer(&mut mem, 0);
             let chain = q
-                .pop(&mem)
+                .pop(&mut mem)
                 .unwrap()
                 .unwrap_or_else(|| panic!("round {round}"));
             q.add_used(&mut mem, chain.head, 0).unwrap();
@@ -404,19 +440,19 @@ pub(crate) mod tests {
         Driver::descriptor(&mut mem, 0, RAM, 1, VIRTQ_DESC_F_NEXT, 1);
         Driver::descriptor(&mut mem, 1, RAM, 1, VIRTQ_DESC_F_NEXT, 0);
         driver.offer(&mut mem, 0);
-        assert_eq!(q.pop(&mem), Err(QueueError::ChainTooLong));
+        assert_eq!(q.pop(&mut mem), Err(QueueError::ChainTooLong));
         // A head past the table.
         let mut q = driver.queue(4);
         mem.write_u16(ipa(AVAIL + 4), 9).unwrap();
-        assert_eq!(q.pop(&mem), Err(QueueError::BadDescriptorIndex(9)));
+        assert_eq!(q.pop(&mut mem), Err(QueueError::BadDescriptorIndex(9)));
         // Indirect.
         Driver::descriptor(&mut mem, 3, RAM, 16, VIRTQ_DESC_F_INDIRECT, 0);
         mem.write_u16(ipa(AVAIL + 4), 3).unwrap();
-        assert_eq!(q.pop(&mem), Err(QueueError::Indirect));
+        assert_eq!(q.pop(&mut mem), Err(QueueError::Indirect));
         // The driver claims more buffers than the queue holds.
         mem.write_u16(ipa(AVAIL + 2), 7).unwrap();
         assert_eq!(
-            q.pop(&mem),
+            q.pop(&mut mem),
             Err(QueueError::AvailOverrun {
                 avail_idx: 7,
                 next_avail: 0
@@ -425,15 +461,15 @@ pub(crate) mod tests {
         // Rings outside RAM.
         let mut q = driver.queue(4);
         q.avail_ring = ipa(u64::MAX - 1);
-        assert!(matches!(q.pop(&mem), Err(QueueError::Memory(_))));
+        assert!(matches!(q.pop(&mut mem), Err(QueueError::Memory(_))));
         q.ready = false;
-        assert_eq!(q.pop(&mem), Err(QueueError::NotReady));
+        assert_eq!(q.pop(&mut mem), Err(QueueError::NotReady));
     }
 
     #[test]
     fn interrupt_suppression_and_sizes() {
         let mut mem = VecMemory::new(RAM, 0x10000);
-        let q = Driver::new(4).queue(8);
+        let mut q = Driver::new(4).queue(8);
         mem.write_u16(ipa(AVAIL), VIRTQ_AVAIL_F_NO_INTERRUPT)
             .unwrap();
         assert_eq!(q.wants_interrupt(&mem), Ok(false));
@@ -451,13 +487,55 @@ pub(crate) mod tests {
             driver.offer(&mut mem, head);
         }
         q.limit(2);
-        assert_eq!(q.pop(&mem).unwrap().unwrap().head, 0);
-        assert_eq!(q.pop(&mem).unwrap().unwrap().head, 1);
-        assert_eq!(q.pop(&mem), Ok(None), "the budget ran out");
+        assert_eq!(q.pop(&mut mem).unwrap().unwrap().head, 0);
+        assert_eq!(q.pop(&mut mem).unwrap().unwrap().head, 1);
+        assert_eq!(q.pop(&mut mem), Ok(None), "the budget ran out");
         assert!(q.budget_hit());
         q.limit(2);
-        assert_eq!(q.pop(&mem).unwrap().unwrap().head, 2);
-        assert_eq!(q.pop(&mem), Ok(None), "the ring ran out");
+        assert_eq!(q.pop(&mut mem).unwrap().unwrap().head, 2);
+        assert_eq!(q.pop(&mut mem), Ok(None), "the ring ran out");
         assert!(!q.budget_hit());
+    }
+
+    #[test]
+    fn event_idx_asks_for_the_next_notification_and_interrupts_at_used_event() {
+        let mut mem = VecMemory::new(RAM, 0x4000);
+        let mut driver = Driver::new(4);
+        let mut q = driver.queue(4);
+        q.event_idx = true;
+        let avail_event = ipa(USED + 4 + 8 * 4);
+        let used_event = ipa(AVAIL + 4 + 2 * 4);
+        for head in 0..2 {
+            Driver::descriptor(&mut mem, head, RAM + 0x3800, 8, 0, 0);
+            driver.offer(&mut mem, head);
+        }
+        assert!(q.pop(&mut mem).unwrap().is_some());
+        assert!(q.pop(&mut mem).unwrap().is_some());
+        assert_eq!(q.pop(&mut mem), Ok(None));
+        assert_eq!(
+            mem.read_u16(avail_event),
+            Ok(2),
+            "found empty: notify me when chain 2 is published"
+        );
+        // The driver wants an interrupt once the used index passes 1.
+        mem.write_u16(used_event, 1).unwrap();
+        q.add_used(&mut mem, 0, 8).unwrap();
+        assert_eq!(
+            q.wants_interrupt(&mem),
+            Ok(false),
+            "used index 1: not past 1"
+        );
+        q.add_used(&mut mem, 1, 8).unwrap();
+        assert_eq!(q.wants_interrupt(&mem), Ok(true), "used index 2 passed it");
+        assert_eq!(q.wants_interrupt(&mem), Ok(false), "nothing new since");
+        // NO_INTERRUPT is ignored with EVENT_IDX.
+        mem.write_u16(ipa(AVAIL), VIRTQ_AVAIL_F_NO_INTERRUPT)
+            .unwrap();
+        mem.write_u16(used_event, 2).unwrap();
+        Driver::descriptor(&mut mem, 2, RAM + 0x3800, 8, 0, 0);
+        driver.offer(&mut mem, 2);
+        assert!(q.pop(&mut mem).unwrap().is_some());
+        q.add_used(&mut mem, 2, 8).unwrap();
+        assert_eq!(q.wants_interrupt(&mem), Ok(true));
     }
 }

@@ -132,7 +132,11 @@ fn identification_and_features() {
     assert_eq!(read(&mut t, reg::DEVICE_ID), 0x7F);
     assert_eq!(read(&mut t, reg::VENDOR_ID), VENDOR_QEMU);
     write(&mut t, reg::DEVICE_FEATURES_SEL, 0);
-    assert_eq!(u64::from(read(&mut t, reg::DEVICE_FEATURES)), ECHO_FEATURE);
+    assert_eq!(
+        u64::from(read(&mut t, reg::DEVICE_FEATURES)),
+        ECHO_FEATURE | crate::devices::virtio::queue::VIRTIO_F_EVENT_IDX,
+        "the device's own and the transport's EVENT_IDX"
+    );
     write(&mut t, reg::DEVICE_FEATURES_SEL, 1);
     assert_eq!(
         u64::from(read(&mut t, reg::DEVICE_FEATURES)) << 32,
