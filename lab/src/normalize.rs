@@ -90,6 +90,12 @@ impl Normalizer {
                     "exits <counts>",
                 ),
                 Rule::new(
+                    "autoboot-countdown",
+                    "U-Boot's `Hit any key to stop autoboot:  2  0`: the digits left depend on when the key arrived",
+                    r"(Hit any key to stop autoboot:)( +\d+)+",
+                    "${1} <countdown>",
+                ),
+                Rule::new(
                     "ping-times",
                     "busybox ping's summary `round-trip min/avg/max = 0.5/1.2/2.0 ms` and per-reply `time=1.234 ms`",
                     r"(round-trip min/avg/max = )[0-9./]+ ms|\b(time=)[0-9.]+ ms",
@@ -235,6 +241,11 @@ mod tests {
             "exit-counts",
             "hypervisor: vm0: exits 27031: uart 15000, gic 2400, device 800, call 12, sysreg 3100, wfx 0, irq 5700, other 19",
             "hypervisor: vm0: exits <counts>",
+        ),
+        (
+            "autoboot-countdown",
+            "Hit any key to stop autoboot:  2  1  0",
+            "Hit any key to stop autoboot: <countdown>",
         ),
         (
             "ping-times",
