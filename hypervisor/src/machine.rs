@@ -197,8 +197,14 @@ fn cpu_loop(machine: &Machine, cpu: usize) -> ! {
 fn owner_stop(machine: &Machine, vm: &Mutex<Vm>, name: &str, stop: VmStop) {
     wait_all_out(vm);
     // Every vCPU folded its exits in as it stopped; a reset starts afresh.
-    let exits = core::mem::take(&mut vm.lock().exits);
+    let (exits, reports): (_, Vec<_>) = {
+        let mut v = vm.lock();
+        (core::mem::take(&mut v.exits), v.devices.reports().collect())
+    };
     println!("hypervisor: {name}: {exits}");
+    for (base, report) in reports {
+        println!("hypervisor: {name}: device {base:#x}: {report}");
+    }
     match stop {
         VmStop::PowerOff => {
             println!("hypervisor: {name}: powered off");

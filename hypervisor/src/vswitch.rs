@@ -130,12 +130,6 @@ impl FrameQueue {
         self.len -= 1;
         Some(frame.len)
     }
-
-    fn clear(&mut self) {
-        self.head = 0;
-        self.len = 0;
-        self.held.iter_mut().for_each(|h| *h = 0);
-    }
 }
 
 /// Who owns a port: a VM (by manifest index) and its device's slot.
@@ -179,13 +173,6 @@ impl Port {
         let len = queue.pop(buf)?;
         self.waiting.store(queue.len, Ordering::Release);
         Some(len)
-    }
-
-    /// Drops every waiting frame (the VM reset its device).
-    pub fn clear(&self) {
-        let mut queue = self.queue.lock();
-        queue.clear();
-        self.waiting.store(0, Ordering::Release);
     }
 
     /// Delivers `frame` from port `source`. Returns whether the port's VM
@@ -391,6 +378,17 @@ impl NetBackend for SwitchPort {
     fn take_wakeups(&mut self) -> u64 {
         core::mem::take(&mut self.wake)
     }
+
+    fn report(&self) -> Option<alloc::string::String> {
+        let stats = self.own()?.stats();
+        Some(alloc::format!(
+            "switch {}: {} frames in, {} dropped for a full queue, {} refused",
+            self.switch.name(),
+            stats.received,
+            stats.dropped_full,
+            stats.dropped_malformed
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -547,6 +545,26 @@ mod tests {
     }
 
     #[test]
+    fn a_port_reports_its_counts() {
+        let fabric: &'static Fabric = Box::leak(Box::new(Fabric::new([
+            ("lan0", Owner { vm: 0, slot: 0 }),
+            ("lan0", Owner { vm: 1, slot: 0 }),
+        ])));
+        let mut a = fabric.port("lan0", Owner { vm: 0, slot: 0 }).unwrap();
+        let b = fabric.port("lan0", Owner { vm: 1, slot: 0 }).unwrap();
+        a.transmit(&frame(BROADCAST, A, 1));
+        a.transmit(&[0; 3]);
+        assert_eq!(
+            b.report().as_deref(),
+            Some("switch lan0: 1 frames in, 0 dropped for a full queue, 0 refused")
+        );
+        assert_eq!(
+            a.report().as_deref(),
+            Some("switch lan0: 0 frames in, 0 dropped for a full queue, 1 refused")
+        );
+    }
+
+    #[test]
     fn a_fabric_has_a_switch_per_name_and_finds_each_port() {
         let a0 = Owner { vm: 0, slot: 0 };
         let b0 = Owner { vm: 1, slot: 0 };
@@ -570,14 +588,5 @@ mod tests {
         let mut buf = [0u8; MAX_FRAME];
         assert_eq!(at_b.receive(&mut buf), Some(60));
         assert_eq!(on_wan.receive(&mut buf), None);
-    }
-
-    #[test]
-    fn clear_empties_a_port() {
-        let s = three();
-        s.send(0, &frame(BROADCAST, A, 0));
-        s.port(1).unwrap().clear();
-        assert!(!s.port(1).unwrap().has_frames());
-        assert_eq!(take(s.port(1).unwrap()), None);
     }
 }

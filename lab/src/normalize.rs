@@ -90,6 +90,12 @@ impl Normalizer {
                     "exits <counts>",
                 ),
                 Rule::new(
+                    "device-counts",
+                    "what a VM's network device counted, printed when the VM stops (`device 0xa000000: net: 0 malformed sent, ...`): traffic differs every run",
+                    r"^(hypervisor: \S+: device 0x[0-9a-f]+: net: ).*$",
+                    "${1}<counts>",
+                ),
+                Rule::new(
                     "autoboot-countdown",
                     "U-Boot's `Hit any key to stop autoboot:  2  0`: the digits left depend on when the key arrived",
                     r"(Hit any key to stop autoboot:)( +\d+)+",
@@ -241,6 +247,11 @@ mod tests {
             "exit-counts",
             "hypervisor: vm0: exits 27031: uart 15000, gic 2400, device 800, call 12, sysreg 3100, wfx 0, irq 5700, other 19",
             "hypervisor: vm0: exits <counts>",
+        ),
+        (
+            "device-counts",
+            "hypervisor: vm0: device 0xa000000: net: 0 malformed sent, 0 receive buffers refused, switch lan0: 12 frames in, 0 dropped for a full queue, 0 refused",
+            "hypervisor: vm0: device 0xa000000: net: <counts>",
         ),
         (
             "autoboot-countdown",

@@ -148,6 +148,12 @@ pub trait VmDevice: MmioDevice + Send {
         0
     }
 
+    /// What the device counted (frames, drops), for the line the VM
+    /// prints when it stops; `None` when it counts nothing.
+    fn report(&self) -> Option<alloc::string::String> {
+        None
+    }
+
     /// Counter value at which its interrupt line can change by itself
     /// (an RTC alarm), for the run loop to set a timer.
     fn next_event(&self) -> Option<u64> {

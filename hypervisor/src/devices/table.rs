@@ -169,6 +169,15 @@ impl DeviceTable {
             .min()
     }
 
+    /// Each device's report ([`VmDevice::report`]) with its window's base.
+    pub fn reports(
+        &self,
+    ) -> impl Iterator<Item = (IntermediatePhysAddr, alloc::string::String)> + '_ {
+        self.entries
+            .iter()
+            .filter_map(|e| e.device.report().map(|r| (e.base, r)))
+    }
+
     /// Resets every device and forgets the lines (the vGIC is reset too).
     pub fn reset(&mut self) {
         for entry in &mut self.entries {

@@ -410,6 +410,10 @@ impl<D: VirtioDevice + Send> VmDevice for VirtioMmio<D> {
         VirtioMmio::take_wakeups(self)
     }
 
+    fn report(&self) -> Option<alloc::string::String> {
+        self.device.report()
+    }
+
     fn reset(&mut self) {
         VirtioMmio::reset(self);
     }

@@ -71,4 +71,9 @@ pub trait VirtioDevice {
     fn take_wakeups(&mut self) -> u64 {
         0
     }
+
+    /// What the device counted, for the line the VM prints when it stops.
+    fn report(&self) -> Option<alloc::string::String> {
+        None
+    }
 }

@@ -41,6 +41,10 @@ pub trait NetBackend {
     fn take_wakeups(&mut self) -> u64 {
         0
     }
+    /// What the backend counted, for the device's report.
+    fn report(&self) -> Option<alloc::string::String> {
+        None
+    }
 }
 
 /// Frames the device dropped, by cause.
@@ -212,6 +216,19 @@ impl<B: NetBackend> VirtioDevice for VirtioNet<B> {
 
     fn take_wakeups(&mut self) -> u64 {
         self.backend.take_wakeups()
+    }
+
+    fn report(&self) -> Option<alloc::string::String> {
+        let port = self
+            .backend
+            .report()
+            .map(|r| alloc::format!(", {r}"))
+            .unwrap_or_default();
+        Some(alloc::format!(
+            "net: {} malformed sent, {} receive buffers refused{port}",
+            self.drops.tx_malformed,
+            self.drops.rx_malformed
+        ))
     }
 
     /// Queue 0 takes waiting frames (the transport serves it when
