@@ -121,6 +121,19 @@ pub struct VirtioMmio<D: VirtioDevice> {
     /// Queues whose backend input found no buffer to go to: not served for
     /// that input again until the driver notifies them (it adds buffers).
     input_stalled: u64,
+    /// What the driver made the device do, for the report.
+    counts: TransportCounts,
+}
+
+/// What crossed the transport since the device was created: the exits a
+/// driver caused and the interrupts it got, to tell where a workload's
+/// exits go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportCounts {
+    /// QueueNotify writes, for queues 0 and 1 (the rest are rarely used).
+    pub notifications: [u64; 2],
+    /// Times the interrupt line went up.
+    pub interrupts: u64,
 }
 
 impl<D: VirtioDevice> VirtioMmio<D> {
@@ -142,7 +155,21 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             config_generation: 0,
             notified: 0,
             input_stalled: 0,
+            counts: TransportCounts::default(),
         }
+    }
+
+    /// What crossed the transport so far.
+    pub fn counts(&self) -> TransportCounts {
+        self.counts
+    }
+
+    /// Raises an interrupt reason, counting the line going up.
+    fn raise(&mut self, reason: u32) {
+        if self.interrupt_status == 0 {
+            self.counts.interrupts += 1;
+        }
+        self.interrupt_status |= reason;
     }
 
     pub fn device(&self) -> &D {
@@ -174,7 +201,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
     /// tell the driver.
     pub fn config_changed(&mut self) {
         self.config_generation = self.config_generation.wrapping_add(1);
-        self.interrupt_status |= INTERRUPT_CONFIG_CHANGE;
+        self.raise(INTERRUPT_CONFIG_CHANGE);
     }
 
     fn live(&self) -> bool {
@@ -202,6 +229,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             self.notify(index);
         }
         let notified = core::mem::take(&mut self.notified);
+        let mut raise = 0;
         for (index, queue) in self.queues.iter_mut().enumerate() {
             if notified & (1 << index) == 0 || !queue.ready {
                 continue;
@@ -216,16 +244,19 @@ impl<D: VirtioDevice> VirtioMmio<D> {
                 Ok(true) => {
                     // An unreadable ring cannot say "no interrupt": send one.
                     if queue.wants_interrupt(mem).unwrap_or(true) {
-                        self.interrupt_status |= INTERRUPT_USED_BUFFER;
+                        raise |= INTERRUPT_USED_BUFFER;
                     }
                 }
                 Err(_) => {
                     self.status |= status::DEVICE_NEEDS_RESET;
-                    self.interrupt_status |= INTERRUPT_CONFIG_CHANGE;
+                    self.raise(INTERRUPT_CONFIG_CHANGE);
                     self.notified = 0;
                     return;
                 }
             }
+        }
+        if raise != 0 {
+            self.raise(raise);
         }
         // Input is waiting and its queue has no buffer for it: it waits
         // for the driver to add some (and notify). Input that arrived
@@ -365,6 +396,9 @@ impl<D: VirtioDevice> VirtioMmio<D> {
                 if index < 64 {
                     self.input_stalled &= !(1 << index);
                 }
+                if let Some(count) = self.counts.notifications.get_mut(index) {
+                    *count += 1;
+                }
                 self.notify(index);
             }
             reg::INTERRUPT_ACK => self.interrupt_status &= !value,
@@ -411,7 +445,15 @@ impl<D: VirtioDevice + Send> VmDevice for VirtioMmio<D> {
     }
 
     fn report(&self) -> Option<alloc::string::String> {
-        self.device.report()
+        let TransportCounts {
+            notifications: [q0, q1],
+            interrupts,
+        } = self.counts;
+        self.device.report().map(|report| {
+            alloc::format!(
+                "{report}; {q0} notifications of queue 0, {q1} of queue 1, {interrupts} interrupts"
+            )
+        })
     }
 
     fn reset(&mut self) {

@@ -195,6 +195,8 @@ fn notify_serves_the_queue_and_interrupts_until_acked() {
     assert_eq!(mem.bytes[0x9000..0x9004], *b"ping");
     write(&mut t, reg::INTERRUPT_ACK, INTERRUPT_USED_BUFFER);
     assert!(!t.interrupt_pending());
+    let counts = t.counts();
+    assert_eq!((counts.notifications, counts.interrupts), ([1, 0], 1));
 }
 
 /// Publishes `n` one-buffer echo chains on queue 0 (size 4).
