@@ -77,6 +77,11 @@ impl fmt::Display for QueueError {
     }
 }
 
+/// Descriptors a chain's list has room for before it grows: Linux's
+/// longest usual chain (a virtio-net receive buffer for big packets,
+/// `MAX_SKB_FRAGS + 2` = 19) fits, so a chain costs one allocation.
+const CHAIN_CAPACITY: usize = 20;
+
 /// One buffer of a chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Descriptor {
@@ -237,7 +242,7 @@ impl Queue {
             self.avail_ring,
             RING_HEADER + slot * AVAIL_ELEMENT,
         )?)?;
-        let mut descriptors = Vec::new();
+        let mut descriptors = Vec::with_capacity(CHAIN_CAPACITY);
         let mut index = Some(head);
         while let Some(i) = index {
             if descriptors.len() >= usize::from(self.size) {
