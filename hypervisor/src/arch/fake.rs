@@ -173,13 +173,40 @@ pub fn gic_lr_count() -> usize {
     0
 }
 
-/// Host builds have no list registers.
+/// Host builds have no list registers; unit tests read back what their
+/// own thread wrote ([`gic_write_lr`]).
 pub fn gic_read_lr(_n: usize) -> u64 {
+    #[cfg(test)]
+    return LIST_REGISTERS.with(|lrs| lrs.borrow().get(_n).copied().unwrap_or(0));
+    #[cfg(not(test))]
     0
 }
 
-/// Host builds have no list registers.
-pub fn gic_write_lr(_n: usize, _value: u64) {}
+/// Host builds have no list registers; unit tests keep what their own
+/// thread writes, as the hardware would, and can play the guest with
+/// [`set_lr_state`].
+pub fn gic_write_lr(_n: usize, _value: u64) {
+    #[cfg(test)]
+    LIST_REGISTERS.with(|lrs| {
+        if let Some(lr) = lrs.borrow_mut().get_mut(_n) {
+            *lr = _value;
+        }
+    });
+}
+
+#[cfg(test)]
+std::thread_local! {
+    static LIST_REGISTERS: core::cell::RefCell<[u64; 16]> = const { core::cell::RefCell::new([0; 16]) };
+}
+
+/// Plays the guest's CPU interface in unit tests: list register `n` moves
+/// to `state` (an acknowledge, an EOI), as the hardware would move it.
+#[cfg(test)]
+pub fn set_lr_state(n: usize, state: super::aarch64::gic_lr::LrState) {
+    let mut lr = super::aarch64::gic_lr::ListRegister::decode(gic_read_lr(n));
+    lr.state = state;
+    gic_write_lr(n, lr.encode());
+}
 
 /// Host builds have no virtual CPU interface.
 pub fn gic_set_ich_hcr(_value: u64) {}

@@ -178,6 +178,14 @@ pub fn sync_from_lrs(vgic: &Vgic, vcpu: &mut Vcpu) {
             }
         }
     }
+    retire_completed(vgic, vcpu);
+}
+
+/// Frees the list registers the guest is done with (EOI'd: invalid) and
+/// tells the vGIC. Edge-triggered interrupts are listed without an EOI
+/// maintenance request, so their EOI causes no exit: they are retired here,
+/// after any exit, or before a new interrupt is listed.
+fn retire_completed(vgic: &Vgic, vcpu: &mut Vcpu) {
     for (n, slot) in vcpu.lrs.iter_mut().enumerate() {
         let Some(intid) = *slot else { continue };
         let lr = ListRegister::decode(arch::gic_read_lr(n));
@@ -243,7 +251,9 @@ pub fn flush_to_lrs(vgic: &Vgic, vcpu: &mut Vcpu) -> u64 {
     // during the scan moves it past what is recorded, so the next entry
     // scans again instead of missing that change.
     vcpu.settled_at = None;
+    retire_completed(vgic, vcpu);
     retract_dropped_levels(vgic, vcpu);
+    merge_repeated_edges(vgic, vcpu);
     loop {
         let generation = vgic.generation(vcpu.index);
         let Some(free) = vcpu.lrs.iter().position(Option::is_none) else {
@@ -265,13 +275,33 @@ pub fn flush_to_lrs(vgic: &Vgic, vcpu: &mut Vcpu) -> u64 {
             lr.pintid = Some(next.intid);
         } else {
             // Level interrupts may still be asserted after the guest's EOI;
-            // get an exit then to present them again.
-            lr.eoi_maintenance = true;
+            // get an exit then to present them again. An edge that fires
+            // again while listed is added to its list register instead
+            // (`merge_repeated_edges`), so its EOI needs no exit.
+            lr.eoi_maintenance = !next.edge;
         }
         arch::gic_write_lr(free, lr.encode());
         vcpu.lrs[free] = Some(next.intid);
     }
     ICH_HCR_EN
+}
+
+/// Edge-triggered interrupts that fired again while listed (a virtio queue
+/// interrupt, an SGI) become pending again in their list register (pending
+/// and active if the guest is handling the first), as a GIC keeps one
+/// pending edge beside the active one.
+fn merge_repeated_edges(vgic: &Vgic, vcpu: &mut Vcpu) {
+    for (n, slot) in vcpu.lrs.iter().enumerate() {
+        let Some(intid) = *slot else { continue };
+        if !vgic.take_repeated_edge(vcpu.index, intid).unwrap_or(false) {
+            continue;
+        }
+        let mut lr = ListRegister::decode(arch::gic_read_lr(n));
+        if lr.state == LrState::Active {
+            lr.state = LrState::PendingActive;
+            arch::gic_write_lr(n, lr.encode());
+        }
+    }
 }
 
 /// Takes out of the list registers the level-triggered interrupts whose
@@ -371,6 +401,8 @@ mod tests {
             .unwrap();
         let mut vcpu = Vcpu::boot(0, 0x4008_0000, 0);
         vcpu.lrs = alloc::vec![None; 4];
+        // The fake list registers are per thread: start from empty ones.
+        clear_lrs(&mut vcpu);
         (vm, vcpu)
     }
 
@@ -412,9 +444,76 @@ mod tests {
         }
     }
 
+    /// SPI 48 (the first virtio-mmio slot's) enabled as an edge-triggered
+    /// Group 1 interrupt routed to vCPU 0.
+    const EDGE_SPI: u32 = 48;
+
+    fn enable_edge_spi(vm: &Vm) {
+        let mut gicd = vm.vgic.distributor();
+        // IGROUPR1, ICFGR3 (bit 1: INTID 48 edge-triggered), IROUTER48,
+        // ISENABLER1.
+        gicd.write(0x84, AccessWidth::Word, u64::from(u32::MAX))
+            .unwrap();
+        gicd.write(0xc0c, AccessWidth::Word, 0b10).unwrap();
+        gicd.write(0x6180, AccessWidth::Double, 0).unwrap();
+        gicd.write(0x104, AccessWidth::Word, 1 << (EDGE_SPI - 32))
+            .unwrap();
+    }
+
+    fn fire(vm: &Vm, intid: u32) {
+        vm.vgic.set_spi_level(intid, true).unwrap();
+        vm.vgic.set_spi_level(intid, false).unwrap();
+    }
+
+    #[test]
+    fn an_edge_is_listed_without_an_eoi_exit_and_retired_when_it_fires_again() {
+        let (vm, mut vcpu) = guest_with_timer_enabled();
+        enable_edge_spi(&vm);
+        fire(&vm, EDGE_SPI);
+        let _ = flush_to_lrs(vm.vgic, &mut vcpu);
+        assert_eq!(vcpu.lrs[0], Some(EDGE_SPI));
+        let lr = ListRegister::decode(arch::gic_read_lr(0));
+        assert!(!lr.eoi_maintenance, "its EOI needs no exit: {lr:?}");
+        // The guest acknowledges and EOIs it without an exit, and it fires
+        // again before the hypervisor looked.
+        arch::set_lr_state(0, LrState::Invalid);
+        fire(&vm, EDGE_SPI);
+        let _ = flush_to_lrs(vm.vgic, &mut vcpu);
+        assert_eq!(vcpu.lrs.iter().flatten().count(), 1, "{:?}", vcpu.lrs);
+        let lr = ListRegister::decode(arch::gic_read_lr(0));
+        assert_eq!((lr.vintid, lr.state), (EDGE_SPI, LrState::Pending));
+    }
+
+    #[test]
+    fn an_edge_that_fires_while_the_guest_handles_it_is_pending_again_in_its_list_register() {
+        let (vm, mut vcpu) = guest_with_timer_enabled();
+        enable_edge_spi(&vm);
+        fire(&vm, EDGE_SPI);
+        let _ = flush_to_lrs(vm.vgic, &mut vcpu);
+        arch::set_lr_state(0, LrState::Active);
+        fire(&vm, EDGE_SPI);
+        let _ = flush_to_lrs(vm.vgic, &mut vcpu);
+        assert_eq!(vcpu.lrs.iter().flatten().count(), 1, "{:?}", vcpu.lrs);
+        let lr = ListRegister::decode(arch::gic_read_lr(0));
+        assert_eq!((lr.vintid, lr.state), (EDGE_SPI, LrState::PendingActive));
+        assert!(
+            !vm.vgic.irq(0, EDGE_SPI).unwrap().pending_latch,
+            "taken once"
+        );
+        // Level interrupts still ask for the exit on EOI.
+        vm.vgic.set_ppi_level(0, VTIMER_INTID, true).unwrap();
+        let _ = flush_to_lrs(vm.vgic, &mut vcpu);
+        let timer = ListRegister::decode(arch::gic_read_lr(1));
+        assert_eq!(timer.vintid, VTIMER_INTID);
+        assert!(timer.eoi_maintenance);
+    }
+
     #[test]
     fn full_list_registers_ask_for_the_underflow_interrupt() {
         let (vm, mut vcpu) = guest_with_timer_enabled();
+        for n in 0..4 {
+            arch::gic_write_lr(n, ListRegister::pending(3, 0).encode());
+        }
         vcpu.lrs = alloc::vec![Some(3); 4];
         vm.vgic.set_ppi_level(0, VTIMER_INTID, true).unwrap();
         assert_eq!(flush_to_lrs(vm.vgic, &mut vcpu), ICH_HCR_EN | ICH_HCR_UIE);

@@ -163,6 +163,9 @@ pub struct PendingIrq {
     pub intid: u32,
     pub priority: u8,
     pub group: Group,
+    /// Edge-triggered: taken once per edge, never still asserted after the
+    /// guest's EOI.
+    pub edge: bool,
 }
 
 /// The GICD window as an [`MmioDevice`]: each access under the
@@ -517,6 +520,7 @@ impl Vgic {
                     intid,
                     priority: irq.priority,
                     group: irq.group(),
+                    edge: irq.edge,
                 });
             }
         };
@@ -582,6 +586,23 @@ impl Vgic {
             irq.pending_latch = false;
             irq.active = true;
             irq.listed = true;
+        })
+    }
+
+    /// An edge-triggered `intid`, listed for `vcpu`, that fired again while
+    /// there: consumes the new edge, which the caller adds to the list
+    /// register (pending and active). Returns whether there was one.
+    pub fn take_repeated_edge(&self, vcpu: usize, intid: u32) -> Result<bool, VgicError> {
+        let repeated = |irq: &IrqState| irq.listed && irq.edge && irq.pending_latch;
+        if !repeated(&self.irq(vcpu, intid)?) {
+            return Ok(false);
+        }
+        self.change_irq(vcpu, intid, |irq| {
+            let taken = repeated(irq);
+            if taken {
+                irq.pending_latch = false;
+            }
+            taken
         })
     }
 

@@ -248,7 +248,8 @@ fn timer_ppi_flows_through_activate_and_deactivate() {
         PendingIrq {
             intid: VTIMER_PPI,
             priority: 0xA0,
-            group: Group::One
+            group: Group::One,
+            edge: false,
         }
     );
     gic.activate(0, VTIMER_PPI).unwrap();
