@@ -16,6 +16,9 @@
 //! nothing backs and a call nobody implements, and checks it gets the
 //! architected answers (external abort, NOT_SUPPORTED).
 //!
+//! With `testguest.attack` it is a hostile guest instead: after the UART
+//! and DTB checks it runs the attacks of `attacks` and resets, forever.
+//!
 //! With `testguest.ffa` (or `testguest.ffa-peer`) it runs the FF-A battery
 //! (`ffa`) after the UART and DTB checks instead of the machine checks.
 //!
@@ -28,6 +31,8 @@
 mod affinity;
 #[cfg(target_os = "none")]
 mod arch;
+#[cfg(target_os = "none")]
+mod attacks;
 #[cfg(target_os = "none")]
 mod checks;
 #[cfg(any(test, target_os = "none"))]
@@ -140,7 +145,7 @@ mod guest {
             "dtb",
             format_args!(
                 "at {dtb:#x}: pl011 {:#x} (INTID {}) gicd {:#x} gicr {:#x}+{:#x} pl031 {:#x} (INTID {}) \
-                 psci {} vtimer INTID {}{}",
+                 psci {} vtimer INTID {}{}{}",
                 platform.uart.base,
                 platform.uart_intid,
                 platform.gicd.base,
@@ -151,8 +156,12 @@ mod guest {
                 platform.conduit,
                 platform.vtimer_intid,
                 if platform.misbehave { " misbehave" } else { "" },
+                if platform.attack { " attack" } else { "" },
             ),
         );
+        if platform.attack {
+            crate::attacks::run(&platform, uart)
+        }
         if let Some(mode) = platform.ffa {
             crate::ffa::battery(&mut report, &platform, mode);
             report.clock(sysreg::counter(), sysreg::counter_frequency());

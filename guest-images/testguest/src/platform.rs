@@ -49,6 +49,9 @@ pub struct Platform {
     pub ptimer_intid: u32,
     /// `/chosen/bootargs` asks for the misbehaviour checks.
     pub misbehave: bool,
+    /// `/chosen/bootargs` asks for the attacks (`attacks`) instead of the
+    /// machine checks.
+    pub attack: bool,
     /// `/chosen/bootargs` asks for the FF-A battery instead of the
     /// machine checks.
     pub ffa: Option<FfaBattery>,
@@ -94,6 +97,8 @@ impl fmt::Display for DtError {
 
 /// The boot argument that selects the misbehaviour checks.
 pub const MISBEHAVE_ARG: &str = "testguest.misbehave";
+/// The boot argument that makes the guest a hostile one (`attacks`).
+pub const ATTACK_ARG: &str = "testguest.attack";
 /// The boot argument that selects the FF-A battery.
 pub const FFA_ARG: &str = "testguest.ffa";
 /// The same, with the checks against another VM's share.
@@ -178,6 +183,7 @@ impl Platform {
             vtimer_intid,
             ptimer_intid,
             misbehave: wants_misbehaviour(bootargs),
+            attack: has_word(bootargs, ATTACK_ARG),
             ffa: ffa_battery(bootargs),
             ram,
             cpus,
@@ -188,9 +194,12 @@ impl Platform {
 
 /// Whether the command line carries [`MISBEHAVE_ARG`] as a whole word.
 pub fn wants_misbehaviour(bootargs: &str) -> bool {
-    bootargs
-        .split_ascii_whitespace()
-        .any(|arg| arg == MISBEHAVE_ARG)
+    has_word(bootargs, MISBEHAVE_ARG)
+}
+
+/// Whether the command line carries `word` as a whole word.
+fn has_word(bootargs: &str, word: &str) -> bool {
+    bootargs.split_ascii_whitespace().any(|arg| arg == word)
 }
 
 /// The FF-A battery [`FFA_ARG`] or [`FFA_PEER_ARG`] asks for.
@@ -302,6 +311,7 @@ mod tests {
         assert_eq!(platform.uart_intid, 33, "SPI 1");
         assert_eq!(platform.rtc_intid, 34, "SPI 2");
         assert!(!platform.misbehave);
+        assert!(!platform.attack);
         assert_eq!(platform.ffa, None);
         assert_eq!(platform.ram.base, 0x4000_0000);
         assert_eq!(platform.cpus[..platform.cpu_count], [0]);
@@ -323,6 +333,8 @@ mod tests {
         assert!(wants_misbehaviour("testguest.misbehave"));
         assert!(!wants_misbehaviour("testguest.misbehaved quiet"));
         assert!(!wants_misbehaviour(""));
+        assert!(has_word("quiet testguest.attack", ATTACK_ARG));
+        assert!(!has_word("testguest.attacker", ATTACK_ARG));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! - every line one of the scenario's steps matched (an `expect` regex, or
 //!   the echo of a `send`), found by replaying the steps over the lines;
 //! - every sentinel line: the hypervisor's `hypervisor...` lines, the test
-//!   guest's `TESTGUEST ...` lines and the initramfs' `LAB-CLOCK ...` (its
+//!   guest's `TESTGUEST ...` and `ATTACK ...` lines and the initramfs' `LAB-CLOCK ...` (its
 //!   numbers masked by the normaliser) and `LAB-READY <vm>`;
 //!
 //! each through [`Normalizer`], and only up to the last line the steps
@@ -120,7 +120,7 @@ impl Consumer for TranscriptCollector {
 pub fn sentinel() -> &'static Regex {
     static SENTINEL: OnceLock<Regex> = OnceLock::new();
     SENTINEL.get_or_init(|| {
-        Regex::new(r"^(hypervisor\b|TESTGUEST |LAB-CLOCK |LAB-READY )")
+        Regex::new(r"^(hypervisor\b|TESTGUEST |ATTACK |LAB-CLOCK |LAB-READY )")
             .expect("valid sentinel regex")
     })
 }

@@ -1,7 +1,8 @@
 //! Entry: the arm64 Image header QEMU's `-kernel` and the hypervisor's
 //! "linux-image" loader look for, then `_start`, which sets up the stack,
 //! FP/SIMD, BSS and the vector table before entering Rust with x0 = DTB;
-//! and `_secondary_start`, where PSCI CPU_ON starts the other CPUs.
+//! `_secondary_start`, where PSCI CPU_ON starts the other CPUs, and
+//! `_attack_secondary_start`, where the hostile guest starts its second.
 
 use core::arch::global_asm;
 
@@ -77,6 +78,27 @@ _secondary_start:
     bl      testguest_secondary
 4:  wfi
     b       4b
+
+    // The hostile guest's second CPU (`attacks`): x0 = its duty. It uses
+    // the first secondary stack slot; the attacks start one at a time.
+    .global _attack_secondary_start
+_attack_secondary_start:
+    mov     x19, x0
+    ldr     x1, ={cpacr}
+    msr     cpacr_el1, x1
+    isb
+    adrp    x1, _secondary_stacks
+    add     x1, x1, :lo12:_secondary_stacks
+    add     x1, x1, #{stack_size}
+    mov     sp, x1
+    adrp    x1, testguest_vectors
+    add     x1, x1, :lo12:testguest_vectors
+    msr     vbar_el1, x1
+    isb
+    mov     x0, x19
+    bl      testguest_attack_secondary
+5:  wfi
+    b       5b
     "#,
     text_offset = const TEXT_OFFSET,
     flags = const IMAGE_FLAGS,

@@ -17,9 +17,12 @@ struct TrapFrame {
 }
 
 /// Vector offsets / 0x80 (Arm ARM D1.10.2).
+const CURRENT_SP0_SYNC: u64 = 0;
 const CURRENT_SPX_SYNC: u64 = 4;
 const CURRENT_SPX_IRQ: u64 = 5;
 const SPURIOUS_INTID: u32 = 1023;
+/// ESR_EL1.EC of an instruction abort taken without a change of EL.
+const EC_INSTRUCTION_ABORT_SAME_EL: u64 = 0x21;
 
 // Globals: the exception handlers have no other channel to the code they
 // interrupted. Each is written by one side and read by the other.
@@ -96,12 +99,21 @@ const _: () = assert!(
 extern "C" fn testguest_exception(kind: u64, frame: &mut TrapFrame) {
     match kind {
         CURRENT_SPX_IRQ => handle_irq(),
-        CURRENT_SPX_SYNC if EXPECTING_FAULT.swap(false, Ordering::SeqCst) => {
-            FAULT_ESR.store(sysreg::esr_el1(), Ordering::SeqCst);
+        // A probe that runs on SP_EL0 takes its fault through the SP0 vector.
+        CURRENT_SP0_SYNC | CURRENT_SPX_SYNC if EXPECTING_FAULT.swap(false, Ordering::SeqCst) => {
+            let esr = sysreg::esr_el1();
+            FAULT_ESR.store(esr, Ordering::SeqCst);
             FAULT_FAR.store(sysreg::far_el1(), Ordering::SeqCst);
             FAULT_TAKEN.store(true, Ordering::SeqCst);
-            // Every probe faults on one 4-byte instruction: resume after it.
-            sysreg::set_elr_el1(sysreg::elr_el1().wrapping_add(4));
+            if (esr >> 26) & 0x3F == EC_INSTRUCTION_ABORT_SAME_EL {
+                // A probe that branched where nothing can be fetched:
+                // resume at its link address.
+                sysreg::set_elr_el1(frame.x[30]);
+            } else {
+                // Every other probe faults on one 4-byte instruction:
+                // resume after it.
+                sysreg::set_elr_el1(sysreg::elr_el1().wrapping_add(4));
+            }
         }
         _ => crate::fatal(format_args!(
             "unexpected exception (vector {kind}) ESR={:#x} ELR={:#x} FAR={:#x} x0={:#x}",

@@ -6,6 +6,7 @@
 //! Device-nGnRnE memory: accesses stay naturally aligned (the target is
 //! `+strict-align`) and need no cache maintenance.
 
+pub mod attack;
 mod boot;
 mod exceptions;
 pub mod sysreg;
@@ -32,6 +33,8 @@ unsafe extern "C" {
     static _ffa_pages_end: u8;
     /// Entry of a secondary CPU (`boot.rs`).
     fn _secondary_start();
+    /// Entry of the hostile guest's second CPU (`boot.rs`).
+    fn _attack_secondary_start();
 }
 
 /// Size of one secondary CPU's stack slot.
@@ -47,6 +50,11 @@ pub fn secondary_entry(index: usize) -> Option<(u64, u64)> {
     (1..=slots)
         .contains(&index)
         .then_some((entry as u64, index as u64))
+}
+
+/// The PSCI CPU_ON entry point of the hostile guest's second CPU.
+pub fn attack_secondary_entry() -> u64 {
+    _attack_secondary_start as *const () as u64
 }
 
 fn image_range() -> (usize, usize) {
