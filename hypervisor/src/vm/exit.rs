@@ -1,6 +1,7 @@
 //! Synchronous guest exits: firmware calls (HVC/SMC → PSCI/SMCCC/FF-A), data
 //! aborts on emulated MMIO (dispatched by IPA to the VM's devices), trapped
-//! system registers (ICC_SGI1R_EL1), and everything a guest may not do,
+//! system registers (ICC_SGI1R_EL1, ID registers; ACTLR_EL1 and the debug
+//! registers read as zero), and everything a guest may not do,
 //! which gets the architected answer (external abort, UNDEFINED,
 //! NOT_SUPPORTED) and a console line (rate-limited, [`super::reports`]),
 //! never a hypervisor crash.
@@ -310,9 +311,13 @@ impl PsciTarget for Vm {
     fn is_on(&self, index: usize) -> bool {
         self.power.get(index).is_some_and(|v| v.on)
     }
+    /// An A64 instruction in RAM: a misaligned entry would start the vCPU
+    /// with a PC alignment fault before its vector table exists.
     fn valid_entry(&self, entry: u64) -> bool {
-        self.config
-            .ram_contains(IntermediatePhysAddr::new(entry), 4)
+        entry.is_multiple_of(4)
+            && self
+                .config
+                .ram_contains(IntermediatePhysAddr::new(entry), 4)
     }
 }
 
@@ -421,13 +426,16 @@ fn handle_sysreg(vm: &mut Vm, vcpu: &mut Vcpu, e: Esr) -> ExitOutcome {
     // ACTLR_EL1 (HCR_EL2.TACR): RAZ/WI, the guest does not configure the
     // core other VMs run on.
     let actlr = op0 == 3 && op1 == 0 && crn == 1 && crm == 0 && op2 == 1;
+    // The debug registers (op0 2; MDCR_EL2.TDA, TDOSA, TDRA): RAZ/WI,
+    // since they are not switched between vCPUs.
+    let debug = op0 == 2;
     // DC ISW, DC CSW, DC CISW (HCR_EL2.TSW).
     let set_way =
         !is_read && op0 == 1 && op1 == 0 && crn == 7 && [6, 10, 14].contains(&crm) && op2 == 2;
     if is_read && id_register {
         let value = idregs::guest_view(crm, op2, arch::read_id_register(crm, op2));
         vcpu.regs.set_x(rt, value);
-    } else if actlr {
+    } else if actlr || debug {
         if is_read {
             vcpu.regs.set_x(rt, 0);
         }
@@ -448,12 +456,24 @@ fn handle_sysreg(vm: &mut Vm, vcpu: &mut Vcpu, e: Esr) -> ExitOutcome {
 pub fn handle_sync(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
     let e = Esr(info.esr);
     match e.class() {
-        ExceptionClass::Hvc64 => handle_call(vm, vcpu, "HVC"),
-        ExceptionClass::Smc64 => {
-            // SMC traps before it executes: skip it, then answer.
-            let regs = &mut vcpu.regs.guest;
-            regs.pc = regs.pc.wrapping_add(4);
-            handle_call(vm, vcpu, "SMC")
+        ExceptionClass::Hvc64 | ExceptionClass::Smc64 => {
+            if e.class() == ExceptionClass::Smc64 {
+                // SMC traps before it executes: skip it, then answer.
+                let regs = &mut vcpu.regs.guest;
+                regs.pc = regs.pc.wrapping_add(4);
+            }
+            if e.call_immediate() != 0 {
+                // SMCCC calls use immediate 0 only; the others are
+                // reserved, and answered NOT_SUPPORTED (as under KVM).
+                vcpu.regs.set_x(0, smccc::NOT_SUPPORTED as u64);
+                return ExitOutcome::Continue;
+            }
+            let conduit = if e.class() == ExceptionClass::Hvc64 {
+                "HVC"
+            } else {
+                "SMC"
+            };
+            handle_call(vm, vcpu, conduit)
         }
         ExceptionClass::DataAbortLower => handle_mmio(vm, vcpu, info),
         ExceptionClass::InstructionAbortLower => {
@@ -551,6 +571,9 @@ mod tests {
         assert_eq!(v.regs.x(0), 0x1_0001);
         call(&mut vm, &mut v, EC_HVC64, [0xc200_0bad, 0, 0, 0]);
         assert_eq!(v.regs.x(0), u64::MAX, "NOT_SUPPORTED is -1");
+        // HVC #0x4242 PSCI_VERSION: only immediate 0 is an SMCCC call.
+        call(&mut vm, &mut v, EC_HVC64 | 0x4242, [0x8400_0000, 0, 0, 0]);
+        assert_eq!(v.regs.x(0), u64::MAX);
         // SMC is trapped before it executes: the PC moves past it.
         let pc = v.regs.guest.pc;
         call(&mut vm, &mut v, EC_SMC64, [0x8000_0000, 0, 0, 0]);
@@ -640,6 +663,30 @@ mod tests {
             ExitOutcome::CpuOn(1)
         );
         assert_eq!(vm.power[1].boot, Some((0x4010_0000, 7)));
+        let mut v1 = vcpu(1);
+        call(
+            &mut vm,
+            &mut v1,
+            EC_HVC64,
+            [u64::from(fid::PSCI_CPU_OFF), 0, 0, 0],
+        );
+        // A misaligned entry point, and one outside RAM, start nothing.
+        for entry in [0x4010_0002, 0x0900_0000] {
+            call(
+                &mut vm,
+                &mut v,
+                EC_HVC64,
+                [u64::from(fid::PSCI_CPU_ON_64), 1, entry, 7],
+            );
+            assert_eq!(v.regs.x(0), psci::INVALID_ADDRESS as u64, "{entry:#x}");
+            assert!(!vm.power[1].on);
+        }
+        call(
+            &mut vm,
+            &mut v,
+            EC_HVC64,
+            [u64::from(fid::PSCI_CPU_ON_64), 1, 0x4010_0000, 7],
+        );
         call(
             &mut vm,
             &mut v,
@@ -776,6 +823,27 @@ mod tests {
         // MRS X0, S3_1_C15_C2_0 (an implementation-defined register).
         let imp_def = EC_SYS64 | IL | (3 << 20) | (1 << 14) | (15 << 10) | (2 << 1) | 1;
         handle_sync(&mut vm, &mut v, &exit(imp_def, 0));
+        assert_eq!(v.regs.guest.pc, 0x200);
+    }
+
+    /// Debug registers (op0 2) read as zero and ignore writes: MRS X3,
+    /// MDSCR_EL1 and MSR DBGBVR0_EL1, X3. PMU registers are UNDEFINED:
+    /// MRS X3, PMCR_EL0.
+    #[test]
+    fn debug_registers_raz_wi_and_pmu_undefined() {
+        let mut vm = Vm::for_tests(1);
+        let mut v = vcpu(0);
+        let pc = v.regs.guest.pc;
+        v.regs.set_x(3, 0x55);
+        let mdscr = EC_SYS64 | IL | (2 << 20) | (2 << 17) | (2 << 1) | (3 << 5) | 1;
+        handle_sync(&mut vm, &mut v, &exit(mdscr, 0));
+        assert_eq!((v.regs.x(3), v.regs.guest.pc), (0, pc + 4));
+        let dbgbvr0 = EC_SYS64 | IL | (2 << 20) | (4 << 17) | (3 << 5);
+        v.regs.set_x(3, 0x4008_0000);
+        handle_sync(&mut vm, &mut v, &exit(dbgbvr0, 0));
+        assert_eq!((v.regs.x(3), v.regs.guest.pc), (0x4008_0000, pc + 8));
+        let pmcr = EC_SYS64 | IL | (3 << 20) | (3 << 14) | (9 << 10) | (12 << 1) | (3 << 5) | 1;
+        handle_sync(&mut vm, &mut v, &exit(pmcr, 0));
         assert_eq!(v.regs.guest.pc, 0x200);
     }
 

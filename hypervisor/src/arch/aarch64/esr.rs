@@ -90,6 +90,11 @@ impl Esr {
         }
     }
 
+    /// HVC or SMC: the instruction's 16-bit immediate.
+    pub fn call_immediate(self) -> u64 {
+        self.0 & 0xffff
+    }
+
     /// Data abort: the syndrome describes the access (ISV).
     pub fn isv(self) -> bool {
         self.0 & ISS_ISV != 0

@@ -196,7 +196,11 @@ pub fn run_guest(regs: &mut GuestRegs) -> ExitInfo {
 /// every VM on it: RAZ/WI), TSW (data cache set/way operations, which act
 /// on the physical caches: an invalidate would drop other VMs' dirty
 /// lines; done as clean and invalidate), RW (EL1 is AArch64). These are
-/// the traps KVM sets; `exit::handle_sysreg` emulates them.
+/// the traps KVM sets; `exit::handle_sysreg` emulates them. API and APK
+/// stay clear: pointer-authentication keys are not switched between
+/// vCPUs, so its instructions and key registers trap (UNDEFINED) and the
+/// ID registers say it is absent (`idregs`), as KVM does for a guest
+/// without it.
 pub const HCR_EL2_GUEST: u64 = (1 << 0)
     | (1 << 1)
     | (1 << 3)
@@ -210,28 +214,16 @@ pub const HCR_EL2_GUEST: u64 = (1 << 0)
     | (1 << 21)
     | (1 << 22)
     | (1 << 31);
-/// HCR_EL2.APK and .API: pointer-authentication keys and instructions are
-/// the guest's own (set only where FEAT_PAuth exists).
-const HCR_EL2_PAUTH: u64 = (1 << 40) | (1 << 41);
-/// ID_AA64ISAR1_EL1 APA [7:4], API [11:8], GPA [27:24], GPI [31:28].
-const ISAR1_PAUTH_FIELDS: u64 = (0xff << 4) | (0xff << 24);
-/// ID_AA64ISAR2_EL1 GPA3 [11:8], APA3 [15:12].
-const ISAR2_PAUTH_FIELDS: u64 = 0xff << 8;
-
-fn hcr_el2_value() -> u64 {
-    let (isar1, isar2): (u64, u64);
-    // SAFETY: reading ID registers has no side effects (ISAR2 is
-    // RAZ on cores that predate it).
-    unsafe {
-        asm!("mrs {0}, id_aa64isar1_el1", "mrs {1}, S3_0_C0_C6_2",
-             out(reg) isar1, out(reg) isar2, options(nomem, nostack));
-    }
-    if isar1 & ISAR1_PAUTH_FIELDS != 0 || isar2 & ISAR2_PAUTH_FIELDS != 0 {
-        HCR_EL2_GUEST | HCR_EL2_PAUTH
-    } else {
-        HCR_EL2_GUEST
-    }
-}
+/// MDCR_EL2 traps: TPMCR (5) and TPM (6), the PMU, whose counters and
+/// configuration are not switched between vCPUs (UNDEFINED, and hidden
+/// from the ID registers, as under KVM without a PMU); TDA (9), TDOSA (10)
+/// and TDRA (11), the debug registers (breakpoints, watchpoints, the OS
+/// lock, MDSCR_EL1), which are not switched either: they read as zero and
+/// ignore writes (`exit::handle_sysreg`), so no VM arms a breakpoint or
+/// watchpoint that fires in another. HPMN, the counters EL1 would own, is
+/// kept as the hardware reset it (bits [4:0]).
+const MDCR_EL2_TRAPS: u64 = (1 << 5) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11);
+const MDCR_EL2_HPMN: u64 = 0x1f;
 
 /// VTCR_EL2 RES1 bit 31.
 const VTCR_EL2_RES1: u64 = 1 << 31;
@@ -265,7 +257,8 @@ pub fn vtcr_el2() -> u64 {
 /// Sets this CPU's EL2 controls for running guests (once per CPU).
 pub fn init_virtualization() {
     let vtcr = vtcr_el2();
-    // SAFETY: these registers only control how EL1/EL0 execute; no guest
+    // SAFETY: these registers only control how EL1/EL0 execute (MDCR_EL2
+    // also how the PMU counts at EL2, which the hypervisor does not use); no guest
     // runs yet and the hypervisor's own translation is unaffected. The
     // CPU is GICv3 (the DTB says so), so ICC_SRE_EL2/ICH_HCR_EL2 exist.
     unsafe {
@@ -279,12 +272,18 @@ pub fn init_virtualization() {
             "isb",
             "msr ich_hcr_el2, {ich}",
             "msr hcr_el2, {hcr}",
+            "mrs {tmp}, mdcr_el2",
+            "and {tmp}, {tmp}, #{hpmn}",
+            "orr {tmp}, {tmp}, #{mdcr}",
+            "msr mdcr_el2, {tmp}",
             "isb",
             vtcr = in(reg) vtcr,
             cnthctl = in(reg) CNTHCTL_EL2_EL1PCTEN | CNTHCTL_EL2_EL1PCEN,
             sre = in(reg) ICC_SRE_EL2_VALUE,
             ich = in(reg) ICH_HCR_EL2_EN,
-            hcr = in(reg) hcr_el2_value(),
+            hcr = in(reg) HCR_EL2_GUEST,
+            hpmn = const MDCR_EL2_HPMN,
+            mdcr = const MDCR_EL2_TRAPS,
             tmp = out(reg) _,
             options(nostack),
         );
