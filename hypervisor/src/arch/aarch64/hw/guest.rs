@@ -274,7 +274,7 @@ pub fn init_virtualization() {
             "msr hcr_el2, {hcr}",
             "mrs {tmp}, mdcr_el2",
             "and {tmp}, {tmp}, #{hpmn}",
-            "orr {tmp}, {tmp}, #{mdcr}",
+            "orr {tmp}, {tmp}, {mdcr}",
             "msr mdcr_el2, {tmp}",
             "isb",
             vtcr = in(reg) vtcr,
@@ -283,7 +283,7 @@ pub fn init_virtualization() {
             ich = in(reg) ICH_HCR_EL2_EN,
             hcr = in(reg) HCR_EL2_GUEST,
             hpmn = const MDCR_EL2_HPMN,
-            mdcr = const MDCR_EL2_TRAPS,
+            mdcr = in(reg) MDCR_EL2_TRAPS,
             tmp = out(reg) _,
             options(nostack),
         );
