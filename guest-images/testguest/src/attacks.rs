@@ -427,16 +427,13 @@ fn gic_attacks(tally: &mut Tally, target: &Target) {
     for _ in 0..STORM {
         sysreg::send_sgi1(own);
     }
+    // A GIC takes it once. The vGIC counts an SGI in a list register as
+    // active, so a flood while it is listed pends it once more: one extra
+    // (timing decides), never a storm.
     match take_interrupts(SGI_SELF, WAIT_MS) {
-        (1, 0) => tally.survived(
+        (1..=2, 0) => tally.survived(
             "sgi-self-flood",
-            format_args!("{STORM} SGIs, one taken (an SGI is pending once)"),
-        ),
-        // The vGIC counts an SGI in a list register as active, so a flood
-        // while it is listed pends it once more: one extra, never a storm.
-        (2, 0) => tally.survived(
-            "sgi-self-flood",
-            format_args!("{STORM} SGIs, taken twice (once more than a GIC would)"),
+            format_args!("{STORM} SGIs, taken at most twice"),
         ),
         got => tally.fail(
             "sgi-self-flood",
