@@ -151,10 +151,7 @@ impl Tally {
         match result {
             Err(fault) if fault.class() == class && is_external(fault, walk) => self.survived(
                 name,
-                format_args!(
-                    "external abort (ESR={:#x} FAR={:#x})",
-                    fault.esr, fault.far
-                ),
+                format_args!("external abort (ESR={:#x} FAR={:#x})", fault.esr, fault.far),
             ),
             other => self.fail(
                 name,
@@ -310,12 +307,7 @@ fn sysreg_attacks(tally: &mut Tally) {
 
 /// A register the guest writes and reads back as zero (RAZ/WI): the
 /// hypervisor keeps it from reaching the hardware other VMs share.
-fn read_as_zero(
-    tally: &mut Tally,
-    name: &str,
-    write: Result<(), Fault>,
-    read: Result<u64, Fault>,
-) {
+fn read_as_zero(tally: &mut Tally, name: &str, write: Result<(), Fault>, read: Result<u64, Fault>) {
     match (write, read) {
         (Ok(()), Ok(0)) => tally.survived(name, format_args!("written and read as zero")),
         (write, read) => tally.fail(
@@ -347,7 +339,10 @@ fn hidden_features(tally: &mut Tally) {
         ("MTE", field(pfr1, 8)),
         ("SME", field(pfr1, 24)),
         ("PMU", field(dfr0, 8)),
-        ("PAuth", field(isar1, 4) | field(isar1, 8) | field(isar1, 24) | field(isar1, 28)),
+        (
+            "PAuth",
+            field(isar1, 4) | field(isar1, 8) | field(isar1, 24) | field(isar1, 28),
+        ),
     ];
     match shown.iter().find(|(_, value)| *value != 0) {
         None => tally.survived(
@@ -657,13 +652,20 @@ fn call_attacks(tally: &mut Tally, target: &Target) {
         );
     }
     let Some(second) = target.second_cpu else {
-        tally.fail("cpu-on", format_args!("one vCPU: the PSCI attacks need two"));
+        tally.fail(
+            "cpu-on",
+            format_args!("one vCPU: the PSCI attacks need two"),
+        );
         return;
     };
     let entry = arch::attack_secondary_entry();
     for (name, entry, wanted) in [
         ("cpu-on-misaligned", entry + 2, PSCI_INVALID_ADDRESS),
-        ("cpu-on-outside-ram", target.uart.base as u64, PSCI_INVALID_ADDRESS),
+        (
+            "cpu-on-outside-ram",
+            target.uart.base as u64,
+            PSCI_INVALID_ADDRESS,
+        ),
     ] {
         let status = call(smccc::PSCI_CPU_ON_64, [second, entry, duty::OFF]);
         if status == wanted {
@@ -771,7 +773,10 @@ fn cpu_attacks(tally: &mut Tally, target: &Target) {
             "wfe-storm",
             format_args!("{STORM} WFE beside the other vCPU's on the same CPU"),
         ),
-        got => tally.fail("wfe-storm", format_args!("(CPU_ON, their WFEs, off) {got:?}")),
+        got => tally.fail(
+            "wfe-storm",
+            format_args!("(CPU_ON, their WFEs, off) {got:?}"),
+        ),
     }
     // Both vCPUs sleep in WFI on a short timer, over and over: each WFI
     // blocks its vCPU and hands the CPU to the other, and the hypervisor
@@ -782,7 +787,10 @@ fn cpu_attacks(tally: &mut Tally, target: &Target) {
     gic.enable_private(target.vtimer_intid);
     VTIMER_INTID.store(u64::from(target.vtimer_intid), Ordering::SeqCst);
     SECONDARY_DONE.store(false, Ordering::SeqCst);
-    let status = call(smccc::PSCI_CPU_ON_64, [second, entry, duty::TIMER_WFI_STORM]);
+    let status = call(
+        smccc::PSCI_CPU_ON_64,
+        [second, entry, duty::TIMER_WFI_STORM],
+    );
     let ours = timer_wfi_storm(target.vtimer_intid);
     let theirs = wait_done().then(|| SECONDARY_COUNT.load(Ordering::SeqCst));
     gic.disable_private(target.vtimer_intid);

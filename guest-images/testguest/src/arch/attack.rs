@@ -352,9 +352,7 @@ pub fn hvc_with_immediate(function: u64) -> Result<u64, Fault> {
     guarded(|| {
         let mut x0 = function;
         // SAFETY: as `arch::smccc_call`.
-        unsafe {
-            asm!("hvc #0x4242", inout("x0") x0, clobber_abi("C"), options(nostack))
-        }
+        unsafe { asm!("hvc #0x4242", inout("x0") x0, clobber_abi("C"), options(nostack)) }
         x0
     })
 }

@@ -67,7 +67,10 @@ mod tests {
         assert_eq!(guest_view(5, 0, 0x1012_4106), 0x1012_4006);
         assert_eq!(guest_view(1, 2, 0x0301_0066), 0x0001_0066);
         // `-cpu max`: PAuth (QARMA5, generic) hidden, the rest kept.
-        assert_eq!(guest_view(6, 1, 0x0011_1112_1111_0211), 0x0011_1112_0011_0001);
+        assert_eq!(
+            guest_view(6, 1, 0x0011_1112_1111_0211),
+            0x0011_1112_0011_0001
+        );
         assert_eq!(guest_view(6, 2, 0x1111), 0x0011);
         // ID_AA64ISAR0_EL1 passes through.
         assert_eq!(guest_view(6, 0, 0xdead_beef), 0xdead_beef);
