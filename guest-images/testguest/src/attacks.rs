@@ -21,6 +21,8 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
+mod virtio;
+
 use crate::affinity;
 use crate::arch::attack::{self as probe, Maintenance, SgiRegister};
 use crate::arch::{self, sysreg, DeviceWindow, Fault};
@@ -111,7 +113,7 @@ fn ms_to_ticks(ms: u64) -> u64 {
 }
 
 /// Counts attacks and writes their lines.
-struct Tally {
+pub struct Tally {
     out: Pl011,
     tried: u32,
     failed: u32,
@@ -195,8 +197,9 @@ struct Target {
     gic: Option<Gic>,
 }
 
-/// Runs every attack, prints the tally, then resets the VM.
-pub fn run(platform: &Platform, uart: Pl011) -> ! {
+/// Runs every attack, prints the tally, then resets the VM. `virtio` are
+/// the DT's virtio-mmio slots.
+pub fn run(platform: &Platform, uart: Pl011, virtio: impl Iterator<Item = Window>) -> ! {
     CONDUIT_SMC.store(u8::from(platform.conduit == Conduit::Smc), Ordering::SeqCst);
     let mut tally = Tally {
         out: uart,
@@ -235,6 +238,7 @@ pub fn run(platform: &Platform, uart: Pl011) -> ! {
     call_attacks(&mut tally, &target);
     cpu_attacks(&mut tally, &target);
     timer_attacks(&mut tally, &target);
+    virtio::attacks(&mut tally, virtio);
     reset(tally)
 }
 
@@ -792,6 +796,15 @@ fn cpu_attacks(tally: &mut Tally, target: &Target) {
         [second, entry, duty::TIMER_WFI_STORM],
     );
     let ours = timer_wfi_storm(target.vtimer_intid);
+    // Asleep, not spinning: a spinning vCPU would keep the CPU for whole
+    // slices while the other's timers fire.
+    let deadline = sysreg::counter().saturating_add(ms_to_ticks(10_000));
+    while !SECONDARY_DONE.load(Ordering::SeqCst) && sysreg::counter() < deadline {
+        sysreg::vtimer_arm(u32::try_from(ms_to_ticks(1)).unwrap_or(u32::MAX));
+        arch::wait_for_interrupt();
+        let _ = first_interrupt(WAIT_MS);
+        sysreg::vtimer_stop();
+    }
     let theirs = wait_done().then(|| SECONDARY_COUNT.load(Ordering::SeqCst));
     gic.disable_private(target.vtimer_intid);
     match (status, ours, theirs, wait_off(second)) {

@@ -72,7 +72,7 @@ mod guest {
     use crate::arch::{self, sysreg};
     use crate::checks;
     use crate::console::{self, Pl011};
-    use crate::platform::{Conduit, Platform, Window};
+    use crate::platform::{self, Conduit, Platform, Window};
     use crate::report::Report;
     use crate::smccc;
     use crate::smp;
@@ -160,7 +160,8 @@ mod guest {
             ),
         );
         if platform.attack {
-            crate::attacks::run(&platform, uart)
+            let virtio = fdt.as_ref().ok().into_iter().flat_map(platform::virtio_slots);
+            crate::attacks::run(&platform, uart, virtio)
         }
         if let Some(mode) = platform.ffa {
             crate::ffa::battery(&mut report, &platform, mode);

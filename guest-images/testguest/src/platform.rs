@@ -116,6 +116,7 @@ pub enum FfaBattery {
 const PL011: &str = "arm,pl011";
 const GICV3: &str = "arm,gic-v3";
 const PL031: &str = "arm,pl031";
+const VIRTIO_MMIO: &str = "virtio,mmio";
 const TIMER: &str = "arm,armv8-timer";
 const PSCI: [&str; 3] = ["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
 
@@ -212,6 +213,18 @@ pub fn ffa_battery(bootargs: &str) -> Option<FfaBattery> {
     } else {
         None
     }
+}
+
+/// The register windows of the DT's enabled `virtio,mmio` nodes.
+pub fn virtio_slots<'b>(fdt: &'b Fdt<'_>) -> impl Iterator<Item = Window> + 'b {
+    fdt.all_nodes()
+        .filter(|node| {
+            is_enabled(*node)
+                && node
+                    .compatible()
+                    .is_some_and(|c| c.all().any(|name| name == VIRTIO_MMIO))
+        })
+        .filter_map(|node| reg(node, VIRTIO_MMIO, 0).ok())
 }
 
 fn is_enabled(node: FdtNode<'_, '_>) -> bool {

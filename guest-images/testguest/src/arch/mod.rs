@@ -31,6 +31,10 @@ unsafe extern "C" {
     /// lives there.
     static _ffa_pages: u8;
     static _ffa_pages_end: u8;
+    /// The hostile guest's virtqueue pages (linker/testguest.ld): no Rust
+    /// object lives there.
+    static _attack_pages: u8;
+    static _attack_pages_end: u8;
     /// Entry of a secondary CPU (`boot.rs`).
     fn _secondary_start();
     /// Entry of the hostile guest's second CPU (`boot.rs`).
@@ -198,8 +202,9 @@ pub fn smccc_call(conduit: Conduit, function: u32, args: [u64; 3]) -> [u64; 4] {
     [x0, x1, x2, x3]
 }
 
-/// The pages the FF-A battery hands to the hypervisor (RX/TX buffers,
-/// memory to share): byte access, bounds-checked.
+/// Pages the guest shares with the hypervisor, which no Rust object covers:
+/// the FF-A battery's (RX/TX buffers, memory to share) and the hostile
+/// guest's virtqueues. Byte access, bounds-checked.
 #[derive(Clone, Copy, Debug)]
 pub struct FfaPages {
     base: usize,
@@ -212,6 +217,15 @@ pub fn ffa_pages() -> FfaPages {
     FfaPages {
         base,
         size: ptr::addr_of!(_ffa_pages_end) as usize - base,
+    }
+}
+
+/// The hostile guest's virtqueue pages.
+pub fn attack_pages() -> FfaPages {
+    let base = ptr::addr_of!(_attack_pages) as usize;
+    FfaPages {
+        base,
+        size: ptr::addr_of!(_attack_pages_end) as usize - base,
     }
 }
 
@@ -234,8 +248,8 @@ impl FfaPages {
     pub fn write(&self, offset: usize, bytes: &[u8]) {
         let at = self.check(offset, bytes.len());
         for (i, b) in bytes.iter().enumerate() {
-            // SAFETY: inside the linker's `.ffa_pages`, which no Rust
-            // object uses; byte accesses are always aligned.
+            // SAFETY: inside the linker's `.ffa_pages` or `.attack_pages`,
+            // which no Rust object uses; byte accesses are always aligned.
             unsafe { ptr::write_volatile((at + i) as *mut u8, *b) }
         }
     }
@@ -245,7 +259,9 @@ impl FfaPages {
         let at = self.check(offset, buf.len());
         for (i, b) in buf.iter_mut().enumerate() {
             // SAFETY: as in `write`; the hypervisor writes these pages
-            // only during our own FF-A calls.
+            // only during our own FF-A calls or virtqueue notifications
+            // (or, for a receive queue, while it delivers a frame: the
+            // bytes read are then whatever it wrote).
             *b = unsafe { ptr::read_volatile((at + i) as *const u8) }
         }
     }
