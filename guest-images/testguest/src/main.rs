@@ -160,7 +160,11 @@ mod guest {
             ),
         );
         if platform.attack {
-            let virtio = fdt.as_ref().ok().into_iter().flat_map(platform::virtio_slots);
+            let virtio = fdt
+                .as_ref()
+                .ok()
+                .into_iter()
+                .flat_map(platform::virtio_slots);
             crate::attacks::run(&platform, uart, virtio)
         }
         if let Some(mode) = platform.ffa {

@@ -149,13 +149,15 @@ impl Net {
     /// it accepted the driver.
     fn bring_up(&mut self, tx_desc: Option<u64>) -> bool {
         self.slot.write32(reg::STATUS, 0);
-        self.slot.write32(reg::STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        self.slot
+            .write32(reg::STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
         self.slot.write32(reg::DEVICE_FEATURES_SEL, 1);
         if self.slot.read32(reg::DEVICE_FEATURES) & FEATURES_HIGH_VERSION_1 == 0 {
             return false;
         }
         self.slot.write32(reg::DRIVER_FEATURES_SEL, 1);
-        self.slot.write32(reg::DRIVER_FEATURES, FEATURES_HIGH_VERSION_1);
+        self.slot
+            .write32(reg::DRIVER_FEATURES, FEATURES_HIGH_VERSION_1);
         self.slot.write32(reg::DRIVER_FEATURES_SEL, 0);
         self.slot.write32(reg::DRIVER_FEATURES, 0);
         self.slot.write32(
@@ -208,10 +210,8 @@ impl Net {
         self.write16(layout.avail + 4 + 2 * slot, head);
         self.write16(layout.avail + 2, next);
         self.slot.write32(reg::QUEUE_NOTIFY, queue);
-        self.slot.write32(
-            reg::INTERRUPT_ACK,
-            self.slot.read32(reg::INTERRUPT_STATUS),
-        );
+        self.slot
+            .write32(reg::INTERRUPT_ACK, self.slot.read32(reg::INTERRUPT_STATUS));
     }
 
     /// The used index of `queue`.
@@ -230,21 +230,21 @@ impl Net {
         ethernet[12..14].copy_from_slice(&ETHERTYPE_EXPERIMENTAL);
         ethernet[14..20].copy_from_slice(b"attack");
         self.pages.write(TX_LAYOUT.buffers, &frame);
-        self.descriptor(
-            &TX_LAYOUT,
-            0,
-            self.pages.page(1),
-            frame.len() as u32,
-            0,
-            0,
-        );
+        self.descriptor(&TX_LAYOUT, 0, self.pages.page(1), frame.len() as u32, 0, 0);
     }
 
     /// Offers every receive buffer.
     fn fill_rx(&mut self) {
         for index in 0..QUEUE_SIZE / 2 {
             let addr = self.pages.page(3) + u64::from(index) * RX_BUFFER as u64;
-            self.descriptor(&RX_LAYOUT, index, addr, RX_BUFFER as u32, VIRTQ_DESC_F_WRITE, 0);
+            self.descriptor(
+                &RX_LAYOUT,
+                index,
+                addr,
+                RX_BUFFER as u32,
+                VIRTQ_DESC_F_WRITE,
+                0,
+            );
             self.offer(RX, index);
         }
     }
@@ -364,7 +364,11 @@ pub fn attacks(tally: &mut Tally, slots: impl Iterator<Item = Window>) {
         let (addr, len, flags) = match rounds % 4 {
             0 => (HOLE, RX_BUFFER as u32, VIRTQ_DESC_F_WRITE),
             1 => (good, 0, VIRTQ_DESC_F_WRITE),
-            2 => (good, RX_BUFFER as u32, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT),
+            2 => (
+                good,
+                RX_BUFFER as u32,
+                VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT,
+            ),
             _ => (good, RX_BUFFER as u32, VIRTQ_DESC_F_WRITE),
         };
         net.descriptor(&RX_LAYOUT, 0, addr, len, flags, 0);
