@@ -334,6 +334,22 @@ mod tests {
     const QEMU_VIRT_SMP2: &[u8] = include_bytes!("../tests/fixtures/qemu-virt-gicv3-smp2.dtb");
 
     #[test]
+    fn lists_virtio_slots() {
+        let fdt = Fdt::new(QEMU_VIRT).expect("fixture parses");
+        let slots: Vec<Window> = virtio_slots(&fdt).collect();
+        // QEMU virt's 32 transports, 0x200 bytes each from 0x0a00_0000.
+        assert_eq!(slots.len(), 32);
+        assert!(slots.contains(&Window {
+            base: 0x0a00_0000,
+            size: 0x200
+        }));
+        assert!(slots.contains(&Window {
+            base: 0x0a00_3e00,
+            size: 0x200
+        }));
+    }
+
+    #[test]
     fn discovers_every_cpu() {
         let fdt = Fdt::new(QEMU_VIRT_SMP2).expect("fixture parses");
         let platform = Platform::discover(&fdt).expect("fixture describes the machine");
