@@ -11,7 +11,7 @@ use core::fmt;
 use crate::addr::IntermediatePhysAddr;
 use crate::arch;
 use crate::arch::aarch64::context::{ExitInfo, ExitKind, VcpuRegs};
-use crate::arch::aarch64::esr::{self, Esr, ExceptionClass};
+use crate::arch::aarch64::esr::{self, Esr, ExceptionClass, SysRegId};
 use crate::arch::aarch64::idregs;
 use crate::arch::aarch64::mmio_decode::{self, Direction, MmioAccess};
 use crate::devices::gic::Vgic;
@@ -199,17 +199,21 @@ fn inject_undefined(vm: &mut Vm, vcpu: &mut Vcpu, what: &str, esr_value: u64) {
 fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
     let e = Esr(info.esr);
     let ipa = esr::fault_ipa(info.hpfar, info.far);
-    if e.s1ptw() {
+    let Some(abort) = e.data_abort() else {
+        inject_data_abort(vm, vcpu, info, &"not a data abort");
+        return ExitOutcome::Continue;
+    };
+    if abort.stage1_walk {
         inject_data_abort(vm, vcpu, info, &"stage-1 table walk outside RAM");
         return ExitOutcome::Continue;
     }
-    if !e.is_translation_or_access_fault() {
+    if !abort.is_translation_or_access_fault() {
         // HPFAR may be UNKNOWN: nothing here can be emulated.
-        let why = format_args!("stage-2 fault status {:#x}", e.fault_status());
+        let why = format_args!("stage-2 fault status {:#x}", abort.fault_status);
         inject_data_abort(vm, vcpu, info, &why);
         return ExitOutcome::Continue;
     }
-    if e.cache_maintenance() {
+    if abort.cache_maintenance {
         // DC CIVAC and the like on an address outside RAM: there is no
         // cache to maintain for an emulated device or a hole, so the
         // instruction is skipped, as KVM does.
@@ -223,7 +227,7 @@ fn handle_mmio(vm: &mut Vm, vcpu: &mut Vcpu, info: &ExitInfo) -> ExitOutcome {
         inject_data_abort(vm, vcpu, info, &"access to unmapped memory");
         return ExitOutcome::Continue;
     }
-    let instruction = if e.isv() {
+    let instruction = if abort.syndrome_valid {
         None
     } else {
         let pc = vcpu.regs.guest.pc;
@@ -383,30 +387,23 @@ fn handle_call(vm: &mut Vm, vcpu: &mut Vcpu, conduit: &str) -> ExitOutcome {
     }
 }
 
-/// ICC_SGI1R_EL1 in the MSR/MRS trap syndrome: Op0 3, Op1 0, CRn 12,
-/// CRm 11, Op2 5.
-const ISS_SYSREG_MASK: u64 = 0x003f_fc1e;
-const ISS_ICC_SGI1R_EL1: u64 = (3 << 20) | (5 << 17) | (12 << 10) | (11 << 1);
-
 /// A trapped ICC_SGI1R_EL1 write (the guest's IPIs): makes the SGI pending
 /// on its targets and returns the other vCPUs it made one pending for, or
 /// `None` if the exit is not such a write. It needs only the vGIC, so the
 /// run loop handles it without the VM lock.
 pub fn sgi_write(vgic: &Vgic, vcpu: &mut Vcpu, info: &ExitInfo) -> Option<u64> {
     let e = Esr(info.esr);
-    let iss = e.iss();
-    let is_write = iss & 1 == 0;
-    if info.kind != ExitKind::Sync
-        || e.class() != ExceptionClass::SysReg
-        || iss & ISS_SYSREG_MASK != ISS_ICC_SGI1R_EL1
-        || !is_write
-    {
+    if info.kind != ExitKind::Sync {
         return None;
     }
-    let rt = usize::try_from((iss >> 5) & 0x1f).unwrap_or(31);
+    let access = e
+        .sysreg_access()
+        .filter(|a| a.register == SysRegId::ICC_SGI1R_EL1 && !a.is_read)?;
     // A bad sender cannot happen (vcpu is ours); targets outside the VM
     // are ignored by the model.
-    let targets = vgic.send_sgi(vcpu.index, vcpu.regs.x(rt)).unwrap_or(0);
+    let targets = vgic
+        .send_sgi(vcpu.index, vcpu.regs.x(access.rt))
+        .unwrap_or(0);
     let regs = &mut vcpu.regs.guest;
     regs.pc = regs.pc.wrapping_add(e.instruction_len());
     // The sender picks up its own SGIs at its next entry.
@@ -414,33 +411,25 @@ pub fn sgi_write(vgic: &Vgic, vcpu: &mut Vcpu, info: &ExitInfo) -> Option<u64> {
 }
 
 fn handle_sysreg(vm: &mut Vm, vcpu: &mut Vcpu, e: Esr) -> ExitOutcome {
-    let iss = e.iss();
-    let is_read = iss & 1 != 0;
-    let rt = usize::try_from((iss >> 5) & 0x1f).unwrap_or(31);
-    let op0 = (iss >> 20) & 3;
-    let op1 = (iss >> 14) & 7;
-    let crn = (iss >> 10) & 0xf;
-    let crm = u8::try_from((iss >> 1) & 0xf).unwrap_or(0);
-    let op2 = u8::try_from((iss >> 17) & 7).unwrap_or(0);
-    let id_register = op0 == 3 && op1 == 0 && crn == 0 && idregs::is_id_register(crm, op2);
-    // ACTLR_EL1 (HCR_EL2.TACR): RAZ/WI, the guest does not configure the
-    // core other VMs run on.
-    let actlr = op0 == 3 && op1 == 0 && crn == 1 && crm == 0 && op2 == 1;
-    // The debug registers (op0 2; MDCR_EL2.TDA, TDOSA, TDRA): RAZ/WI,
-    // since they are not switched between vCPUs.
-    let debug = op0 == 2;
-    // DC ISW, DC CSW, DC CISW (HCR_EL2.TSW).
-    let set_way =
-        !is_read && op0 == 1 && op1 == 0 && crn == 7 && [6, 10, 14].contains(&crm) && op2 == 2;
-    if is_read && id_register {
+    let Some(access) = e.sysreg_access() else {
+        inject_undefined(vm, vcpu, "not a system register access", e.0);
+        return ExitOutcome::Continue;
+    };
+    let register = access.register;
+    if access.is_read && register.is_id_register() {
+        let (crm, op2) = (register.crm, register.op2);
         let value = idregs::guest_view(crm, op2, arch::read_id_register(crm, op2));
-        vcpu.regs.set_x(rt, value);
-    } else if actlr || debug {
-        if is_read {
-            vcpu.regs.set_x(rt, 0);
+        vcpu.regs.set_x(access.rt, value);
+    } else if register == SysRegId::ACTLR_EL1 || register.is_debug() {
+        // ACTLR_EL1 (HCR_EL2.TACR): the guest does not configure the core
+        // other VMs run on. The debug registers (MDCR_EL2.TDA, TDOSA,
+        // TDRA) are not switched between vCPUs. Both RAZ/WI.
+        if access.is_read {
+            vcpu.regs.set_x(access.rt, 0);
         }
-    } else if set_way {
-        arch::dc_clean_invalidate_set_way(vcpu.regs.x(rt));
+    } else if !access.is_read && register.is_data_cache_set_way() {
+        // HCR_EL2.TSW.
+        arch::dc_clean_invalidate_set_way(vcpu.regs.x(access.rt));
     } else {
         // Everything else, implementation-defined registers (TIDCP)
         // included, is UNDEFINED, as under KVM.
@@ -847,13 +836,6 @@ mod tests {
         assert_eq!(v.regs.guest.pc, 0x200);
     }
 
-    #[test]
-    fn sgi1r_syndrome_matches() {
-        // MSR ICC_SGI1R_EL1, X3.
-        let iss = ISS_ICC_SGI1R_EL1 | (3 << 5) | (5 << 17);
-        assert_eq!(iss & ISS_SYSREG_MASK, ISS_ICC_SGI1R_EL1);
-    }
-
     /// STRH W1, [Xn]: ISV, SAS = halfword, SRT = 1, WnR.
     const STRH_W1: u64 = EC_DABT_LOW | IL | (1 << 24) | (1 << 22) | (1 << 16) | (1 << 6);
     /// LDRH W2, [Xn]: ISV, SAS = halfword, SRT = 2.
@@ -923,8 +905,10 @@ mod tests {
         }
         let mut v = vcpu(0);
         let pc = v.regs.guest.pc;
-        // MSR ICC_SGI1R_EL1, X3 with SGI 5 to the list {0, 2}.
-        let msr = EC_SYS64 | IL | ISS_ICC_SGI1R_EL1 | (3 << 5);
+        // MSR ICC_SGI1R_EL1, X3 (op0 3, op1 0, CRn 12, CRm 11, op2 5)
+        // with SGI 5 to the list {0, 2}.
+        let sgi1r = (3 << 20) | (5 << 17) | (12 << 10) | (11 << 1);
+        let msr = EC_SYS64 | IL | sgi1r | (3 << 5);
         v.regs.set_x(3, (5 << 24) | 0b101);
         assert_eq!(
             sgi_write(vm.vgic, &mut v, &exit(msr, 0)),

@@ -1,7 +1,9 @@
-//! Exception syndromes: decoding ESR_EL2 for guest exits and building the
-//! ESR_EL1 values of exceptions the hypervisor injects (external aborts for
-//! unbacked addresses, UNDEFINED for trapped instructions it does not
-//! emulate). Pure bit manipulation, host-tested.
+//! Exception syndromes: decoding ESR_EL2 for guest exits (the class, and
+//! the ISS of a data abort and of a trapped system register access as
+//! types: [`DataAbort`], [`SysRegAccess`]) and building the ESR_EL1 values
+//! of exceptions the hypervisor injects (external aborts for unbacked
+//! addresses, UNDEFINED for trapped instructions it does not emulate).
+//! Pure bit manipulation, host-tested.
 #![forbid(unsafe_code)]
 
 use super::context::{
@@ -19,6 +21,11 @@ const FSC_SYNC_EXTERNAL: u64 = 0x10;
 const ISS_WNR: u64 = 1 << 6;
 /// Data abort ISS.ISV.
 const ISS_ISV: u64 = 1 << 24;
+/// Data abort ISS.SAS (log2 of the access size), SSE, SRT and SF.
+const ISS_SAS_SHIFT: u32 = 22;
+const ISS_SSE: u64 = 1 << 21;
+const ISS_SRT_SHIFT: u32 = 16;
+const ISS_SF: u64 = 1 << 15;
 /// Data abort ISS.S1PTW: the fault hit a stage-1 table walk.
 const ISS_S1PTW: u64 = 1 << 7;
 /// Data/instruction abort ISS.DFSC/IFSC.
@@ -50,6 +57,96 @@ pub enum ExceptionClass {
     DataAbortLower,
     /// Anything else, with its EC.
     Other(u8),
+}
+
+/// The ISS of a data abort (EC 0x24 or 0x25), field by field.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DataAbort {
+    /// ISV: the access fields below (`size_log2` .. `register_64`) are
+    /// valid.
+    pub syndrome_valid: bool,
+    /// SAS: log2 of the access size in bytes.
+    pub size_log2: u8,
+    /// SSE: a load sign-extends.
+    pub sign_extend: bool,
+    /// SRT: the transfer register (31 is XZR/WZR).
+    pub register: u8,
+    /// SF: the transfer register is 64-bit.
+    pub register_64: bool,
+    /// WnR: a write.
+    pub write: bool,
+    /// S1PTW: the fault hit a stage-1 table walk.
+    pub stage1_walk: bool,
+    /// CM: a cache maintenance or address translation instruction.
+    pub cache_maintenance: bool,
+    /// DFSC.
+    pub fault_status: u8,
+}
+
+impl DataAbort {
+    /// A stage-2 translation or access flag fault: see
+    /// [`Esr::is_translation_or_access_fault`].
+    pub fn is_translation_or_access_fault(&self) -> bool {
+        let fsc = u64::from(self.fault_status);
+        FSC_TRANSLATION.contains(&fsc) || FSC_ACCESS_FLAG.contains(&fsc)
+    }
+}
+
+/// A system register's encoding: op0, op1, CRn, CRm, op2.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SysRegId {
+    pub op0: u8,
+    pub op1: u8,
+    pub crn: u8,
+    pub crm: u8,
+    pub op2: u8,
+}
+
+impl SysRegId {
+    /// ICC_SGI1R_EL1.
+    pub const ICC_SGI1R_EL1: SysRegId = SysRegId::new(3, 0, 12, 11, 5);
+    /// ACTLR_EL1.
+    pub const ACTLR_EL1: SysRegId = SysRegId::new(3, 0, 1, 0, 1);
+
+    pub const fn new(op0: u8, op1: u8, crn: u8, crm: u8, op2: u8) -> Self {
+        SysRegId {
+            op0,
+            op1,
+            crn,
+            crm,
+            op2,
+        }
+    }
+
+    /// The ID register space HCR_EL2.TID3 traps: op0 3, op1 0, CRn 0,
+    /// CRm 1-7.
+    pub fn is_id_register(self) -> bool {
+        self.op0 == 3 && self.op1 == 0 && self.crn == 0 && (1..=7).contains(&self.crm)
+    }
+
+    /// The debug and trace registers (op0 2).
+    pub fn is_debug(self) -> bool {
+        self.op0 == 2
+    }
+
+    /// DC ISW, DC CSW or DC CISW (op0 1, op1 0, CRn 7, CRm 6/10/14, op2 2).
+    pub fn is_data_cache_set_way(self) -> bool {
+        self.op0 == 1
+            && self.op1 == 0
+            && self.crn == 7
+            && [6, 10, 14].contains(&self.crm)
+            && self.op2 == 2
+    }
+}
+
+/// The ISS of a trapped MSR, MRS or system instruction (EC 0x18).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SysRegAccess {
+    pub register: SysRegId,
+    /// Rt: the general-purpose register (31 is XZR).
+    pub rt: usize,
+    /// MRS (a read), else MSR or a system instruction.
+    pub is_read: bool,
 }
 
 /// A decoded ESR_EL2.
@@ -90,6 +187,48 @@ impl Esr {
         }
     }
 
+    /// The data abort this syndrome describes, if its class is one.
+    pub fn data_abort(self) -> Option<DataAbort> {
+        if !matches!(self.ec(), 0x24 | 0x25) {
+            return None;
+        }
+        let bit = |mask: u64| self.0 & mask != 0;
+        // Each field is masked to its width first.
+        let field = |shift: u32, mask: u64| u8::try_from((self.0 >> shift) & mask).unwrap_or(0);
+        Some(DataAbort {
+            syndrome_valid: bit(ISS_ISV),
+            size_log2: field(ISS_SAS_SHIFT, 0b11),
+            sign_extend: bit(ISS_SSE),
+            register: field(ISS_SRT_SHIFT, 0x1f),
+            register_64: bit(ISS_SF),
+            write: bit(ISS_WNR),
+            stage1_walk: bit(ISS_S1PTW),
+            cache_maintenance: bit(ISS_CM),
+            fault_status: field(0, ISS_FSC_MASK),
+        })
+    }
+
+    /// The system register access this syndrome describes, if its class
+    /// is a trapped MSR/MRS/system instruction.
+    pub fn sysreg_access(self) -> Option<SysRegAccess> {
+        if self.class() != ExceptionClass::SysReg {
+            return None;
+        }
+        let iss = self.iss();
+        let field = |shift: u32, mask: u64| u8::try_from((iss >> shift) & mask).unwrap_or(0);
+        Some(SysRegAccess {
+            register: SysRegId {
+                op0: field(20, 0b11),
+                op2: field(17, 0b111),
+                op1: field(14, 0b111),
+                crn: field(10, 0xf),
+                crm: field(1, 0xf),
+            },
+            rt: usize::from(field(5, 0x1f)),
+            is_read: iss & 1 != 0,
+        })
+    }
+
     /// HVC or SMC: the instruction's 16-bit immediate.
     pub fn call_immediate(self) -> u64 {
         self.0 & 0xffff
@@ -100,19 +239,9 @@ impl Esr {
         self.0 & ISS_ISV != 0
     }
 
-    /// Data abort: it was a write.
-    pub fn is_write(self) -> bool {
-        self.0 & ISS_WNR != 0
-    }
-
     /// Abort during a stage-1 table walk (the guest's tables are not RAM).
     pub fn s1ptw(self) -> bool {
         self.0 & ISS_S1PTW != 0
-    }
-
-    /// Abort: the fault status code (DFSC/IFSC).
-    pub fn fault_status(self) -> u64 {
-        self.0 & ISS_FSC_MASK
     }
 
     /// Abort: a stage-2 translation or access flag fault, the kinds a
@@ -120,14 +249,8 @@ impl Esr {
     /// HPFAR_EL2 holds the faulting IPA. For any other status (an external
     /// abort, an alignment or TLB conflict fault) HPFAR may be UNKNOWN.
     pub fn is_translation_or_access_fault(self) -> bool {
-        let fsc = self.fault_status();
+        let fsc = self.0 & ISS_FSC_MASK;
         FSC_TRANSLATION.contains(&fsc) || FSC_ACCESS_FLAG.contains(&fsc)
-    }
-
-    /// Data abort on a cache maintenance (or address translation)
-    /// instruction (ISS.CM).
-    pub fn cache_maintenance(self) -> bool {
-        self.0 & ISS_CM != 0
     }
 }
 
@@ -185,8 +308,67 @@ mod tests {
         assert_eq!(Esr(0x5e00_0000).class(), ExceptionClass::Smc64);
         assert_eq!(Esr(0x9200_0046).class(), ExceptionClass::DataAbortLower);
         assert_eq!(Esr(0x0200_0000).class(), ExceptionClass::Other(0));
-        assert!(Esr(0x9200_0046).is_write());
+        assert!(Esr(0x9200_0046).data_abort().is_some_and(|a| a.write));
         assert_eq!(Esr(0x9200_0046).instruction_len(), 4);
+    }
+
+    #[test]
+    fn data_abort_fields() {
+        // LDRSH X3, [Xn] at a translation fault, level 3: ISV, SAS 1, SSE,
+        // SRT 3, SF.
+        let ldrsh = Esr((0x24 << 26)
+            | IL
+            | (1 << 24)
+            | (1 << 22)
+            | (1 << 21)
+            | (3 << 16)
+            | (1 << 15)
+            | 0x07);
+        let abort = ldrsh.data_abort().expect("a data abort");
+        assert_eq!(
+            abort,
+            DataAbort {
+                syndrome_valid: true,
+                size_log2: 1,
+                sign_extend: true,
+                register: 3,
+                register_64: true,
+                write: false,
+                stage1_walk: false,
+                cache_maintenance: false,
+                fault_status: 0x07,
+            }
+        );
+        assert!(abort.is_translation_or_access_fault());
+        // DC CIVAC on a table walk with an external abort: CM, S1PTW, WnR.
+        let dc = Esr((0x24 << 26) | IL | (1 << 8) | (1 << 7) | (1 << 6) | 0x10);
+        let abort = dc.data_abort().expect("a data abort");
+        assert!(abort.cache_maintenance && abort.stage1_walk && abort.write);
+        assert!(!abort.syndrome_valid && !abort.is_translation_or_access_fault());
+        assert_eq!(Esr(0x5a00_0000).data_abort(), None);
+    }
+
+    #[test]
+    fn sysreg_access_fields() {
+        // MRS X5, ICC_SGI1R_EL1 would be op0 3, op1 0, CRn 12, CRm 11, op2 5.
+        let iss = (3 << 20) | (5 << 17) | (12 << 10) | (5 << 5) | (11 << 1) | 1;
+        let access = Esr((0x18 << 26) | IL | iss)
+            .sysreg_access()
+            .expect("sysreg");
+        assert_eq!(access.register, SysRegId::ICC_SGI1R_EL1);
+        assert_eq!((access.rt, access.is_read), (5, true));
+        // MSR DBGBVR0_EL1, XZR: op0 2, op2 4, a write.
+        let msr = (2 << 20) | (4 << 17) | (31 << 5);
+        let access = Esr((0x18 << 26) | IL | msr)
+            .sysreg_access()
+            .expect("sysreg");
+        assert!(access.register.is_debug() && !access.is_read);
+        assert_eq!(access.rt, 31);
+        // ID_AA64PFR0_EL1, DC CISW.
+        assert!(SysRegId::new(3, 0, 0, 4, 0).is_id_register());
+        assert!(!SysRegId::new(3, 0, 0, 0, 0).is_id_register());
+        assert!(SysRegId::new(1, 0, 7, 14, 2).is_data_cache_set_way());
+        assert_eq!(Esr(0x9200_0046).sysreg_access(), None);
     }
 
     #[test]

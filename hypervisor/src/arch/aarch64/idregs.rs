@@ -30,11 +30,6 @@ const ISAR1_HIDDEN: u64 = field(4) | field(8) | field(24) | field(28);
 /// ID_AA64ISAR2_EL1 (CRm 6, op2 2): GPA3 [11:8], APA3 [15:12].
 const ISAR2_HIDDEN: u64 = field(8) | field(12);
 
-/// Whether (CRm, op2) names an ID register TID3 traps (CRn 0, CRm 1-7).
-pub fn is_id_register(crm: u8, op2: u8) -> bool {
-    (1..=7).contains(&crm) && op2 <= 7
-}
-
 /// The value the guest reads for ID register (CRm, op2) whose host value is
 /// `host`.
 pub fn guest_view(crm: u8, op2: u8, host: u64) -> u64 {
@@ -74,8 +69,5 @@ mod tests {
         assert_eq!(guest_view(6, 2, 0x1111), 0x0011);
         // ID_AA64ISAR0_EL1 passes through.
         assert_eq!(guest_view(6, 0, 0xdead_beef), 0xdead_beef);
-        assert!(is_id_register(7, 2));
-        assert!(!is_id_register(0, 0));
-        assert!(!is_id_register(8, 0));
     }
 }

@@ -16,6 +16,7 @@
 use core::fmt;
 
 use super::context::SPSR_AARCH32;
+use super::esr::Esr;
 
 use crate::devices::AccessWidth;
 
@@ -122,46 +123,31 @@ impl fmt::Display for DecodeError {
     }
 }
 
-/// ESR_ELx fields for a data abort.
-mod esr {
-    pub const EC_SHIFT: u32 = 26;
-    pub const EC_DATA_ABORT_LOWER: u8 = 0x24;
-    pub const EC_DATA_ABORT_SAME: u8 = 0x25;
-    pub const ISV: u64 = 1 << 24;
-    pub const SAS_SHIFT: u32 = 22;
-    pub const SSE: u64 = 1 << 21;
-    pub const SRT_SHIFT: u32 = 16;
-    pub const SF: u64 = 1 << 15;
-    pub const CM: u64 = 1 << 8;
-    pub const S1PTW: u64 = 1 << 7;
-    pub const WNR: u64 = 1 << 6;
-}
-
 /// Decodes the syndrome of a data abort taken to EL2.
 pub fn decode_syndrome(esr: u64) -> Result<MmioAccess, DecodeError> {
-    let ec = ((esr >> esr::EC_SHIFT) & 0x3F) as u8;
-    if ec != esr::EC_DATA_ABORT_LOWER && ec != esr::EC_DATA_ABORT_SAME {
-        return Err(DecodeError::NotDataAbort { ec });
-    }
-    if esr & esr::S1PTW != 0 {
+    let syndrome = Esr(esr);
+    let Some(abort) = syndrome.data_abort() else {
+        return Err(DecodeError::NotDataAbort { ec: syndrome.ec() });
+    };
+    if abort.stage1_walk {
         return Err(DecodeError::StageOneWalk);
     }
-    if esr & esr::CM != 0 {
+    if abort.cache_maintenance {
         return Err(DecodeError::CacheMaintenance);
     }
-    if esr & esr::ISV == 0 {
+    if !abort.syndrome_valid {
         return Err(DecodeError::NeedInstruction);
     }
     Ok(MmioAccess {
-        direction: if esr & esr::WNR != 0 {
+        direction: if abort.write {
             Direction::Write
         } else {
             Direction::Read
         },
-        width: AccessWidth::from_log2((esr >> esr::SAS_SHIFT) as u8),
-        register: ((esr >> esr::SRT_SHIFT) & 0x1F) as u8,
-        sign_extend: esr & esr::SSE != 0,
-        register_64: esr & esr::SF != 0,
+        width: AccessWidth::from_log2(abort.size_log2),
+        register: abort.register,
+        sign_extend: abort.sign_extend,
+        register_64: abort.register_64,
         writeback: None,
     })
 }
@@ -424,18 +410,15 @@ mod tests {
     /// DFSC = translation fault, level 3.
     fn syndrome(access: &MmioAccess) -> u64 {
         let sas = access.width.bytes().trailing_zeros() as u64;
+        let bit = |set: bool, bit: u32| u64::from(set) << bit;
         (0x24 << 26)
             | (1 << 25)
-            | esr::ISV
-            | (sas << esr::SAS_SHIFT)
-            | if access.sign_extend { esr::SSE } else { 0 }
-            | (u64::from(access.register) << esr::SRT_SHIFT)
-            | if access.register_64 { esr::SF } else { 0 }
-            | if access.direction == Write {
-                esr::WNR
-            } else {
-                0
-            }
+            | bit(true, 24)
+            | (sas << 22)
+            | bit(access.sign_extend, 21)
+            | (u64::from(access.register) << 16)
+            | bit(access.register_64, 15)
+            | bit(access.direction == Write, 6)
             | 0x07
     }
 
