@@ -6,7 +6,7 @@
 
 use core::arch::global_asm;
 
-use aarch64_cpu::registers::{Readable, ELR_EL2, ESR_EL2, FAR_EL2, SPSR_EL2};
+use aarch64_cpu::registers::{Readable, ELR_EL2, ESR_EL2, FAR_EL2, SCTLR_EL2, SPSR_EL2};
 
 use crate::addr::{PhysAddr, PhysRange};
 
@@ -19,11 +19,22 @@ const IMAGE_FLAGS: u64 = 0b010;
 /// 2 MiB, not Linux's 0x80000: when TF-A boots us (BL33 preloaded at
 /// 0x4020_0000), the first MiB of RAM holds the DTB it grew to 1 MiB.
 const TEXT_OFFSET: u64 = 0x20_0000;
+/// SCTLR_EL2's RES1 bits (non-VHE): 29, 28, 23, 22, 18, 16, 11, 5, 4.
+const SCTLR_EL2_RES1: u64 = 0x30c5_0830;
 /// SCTLR_EL2 with the RES1 bits, instruction cache and SP alignment check
 /// on, MMU and data cache off (turned on by `mmu::enable_mmu`).
-const SCTLR_EL2_BOOT: u64 = 0x30c5_0830 | (1 << 12) | (1 << 3);
-/// CPTR_EL2 (non-VHE) with only the RES1 bits: FP/SIMD not trapped.
-const CPTR_EL2_NO_TRAPS: u64 = 0x33ff;
+const SCTLR_EL2_BOOT: u64 = SCTLR_EL2_RES1 | SCTLR_EL2::I::SET.value | SCTLR_EL2::SA::SET.value;
+/// CPTR_EL2's RES1 bits (non-VHE): 13, 9 and 7:0. (aarch64-cpu defines
+/// none of CPTR_EL2's trap fields but TAM.)
+const CPTR_EL2_RES1: u64 = (1 << 13) | (1 << 9) | 0xff;
+/// CPTR_EL2.TZ: SVE instructions and registers trap.
+const CPTR_EL2_TZ: u64 = 1 << 8;
+/// CPTR_EL2.TSM (FEAT_SME; RES1 without it): SME traps.
+const CPTR_EL2_TSM: u64 = 1 << 12;
+/// CPTR_EL2 (non-VHE): FP/SIMD not trapped (TFP clear), SVE and SME
+/// trapped: their state is not switched between vCPUs and `idregs` hides
+/// them, so a guest that uses them anyway gets UNDEFINED.
+const CPTR_EL2_GUEST: u64 = CPTR_EL2_RES1 | CPTR_EL2_TZ | CPTR_EL2_TSM;
 
 global_asm!(
     r#"
@@ -99,7 +110,7 @@ __hv_secondary_entry:
     text_offset = const TEXT_OFFSET,
     flags = const IMAGE_FLAGS,
     stack_size = const STACK_SIZE,
-    cptr = const CPTR_EL2_NO_TRAPS,
+    cptr = const CPTR_EL2_GUEST,
     sctlr = const SCTLR_EL2_BOOT,
     entry = sym primary_entry,
     secondary = sym secondary_entry,

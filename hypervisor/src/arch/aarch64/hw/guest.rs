@@ -10,6 +10,8 @@
 use core::arch::{asm, global_asm};
 use core::mem::offset_of;
 
+use aarch64_cpu::registers::{HCR_EL2, MDCR_EL2};
+
 use super::super::context::{El1SysRegs, ExitInfo, ExitKind, FpSimdState, GuestRegs};
 use super::mmu::pa_size_encoding;
 use crate::addr::PhysAddr;
@@ -201,19 +203,19 @@ pub fn run_guest(regs: &mut GuestRegs) -> ExitInfo {
 /// vCPUs, so its instructions and key registers trap (UNDEFINED) and the
 /// ID registers say it is absent (`idregs`), as KVM does for a guest
 /// without it.
-pub const HCR_EL2_GUEST: u64 = (1 << 0)
-    | (1 << 1)
-    | (1 << 3)
-    | (1 << 4)
-    | (1 << 5)
-    | (1 << 9)
-    | (0b01 << 10)
-    | (1 << 18)
-    | (1 << 19)
-    | (1 << 20)
-    | (1 << 21)
-    | (1 << 22)
-    | (1 << 31);
+pub const HCR_EL2_GUEST: u64 = HCR_EL2::VM::SET.value
+    | HCR_EL2::SWIO::SET.value
+    | HCR_EL2::FMO::SET.value
+    | HCR_EL2::IMO::SET.value
+    | HCR_EL2::AMO::SET.value
+    | HCR_EL2::FB::SET.value
+    | HCR_EL2::BSU::InnerShareable.value
+    | HCR_EL2::TID3::SET.value
+    | HCR_EL2::TSC::SET.value
+    | HCR_EL2::TIDCP::SET.value
+    | HCR_EL2::TACR::SET.value
+    | HCR_EL2::TSW::SET.value
+    | HCR_EL2::RW::EL1IsAarch64.value;
 /// MDCR_EL2 traps: TPMCR (5) and TPM (6), the PMU, whose counters and
 /// configuration are not switched between vCPUs (UNDEFINED, and hidden
 /// from the ID registers, as under KVM without a PMU); TDA (9), TDOSA (10)
@@ -222,8 +224,12 @@ pub const HCR_EL2_GUEST: u64 = (1 << 0)
 /// ignore writes (`exit::handle_sysreg`), so no VM arms a breakpoint or
 /// watchpoint that fires in another. HPMN, the counters EL1 would own, is
 /// kept as the hardware reset it (bits [4:0]).
-const MDCR_EL2_TRAPS: u64 = (1 << 5) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11);
-const MDCR_EL2_HPMN: u64 = 0x1f;
+const MDCR_EL2_TRAPS: u64 = MDCR_EL2::TPMCR::SET.value
+    | MDCR_EL2::TPM::SET.value
+    | MDCR_EL2::TDA::SET.value
+    | MDCR_EL2::TDOSA::SET.value
+    | MDCR_EL2::TDRA::SET.value;
+const MDCR_EL2_HPMN: u64 = MDCR_EL2::HPMN::SET.value;
 
 /// VTCR_EL2 RES1 bit 31.
 const VTCR_EL2_RES1: u64 = 1 << 31;
@@ -624,7 +630,7 @@ pub fn dc_clean_invalidate_set_way(set_way: u64) {
 
 /// HCR_EL2.TWI and .TWE: WFI and WFE trap, so an idle or spinning vCPU
 /// gives its CPU to another.
-const HCR_EL2_TWI_TWE: u64 = (1 << 13) | (1 << 14);
+const HCR_EL2_TWI_TWE: u64 = HCR_EL2::TWI::SET.value | HCR_EL2::TWE::SET.value;
 
 /// Traps WFI/WFE to EL2 (when this CPU time-slices several vCPUs) or not.
 pub fn set_wfx_trap(trap: bool) {

@@ -5,7 +5,7 @@
 
 use core::arch::asm;
 
-use aarch64_cpu::registers::{Readable, ID_AA64MMFR0_EL1};
+use aarch64_cpu::registers::{Readable, ID_AA64MMFR0_EL1, SCTLR_EL2};
 
 use super::super::pte::MAIR_EL2_VALUE;
 use crate::addr::{PhysAddr, PhysRange, PAGE_SIZE};
@@ -23,7 +23,7 @@ const TCR_EL2_PS_SHIFT: u64 = 16;
 /// Largest PS encoding for a 4 KiB granule without FEAT_LPA2 (48 bits).
 const PS_MAX: u64 = 0b101;
 /// SCTLR_EL2.M (MMU) and .C (data cache).
-const SCTLR_EL2_M_C: u64 = (1 << 0) | (1 << 2);
+const SCTLR_EL2_M_C: u64 = SCTLR_EL2::M::SET.value | SCTLR_EL2::C::SET.value;
 
 /// The physical-address-size encoding this CPU supports (PARange), capped
 /// for a 4 KiB granule; used for TCR_EL2.PS and VTCR_EL2.PS.
