@@ -63,6 +63,13 @@ const GICR_FRAME: usize = 0x2_0000;
 const GICR_SGI_BASE: usize = 0x1_0000;
 const GICR_IGROUPR0: usize = GICR_SGI_BASE + 0x80;
 const GICR_ISENABLER0: usize = GICR_SGI_BASE + 0x100;
+const GICR_ISPENDR0: usize = GICR_SGI_BASE + 0x200;
+const GICR_ICPENDR0: usize = GICR_SGI_BASE + 0x280;
+const GICR_ISACTIVER0: usize = GICR_SGI_BASE + 0x300;
+const GICR_ICACTIVER0: usize = GICR_SGI_BASE + 0x380;
+/// The page of RAM whose contents must not survive a reset: half-way up.
+const MARKER_LEN: usize = 0x1000;
+const MARKER_BYTE: u8 = 0xA5;
 /// The SGIs the floods use.
 const SGI_SELF: u32 = 3;
 const SGI_TO_OFF_CPU: u32 = 5;
@@ -231,8 +238,10 @@ pub fn run(platform: &Platform, uart: Pl011, virtio: impl Iterator<Item = Window
         ptimer_intid: platform.ptimer_intid,
         gic,
     };
+    ram_zeroed(&mut tally, platform.ram);
     sysreg_attacks(&mut tally);
     gic_attacks(&mut tally, &target);
+    listed_state_attacks(&mut tally, &target);
     mmio_attacks(&mut tally, &target);
     maintenance_attacks(&mut tally, &target);
     call_attacks(&mut tally, &target);
@@ -256,6 +265,34 @@ fn reset(mut tally: Tally) -> ! {
         format_args!("SYSTEM_RESET returned {status}"),
     );
     arch::halt()
+}
+
+/// The previous round (before its SYSTEM_RESET) left a marker in free RAM:
+/// the reset must have zeroed it. Then the marker for the next round.
+fn ram_zeroed(tally: &mut Tally, ram: Window) {
+    let page = Window {
+        base: ram.base + ram.size / 2,
+        size: MARKER_LEN,
+    };
+    let Some(pages) = arch::free_ram(page) else {
+        tally.fail("ram-zeroed", format_args!("no free RAM at {:#x}", page.base));
+        return;
+    };
+    let mut seen = [0u8; MARKER_LEN];
+    pages.read(0, &mut seen);
+    let left = seen.iter().filter(|b| **b != 0).count();
+    pages.write(0, &[MARKER_BYTE; MARKER_LEN]);
+    if left == 0 {
+        tally.survived(
+            "ram-zeroed",
+            format_args!("the page the last run marked reads as zeros"),
+        );
+    } else {
+        tally.fail(
+            "ram-zeroed",
+            format_args!("{left} bytes of the last run survived at {:#x}", page.base),
+        );
+    }
 }
 
 fn sysreg_attacks(tally: &mut Tally) {
@@ -463,6 +500,69 @@ fn gic_attacks(tally: &mut Tally, target: &Target) {
         false,
         arch::probe_unmapped_read(beyond + 8),
     );
+}
+
+/// The redistributor's active and pending bits written for an interrupt
+/// the hypervisor has in a list register: an SGI, and the physical timer's
+/// PPI (a hardware list register). No interrupt may be listed twice or
+/// wedged: after the writes it is taken at most twice, and a fresh one is
+/// taken again.
+fn listed_state_attacks(tally: &mut Tally, target: &Target) {
+    let (Some(gic), Some(rd)) = (&target.gic, DeviceWindow::new(target.gicr)) else {
+        tally.fail("listed-state", format_args!("no GIC"));
+        return;
+    };
+    let own = affinity::sgi1r(SGI_SELF, sysreg::mpidr());
+    let bit = 1 << SGI_SELF;
+    gic.enable_private(SGI_SELF);
+    // The SGI goes pending and is listed when this vCPU next enters.
+    sysreg::send_sgi1(own);
+    for offset in [GICR_ISACTIVER0, GICR_ICPENDR0, GICR_ICACTIVER0, GICR_ISPENDR0] {
+        rd.write32(offset, bit);
+    }
+    let (during, others) = take_interrupts(SGI_SELF, WAIT_MS);
+    sysreg::send_sgi1(own);
+    let (fresh, _) = take_interrupts(SGI_SELF, WAIT_MS);
+    gic.disable_private(SGI_SELF);
+    match (during, others, fresh) {
+        (0..=2, 0, 1..=2) => tally.survived(
+            "sgi-active-pending-while-listed",
+            format_args!("taken at most twice, and again when sent again"),
+        ),
+        got => tally.fail(
+            "sgi-active-pending-while-listed",
+            format_args!("(taken, others, taken when sent again) {got:?}"),
+        ),
+    }
+    let ptimer = target.ptimer_intid;
+    let bit = 1 << ptimer;
+    gic.enable_private(ptimer);
+    // Due at once: listed with its hardware interrupt.
+    let armed = (probe::write_cntp_cval(0), probe::write_cntp_ctl(1));
+    for offset in [GICR_ICACTIVER0, GICR_ICPENDR0, GICR_ISACTIVER0, GICR_ICACTIVER0] {
+        rd.write32(offset, bit);
+    }
+    let _ = probe::write_cntp_ctl(0);
+    let (during, others) = take_interrupts(ptimer, WAIT_MS);
+    let now = sysreg::counter();
+    let rearmed = (
+        probe::write_cntp_cval(now + ms_to_ticks(1)),
+        probe::write_cntp_ctl(1),
+    );
+    let fresh = first_interrupt(WAIT_MS * 10);
+    let _ = probe::write_cntp_ctl(0);
+    gic.disable_private(ptimer);
+    match (armed, rearmed, during, others, fresh) {
+        ((Ok(()), Ok(())), (Ok(()), Ok(())), 0..=2, 0, Some(intid)) if intid == ptimer => tally
+            .survived(
+                "ptimer-deactivated-while-listed",
+                format_args!("taken at most twice, and again when re-armed"),
+            ),
+        got => tally.fail(
+            "ptimer-deactivated-while-listed",
+            format_args!("(armed, re-armed, taken, others, next) {got:x?}"),
+        ),
+    }
 }
 
 fn mmio_attacks(tally: &mut Tally, target: &Target) {

@@ -220,6 +220,17 @@ pub fn ffa_pages() -> FfaPages {
     }
 }
 
+/// `window` of RAM as shared pages, if it stays clear of the guest's
+/// image (the hostile guest checks RAM a reset must have zeroed).
+pub fn free_ram(window: Window) -> Option<FfaPages> {
+    let end = window.base.checked_add(window.size)?;
+    let (image_start, image_end) = image_range();
+    (window.base >= image_end || end <= image_start).then_some(FfaPages {
+        base: window.base,
+        size: window.size,
+    })
+}
+
 /// The hostile guest's virtqueue pages.
 pub fn attack_pages() -> FfaPages {
     let base = ptr::addr_of!(_attack_pages) as usize;
@@ -249,7 +260,8 @@ impl FfaPages {
         let at = self.check(offset, bytes.len());
         for (i, b) in bytes.iter().enumerate() {
             // SAFETY: inside the linker's `.ffa_pages` or `.attack_pages`,
-            // which no Rust object uses; byte accesses are always aligned.
+            // or RAM outside the image (`free_ram`), which no Rust object
+            // uses; byte accesses are always aligned.
             unsafe { ptr::write_volatile((at + i) as *mut u8, *b) }
         }
     }
