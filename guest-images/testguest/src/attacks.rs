@@ -275,7 +275,10 @@ fn ram_zeroed(tally: &mut Tally, ram: Window) {
         size: MARKER_LEN,
     };
     let Some(pages) = arch::free_ram(page) else {
-        tally.fail("ram-zeroed", format_args!("no free RAM at {:#x}", page.base));
+        tally.fail(
+            "ram-zeroed",
+            format_args!("no free RAM at {:#x}", page.base),
+        );
         return;
     };
     let mut seen = [0u8; MARKER_LEN];
@@ -517,7 +520,12 @@ fn listed_state_attacks(tally: &mut Tally, target: &Target) {
     gic.enable_private(SGI_SELF);
     // The SGI goes pending and is listed when this vCPU next enters.
     sysreg::send_sgi1(own);
-    for offset in [GICR_ISACTIVER0, GICR_ICPENDR0, GICR_ICACTIVER0, GICR_ISPENDR0] {
+    for offset in [
+        GICR_ISACTIVER0,
+        GICR_ICPENDR0,
+        GICR_ICACTIVER0,
+        GICR_ISPENDR0,
+    ] {
         rd.write32(offset, bit);
     }
     let (during, others) = take_interrupts(SGI_SELF, WAIT_MS);
@@ -539,7 +547,12 @@ fn listed_state_attacks(tally: &mut Tally, target: &Target) {
     gic.enable_private(ptimer);
     // Due at once: listed with its hardware interrupt.
     let armed = (probe::write_cntp_cval(0), probe::write_cntp_ctl(1));
-    for offset in [GICR_ICACTIVER0, GICR_ICPENDR0, GICR_ISACTIVER0, GICR_ICACTIVER0] {
+    for offset in [
+        GICR_ICACTIVER0,
+        GICR_ICPENDR0,
+        GICR_ISACTIVER0,
+        GICR_ICACTIVER0,
+    ] {
         rd.write32(offset, bit);
     }
     let _ = probe::write_cntp_ctl(0);
