@@ -1,14 +1,16 @@
 //! The hostile guest (`testguest.attack` in `/chosen/bootargs`): instead of
 //! the machine checks it runs attacks on the hypervisor, each a thing a
-//! guest may try and each with an architected answer it checks: EL2, ID,
-//! PMU, debug and implementation-defined registers from EL1, the GIC's SGI
-//! registers from XZR, the GICv2 interface after clearing SRE, MMIO by
-//! instructions that set no syndrome (pairs, exclusives, atomics,
-//! writeback, SP as the base), unaligned and page-crossing MMIO, cache
-//! maintenance and instruction fetches outside RAM, stage-1 table walks
-//! into MMIO, malformed and racing PSCI calls, SGI floods to an off vCPU,
-//! WFI/WFE storms on a CPU its two vCPUs share, timer deadlines at the end
-//! of time. It prints one line per attack,
+//! guest may try and each with an architected answer it checks: RAM a reset
+//! must have zeroed; EL2, ID, PMU, debug and implementation-defined
+//! registers from EL1; the GIC's SGI registers from XZR, the GICv2
+//! interface after clearing SRE, active and pending bits of listed
+//! interrupts; MMIO by instructions that set no syndrome (pairs,
+//! exclusives, atomics, writeback, SP as the base, an A32 LDM from EL0),
+//! unaligned and page-crossing MMIO; cache maintenance and instruction
+//! fetches outside RAM, stage-1 table walks into MMIO; malformed and racing
+//! PSCI calls, SGI floods to an off vCPU, WFI/WFE storms on a CPU its two
+//! vCPUs share, timer deadlines at the end of time; and its virtio-net
+//! device (`virtio`). It prints one line per attack,
 //! `ATTACK <name>: SURVIVED <what the guest got>` or
 //! `ATTACK <name>: FAIL <what it got instead>`, then
 //! `ATTACK DONE tried=<n> failed=<m>`, and last resets the VM (PSCI
@@ -35,6 +37,7 @@ use crate::smccc;
 const EC_UNKNOWN: u64 = 0x00;
 const EC_INSTRUCTION_ABORT: u64 = 0x21;
 const EC_DATA_ABORT: u64 = 0x25;
+const EC_DATA_ABORT_LOWER: u64 = 0x24;
 const FSC_EXTERNAL: u64 = 0x10;
 /// Synchronous external abort on a translation table walk, levels 0-3.
 const FSC_EXTERNAL_WALK: core::ops::RangeInclusive<u64> = 0x14..=0x17;
@@ -641,6 +644,22 @@ fn mmio_attacks(tally: &mut Tally, target: &Target) {
             tally.survived("sp-writeback-mmio", format_args!("emulated"))
         }
         other => tally.external_abort("sp-writeback-mmio", EC_DATA_ABORT, false, other),
+    }
+    // ISV = 0 in AArch32 state: an A32 instruction, which an A64 decoder
+    // must not read.
+    let aarch32_el0 = probe::read_id_aa64pfr0().is_ok_and(|pfr0| pfr0 & 0xF == 2);
+    if aarch32_el0 {
+        tally.external_abort(
+            "aarch32-ldm-mmio",
+            EC_DATA_ABORT_LOWER,
+            false,
+            probe::aarch32_load_multiple(gicd + GICD_TYPER),
+        );
+    } else {
+        tally.survived(
+            "aarch32-ldm-mmio",
+            format_args!("no AArch32 at EL0 on this CPU"),
+        );
     }
     tally.external_abort(
         "access-hole",

@@ -11,6 +11,7 @@
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use super::exceptions::AARCH32_LANDING;
 use super::{guarded, Fault};
 
 macro_rules! probe_read {
@@ -53,7 +54,7 @@ probe_write!(
     "S3_0_C0_C0_0"
 );
 probe_read!(
-    /// ID_AA64PFR0_EL1: SVE [35:32].
+    /// ID_AA64PFR0_EL1: EL0 [3:0] (2: AArch32 too), SVE [35:32].
     read_id_aa64pfr0,
     "S3_0_C0_C4_0"
 );
@@ -356,6 +357,86 @@ pub fn hvc_with_immediate(function: u64) -> Result<u64, Fault> {
         x0
     })
 }
+
+/// SPSR_EL1 for AArch32 User mode (M[4] = 1, M[3:0] = 0) with A, I and
+/// F masked.
+const SPSR_AARCH32_USER: u64 = 0x1d0;
+
+// A32 code the AArch32 probe runs at EL0 (raw words: the assembler knows
+// only A64): `ldm r0, {r1, r2}`, a load multiple that sets no syndrome,
+// then `svc #0`, which ends the probe if the load did not.
+core::arch::global_asm!(
+    r#"
+    .section .text, "ax"
+    .balign 4
+    .global testguest_a32_ldm
+testguest_a32_ldm:
+    .word   0xe8900006
+    .word   0xef000000
+    "#
+);
+
+unsafe extern "C" {
+    fn testguest_a32_ldm();
+}
+
+/// Runs `ldm r0, {r1, r2}` with r0 = `address` at EL0 in AArch32 state;
+/// returns the exception that ended it (an abort, or the SVC after the
+/// load).
+pub fn aarch32_load_multiple(address: usize) -> Result<(), Fault> {
+    let entry = testguest_a32_ldm as *const () as u64;
+    guarded(|| {
+        // SAFETY: the A32 code only loads from `address` (an MMIO window)
+        // and calls SVC; its first exception returns to label 2 at EL1h
+        // (the handler sets ELR/SPSR from AARCH32_LANDING), where SP
+        // (through SAVED_SP, PC-relative: no register survives AArch32
+        // execution for certain) and the callee-saved registers are
+        // restored from the stack they were pushed on; clobber_abi covers
+        // the rest.
+        unsafe {
+            asm!(
+                "stp x19, x20, [sp, #-96]!",
+                "stp x21, x22, [sp, #16]",
+                "stp x23, x24, [sp, #32]",
+                "stp x25, x26, [sp, #48]",
+                "stp x27, x28, [sp, #64]",
+                "stp x29, x30, [sp, #80]",
+                "mov x9, sp",
+                "adrp x10, {saved}",
+                "str x9, [x10, :lo12:{saved}]",
+                "adr x9, 2f",
+                "adrp x10, {landing}",
+                "str x9, [x10, :lo12:{landing}]",
+                "msr elr_el1, {entry}",
+                "msr spsr_el1, {spsr}",
+                "mov x0, {address}",
+                "eret",
+                "2:",
+                "adrp x9, {saved}",
+                "ldr x9, [x9, :lo12:{saved}]",
+                "mov sp, x9",
+                "ldp x21, x22, [sp, #16]",
+                "ldp x23, x24, [sp, #32]",
+                "ldp x25, x26, [sp, #48]",
+                "ldp x27, x28, [sp, #64]",
+                "ldp x29, x30, [sp, #80]",
+                "ldp x19, x20, [sp], #96",
+                saved = sym SAVED_SP,
+                landing = sym AARCH32_LANDING,
+                entry = in(reg) entry,
+                spsr = in(reg) SPSR_AARCH32_USER,
+                address = in(reg) address,
+                // Scratch: never shared with the inputs above.
+                out("x9") _,
+                out("x10") _,
+                clobber_abi("C"),
+            );
+        }
+    })
+}
+
+/// The SP of `aarch32_load_multiple` while EL0 runs.
+static SAVED_SP: AtomicU64 = AtomicU64::new(0);
 
 /// A stage-1 level-1 table (4 KiB granule, 32-bit VA: four 1 GiB entries
 /// used), in the guest's BSS.

@@ -1,7 +1,8 @@
 //! The EL1 vector table and its Rust handlers: the IRQ handler acknowledges
 //! and EOIs interrupts through the ICC registers, the synchronous handler
-//! absorbs the one abort or undefined call a guarded probe expects and
-//! reports anything else as a fatal failure.
+//! absorbs the one abort or undefined call a guarded probe expects (or the
+//! exception that ends an AArch32 EL0 probe) and reports anything else as
+//! a fatal failure.
 
 use core::arch::global_asm;
 use core::mem::size_of;
@@ -18,6 +19,9 @@ struct TrapFrame {
 
 /// Vector offsets / 0x80 (Arm ARM D1.10.2).
 const CURRENT_SP0_SYNC: u64 = 0;
+const LOWER_AARCH32_SYNC: u64 = 12;
+/// SPSR_EL1 for EL1h with D, A, I and F masked.
+const SPSR_EL1H_MASKED: u64 = 0x3c5;
 const CURRENT_SPX_SYNC: u64 = 4;
 const CURRENT_SPX_IRQ: u64 = 5;
 const SPURIOUS_INTID: u32 = 1023;
@@ -35,6 +39,9 @@ static FAULT_TAKEN: AtomicBool = AtomicBool::new(false);
 /// Interrupts handled so far, and the INTID of the last one.
 static IRQ_COUNT: AtomicU32 = AtomicU32::new(0);
 static IRQ_LAST: AtomicU32 = AtomicU32::new(SPURIOUS_INTID);
+/// Where an AArch32 EL0 probe's first exception returns to (EL1h), set by
+/// `attack::aarch32_load_multiple` before it enters EL0.
+pub(super) static AARCH32_LANDING: AtomicU64 = AtomicU64::new(0);
 
 global_asm!(
     r#"
@@ -99,6 +106,15 @@ const _: () = assert!(
 extern "C" fn testguest_exception(kind: u64, frame: &mut TrapFrame) {
     match kind {
         CURRENT_SPX_IRQ => handle_irq(),
+        // An AArch32 EL0 probe ends at its first exception: back to EL1,
+        // where it started.
+        LOWER_AARCH32_SYNC if EXPECTING_FAULT.swap(false, Ordering::SeqCst) => {
+            FAULT_ESR.store(sysreg::esr_el1(), Ordering::SeqCst);
+            FAULT_FAR.store(sysreg::far_el1(), Ordering::SeqCst);
+            FAULT_TAKEN.store(true, Ordering::SeqCst);
+            sysreg::set_spsr_el1(SPSR_EL1H_MASKED);
+            sysreg::set_elr_el1(AARCH32_LANDING.load(Ordering::SeqCst));
+        }
         // A probe that runs on SP_EL0 takes its fault through the SP0 vector.
         CURRENT_SP0_SYNC | CURRENT_SPX_SYNC if EXPECTING_FAULT.swap(false, Ordering::SeqCst) => {
             let esr = sysreg::esr_el1();

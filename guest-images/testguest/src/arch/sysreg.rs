@@ -32,6 +32,7 @@ read_reg!(esr_el1, "esr_el1");
 read_reg!(far_el1, "far_el1");
 read_reg!(elr_el1, "elr_el1");
 write_reg!(set_elr_el1, "elr_el1");
+write_reg!(set_spsr_el1, "spsr_el1");
 read_reg!(
     /// CurrentEL (bits [3:2] = EL).
     current_el,
