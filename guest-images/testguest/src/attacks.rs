@@ -408,7 +408,10 @@ fn hidden_features(tally: &mut Tally) {
 fn take_interrupts(intid: u32, ms: u64) -> (u32, u32) {
     let deadline = sysreg::counter().saturating_add(ms_to_ticks(ms));
     let (mut wanted, mut others) = (0, 0);
-    while sysreg::counter() < deadline {
+    loop {
+        // One more look after the deadline: the host may have run this
+        // vCPU too late for any look before it.
+        let last = sysreg::counter() >= deadline;
         match sysreg::icc_iar1() {
             SPURIOUS_INTID => core::hint::spin_loop(),
             got => {
@@ -419,6 +422,9 @@ fn take_interrupts(intid: u32, ms: u64) -> (u32, u32) {
                     others += 1;
                 }
             }
+        }
+        if last {
+            break;
         }
     }
     (wanted, others)
@@ -824,13 +830,22 @@ fn call_attacks(tally: &mut Tally, target: &Target) {
 
 /// Waits until AFFINITY_INFO says `mpidr` is off; false if it never is.
 fn wait_off(mpidr: u64) -> bool {
+    wait_until(|| call(smccc::PSCI_AFFINITY_INFO, [mpidr, 0, 0]) == PSCI_AFFINITY_OFF)
+}
+
+/// Whether `done` becomes true within two seconds (looked at once more
+/// after them, in case the host ran this vCPU late).
+fn wait_until(mut done: impl FnMut() -> bool) -> bool {
     let deadline = sysreg::counter().saturating_add(ms_to_ticks(2_000));
-    while sysreg::counter() < deadline {
-        if call(smccc::PSCI_AFFINITY_INFO, [mpidr, 0, 0]) == PSCI_AFFINITY_OFF {
+    loop {
+        let last = sysreg::counter() >= deadline;
+        if done() {
             return true;
         }
+        if last {
+            return false;
+        }
     }
-    false
 }
 
 fn cpu_attacks(tally: &mut Tally, target: &Target) {
@@ -972,13 +987,7 @@ fn timer_wfi_storm(vtimer_intid: u32) -> u32 {
 }
 
 fn wait_done() -> bool {
-    let deadline = sysreg::counter().saturating_add(ms_to_ticks(2_000));
-    while sysreg::counter() < deadline {
-        if SECONDARY_DONE.load(Ordering::SeqCst) {
-            return true;
-        }
-    }
-    false
+    wait_until(|| SECONDARY_DONE.load(Ordering::SeqCst))
 }
 
 /// Deadlines the EL2 timer cannot hold in a signed 32-bit TVAL, or at the
@@ -1041,9 +1050,14 @@ fn timer_attacks(tally: &mut Tally, target: &Target) {
 /// EOIs it.
 fn first_interrupt(ms: u64) -> Option<u32> {
     let deadline = sysreg::counter().saturating_add(ms_to_ticks(ms));
-    while sysreg::counter() < deadline {
-        arch::wait_for_interrupt();
+    loop {
+        // Past the deadline, one last look without waiting.
+        let last = sysreg::counter() >= deadline;
+        if !last {
+            arch::wait_for_interrupt();
+        }
         match sysreg::icc_iar1() {
+            SPURIOUS_INTID if last => return None,
             SPURIOUS_INTID => {}
             got => {
                 let _ = (probe::write_cntv_ctl(0), probe::write_cntp_ctl(0));
@@ -1052,7 +1066,6 @@ fn first_interrupt(ms: u64) -> Option<u32> {
             }
         }
     }
-    None
 }
 
 /// The second vCPU's GIC CPU interface (its redistributor is the boot
