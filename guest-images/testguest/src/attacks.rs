@@ -895,9 +895,9 @@ fn cpu_attacks(tally: &mut Tally, target: &Target) {
     let status = call(smccc::PSCI_CPU_ON_64, [second, entry, duty::COUNT_SGIS]);
     let counted = wait_done().then(|| SECONDARY_COUNT.load(Ordering::SeqCst));
     match (status, counted, wait_off(second)) {
-        (PSCI_SUCCESS, Some(taken @ 0..=1), true) => tally.survived(
+        (PSCI_SUCCESS, Some(0..=1), true) => tally.survived(
             "sgi-flood-off-cpu",
-            format_args!("{STORM} SGIs to an off vCPU, {taken} taken once it ran"),
+            format_args!("{STORM} SGIs to an off vCPU, at most one taken once it ran"),
         ),
         got => tally.fail(
             "sgi-flood-off-cpu",
