@@ -20,7 +20,9 @@ use crate::ffa_abi::{
 use crate::platform::{FfaBattery, Platform};
 use crate::report::Report;
 
-/// Which of the FF-A pages holds what.
+/// Which of the FF-A pages holds what. Result lines name pages by these
+/// numbers, not by address: the pages follow the guest's image, so their
+/// addresses move whenever the guest grows.
 const TX: usize = 0;
 const RX: usize = 1;
 const SHARED: usize = 2;
@@ -128,7 +130,7 @@ pub fn battery<W: Write>(report: &mut Report<W>, platform: &Platform, mode: FfaB
     match call(FFA_RXTX_MAP_64, &[pages.page(TX), pages.page(RX), 1]) {
         Outcome::Success(_) => report.pass(
             "ffa-rxtx-map",
-            format_args!("TX {:#x} RX {:#x}", pages.page(TX), pages.page(RX)),
+            format_args!("TX page {TX} RX page {RX} of the battery's pages"),
         ),
         other => {
             report.fail("ffa-rxtx-map", format_args!("{other}"));
@@ -395,7 +397,7 @@ fn memory<W: Write>(
         Ok(handle) => {
             report.pass(
                 "ffa-share",
-                format_args!("page {page:#x} with {partition:#06x}"),
+                format_args!("page {SHARED} with {partition:#06x}"),
             );
             handle
         }
@@ -450,7 +452,7 @@ fn memory<W: Write>(
         Ok((_, Outcome::Success(_))) => {
             pages.read(LENT * 0x1000, &mut back);
             if back == [0; 16] {
-                report.pass("ffa-lend-reclaim-zeroed", format_args!("page {lent:#x}"));
+                report.pass("ffa-lend-reclaim-zeroed", format_args!("page {LENT}"));
             } else {
                 report.fail(
                     "ffa-lend-reclaim-zeroed",
@@ -463,7 +465,7 @@ fn memory<W: Write>(
         Ok((h, Outcome::Error(INVALID_PARAMETERS))) => match reclaim(h, 0) {
             Outcome::Success(_) => report.pass(
                 "ffa-lend-reclaim-zeroed",
-                format_args!("page {lent:#x}: zeroing refused, reclaimed without it"),
+                format_args!("page {LENT}: zeroing refused, reclaimed without it"),
             ),
             other => report.fail(
                 "ffa-lend-reclaim-zeroed",
