@@ -12,6 +12,7 @@ pub mod irq;
 pub mod loader;
 pub mod reports;
 pub mod run;
+pub mod schedule;
 pub mod stats;
 pub mod timers;
 

@@ -1,11 +1,10 @@
 //! The run loop of one physical CPU and the vCPUs placed on it
 //! (`Vm::pcpus`). With one vCPU the CPU is simply dedicated to it. With
-//! several, they are time-sliced round robin: the EL2 physical timer ends a
-//! slice (measured from when the vCPU got the CPU, not from its last exit),
-//! WFI/WFE trap so an idle or spinning vCPU yields, and a descheduled
-//! vCPU's EL1 timers are watched in software (their interrupts made
-//! pending in the vGIC when due, the EL2 timer armed for the earliest
-//! deadline).
+//! several, they are time-sliced round robin (`schedule`: who runs next,
+//! when the EL2 timer fires): the EL2 physical timer ends a slice, WFI/WFE
+//! trap so an idle or spinning vCPU yields, and a descheduled vCPU's EL1
+//! timers are watched in software (their interrupts made pending in the
+//! vGIC when due, the EL2 timer armed for the earliest deadline).
 //! The CPU running vCPU 0 also arms the EL2 timer for the VM's RTC alarm.
 //!
 //! Exits that need only the VM's UART or its vGIC re-enter the guest at
@@ -19,8 +18,6 @@
 //! console lock, then the heap lock. The VM lock is never held while a
 //! guest runs, nor while its console output goes to the (slow) physical
 //! UART.
-
-use alloc::vec::Vec;
 
 use spin::{Mutex, MutexGuard};
 
@@ -39,6 +36,7 @@ use super::irq::{
     clear_lrs, flush_to_lrs, handle_physical_irqs, restore_lrs, save_lrs, sync_from_lrs,
     take_console_input, HostIrqs, IrqEvents,
 };
+use super::schedule::Schedule;
 use super::{Vcpu, Vm, VmStop};
 
 /// Length of a time slice when vCPUs share a CPU.
@@ -97,27 +95,12 @@ enum Exit {
     Interrupted(u64),
 }
 
-/// One vCPU placed on this CPU.
-struct Slot {
-    index: usize,
-    /// Started (PSCI) and not turned off.
-    vcpu: Option<Vcpu>,
-    /// Waiting in WFI for an interrupt.
-    blocked: bool,
-}
-
 /// Runs the vCPUs `indices` of `vm` on this CPU until the VM stops.
 pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
-    let mut slots: Vec<Slot> = indices
-        .iter()
-        .map(|&index| Slot {
-            index,
-            vcpu: None,
-            blocked: false,
-        })
-        .collect();
-    let shared = slots.len() > 1;
-    let own = own_mask(&slots);
+    let slice_ticks = arch::counter_frequency().saturating_mul(SLICE_US) / 1_000_000;
+    let mut schedule = Schedule::new(indices, slice_ticks);
+    let shared = schedule.shared();
+    let own = schedule.own_mask();
     arch::set_wfx_trap(shared);
     let (epoch, vm_index, uart, vgic, pcpus) = {
         let v = vm.lock();
@@ -125,14 +108,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
     };
     let this_cpu = indices.first().and_then(|i| pcpus.get(*i)).copied();
     let mut loaded: Option<usize> = None;
-    let mut current = 0;
     let mut controls = CpuControls::default();
-    let slice_ticks = (arch::counter_frequency().saturating_mul(SLICE_US) / 1_000_000).max(1);
-    // The running vCPU keeps the CPU until its slice ends (however often
-    // it exits meanwhile), it blocks in WFI, yields with WFE or turns
-    // itself off.
-    let mut yield_cpu = true;
-    let mut slice_start = 0;
     // Held from each exit through the next entry, and released meanwhile.
     let mut v = vm.lock();
     let stop = loop {
@@ -153,7 +129,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             host.interrupt(&v.pcpus, rose);
         }
         let now = arch::counter();
-        for (i, slot) in slots.iter_mut().enumerate() {
+        for (i, slot) in schedule.slots.iter_mut().enumerate() {
             if let Some((entry, context)) = v.power.get_mut(slot.index).and_then(|p| p.boot.take())
             {
                 if slot.vcpu.is_none() {
@@ -178,28 +154,17 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
                 slot.blocked = false;
             }
         }
-        let n = slots.len();
-        let runnable = |s: &Slot| s.vcpu.is_some() && !s.blocked;
-        let keep = !yield_cpu && runnable(&slots[current]);
-        let next = if keep {
-            Some(current)
-        } else {
-            (1..=n)
-                .map(|k| (current + k) % n)
-                .find(|&i| runnable(&slots[i]))
-        };
-        yield_cpu = false;
-        let Some(next) = next else {
+        let Some(next) = schedule.pick(now) else {
             // Nothing to run: sleep until an interrupt (a kick, the loaded
             // vCPU's timer, the EL2 timer for a descheduled one's deadline).
-            let wake = next_deadline(&slots, loaded, device_event(&v, own), now);
+            let wake = schedule.timer_deadline(loaded, device_event(&v, own), now);
             controls.set_hyp_deadline(wake);
             unlock(v);
             arch::wait_for_interrupt();
             // Served before taking the VM lock, which the CPU that resets
             // or stops the VM may be waiting for; what needs the VM (a
             // kick, console input) is looked at at the top of the loop.
-            match loaded.and_then(|i| slots[i].vcpu.as_mut()) {
+            match loaded.and_then(|i| schedule.slots[i].vcpu.as_mut()) {
                 Some(vcpu) => {
                     let _ = handle_physical_irqs(vgic, vm_index, vcpu, host);
                 }
@@ -209,10 +174,8 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             v = vm.lock();
             continue;
         };
-        if !keep {
-            slice_start = now;
-        }
         if loaded != Some(next) {
+            let slots = &mut schedule.slots;
             if let Some(old) = loaded.and_then(|i| slots[i].vcpu.as_mut()) {
                 arch::save_el1(&mut old.regs.el1);
                 save_lrs(old);
@@ -229,19 +192,10 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             }
             loaded = Some(next);
         }
-        current = next;
-        let others_runnable = slots
-            .iter()
-            .enumerate()
-            .any(|(i, s)| i != next && runnable(s));
-        let slice_end = others_runnable.then(|| slice_start.saturating_add(slice_ticks));
-        let deadline = next_deadline(
-            &slots,
-            loaded,
-            earliest(slice_end, device_event(&v, own)),
-            now,
-        );
+        // After the switch: the vCPU taken off has just saved its timers.
+        let deadline = schedule.deadline(next, device_event(&v, own), now);
         controls.set_hyp_deadline(deadline);
+        let slots = &mut schedule.slots;
         let index = slots[next].index;
         let vcpu = slots[next].vcpu.as_mut().unwrap_or_else(|| unreachable!());
         controls.set_ich_hcr(flush_to_lrs(vgic, vcpu));
@@ -282,6 +236,8 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         v = vm.lock();
         sync_from_lrs(vgic, vcpu);
         let mut block = false;
+        // The vCPU's turn ends: its slice is over, or it waits or yields.
+        let mut end_turn = false;
         let outcome = match exit {
             // Handled; device lines and console input are brought up to date
             // at the top of the loop.
@@ -289,7 +245,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             Exit::Irqs(events) => {
                 if events.preempt {
                     controls.forget_hyp_deadline();
-                    yield_cpu = true;
+                    end_turn = true;
                 }
                 ExitOutcome::Continue
             }
@@ -309,7 +265,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
                 let pending = matches!(v.vgic.highest_pending(index), Ok(Some(_)))
                     || vcpu.lrs.iter().any(Option::is_some);
                 block = is_wfi && !pending;
-                yield_cpu = true;
+                end_turn = true;
                 ExitOutcome::Continue
             }
             Exit::Sync(info) => handle_sync(&mut v, vcpu, &info),
@@ -338,12 +294,15 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         if block {
             slots[next].blocked = true;
         }
+        if end_turn {
+            schedule.yield_cpu();
+        }
     };
     arch::hyp_timer_disarm();
-    if let Some(vcpu) = loaded.and_then(|i| slots[i].vcpu.as_mut()) {
+    if let Some(vcpu) = loaded.and_then(|i| schedule.slots[i].vcpu.as_mut()) {
         leave_cpu(vcpu, &mut controls);
     }
-    for slot in &mut slots {
+    for slot in &mut schedule.slots {
         if let Some(mut vcpu) = slot.vcpu.take() {
             v.exits.add(&vcpu.exits);
             clear_lrs(&mut vcpu);
@@ -430,42 +389,6 @@ fn drain_irqs(host: &HostIrqs) {
         }
         arch::gic_eoi(intid);
         arch::gic_deactivate(intid);
-    }
-}
-
-/// The vCPUs placed on this CPU, as a mask.
-fn own_mask(slots: &[Slot]) -> u64 {
-    slots
-        .iter()
-        .filter(|s| s.index < 64)
-        .fold(0, |mask, s| mask | (1 << s.index))
-}
-
-/// When the EL2 timer must fire: the earliest of `also` (the end of the
-/// running vCPU's slice when others wait for the CPU, the RTC alarm) and
-/// the virtual-timer deadlines of the vCPUs not loaded.
-fn next_deadline(
-    slots: &[Slot],
-    loaded: Option<usize>,
-    also: Option<u64>,
-    now: u64,
-) -> Option<u64> {
-    let mut at = also;
-    for (i, slot) in slots.iter().enumerate() {
-        if loaded == Some(i) {
-            continue;
-        }
-        // A deadline already passed is pending in the vGIC: nothing to wait for.
-        let deadline = slot.vcpu.as_ref().and_then(Vcpu::timer_deadline);
-        at = earliest(at, deadline.filter(|d| *d > now));
-    }
-    at
-}
-
-fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
