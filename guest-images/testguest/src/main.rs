@@ -22,6 +22,9 @@
 //! With `testguest.ffa` (or `testguest.ffa-peer`) it runs the FF-A battery
 //! (`ffa`) after the UART and DTB checks instead of the machine checks.
 //!
+//! With `testguest.exits` it measures what exits cost (`exits`) after the
+//! UART and DTB checks instead of the machine checks.
+//!
 //! It boots like a Linux Image (header in `arch/boot.rs`, layout in
 //! `linker/testguest.ld`), at EL1h, MMU off. On the host the crate only
 //! compiles its portable parts for `cargo test`.
@@ -39,6 +42,8 @@ mod checks;
 mod civil;
 #[cfg(target_os = "none")]
 mod console;
+#[cfg(target_os = "none")]
+mod exits;
 #[cfg(target_os = "none")]
 mod ffa;
 #[cfg(any(test, target_os = "none"))]
@@ -169,6 +174,12 @@ mod guest {
         }
         if let Some(mode) = platform.ffa {
             crate::ffa::battery(&mut report, &platform, mode);
+            report.clock(sysreg::counter(), sysreg::counter_frequency());
+            report.done();
+            power_off(platform.conduit)
+        }
+        if platform.exits {
+            crate::exits::measure(&mut report, &platform);
             report.clock(sysreg::counter(), sysreg::counter_frequency());
             report.done();
             power_off(platform.conduit)

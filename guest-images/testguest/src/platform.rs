@@ -55,6 +55,9 @@ pub struct Platform {
     /// `/chosen/bootargs` asks for the FF-A battery instead of the
     /// machine checks.
     pub ffa: Option<FfaBattery>,
+    /// `/chosen/bootargs` asks for the exit-cost measurements (`exits`)
+    /// instead of the machine checks.
+    pub exits: bool,
     /// The first `/memory` region.
     pub ram: Window,
     /// MPIDR affinity (`reg`) of each CPU node, in DT order; the first
@@ -103,6 +106,8 @@ pub const ATTACK_ARG: &str = "testguest.attack";
 pub const FFA_ARG: &str = "testguest.ffa";
 /// The same, with the checks against another VM's share.
 pub const FFA_PEER_ARG: &str = "testguest.ffa-peer";
+/// The boot argument that selects the exit-cost measurements.
+pub const EXITS_ARG: &str = "testguest.exits";
 
 /// Which FF-A battery the boot arguments ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +191,7 @@ impl Platform {
             misbehave: wants_misbehaviour(bootargs),
             attack: has_word(bootargs, ATTACK_ARG),
             ffa: ffa_battery(bootargs),
+            exits: has_word(bootargs, EXITS_ARG),
             ram,
             cpus,
             cpu_count,
@@ -326,6 +332,7 @@ mod tests {
         assert!(!platform.misbehave);
         assert!(!platform.attack);
         assert_eq!(platform.ffa, None);
+        assert!(!platform.exits);
         assert_eq!(platform.ram.base, 0x4000_0000);
         assert_eq!(platform.cpus[..platform.cpu_count], [0]);
     }
@@ -361,6 +368,8 @@ mod tests {
         assert!(wants_misbehaviour("console=ttyAMA0 testguest.misbehave"));
         assert!(wants_misbehaviour("testguest.misbehave"));
         assert!(!wants_misbehaviour("testguest.misbehaved quiet"));
+        assert!(has_word("quiet testguest.exits", EXITS_ARG));
+        assert!(!has_word("testguest.exits2", EXITS_ARG));
         assert!(!wants_misbehaviour(""));
         assert!(has_word("quiet testguest.attack", ATTACK_ARG));
         assert!(!has_word("testguest.attacker", ATTACK_ARG));

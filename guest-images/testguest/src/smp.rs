@@ -83,6 +83,9 @@ fn window(slot: &[AtomicUsize; 2]) -> Window {
 
 #[no_mangle]
 extern "C" fn testguest_secondary(index: usize) -> ! {
+    if crate::exits::secondary_wanted() {
+        crate::exits::secondary()
+    }
     // `arch::secondary_entry` only hands out indices below MAX_CPUS.
     let slot = index.min(MAX_CPUS - 1);
     ONLINE[slot].store(sysreg::mpidr() | ONLINE_FLAG, Ordering::SeqCst);

@@ -42,6 +42,8 @@ static IRQ_LAST: AtomicU32 = AtomicU32::new(SPURIOUS_INTID);
 /// Where an AArch32 EL0 probe's first exception returns to (EL1h), set by
 /// `attack::aarch32_load_multiple` before it enters EL0.
 pub(super) static AARCH32_LANDING: AtomicU64 = AtomicU64::new(0);
+/// The virtual counter when the IRQ handler was entered last.
+static IRQ_ENTERED_AT: AtomicU64 = AtomicU64::new(0);
 
 global_asm!(
     r#"
@@ -142,6 +144,7 @@ extern "C" fn testguest_exception(kind: u64, frame: &mut TrapFrame) {
 }
 
 fn handle_irq() {
+    IRQ_ENTERED_AT.store(sysreg::counter(), Ordering::SeqCst);
     let intid = sysreg::icc_iar1();
     if intid == SPURIOUS_INTID {
         return;
@@ -163,6 +166,12 @@ pub fn irq_stats() -> (u32, u32) {
         IRQ_COUNT.load(Ordering::SeqCst),
         IRQ_LAST.load(Ordering::SeqCst),
     )
+}
+
+/// The virtual counter at the last entry into the IRQ handler (before it
+/// acknowledged anything).
+pub fn irq_entered_at() -> u64 {
+    IRQ_ENTERED_AT.load(Ordering::SeqCst)
 }
 
 /// A synchronous exception a guarded probe took.

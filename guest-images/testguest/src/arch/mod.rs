@@ -16,7 +16,7 @@ use core::ptr;
 
 use fdt::{Fdt, FdtError};
 
-pub use exceptions::{guarded, irq_stats, Fault};
+pub use exceptions::{guarded, irq_entered_at, irq_stats, Fault};
 
 use crate::platform::{Conduit, Window};
 

@@ -43,6 +43,11 @@ read_reg!(counter_frequency, "cntfrq_el0");
 read_reg!(counter, "cntvct_el0");
 write_reg!(set_cntv_tval, "cntv_tval_el0");
 write_reg!(set_cntv_ctl, "cntv_ctl_el0");
+write_reg!(
+    /// The virtual timer's compare value: it fires when CNTVCT_EL0 reaches it.
+    set_cntv_cval,
+    "cntv_cval_el0"
+);
 write_reg!(set_cntp_tval, "cntp_tval_el0");
 write_reg!(
     /// The EL1 physical timer's control: one `msr` (then an ISB), which a
@@ -70,6 +75,13 @@ const CNTV_ENABLE: u64 = 1;
 /// Arms the EL1 virtual timer to fire `ticks` counter ticks from now.
 pub fn vtimer_arm(ticks: u32) {
     set_cntv_tval(u64::from(ticks));
+    set_cntv_ctl(CNTV_ENABLE);
+}
+
+/// Arms the EL1 virtual timer to fire when the virtual counter reaches
+/// `deadline`.
+pub fn vtimer_arm_at(deadline: u64) {
+    set_cntv_cval(deadline);
     set_cntv_ctl(CNTV_ENABLE);
 }
 
