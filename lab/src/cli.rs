@@ -125,6 +125,11 @@ enum Bench {
     /// SCENARIO and BASELINE alternately; default virtio_blk against
     /// virtio_blk_bare.
     Blk(IoArgs),
+    /// What exits cost, as the test guest measures it (`testguest.exits`):
+    /// per operation, instructions under `-icount shift=0` and host ns,
+    /// SCENARIO beside BASELINE; default testguest_exits against
+    /// testguest_exits_bare.
+    Exits(IoArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -244,6 +249,19 @@ impl Command {
             }
             Command::Bench(Bench::Net(args)) => args.exec(bench::io::IoBench::Net),
             Command::Bench(Bench::Blk(args)) => args.exec(bench::io::IoBench::Blk),
+            Command::Bench(Bench::Exits(args)) => {
+                let lab = Lab::discover()?;
+                let qemu = qemu::provision::ensure_qemu()?;
+                let [default_scenario, default_baseline] = bench::exits::DEFAULT_PAIR;
+                let scenario = args.scenario.as_deref().unwrap_or(default_scenario);
+                let baseline = args.baseline.as_deref().unwrap_or(default_baseline);
+                let how = bench::exits::ExitsBench {
+                    runs: args.runs,
+                    offline: args.offline,
+                };
+                bench::exits::run(&lab, &qemu, [scenario, baseline], how)?;
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Fetch { update, offline } => {
                 let lab = Lab::discover()?;
                 let options = images::ImageOptions {

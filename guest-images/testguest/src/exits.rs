@@ -25,7 +25,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::affinity;
 use crate::arch::{self, sysreg, DeviceWindow};
-use crate::gic::{poll_interrupt, Gic, Poll};
+use crate::gic::{Gic, SPURIOUS_INTID};
 use crate::platform::{Platform, Window};
 use crate::report::Report;
 use crate::smccc;
@@ -128,7 +128,7 @@ pub fn secondary() -> ! {
             }
             _ => {
                 while arch::irq_stats().0 == seen && PHASE.load(Ordering::SeqCst) == phase::POLL {
-                    core::hint::spin_loop();
+                    arch::yield_cpu();
                 }
             }
         }
@@ -223,7 +223,7 @@ fn timer_latency<W: Write>(
             if asleep {
                 arch::wait_for_interrupt();
             } else {
-                core::hint::spin_loop();
+                arch::yield_cpu();
             }
         }
         sysreg::irq_mask();
@@ -246,9 +246,26 @@ fn wait_for(mut done: impl FnMut() -> bool) -> bool {
         if done() {
             return true;
         }
-        core::hint::spin_loop();
+        arch::yield_cpu();
     }
     done()
+}
+
+/// Acknowledges (and EOIs) the next interrupt on this CPU, IRQs masked,
+/// yielding between polls; `None` if none comes within PATIENCE_MS.
+fn wait_pong() -> Option<u32> {
+    let mut got = None;
+    wait_for(|| {
+        match sysreg::icc_iar1() {
+            SPURIOUS_INTID => {}
+            intid => {
+                sysreg::icc_eoir1(intid);
+                got = Some(intid);
+            }
+        }
+        got.is_some()
+    });
+    got
 }
 
 /// Starts CPU 1, measures both SGI figures against it and stops it.
@@ -312,7 +329,7 @@ fn sgis<W: Write>(report: &mut Report<W>, platform: &Platform, gic: &Gic) {
     PHASE.store(phase::STOP, Ordering::SeqCst);
     // Wakes CPU 1 if it sleeps, so it sees STOP.
     sysreg::send_sgi1(affinity::sgi1r(SGI_PING, target));
-    let _ = poll_interrupt(SGI_PONG, us_to_ticks(PATIENCE_MS * 1_000), || ());
+    let _ = wait_pong();
     gic.disable_private(SGI_PONG);
     match outcome {
         Ok((polled, asleep)) => {
@@ -340,15 +357,15 @@ fn ping(
             }
             let settle = sysreg::counter() + us_to_ticks(SETTLE_US);
             while sysreg::counter() < settle {
-                core::hint::spin_loop();
+                arch::yield_cpu();
             }
         }
         let sent = sysreg::counter();
         sysreg::send_sgi1(ping);
-        match poll_interrupt(SGI_PONG, us_to_ticks(PATIENCE_MS * 1_000), || ()) {
-            Poll::Taken(_) => {}
-            Poll::Nothing => return Err((name, "no answer from CPU 1")),
-            Poll::Other(_) => return Err((name, "another interrupt than CPU 1's answer")),
+        match wait_pong() {
+            Some(SGI_PONG) => {}
+            Some(_) => return Err((name, "another interrupt than CPU 1's answer")),
+            None => return Err((name, "no answer from CPU 1")),
         }
         if PINGS_TAKEN.load(Ordering::SeqCst) != taken + 1 {
             return Err((name, "an answer without a ping taken"));

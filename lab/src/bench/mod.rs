@@ -1,4 +1,5 @@
-//! `lab bench boot` (here) and `lab bench net` / `lab bench blk` (`io.rs`).
+//! `lab bench boot` (here), `lab bench net` / `lab bench blk` (`io.rs`) and
+//! `lab bench exits` (`exits.rs`).
 //!
 //! `lab bench boot`: boot-to-sentinel time of a scenario against its
 //! baseline, both run alternately in the same invocation, median of N, as a
@@ -20,6 +21,7 @@
 //!   A side that prints no `LAB-CLOCK` line is an error, never measured in
 //!   wall time instead.
 
+pub mod exits;
 pub mod io;
 
 use crate::report::timeline::{Mark, TimelineBuilder, LAB_CLOCK_STAGE};

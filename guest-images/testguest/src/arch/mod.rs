@@ -311,6 +311,14 @@ pub fn wait_for_interrupt() {
     unsafe { asm!("wfi", options(nostack, preserves_flags)) }
 }
 
+/// A spin-wait hint (YIELD). QEMU's round-robin TCG (`-icount`) passes
+/// the host thread to the next CPU on it, so a CPU waiting for another
+/// lets that one run at once instead of spinning out its time slice.
+pub fn yield_cpu() {
+    // SAFETY: YIELD is a hint; it changes no state.
+    unsafe { asm!("yield", options(nomem, nostack, preserves_flags)) }
+}
+
 /// Waits for interrupts forever (after SYSTEM_OFF failed, or without PSCI).
 pub fn halt() -> ! {
     sysreg::irq_mask();
