@@ -78,6 +78,12 @@ impl Normalizer {
                     "LAB-CLOCK <ticks> <frequency>",
                 ),
                 Rule::new(
+                    "exit-figure",
+                    "a figure of the test guest's exit bench `ops=<n> ticks=<t> hz=<f>` (testguest.exits): the ticks differ every run",
+                    r"\bops=\d+ ticks=\d+ hz=\d+\b",
+                    "ops=<n> ticks=<ticks> hz=<frequency>",
+                ),
+                Rule::new(
                     "guest-time",
                     "a timed command's line `LAB-TIME <name> <ticks> <frequency>` (/bin/lab-time): its duration differs every run",
                     r"\bLAB-TIME (\S+) \d+ \d+\b",
@@ -342,6 +348,11 @@ mod tests {
             "duration",
             "TESTGUEST pl031: PASS 2026-11-25 20:21:07 UTC, advanced 2 s in 1.5 s",
             "TESTGUEST pl031: PASS 2026-11-25 20:21:07 UTC, advanced <duration> in <duration>",
+        ),
+        (
+            "exit-figure",
+            "TESTGUEST exits-hvc: PASS ops=1000 ticks=55438 hz=62500000",
+            "TESTGUEST exits-hvc: PASS ops=<n> ticks=<ticks> hz=<frequency>",
         ),
         (
             "pid",
