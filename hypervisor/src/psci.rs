@@ -90,21 +90,11 @@ pub fn is_known(x0: u64) -> bool {
 
 /// Decides a PSCI call with function ID `x0` and arguments `x1..x3`.
 pub fn handle(x0: u64, args: [u64; 3], target: &impl PsciTarget) -> PsciAction {
+    if let Some(value) = fixed_answer(x0, args[0]) {
+        return PsciAction::Return(value);
+    }
     let id = FunctionId::from_x0(x0);
     match id.0 {
-        PSCI_VERSION => PsciAction::Return(PSCI_VERSION_1_1),
-        PSCI_FEATURES => {
-            let queried = FunctionId::from_x0(args[0]).0;
-            // SMCCC_VERSION is discovered this way (SMCCC 1.1, 7.2); so
-            // is every PSCI function we implement.
-            PsciAction::Return(if is_supported(queried) {
-                SUCCESS
-            } else {
-                NOT_SUPPORTED
-            })
-        }
-        // Standby: returning at once is a valid (if eager) wake-up.
-        CPU_SUSPEND_32 | CPU_SUSPEND_64 => PsciAction::Return(SUCCESS),
         CPU_OFF => PsciAction::CpuOff,
         CPU_ON_32 | CPU_ON_64 => {
             let mpidr = id.arg(args[0]) & MPIDR_AFF_MASK;
@@ -133,10 +123,31 @@ pub fn handle(x0: u64, args: [u64; 3], target: &impl PsciTarget) -> PsciAction {
                 _ => PsciAction::Return(INVALID_PARAMETERS),
             }
         }
-        MIGRATE_INFO_TYPE => PsciAction::Return(MIGRATE_NOT_REQUIRED),
         SYSTEM_OFF => PsciAction::SystemOff,
         SYSTEM_RESET => PsciAction::SystemReset,
         _ => PsciAction::Return(NOT_SUPPORTED),
+    }
+}
+
+/// The answer to a PSCI call that depends on nothing but its function ID
+/// and first argument (`x1`), which an exit can give without the VM;
+/// `None` for every other function.
+pub fn fixed_answer(x0: u64, x1: u64) -> Option<i64> {
+    match FunctionId::from_x0(x0).0 {
+        PSCI_VERSION => Some(PSCI_VERSION_1_1),
+        PSCI_FEATURES => {
+            // SMCCC_VERSION is discovered this way (SMCCC 1.1, 7.2); so
+            // is every PSCI function we implement.
+            Some(if is_supported(FunctionId::from_x0(x1).0) {
+                SUCCESS
+            } else {
+                NOT_SUPPORTED
+            })
+        }
+        // Standby: returning at once is a valid (if eager) wake-up.
+        CPU_SUSPEND_32 | CPU_SUSPEND_64 => Some(SUCCESS),
+        MIGRATE_INFO_TYPE => Some(MIGRATE_NOT_REQUIRED),
+        _ => None,
     }
 }
 

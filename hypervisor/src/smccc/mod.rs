@@ -112,6 +112,17 @@ pub fn arch_call(x0: u64, x1: u64) -> i64 {
     }
 }
 
+/// The answer to an Arm architecture call this module implements
+/// (`arch_call` without the NOT_SUPPORTED for unknown functions, which
+/// the caller reports); `None` for any other function.
+pub fn fixed_answer(x0: u64, x1: u64) -> Option<i64> {
+    matches!(
+        FunctionId::from_x0(x0).0,
+        fid::SMCCC_VERSION | fid::SMCCC_ARCH_FEATURES
+    )
+    .then(|| arch_call(x0, x1))
+}
+
 /// Whether `x0` is a probe a guest makes to find an optional service, for
 /// which NOT_SUPPORTED is the architected "absent" (not worth a log line).
 pub fn is_discovery_probe(x0: u64) -> bool {

@@ -85,55 +85,121 @@ fn perform(
     }
 }
 
-/// What [`uart_fast_path`] did with an exit.
+/// What [`fast_path`] did with an exit.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum FastExit {
-    /// Not an access it handles: the exit is the slow path's.
+    /// Not an exit it handles: the exit is the slow path's.
     NotMine,
-    /// Done. When the UART's interrupt line moved, the VM's devices must
-    /// be looked at (`update_device_lines`) before the vCPU runs again.
+    /// Done, and the vGIC is as it was: the list registers need no
+    /// refill. When the UART's interrupt line moved, the VM's devices
+    /// must be looked at (`update_device_lines`) before the vCPU runs
+    /// again.
     Done { line_moved: bool },
 }
 
-/// Handles a guest access to its PL011 that needs nothing of the VM but
-/// the UART, under the UART's own lock. These are most exits of a booting
-/// Linux (two per console character: a flag read, a data write), and the
-/// VM lock they would otherwise take is the one every other exit of the
-/// VM's vCPUs needs. Only accesses the syndrome describes (ISV) qualify.
-pub fn uart_fast_path(uart: &VmUart, vcpu: &mut Vcpu, info: &ExitInfo) -> FastExit {
+/// Handles an exit that needs nothing of the VM but its UART or its vGIC,
+/// without the VM lock, which every other exit of the VM's vCPUs needs:
+/// - a PL011 access, under the UART's own lock (most exits of a booting
+///   Linux: two per console character, a flag read and a data write);
+/// - a read of the vGIC's distributor or of a redistributor (no side
+///   effects: nothing else changes);
+/// - an SMCCC call whose answer is fixed (`PSCI_VERSION`, `SMCCC_VERSION`,
+///   the feature queries, ...).
+///
+/// Only MMIO accesses the syndrome describes (ISV) qualify. `vcpus` is
+/// the VM's vCPU count (the redistributor window's size).
+pub fn fast_path(
+    uart: &VmUart,
+    vgic: &Vgic,
+    vcpus: usize,
+    vcpu: &mut Vcpu,
+    info: &ExitInfo,
+) -> FastExit {
+    if info.kind != ExitKind::Sync {
+        return FastExit::NotMine;
+    }
     let e = Esr(info.esr);
-    if info.kind != ExitKind::Sync
-        || e.class() != ExceptionClass::DataAbortLower
-        || !e.isv()
-        || e.s1ptw()
-        || !e.is_translation_or_access_fault()
-    {
+    match e.class() {
+        ExceptionClass::DataAbortLower => mmio_fast_path(uart, vgic, vcpus, vcpu, info),
+        ExceptionClass::Hvc64 => fixed_call(vcpu, 0),
+        // SMC traps before it executes: the answer skips it.
+        ExceptionClass::Smc64 => fixed_call(vcpu, 4),
+        _ => FastExit::NotMine,
+    }
+}
+
+fn mmio_fast_path(
+    uart: &VmUart,
+    vgic: &Vgic,
+    vcpus: usize,
+    vcpu: &mut Vcpu,
+    info: &ExitInfo,
+) -> FastExit {
+    let e = Esr(info.esr);
+    if !e.isv() || e.s1ptw() || !e.is_translation_or_access_fault() {
         return FastExit::NotMine;
     }
     let ipa = esr::fault_ipa(info.hpfar, info.far);
-    let Some(offset) = ipa
-        .checked_offset_from(PL011_BASE)
-        .filter(|offset| *offset < PRIMECELL_SIZE)
-    else {
+    let Some((window, offset)) = fixed_window(vcpus, ipa) else {
         return FastExit::NotMine;
     };
     let Ok(access) = mmio_decode::decode_syndrome(info.esr) else {
         return FastExit::NotMine;
     };
-    let mut device = uart.lock();
-    let line_before = device.interrupt_pending();
     // A refused access changes nothing; the slow path refuses it again and
     // reports it.
-    if perform(&mut *device, &mut vcpu.regs, offset, &access).is_err() {
-        return FastExit::NotMine;
-    }
-    let line_moved = device.interrupt_pending() != line_before;
-    let output = device.sink_mut().take_output();
-    drop(device);
-    output.write();
+    let line_moved = match window {
+        Fixed::Uart => {
+            let mut device = uart.lock();
+            let line_before = device.interrupt_pending();
+            if perform(&mut *device, &mut vcpu.regs, offset, &access).is_err() {
+                return FastExit::NotMine;
+            }
+            let line_moved = device.interrupt_pending() != line_before;
+            let output = device.sink_mut().take_output();
+            drop(device);
+            output.write();
+            line_moved
+        }
+        // A write may pend, route or enable interrupts: the slow path's.
+        _ if access.direction == Direction::Write => return FastExit::NotMine,
+        Fixed::Gicd => {
+            if perform(&mut vgic.distributor(), &mut vcpu.regs, offset, &access).is_err() {
+                return FastExit::NotMine;
+            }
+            false
+        }
+        Fixed::Gicr => {
+            if perform(&mut vgic.redistributors(), &mut vcpu.regs, offset, &access).is_err() {
+                return FastExit::NotMine;
+            }
+            false
+        }
+    };
     let regs = &mut vcpu.regs.guest;
     regs.pc = regs.pc.wrapping_add(e.instruction_len());
     FastExit::Done { line_moved }
+}
+
+/// Answers a call whose answer depends on nothing but its arguments
+/// (`smccc::fixed_answer`, `psci::fixed_answer`), `skip` bytes past the
+/// calling instruction; anything else (and an unknown function, which is
+/// reported) is the slow path's.
+fn fixed_call(vcpu: &mut Vcpu, skip: u64) -> FastExit {
+    let (x0, x1) = (vcpu.regs.x(0), vcpu.regs.x(1));
+    let answer = match smccc::route(x0) {
+        Service::Arch => smccc::fixed_answer(x0, x1),
+        Service::Psci => psci::fixed_answer(x0, x1),
+        _ => None,
+    };
+    let Some(value) = answer else {
+        return FastExit::NotMine;
+    };
+    // SMCCC returns the signed status in x0 as a 64-bit value.
+    vcpu.regs.set_x(0, value as u64);
+    let regs = &mut vcpu.regs.guest;
+    regs.pc = regs.pc.wrapping_add(skip);
+    FastExit::Done { line_moved: false }
 }
 
 /// Re-evaluates the emulated devices' interrupt lines. Returns, as a mask,
@@ -749,7 +815,10 @@ mod tests {
             v.regs.set_x(2, 0x77);
             v.regs.guest.pc = 0x4008_0000;
             let info = exit(ldr_w2 | fsc, 0x0900_0fe0);
-            assert_eq!(uart_fast_path(vm.uart, &mut v, &info), FastExit::NotMine);
+            assert_eq!(
+                fast_path(vm.uart, vm.vgic, 1, &mut v, &info),
+                FastExit::NotMine
+            );
             handle_sync(&mut vm, &mut v, &info);
             assert_eq!(v.regs.x(2), 0x77, "DFSC {fsc:#x}: no device read");
             assert_eq!(v.regs.guest.pc, 0x200, "DFSC {fsc:#x}: an external abort");
@@ -842,24 +911,25 @@ mod tests {
     const LDRH_W2: u64 = EC_DABT_LOW | IL | (1 << 24) | (1 << 22) | (2 << 16);
 
     #[test]
-    fn uart_fast_path_takes_described_uart_accesses_only() {
+    fn fast_path_takes_described_uart_accesses_only() {
         let vm = Vm::for_tests(1);
         let mut v = vcpu(0);
         let pc = v.regs.guest.pc;
         // The flag register, as Linux polls it before each character.
         assert_eq!(
-            uart_fast_path(vm.uart, &mut v, &exit(LDRH_W2, 0x0900_0018)),
+            fast_path(vm.uart, vm.vgic, 1, &mut v, &exit(LDRH_W2, 0x0900_0018)),
             FastExit::Done { line_moved: false }
         );
         assert_eq!(v.regs.guest.pc, pc + 4);
         v.regs.set_x(1, u64::from(b'x'));
         assert_eq!(
-            uart_fast_path(vm.uart, &mut v, &exit(STRH_W1, 0x0900_0000)),
+            fast_path(vm.uart, vm.vgic, 1, &mut v, &exit(STRH_W1, 0x0900_0000)),
             FastExit::Done { line_moved: false }
         );
         assert_eq!(v.regs.guest.pc, pc + 8);
         let not_mine = [
-            exit(LDRH_W2, 0x0800_0000),
+            // A distributor write may pend or route interrupts.
+            exit(STRH_W1, 0x0800_0000),
             // No ISV: the instruction has to be decoded from guest memory.
             exit(LDRH_W2 & !(1 << 24), 0x0900_0018),
             exit(EC_SYS64 | IL, 0x0900_0018),
@@ -867,9 +937,81 @@ mod tests {
             exit(LDRH_W2, 0x0900_0fe2),
         ];
         for info in not_mine {
-            assert_eq!(uart_fast_path(vm.uart, &mut v, &info), FastExit::NotMine);
+            assert_eq!(
+                fast_path(vm.uart, vm.vgic, 1, &mut v, &info),
+                FastExit::NotMine
+            );
         }
         assert_eq!(v.regs.guest.pc, pc + 8, "untouched when not handled");
+    }
+
+    /// LDR W2, [Xn]: ISV, SAS = word, SRT = 2.
+    const LDR_W2: u64 = EC_DABT_LOW | IL | (1 << 24) | (2 << 22) | (2 << 16);
+
+    #[test]
+    fn vgic_reads_take_the_fast_path_with_the_slow_paths_answer() {
+        let mut vm = Vm::for_tests(2);
+        let (mut fast, mut slow) = (vcpu(0), vcpu(0));
+        let pc = fast.regs.guest.pc;
+        // GICD_TYPER, then GICR_TYPER of the second redistributor.
+        for ipa in [0x0800_0004, 0x080a_0000 + 0x2_0008] {
+            fast.regs.set_x(2, 0x77);
+            slow.regs.set_x(2, 0x77);
+            let info = exit(LDR_W2, ipa);
+            assert_eq!(
+                fast_path(vm.uart, vm.vgic, 2, &mut fast, &info),
+                FastExit::Done { line_moved: false }
+            );
+            handle_sync(&mut vm, &mut slow, &info);
+            assert_eq!(fast.regs.x(2), slow.regs.x(2), "IPA {ipa:#x}");
+            assert_ne!(fast.regs.x(2), 0x77, "IPA {ipa:#x}: read");
+        }
+        assert_eq!(fast.regs.guest.pc, pc + 8);
+        assert_eq!(fast.regs.guest.pc, slow.regs.guest.pc);
+        // Past the last redistributor of two vCPUs: the slow path's.
+        let beyond = exit(LDR_W2, 0x080a_0000 + 0x4_0008);
+        assert_eq!(
+            fast_path(vm.uart, vm.vgic, 2, &mut fast, &beyond),
+            FastExit::NotMine
+        );
+    }
+
+    #[test]
+    fn calls_with_fixed_answers_need_nothing_of_the_vm() {
+        let mut vm = Vm::for_tests(2);
+        let mut v = vcpu(0);
+        let pc = v.regs.guest.pc;
+        let hvc = exit(EC_HVC64 | IL, 0);
+        v.regs.set_x(0, u64::from(fid::PSCI_VERSION));
+        assert_eq!(
+            fast_path(vm.uart, vm.vgic, 2, &mut v, &hvc),
+            FastExit::Done { line_moved: false }
+        );
+        let version = v.regs.x(0);
+        assert_eq!(v.regs.guest.pc, pc, "HVC returns past itself already");
+        // The slow path gives the same answer.
+        let mut slow = vcpu(0);
+        slow.regs.set_x(0, u64::from(fid::PSCI_VERSION));
+        handle_sync(&mut vm, &mut slow, &hvc);
+        assert_eq!(slow.regs.x(0), version);
+        // SMCCC_VERSION over SMC: skipped past the SMC.
+        v.regs.set_x(0, u64::from(fid::SMCCC_VERSION));
+        assert_eq!(
+            fast_path(vm.uart, vm.vgic, 2, &mut v, &exit(EC_SMC64 | IL, 0)),
+            FastExit::Done { line_moved: false }
+        );
+        assert_eq!(v.regs.guest.pc, pc + 4);
+        assert_eq!(v.regs.x(0), 0x1_0001, "SMCCC 1.1");
+        // CPU_ON needs the VM; an unknown function is reported by the slow
+        // path.
+        for x0 in [0xc400_0003, 0x8800_0bad] {
+            v.regs.set_x(0, x0);
+            assert_eq!(
+                fast_path(vm.uart, vm.vgic, 2, &mut v, &hvc),
+                FastExit::NotMine
+            );
+            assert_eq!(v.regs.x(0), x0, "untouched");
+        }
     }
 
     #[test]
@@ -879,13 +1021,13 @@ mod tests {
         // IMSC = TXIM, as the tty layer sets it to send: nothing yet.
         v.regs.set_x(1, 1 << 5);
         assert_eq!(
-            uart_fast_path(vm.uart, &mut v, &exit(STRH_W1, 0x0900_0038)),
+            fast_path(vm.uart, vm.vgic, 1, &mut v, &exit(STRH_W1, 0x0900_0038)),
             FastExit::Done { line_moved: false }
         );
         // A byte leaves at once, the transmit interrupt latches.
         v.regs.set_x(1, u64::from(b'x'));
         assert_eq!(
-            uart_fast_path(vm.uart, &mut v, &exit(STRH_W1, 0x0900_0000)),
+            fast_path(vm.uart, vm.vgic, 1, &mut v, &exit(STRH_W1, 0x0900_0000)),
             FastExit::Done { line_moved: true }
         );
         assert!(vm.uart.lock().interrupt_pending());

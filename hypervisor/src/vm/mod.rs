@@ -372,7 +372,7 @@ pub struct Vm {
     pub vgic: &'static Vgic,
     /// The PL011, behind its own lock (taken after the VM's), so that the
     /// console accesses, a booting Linux's most frequent exits, need only
-    /// that one (`exit::uart_fast_path`).
+    /// that one (`exit::fast_path`).
     pub uart: &'static VmUart,
     /// Every other device (the PL031, the virtio-mmio slots), by window.
     pub devices: DeviceTable,

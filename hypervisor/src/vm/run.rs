@@ -8,7 +8,8 @@
 //! The CPU running vCPU 0 also arms the EL2 timer for the VM's RTC alarm.
 //!
 //! Exits that need only the VM's UART or its vGIC re-enter the guest at
-//! once, without the VM lock: PL011 accesses (`exit::uart_fast_path`), the
+//! once, without the VM lock: PL011 accesses, vGIC register reads and
+//! calls with fixed answers (`exit::fast_path`), the
 //! guest timers' and maintenance interrupts, IPIs (`exit::sgi_write`) and
 //! the interrupts they bring (`irq::INTERRUPT_SGI`) when the vCPU has the
 //! CPU to itself. Every other exit takes the VM lock.
@@ -29,8 +30,7 @@ use crate::layout::{PTIMER_INTID, VTIMER_INTID};
 use crate::println;
 
 use super::exit::{
-    handle_sync, service_devices, sgi_write, uart_fast_path, update_device_lines, ExitOutcome,
-    FastExit,
+    fast_path, handle_sync, service_devices, sgi_write, update_device_lines, ExitOutcome, FastExit,
 };
 use super::irq::{
     clear_lrs, flush_to_lrs, handle_physical_irqs, restore_lrs, save_lrs, sync_from_lrs,
@@ -102,9 +102,16 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
     let shared = schedule.shared();
     let own = schedule.own_mask();
     arch::set_wfx_trap(shared);
-    let (epoch, vm_index, uart, vgic, pcpus) = {
+    let (epoch, vm_index, uart, vgic, pcpus, vcpus) = {
         let v = vm.lock();
-        (v.epoch, v.index, v.uart, v.vgic, v.pcpus.clone())
+        (
+            v.epoch,
+            v.index,
+            v.uart,
+            v.vgic,
+            v.pcpus.clone(),
+            v.power.len(),
+        )
     };
     let this_cpu = indices.first().and_then(|i| pcpus.get(*i)).copied();
     let mut loaded: Option<usize> = None;
@@ -215,11 +222,15 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
                     }
                 }
                 ExitKind::SError => break Exit::SError(info),
-                ExitKind::Sync => match uart_fast_path(uart, vcpu, &info) {
+                ExitKind::Sync => match fast_path(uart, vgic, vcpus, vcpu, &info) {
                     FastExit::Done { line_moved } => {
                         if line_moved || console::input_waiting(vm_index) {
                             break Exit::DevicesMoved;
                         }
+                        // The vGIC is as it was: the list registers stand.
+                        // Anything another CPU pends for this vCPU comes
+                        // with a kick, an IRQ exit that refills them.
+                        continue;
                     }
                     // An IPI to a vCPU sharing this CPU, perhaps blocked in
                     // WFI, is the VM's business.
