@@ -113,13 +113,16 @@ impl Consumer for FigureTap {
     }
 }
 
-/// Runs `scenario` once; its figures in ns (or instructions) per operation.
-fn run_once(
-    lab: &Lab,
-    scenario: &Scenario,
-    qemu: &Path,
-    options: &RunOptions,
-) -> Result<(BTreeMap<String, f64>, Vec<(String, ExitStats)>, PathBuf)> {
+/// One run: its figures in ns (or instructions) per operation, its VMs'
+/// exit counts, and the run directory it left.
+struct Run {
+    figures: BTreeMap<String, f64>,
+    exits: Vec<(String, ExitStats)>,
+    dir: PathBuf,
+}
+
+/// Runs `scenario` once.
+fn run_once(lab: &Lab, scenario: &Scenario, qemu: &Path, options: &RunOptions) -> Result<Run> {
     let tap = FigureTap::default();
     let summary = run_passing(lab, scenario, qemu, options, Box::new(tap.clone()))?;
     let printed = tap
@@ -139,7 +142,11 @@ fn run_once(
         };
         figures.insert(name.to_owned(), per_op);
     }
-    Ok((figures, printed.exits, summary.run_dir))
+    Ok(Run {
+        figures,
+        exits: printed.exits,
+        dir: summary.run_dir,
+    })
 }
 
 /// The median of some values (the lower middle for an even count).
@@ -211,7 +218,11 @@ pub fn run(lab: &Lab, qemu: &Path, names: [&str; 2], how: ExitsBench) -> Result<
                 offline: how.offline,
                 ..RunOptions::default()
             };
-            let (figures, exits, run_dir) = run_once(lab, scenario, qemu, &options)
+            let Run {
+                figures,
+                exits,
+                dir: run_dir,
+            } = run_once(lab, scenario, qemu, &options)
                 .with_context(|| format!("round {round} of {}", scenario.name))?;
             let unit = if column.icount { "instr" } else { "ns" };
             let values = FIGURES
