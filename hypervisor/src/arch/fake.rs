@@ -219,6 +219,9 @@ pub fn run_guest(_regs: &mut GuestRegs) -> ExitInfo {
 /// Host builds run no guests.
 pub fn init_virtualization() {}
 
+/// Host builds run no guests: no FP/SIMD state is ever live.
+pub fn fp_flush() {}
+
 /// Host builds run no guests.
 pub fn load_stage2(_root: PhysAddr, _vmid: u16) {}
 

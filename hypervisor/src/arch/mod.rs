@@ -9,7 +9,7 @@
 //!   over host RAM), `TableReader` (walks tables built earlier),
 //!   `frames_bytes*`, `initrd_bytes`, `heap_init`;
 //! - host GIC: `HostGic`, `gic_*` (acknowledge, EOI, SGIs, list registers);
-//! - guests: `init_virtualization`, `load_stage2`, `run_guest`,
+//! - guests: `init_virtualization`, `load_stage2`, `run_guest`, `fp_flush`,
 //!   `save_el1`/`load_el1`, `inject_sync_exception`, `guest_va_to_ipa`,
 //!   `read_id_register`, `set_wfx_trap`, `dc_clean_invalidate_set_way`, `hyp_timer_*`, `guest_timer_ctls`,
 //!   `guest_timers_disable`.

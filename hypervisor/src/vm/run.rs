@@ -142,11 +142,13 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
                 if slot.vcpu.is_none() {
                     v.in_guest += 1;
                 }
-                slot.vcpu = Some(Vcpu::boot(slot.index, entry, context));
-                slot.blocked = false;
                 if loaded == Some(i) {
+                    // Its FP/SIMD state must not land in the new one's.
+                    arch::fp_flush();
                     loaded = None;
                 }
+                slot.vcpu = Some(Vcpu::boot(slot.index, entry, context));
+                slot.blocked = false;
             }
             let Some(vcpu) = slot.vcpu.as_ref() else {
                 continue;
@@ -184,6 +186,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         if loaded != Some(next) {
             let slots = &mut schedule.slots;
             if let Some(old) = loaded.and_then(|i| slots[i].vcpu.as_mut()) {
+                arch::fp_flush();
                 arch::save_el1(&mut old.regs.el1);
                 save_lrs(old);
             }
@@ -325,11 +328,13 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
 }
 
 /// Takes the loaded `vcpu` off this CPU for good (it turned itself off, or
-/// its VM stopped or reset): its list registers, its EL1 timers and the
-/// virtual interface go, so that neither a timer's nor the maintenance
-/// interrupt stays asserted at EL2 for a vCPU that is gone (the VM's next
-/// vCPU on this CPU may start much later, or never).
+/// its VM stopped or reset): its FP/SIMD state is saved, and its list
+/// registers, its EL1 timers and the virtual interface go, so that neither
+/// a timer's nor the maintenance interrupt stays asserted at EL2 for a
+/// vCPU that is gone (the VM's next vCPU on this CPU may start much later,
+/// or never).
 fn leave_cpu(vcpu: &mut Vcpu, controls: &mut CpuControls) {
+    arch::fp_flush();
     clear_lrs(vcpu);
     arch::load_el1(&El1SysRegs::default());
     controls.set_ich_hcr(0);

@@ -41,8 +41,12 @@ pub struct GuestRegs {
     pub pc: u64,
     /// Guest PSTATE (SPSR_EL2).
     pub pstate: u64,
-    /// FP/SIMD registers.
+    /// FP/SIMD registers, when not live (`fp_live`).
     pub fp: FpSimdState,
+    /// Non-zero while the vCPU's FP/SIMD state is in its physical CPU's
+    /// registers rather than in `fp`: from its entry until the hypervisor
+    /// on that CPU first uses FP/SIMD or flushes it (`hw::guest`).
+    pub fp_live: u64,
 }
 
 // The assembly addresses `x` pairwise from offset 0 and `pc`/`pstate` as a

@@ -126,17 +126,15 @@ impl Distributor {
         &mut self.spis[start..end]
     }
 
-    pub fn read(&mut self, offset: u64, width: AccessWidth) -> Result<u64, MmioError> {
-        check_access(offset, width, GICD_SIZE)?;
+    /// The reads that gather per-SPI state into a word (the bit banks,
+    /// IPRIORITYR, ICFGR). Out of line: the compiler vectorises them, and
+    /// the FP/SIMD registers they need would otherwise be saved in the
+    /// frame of every `read`, GICD_CTLR's and GICD_TYPER's too, which an
+    /// exit's fast path serves without touching FP/SIMD (the guest's stays
+    /// live in the registers, see `arch::aarch64::hw::guest`).
+    #[inline(never)]
+    fn read_spi_bits(&mut self, offset: u64, width: AccessWidth) -> Result<u64, MmioError> {
         match offset {
-            reg::CTLR | reg::TYPER | reg::IIDR => {
-                word_only(offset, width)?;
-                Ok(u64::from(match offset {
-                    reg::CTLR => self.ctlr | CTLR_ARE | CTLR_DS,
-                    reg::TYPER => self.typer(),
-                    _ => IIDR,
-                }))
-            }
             _ if reg::BANKS.contains(&offset) => {
                 word_only(offset, width)?;
                 let (register, word) =
@@ -150,15 +148,34 @@ impl Distributor {
                     self.spi_slice(first, width.bytes() as usize),
                 ))
             }
-            _ if reg::ITARGETSR.contains(&offset) || reg::SPENDSGIR.contains(&offset) => {
-                byte_or_word(offset, width)?;
-                Ok(0)
-            }
             _ if reg::ICFGR.contains(&offset) => {
                 word_only(offset, width)?;
                 let first = ((offset - reg::ICFGR.start) / 4 * 16) as usize;
                 Ok(u64::from(irq::read_config(self.spi_slice(first, 16))))
             }
+            _ => Err(MmioError::Unhandled { offset }),
+        }
+    }
+
+    pub fn read(&mut self, offset: u64, width: AccessWidth) -> Result<u64, MmioError> {
+        check_access(offset, width, GICD_SIZE)?;
+        match offset {
+            reg::CTLR | reg::TYPER | reg::IIDR => {
+                word_only(offset, width)?;
+                Ok(u64::from(match offset {
+                    reg::CTLR => self.ctlr | CTLR_ARE | CTLR_DS,
+                    reg::TYPER => self.typer(),
+                    _ => IIDR,
+                }))
+            }
+            _ if reg::BANKS.contains(&offset) || reg::IPRIORITYR.contains(&offset) => {
+                self.read_spi_bits(offset, width)
+            }
+            _ if reg::ITARGETSR.contains(&offset) || reg::SPENDSGIR.contains(&offset) => {
+                byte_or_word(offset, width)?;
+                Ok(0)
+            }
+            _ if reg::ICFGR.contains(&offset) => self.read_spi_bits(offset, width),
             _ if reg::IROUTER.contains(&offset) => {
                 let (index, shift) = self.irouter_index(offset, width)?;
                 Ok(index.map_or(0, |i| (self.routes[i] >> shift) & width.mask()))

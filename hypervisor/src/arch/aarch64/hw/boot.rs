@@ -118,7 +118,8 @@ __hv_secondary_entry:
 
 // The vector table: 16 entries of 0x80 bytes, 2 KiB aligned. Exceptions
 // from a guest (lower EL, AArch64) push the guest's x0/x1 and go to
-// `__hv_guest_exit` (in `guest.rs`) with the exit kind in x0; every other
+// `__hv_guest_exit` (in `guest.rs`) with the exit kind in x0; a trapped
+// FP/SIMD access at EL2 goes to `__hv_fp_trap` (same file); every other
 // entry hands its index to `unexpected_exception`.
 global_asm!(
     r#"
@@ -126,7 +127,23 @@ global_asm!(
     .balign 2048
     .global __hv_vectors
 __hv_vectors:
-    .irp index, 0,1,2,3,4,5,6,7
+    .irp index, 0,1,2,3
+    .balign 0x80
+    mov     x0, #\index
+    b       {unexpected}
+    .endr
+    // Current EL with SPx, synchronous: an FP/SIMD access trapped while a
+    // guest's FP/SIMD state was live (`guest.rs`), or a bug.
+    .balign 0x80
+    stp     x0, x1, [sp, #-16]!
+    mrs     x0, esr_el2
+    lsr     x0, x0, #26
+    cmp     x0, #0x07
+    b.eq    __hv_fp_trap
+    ldp     x0, x1, [sp], #16
+    mov     x0, #4
+    b       {unexpected}
+    .irp index, 5,6,7
     .balign 0x80
     mov     x0, #\index
     b       {unexpected}

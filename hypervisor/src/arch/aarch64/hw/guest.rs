@@ -6,6 +6,16 @@
 //! While a guest runs, TPIDR_EL2 points at its `GuestRegs`; the lower-EL
 //! vectors (in `boot.rs`) save the guest there and return from
 //! `__hv_enter_guest` on the hypervisor stack that called it.
+//!
+//! FP/SIMD state is switched lazily: an exit leaves the guest's V0-V31,
+//! FPSR and FPCR in the registers (`GuestRegs::fp_live`) and sets
+//! CPTR_EL2.TFP, so that the hypervisor's own first FP/SIMD instruction
+//! traps (`__hv_fp_trap`, from the current-EL vector) and saves them into
+//! the `GuestRegs` TPIDR_EL2 names. The next entry reloads them only if
+//! that happened. Most exits (a call, an MMIO access on a fast path) use
+//! no FP/SIMD, and skip 32 register-pair stores and loads. Before the vCPU
+//! whose state is live leaves the CPU or its `GuestRegs` is dropped or
+//! replaced, `fp_flush` saves it.
 
 use core::arch::{asm, global_asm};
 use core::mem::offset_of;
@@ -20,15 +30,22 @@ use crate::mm::pagetable::INPUT_BITS;
 const GUEST_X: usize = offset_of!(GuestRegs, x);
 const GUEST_PC: usize = offset_of!(GuestRegs, pc);
 const GUEST_FP: usize = offset_of!(GuestRegs, fp);
+const GUEST_FP_LIVE: usize = offset_of!(GuestRegs, fp_live);
 const FP_FPSR: usize = offset_of!(FpSimdState, fpsr);
-/// Bytes the entry path pushes: x19-x30 and d8-d15.
-const HOST_FRAME: usize = 160;
+/// Bytes the entry path pushes: x19-x30 (V8-V15 are declared clobbered
+/// instead, see `run_guest`).
+const HOST_FRAME: usize = 96;
+/// CPTR_EL2.TFP (non-VHE): FP/SIMD at EL0-EL2 traps to EL2.
+const CPTR_EL2_TFP: u64 = 1 << 10;
 
 global_asm!(
     r#"
     .section .text.guest, "ax"
     .global __hv_enter_guest
-    // x0: *mut GuestRegs. Returns the exit kind (0 sync, 1 IRQ, 2 FIQ, 3 SError).
+    // x0: *mut GuestRegs. Returns the exit kind (0 sync, 1 IRQ, 2 FIQ,
+    // 3 SError) in x0 and ESR_EL2, FAR_EL2, HPFAR_EL2 in x1-x3, read before
+    // any FP/SIMD trap could overwrite them. V0-V31 are clobbered (the
+    // caller declares them so): they hold the guest's state on return.
 __hv_enter_guest:
     sub     sp, sp, #{frame}
     stp     x19, x20, [sp, #0]
@@ -37,12 +54,21 @@ __hv_enter_guest:
     stp     x25, x26, [sp, #48]
     stp     x27, x28, [sp, #64]
     stp     x29, x30, [sp, #80]
-    stp     d8, d9, [sp, #96]
-    stp     d10, d11, [sp, #112]
-    stp     d12, d13, [sp, #128]
-    stp     d14, d15, [sp, #144]
-    msr     tpidr_el2, x0
 
+    // The guest may use FP/SIMD: no trap. If its state is still in the
+    // registers (this CPU ran it last, and nothing used them since), they
+    // stay; else they are loaded.
+    mrs     x2, cptr_el2
+    bic     x2, x2, #{cptr_tfp}
+    msr     cptr_el2, x2
+    mrs     x1, tpidr_el2
+    msr     tpidr_el2, x0
+    cmp     x1, x0
+    b.ne    1f
+    ldr     x1, [x0, #{live}]
+    cbnz    x1, 2f
+1:
+    isb
     add     x1, x0, #{fp}
     ldp     q0, q1, [x1, #0]
     ldp     q2, q3, [x1, #32]
@@ -64,7 +90,9 @@ __hv_enter_guest:
     ldp     x2, x3, [x1]
     msr     fpsr, x2
     msr     fpcr, x3
-
+    mov     x1, #1
+    str     x1, [x0, #{live}]
+2:
     ldp     x2, x3, [x0, #{pc}]
     msr     elr_el2, x2
     msr     spsr_el2, x3
@@ -115,27 +143,15 @@ __hv_guest_exit:
     mrs     x3, spsr_el2
     stp     x2, x3, [x1, #{pc}]
 
-    add     x2, x1, #{fp}
-    stp     q0, q1, [x2, #0]
-    stp     q2, q3, [x2, #32]
-    stp     q4, q5, [x2, #64]
-    stp     q6, q7, [x2, #96]
-    stp     q8, q9, [x2, #128]
-    stp     q10, q11, [x2, #160]
-    stp     q12, q13, [x2, #192]
-    stp     q14, q15, [x2, #224]
-    stp     q16, q17, [x2, #256]
-    stp     q18, q19, [x2, #288]
-    stp     q20, q21, [x2, #320]
-    stp     q22, q23, [x2, #352]
-    stp     q24, q25, [x2, #384]
-    stp     q26, q27, [x2, #416]
-    stp     q28, q29, [x2, #448]
-    stp     q30, q31, [x2, #480]
-    mrs     x3, fpsr
-    mrs     x4, fpcr
-    add     x2, x2, #{fpsr}
-    stp     x3, x4, [x2]
+    // The guest's FP/SIMD state stays live: the hypervisor's first use
+    // of FP/SIMD traps and saves it.
+    mrs     x2, cptr_el2
+    orr     x2, x2, #{cptr_tfp}
+    msr     cptr_el2, x2
+    mrs     x1, esr_el2
+    mrs     x2, far_el2
+    mrs     x3, hpfar_el2
+    isb
 
     ldp     x19, x20, [sp, #0]
     ldp     x21, x22, [sp, #16]
@@ -143,14 +159,63 @@ __hv_guest_exit:
     ldp     x25, x26, [sp, #48]
     ldp     x27, x28, [sp, #64]
     ldp     x29, x30, [sp, #80]
-    ldp     d8, d9, [sp, #96]
-    ldp     d10, d11, [sp, #112]
-    ldp     d12, d13, [sp, #128]
-    ldp     d14, d15, [sp, #144]
     add     sp, sp, #{frame}
+    ret
+
+    // From the current-EL synchronous vector on a trapped FP/SIMD access
+    // (EC 0x07), with x0/x1 pushed: lets EL2 use FP/SIMD from now on,
+    // saves the live guest state first, and retries the instruction.
+    .global __hv_fp_trap
+__hv_fp_trap:
+    stp     x2, x30, [sp, #-16]!
+    bl      __hv_fp_flush
+    ldp     x2, x30, [sp], #16
+    ldp     x0, x1, [sp], #16
+    eret
+
+    // Clears CPTR_EL2.TFP and, if TPIDR_EL2 names a GuestRegs whose
+    // FP/SIMD state is live, saves it there. TPIDR_EL2 is cleared: no
+    // later trap saves anything until the next entry. Uses x0-x2 only.
+    .global __hv_fp_flush
+__hv_fp_flush:
+    mrs     x0, cptr_el2
+    bic     x0, x0, #{cptr_tfp}
+    msr     cptr_el2, x0
+    isb
+    mrs     x0, tpidr_el2
+    msr     tpidr_el2, xzr
+    cbz     x0, 1f
+    ldr     x1, [x0, #{live}]
+    cbz     x1, 1f
+    str     xzr, [x0, #{live}]
+    add     x1, x0, #{fp}
+    stp     q0, q1, [x1, #0]
+    stp     q2, q3, [x1, #32]
+    stp     q4, q5, [x1, #64]
+    stp     q6, q7, [x1, #96]
+    stp     q8, q9, [x1, #128]
+    stp     q10, q11, [x1, #160]
+    stp     q12, q13, [x1, #192]
+    stp     q14, q15, [x1, #224]
+    stp     q16, q17, [x1, #256]
+    stp     q18, q19, [x1, #288]
+    stp     q20, q21, [x1, #320]
+    stp     q22, q23, [x1, #352]
+    stp     q24, q25, [x1, #384]
+    stp     q26, q27, [x1, #416]
+    stp     q28, q29, [x1, #448]
+    stp     q30, q31, [x1, #480]
+    add     x1, x1, #{fpsr}
+    mrs     x2, fpsr
+    str     x2, [x1]
+    mrs     x2, fpcr
+    str     x2, [x1, #8]
+1:
     ret
 "#,
     frame = const HOST_FRAME,
+    cptr_tfp = const CPTR_EL2_TFP,
+    live = const GUEST_FP_LIVE,
     fp = const GUEST_FP,
     fpsr = const FP_FPSR,
     pc = const GUEST_PC,
@@ -158,23 +223,32 @@ __hv_guest_exit:
 );
 
 extern "C" {
-    fn __hv_enter_guest(regs: *mut GuestRegs) -> u64;
+    fn __hv_fp_flush();
 }
 
 /// Runs the guest whose EL1 state and stage 2 are loaded on this CPU until
 /// its next exception to EL2.
 pub fn run_guest(regs: &mut GuestRegs) -> ExitInfo {
-    // SAFETY: `regs` is a valid, exclusively borrowed GuestRegs for the whole
-    // call; the assembly saves and restores every callee-saved register of
-    // the host (x19-x30, d8-d15) and returns on the same stack. The guest
-    // runs under stage 2 and cannot reach hypervisor memory.
-    let kind = unsafe { __hv_enter_guest(regs) };
-    let (esr, far, hpfar): (u64, u64, u64);
-    // SAFETY: reading the syndrome registers has no side effects; EL2 runs
-    // with interrupts masked, so they still describe this exit.
+    let (kind, esr, far, hpfar): (u64, u64, u64, u64);
+    // SAFETY: `regs` is a valid, exclusively borrowed GuestRegs for the
+    // whole call; the assembly saves and restores x19-x30 and returns on
+    // the same stack, everything else the C ABI lets a callee clobber is
+    // declared so, and V8-V15 (whose low halves the ABI would preserve)
+    // too: they return holding the guest's values. The guest runs under
+    // stage 2 and cannot reach hypervisor memory. TPIDR_EL2 keeps naming
+    // `regs` after the call, for a later FP/SIMD trap: the caller flushes
+    // (`fp_flush`) before `regs` moves or goes.
     unsafe {
-        asm!("mrs {0}, esr_el2", "mrs {1}, far_el2", "mrs {2}, hpfar_el2",
-             out(reg) esr, out(reg) far, out(reg) hpfar, options(nomem, nostack));
+        asm!(
+            "bl __hv_enter_guest",
+            inout("x0") core::ptr::from_mut(regs) => kind,
+            out("x1") esr,
+            out("x2") far,
+            out("x3") hpfar,
+            out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+            out("v12") _, out("v13") _, out("v14") _, out("v15") _,
+            clobber_abi("C"),
+        );
     }
     let kind = match kind {
         0 => ExitKind::Sync,
@@ -188,6 +262,19 @@ pub fn run_guest(regs: &mut GuestRegs) -> ExitInfo {
         far,
         hpfar,
     }
+}
+
+/// Saves the FP/SIMD state of the vCPU last run on this CPU into its
+/// `GuestRegs` if it is still live in the registers, and lets EL2 use
+/// FP/SIMD without trapping. Call before that vCPU leaves this CPU (another
+/// is loaded, it is turned off, its VM stops) and before its `GuestRegs`
+/// are replaced.
+pub fn fp_flush() {
+    // SAFETY: TPIDR_EL2 names the GuestRegs of the vCPU last entered on
+    // this CPU, still alive: the callers flush before dropping or
+    // replacing it. The routine clobbers only x0-x2 (and the C ABI's
+    // caller-saved registers cover them).
+    unsafe { __hv_fp_flush() };
 }
 
 /// HCR_EL2 for a running guest: VM (stage 2), SWIO, FMO/IMO/AMO (physical
@@ -325,7 +412,8 @@ pub fn load_stage2(root: PhysAddr, vmid: u16) {
 /// them to 4 bytes) by shifting words, several times slower; EL2 allows
 /// unaligned accesses to Normal memory (SCTLR_EL2.A is clear), so this loop
 /// loads and stores whole registers wherever the bytes lie. A guest's
-/// vector registers are saved on every exit, so using them here is safe.
+/// vector registers still live after an exit are saved by the FP/SIMD
+/// trap this loop's first instruction takes, so using them here is safe.
 pub fn copy_to_guest_ram(dst: &mut [u8], src: &[u8]) {
     let len = src.len().min(dst.len());
     let bulk = len & !127;

@@ -15,8 +15,8 @@ pub use gic::{
     gic_write_lr, HostGic, SPURIOUS_INTID,
 };
 pub use guest::{
-    copy_to_guest_ram, dc_clean_invalidate_set_way, guest_timer_ctls, guest_timers_disable,
-    guest_va_to_ipa, hyp_timer_arm_at, hyp_timer_disarm, init_virtualization,
+    copy_to_guest_ram, dc_clean_invalidate_set_way, fp_flush, guest_timer_ctls,
+    guest_timers_disable, guest_va_to_ipa, hyp_timer_arm_at, hyp_timer_disarm, init_virtualization,
     inject_sync_exception, load_el1, load_stage2, read_id_register, run_guest, save_el1,
     set_wfx_trap, sync_icache, vtcr_el2, wait_for_interrupt, zero_guest_ram,
 };
