@@ -17,6 +17,10 @@
 //!   polling ICC_IAR1_EL1, acknowledged it (its counter read then);
 //! - `sgi-wfi`: the same with CPU 1 asleep in WFI.
 //!
+//! One check goes with them, `exits-fp`: V0-V31 hold what the guest put
+//! there across a call and an MMIO exit (a hypervisor that keeps the
+//! guest's FP/SIMD state in the registers over exits must not lose it).
+//!
 //! The two SGI figures need a second CPU in the DT; the next SGI goes out
 //! once CPU 1 counted the last one taken. Every wait spins on memory with
 //! YIELD (see `arch::yield_cpu`).
@@ -195,9 +199,38 @@ pub fn measure<W: Write>(report: &mut Report<W>, platform: &Platform) {
     });
     figure(report, "exits-gicd-read", TRAP_OPS, ticks);
 
+    vectors_kept(report, platform);
+
     timer_latency(report, &gic, platform.vtimer_intid, "exits-vtimer", false);
     timer_latency(report, &gic, platform.vtimer_intid, "exits-wfi-timer", true);
     sgis(report, platform);
+}
+
+/// V0-V31 across a null call and a PL011 read, with distinct patterns
+/// (every byte of every register differs).
+fn vectors_kept<W: Write>(report: &mut Report<W>, platform: &Platform) {
+    for round in 0..4u128 {
+        let pattern: arch::VectorFile = core::array::from_fn(|i| {
+            let byte = (round * 32 + i as u128) as u8;
+            u128::from_ne_bytes([byte; 16]) ^ 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210
+        });
+        let after =
+            arch::vectors_across_exits(&pattern, platform.conduit, platform.uart.base + UARTFR);
+        if let Some(n) = (0..32).find(|&n| after[n] != pattern[n]) {
+            report.fail(
+                "exits-fp",
+                format_args!(
+                    "round {round}: V{n} was {:#034x}, is {:#034x} after the exits",
+                    pattern[n], after[n]
+                ),
+            );
+            return;
+        }
+    }
+    report.pass(
+        "exits-fp",
+        format_args!("V0-V31 kept across a call and a PL011 read (4 rounds)"),
+    );
 }
 
 /// From the virtual timer's deadline to the IRQ handler's first counter

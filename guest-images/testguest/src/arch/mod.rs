@@ -311,6 +311,82 @@ pub fn wait_for_interrupt() {
     unsafe { asm!("wfi", options(nostack, preserves_flags)) }
 }
 
+/// V0-V31 as 32 128-bit values.
+pub type VectorFile = [u128; 32];
+
+/// Loads `pattern` into V0-V31, makes a null SMCCC call (PSCI_VERSION)
+/// through `conduit` and reads `uart_register` (a side-effect-free device
+/// register) with nothing in between that could touch them, and returns
+/// V0-V31 as they are afterwards: whatever sits below the guest must keep
+/// them across the exits.
+pub fn vectors_across_exits(
+    pattern: &VectorFile,
+    conduit: Conduit,
+    uart_register: usize,
+) -> VectorFile {
+    let mut after: VectorFile = [0; 32];
+    let function = u64::from(crate::smccc::PSCI_VERSION);
+    macro_rules! probe {
+        ($call:literal) => {
+            // SAFETY: reads `pattern` and writes `after` (both 512 bytes,
+            // 16-byte aligned as u128 arrays), makes an SMCCC call (which may
+            // clobber x0-x17: declared, and V0-V31 are restored by the
+            // caller's clobber list) and one load from a device register the
+            // caller took from the device tree.
+            unsafe {
+                asm!(
+                    "ldp q0, q1, [x20, #0]",
+                    "ldp q2, q3, [x20, #32]",
+                    "ldp q4, q5, [x20, #64]",
+                    "ldp q6, q7, [x20, #96]",
+                    "ldp q8, q9, [x20, #128]",
+                    "ldp q10, q11, [x20, #160]",
+                    "ldp q12, q13, [x20, #192]",
+                    "ldp q14, q15, [x20, #224]",
+                    "ldp q16, q17, [x20, #256]",
+                    "ldp q18, q19, [x20, #288]",
+                    "ldp q20, q21, [x20, #320]",
+                    "ldp q22, q23, [x20, #352]",
+                    "ldp q24, q25, [x20, #384]",
+                    "ldp q26, q27, [x20, #416]",
+                    "ldp q28, q29, [x20, #448]",
+                    "ldp q30, q31, [x20, #480]",
+                    $call,
+                    "ldr w1, [x22]",
+                    "stp q0, q1, [x21, #0]",
+                    "stp q2, q3, [x21, #32]",
+                    "stp q4, q5, [x21, #64]",
+                    "stp q6, q7, [x21, #96]",
+                    "stp q8, q9, [x21, #128]",
+                    "stp q10, q11, [x21, #160]",
+                    "stp q12, q13, [x21, #192]",
+                    "stp q14, q15, [x21, #224]",
+                    "stp q16, q17, [x21, #256]",
+                    "stp q18, q19, [x21, #288]",
+                    "stp q20, q21, [x21, #320]",
+                    "stp q22, q23, [x21, #352]",
+                    "stp q24, q25, [x21, #384]",
+                    "stp q26, q27, [x21, #416]",
+                    "stp q28, q29, [x21, #448]",
+                    "stp q30, q31, [x21, #480]",
+                    // Registers the call preserves (SMCCC: all but x0-x17).
+                    in("x20") pattern.as_ptr(),
+                    in("x21") after.as_mut_ptr(),
+                    in("x22") uart_register,
+                    inout("x0") function => _,
+                    clobber_abi("C"),
+                    options(nostack),
+                );
+            }
+        };
+    }
+    match conduit {
+        Conduit::Hvc => probe!("hvc #0"),
+        Conduit::Smc => probe!("smc #0"),
+    }
+    after
+}
+
 /// A spin-wait hint (YIELD). QEMU's round-robin TCG (`-icount`) passes
 /// the host thread to the next CPU on it, so a CPU waiting for another
 /// lets that one run at once instead of spinning out its time slice.
