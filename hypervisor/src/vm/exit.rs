@@ -128,6 +128,9 @@ pub fn fast_path(
     }
 }
 
+/// Out of line: its frame (the registers an MMIO access needs) would
+/// otherwise be set up for a call too.
+#[inline(never)]
 fn mmio_fast_path(
     uart: &VmUart,
     vgic: &Vgic,

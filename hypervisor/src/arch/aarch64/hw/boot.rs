@@ -34,7 +34,7 @@ const CPTR_EL2_TSM: u64 = 1 << 12;
 /// CPTR_EL2 (non-VHE): FP/SIMD not trapped (TFP clear), SVE and SME
 /// trapped: their state is not switched between vCPUs and `idregs` hides
 /// them, so a guest that uses them anyway gets UNDEFINED.
-const CPTR_EL2_GUEST: u64 = CPTR_EL2_RES1 | CPTR_EL2_TZ | CPTR_EL2_TSM;
+pub(super) const CPTR_EL2_GUEST: u64 = CPTR_EL2_RES1 | CPTR_EL2_TZ | CPTR_EL2_TSM;
 
 global_asm!(
     r#"

@@ -23,6 +23,7 @@ use core::mem::offset_of;
 use aarch64_cpu::registers::{HCR_EL2, MDCR_EL2};
 
 use super::super::context::{El1SysRegs, ExitInfo, ExitKind, FpSimdState, GuestRegs};
+use super::boot::CPTR_EL2_GUEST;
 use super::mmu::pa_size_encoding;
 use crate::addr::PhysAddr;
 use crate::mm::pagetable::INPUT_BITS;
@@ -56,18 +57,14 @@ __hv_enter_guest:
     stp     x29, x30, [sp, #80]
 
     // The guest may use FP/SIMD: no trap. If its state is still in the
-    // registers (this CPU ran it last, and nothing used them since), they
+    // registers (live: this CPU ran it last, and nothing used them since;
+    // `fp_flush` clears the flag before another vCPU runs here), they
     // stay; else they are loaded.
-    mrs     x2, cptr_el2
-    bic     x2, x2, #{cptr_tfp}
+    mov     x2, #{cptr_guest}
     msr     cptr_el2, x2
-    mrs     x1, tpidr_el2
     msr     tpidr_el2, x0
-    cmp     x1, x0
-    b.ne    1f
     ldr     x1, [x0, #{live}]
     cbnz    x1, 2f
-1:
     isb
     add     x1, x0, #{fp}
     ldp     q0, q1, [x1, #0]
@@ -145,8 +142,7 @@ __hv_guest_exit:
 
     // The guest's FP/SIMD state stays live: the hypervisor's first use
     // of FP/SIMD traps and saves it.
-    mrs     x2, cptr_el2
-    orr     x2, x2, #{cptr_tfp}
+    mov     x2, #{cptr_host}
     msr     cptr_el2, x2
     mrs     x1, esr_el2
     mrs     x2, far_el2
@@ -178,8 +174,7 @@ __hv_fp_trap:
     // later trap saves anything until the next entry. Uses x0-x2 only.
     .global __hv_fp_flush
 __hv_fp_flush:
-    mrs     x0, cptr_el2
-    bic     x0, x0, #{cptr_tfp}
+    mov     x0, #{cptr_guest}
     msr     cptr_el2, x0
     isb
     mrs     x0, tpidr_el2
@@ -214,7 +209,8 @@ __hv_fp_flush:
     ret
 "#,
     frame = const HOST_FRAME,
-    cptr_tfp = const CPTR_EL2_TFP,
+    cptr_guest = const CPTR_EL2_GUEST,
+    cptr_host = const CPTR_EL2_GUEST | CPTR_EL2_TFP,
     live = const GUEST_FP_LIVE,
     fp = const GUEST_FP,
     fpsr = const FP_FPSR,
