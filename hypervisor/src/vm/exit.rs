@@ -143,7 +143,14 @@ fn mmio_fast_path(
         return FastExit::NotMine;
     }
     let ipa = esr::fault_ipa(info.hpfar, info.far);
-    let Some((window, offset)) = fixed_window(vcpus, ipa) else {
+    // The UART first: most of these exits are its.
+    let uart_offset = ipa
+        .checked_offset_from(PL011_BASE)
+        .filter(|offset| *offset < PRIMECELL_SIZE);
+    let Some((window, offset)) = uart_offset
+        .map(|offset| (Fixed::Uart, offset))
+        .or_else(|| fixed_window(vcpus, ipa))
+    else {
         return FastExit::NotMine;
     };
     let Ok(access) = mmio_decode::decode_syndrome(info.esr) else {
@@ -159,9 +166,12 @@ fn mmio_fast_path(
                 return FastExit::NotMine;
             }
             let line_moved = device.interrupt_pending() != line_before;
-            let output = device.sink_mut().take_output();
-            drop(device);
-            output.write();
+            // Only a write sends anything.
+            if access.direction == Direction::Write {
+                let output = device.sink_mut().take_output();
+                drop(device);
+                output.write();
+            }
             line_moved
         }
         // A write may pend, route or enable interrupts: the slow path's.
