@@ -524,9 +524,15 @@ impl Vgic {
                 });
             }
         };
-        for (intid, irq) in (0u32..).zip(redistributor.private.iter()) {
-            if candidate(irq) {
-                consider(intid, irq);
+        // Only the enabled ones can be candidates.
+        let mut enabled = redistributor.enabled_private();
+        while enabled != 0 {
+            let intid = enabled.trailing_zeros();
+            enabled &= enabled - 1;
+            if let Some(irq) = redistributor.private.get(intid as usize) {
+                if candidate(irq) {
+                    consider(intid, irq);
+                }
             }
         }
         let idle = &self.spis_idle_at[vcpu];

@@ -53,6 +53,11 @@ pub struct Redistributor {
     processor_sleep: bool,
     /// INTIDs 0..16 (SGIs) and 16..32 (PPIs).
     pub(super) private: [IrqState; PRIVATE_IRQS],
+    /// Bit n set: `private[n].enabled`. Only GICR_ISENABLER0/ICENABLER0
+    /// writes change an enable (`write_sgi`), and they refresh this, so
+    /// the search for a deliverable interrupt, on every interrupt exit,
+    /// looks at the enabled ones only.
+    enabled: u32,
 }
 
 impl Redistributor {
@@ -66,8 +71,14 @@ impl Redistributor {
             affinity,
             last,
             processor_sleep: true,
+            enabled: enabled_mask(&private),
             private,
         }
+    }
+
+    /// The enabled SGIs and PPIs, bit n for INTID n.
+    pub(super) fn enabled_private(&self) -> u32 {
+        self.enabled
     }
 
     fn typer(&self) -> u64 {
@@ -181,12 +192,20 @@ impl Redistributor {
             _ if sgi::BANKS.contains(&offset) => {
                 if let Some((register, 0)) = BitRegister::decode(offset) {
                     register.write(&mut self.private, value as u32);
+                    self.enabled = enabled_mask(&self.private);
                 }
             }
             _ => {}
         }
         Ok(())
     }
+}
+
+/// Bit n set: `private[n]` is enabled.
+fn enabled_mask(private: &[IrqState; PRIVATE_IRQS]) -> u32 {
+    (0..PRIVATE_IRQS)
+        .filter(|n| private[*n].enabled)
+        .fold(0, |mask, n| mask | 1 << n)
 }
 
 /// A 64-bit register read whole or as two 32-bit halves.

@@ -480,3 +480,31 @@ fn reset_forgets_everything_the_guest_set() {
     assert!(!gic.irq(1, VTIMER_PPI).unwrap().enabled);
     assert_eq!(gicd_read(gic, 0x0) & 0b11, 0, "groups disabled again");
 }
+
+/// The search for a deliverable private interrupt looks at the enabled
+/// ones only: enables and disables through GICR_ISENABLER0/ICENABLER0 must
+/// reach it, whichever SGIs and PPIs are pending.
+#[test]
+fn private_interrupts_are_offered_once_enabled_and_not_after() {
+    let mut gic = vgic(1);
+    wake_and_enable_ppi(&mut gic, 0, VTIMER_PPI, 0xA0);
+    gicd_write(&mut gic, 0, CTLR_LINUX);
+    // SGI 3 pending but disabled, at a better priority than the timer.
+    gic.redistributors()
+        .write(0x1_0400 + 3, Byte, 0x10)
+        .unwrap();
+    gic.send_sgi(0, (3 << 24) | 1).unwrap();
+    gic.set_ppi_level(0, VTIMER_PPI, true).unwrap();
+    let intid = |gic: &Vgic| gic.highest_pending(0).unwrap().map(|p| p.intid);
+    assert_eq!(intid(&gic), Some(VTIMER_PPI), "SGI 3 is disabled");
+    gicr_write(&mut gic, 0, 0x1_0100, 1 << 3);
+    assert_eq!(intid(&gic), Some(3), "enabled, and first by priority");
+    assert_eq!(
+        gicr_read(&mut gic, 0, 0x1_0100),
+        (1 << 3) | (1 << VTIMER_PPI)
+    );
+    gicr_write(&mut gic, 0, 0x1_0180, 1 << 3);
+    assert_eq!(intid(&gic), Some(VTIMER_PPI), "disabled again");
+    gicr_write(&mut gic, 0, 0x1_0180, 1 << VTIMER_PPI);
+    assert_eq!(intid(&gic), None, "nothing enabled is pending");
+}
