@@ -113,25 +113,24 @@ pub fn secondary() -> ! {
         arch::halt()
     };
     gic.enable_private(SGI_PING);
-    // Interrupts handled so far: the handler may take a ping at any point
-    // after the unmask, so progress is measured against this, not against
-    // a count read later.
+    // Interrupts handled so far: the handler may take a ping whenever IRQs
+    // are unmasked, so progress is measured against this, not against a
+    // count read later.
     let (mut seen, _) = arch::irq_stats();
-    sysreg::irq_unmask();
     SECONDARY_UP.store(1, Ordering::SeqCst);
     loop {
         match PHASE.load(Ordering::SeqCst) {
             phase::STOP => break,
             phase::SLEEP => {
                 ASLEEP_FOR.store(PINGS_TAKEN.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
-                while arch::irq_stats().0 == seen {
-                    arch::wait_for_interrupt();
-                }
+                sleep_until_handled(seen);
             }
             _ => {
+                sysreg::irq_unmask();
                 while arch::irq_stats().0 == seen && PHASE.load(Ordering::SeqCst) == phase::POLL {
                     arch::yield_cpu();
                 }
+                sysreg::irq_mask();
             }
         }
         let (count, last) = arch::irq_stats();
@@ -147,6 +146,18 @@ pub fn secondary() -> ! {
     gic.disable_private(SGI_PING);
     arch::smccc_call(conduit(), smccc::PSCI_CPU_OFF, [0; 3]);
     arch::halt()
+}
+
+/// Sleeps in WFI until the IRQ handler has run past `count` interrupts.
+/// IRQs stay masked around each WFI (which wakes on a pending interrupt
+/// all the same) and are let in only after it: an interrupt taken between
+/// the check and the WFI would leave the CPU asleep with nothing to wake it.
+fn sleep_until_handled(count: u32) {
+    while arch::irq_stats().0 == count {
+        arch::wait_for_interrupt();
+        sysreg::irq_unmask();
+        sysreg::irq_mask();
+    }
 }
 
 /// Counter ticks `ops` runs of `op` take, loop included.
@@ -248,15 +259,15 @@ fn timer_latency<W: Write>(
         let (count_before, _) = arch::irq_stats();
         let deadline = sysreg::counter() + us_to_ticks(TIMER_LEAD_US);
         sysreg::vtimer_arm_at(deadline);
-        sysreg::irq_unmask();
-        while arch::irq_stats().0 == count_before {
-            if asleep {
-                arch::wait_for_interrupt();
-            } else {
+        if asleep {
+            sleep_until_handled(count_before);
+        } else {
+            sysreg::irq_unmask();
+            while arch::irq_stats().0 == count_before {
                 arch::yield_cpu();
             }
+            sysreg::irq_mask();
         }
-        sysreg::irq_mask();
         let (_, last) = arch::irq_stats();
         if last != intid {
             gic.disable_private(intid);
