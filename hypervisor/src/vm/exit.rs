@@ -121,6 +121,9 @@ pub fn fast_path(
     let e = Esr(info.esr);
     match e.class() {
         ExceptionClass::DataAbortLower => mmio_fast_path(uart, vgic, vcpus, vcpu, info),
+        // Only immediate 0 is an SMCCC call; the slow path answers the
+        // others.
+        _ if e.call_immediate() != 0 => FastExit::NotMine,
         ExceptionClass::Hvc64 => fixed_call(vcpu, 0),
         // SMC traps before it executes: the answer skips it.
         ExceptionClass::Smc64 => fixed_call(vcpu, 4),
@@ -1015,6 +1018,12 @@ mod tests {
         );
         assert_eq!(v.regs.guest.pc, pc + 4);
         assert_eq!(v.regs.x(0), 0x1_0001, "SMCCC 1.1");
+        // HVC #1: not an SMCCC call, the slow path's.
+        v.regs.set_x(0, u64::from(fid::PSCI_VERSION));
+        assert_eq!(
+            fast_path(vm.uart, vm.vgic, 2, &mut v, &exit(EC_HVC64 | IL | 1, 0)),
+            FastExit::NotMine
+        );
         // CPU_ON needs the VM; an unknown function is reported by the slow
         // path.
         for x0 in [0xc400_0003, 0x8800_0bad] {
