@@ -203,11 +203,8 @@ fn mmio_fast_path(
 /// reported) is the slow path's.
 fn fixed_call(vcpu: &mut Vcpu, skip: u64) -> FastExit {
     let (x0, x1) = (vcpu.regs.x(0), vcpu.regs.x(1));
-    let answer = match smccc::route(x0) {
-        Service::Arch => smccc::fixed_answer(x0, x1),
-        Service::Psci => psci::fixed_answer(x0, x1),
-        _ => None,
-    };
+    // Each answers only function IDs of its own service: no routing.
+    let answer = psci::fixed_answer(x0, x1).or_else(|| smccc::fixed_answer(x0, x1));
     let Some(value) = answer else {
         return FastExit::NotMine;
     };
