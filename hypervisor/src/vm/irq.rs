@@ -186,6 +186,10 @@ pub fn sync_from_lrs(vgic: &Vgic, vcpu: &mut Vcpu) {
 /// maintenance request, so their EOI causes no exit: they are retired here,
 /// after any exit, or before a new interrupt is listed.
 fn retire_completed(vgic: &Vgic, vcpu: &mut Vcpu) {
+    // The guest has not run since the last retirement: nothing to find.
+    if core::mem::replace(&mut vcpu.lrs_retired, true) {
+        return;
+    }
     for (n, slot) in vcpu.lrs.iter_mut().enumerate() {
         let Some(intid) = *slot else { continue };
         let lr = ListRegister::decode(arch::gic_read_lr(n));
@@ -361,6 +365,7 @@ fn release_timers(vcpu: &mut Vcpu) {
 /// Puts back what [`save_lrs`] took.
 pub fn restore_lrs(vcpu: &mut Vcpu) {
     vcpu.settled_at = None;
+    vcpu.lrs_retired = false;
     for (n, raw) in vcpu.saved_lrs.iter().enumerate() {
         arch::gic_write_lr(n, *raw);
     }
@@ -371,6 +376,7 @@ pub fn restore_lrs(vcpu: &mut Vcpu) {
 /// physical timer interrupt the guest still held.
 pub fn clear_lrs(vcpu: &mut Vcpu) {
     vcpu.settled_at = None;
+    vcpu.lrs_retired = false;
     for (n, slot) in vcpu.lrs.iter_mut().enumerate() {
         arch::gic_write_lr(n, 0);
         *slot = None;
@@ -460,6 +466,13 @@ mod tests {
             .unwrap();
     }
 
+    /// The guest runs and moves list register `n` to `state` (an
+    /// acknowledge, an EOI).
+    fn guest_moves_lr(vcpu: &mut Vcpu, n: usize, state: LrState) {
+        arch::set_lr_state(n, state);
+        vcpu.lrs_retired = false;
+    }
+
     fn fire(vm: &Vm, intid: u32) {
         vm.vgic.set_spi_level(intid, true).unwrap();
         vm.vgic.set_spi_level(intid, false).unwrap();
@@ -476,7 +489,7 @@ mod tests {
         assert!(!lr.eoi_maintenance, "its EOI needs no exit: {lr:?}");
         // The guest acknowledges and EOIs it without an exit, and it fires
         // again before the hypervisor looked.
-        arch::set_lr_state(0, LrState::Invalid);
+        guest_moves_lr(&mut vcpu, 0, LrState::Invalid);
         fire(&vm, EDGE_SPI);
         let _ = flush_to_lrs(vm.vgic, &mut vcpu);
         assert_eq!(vcpu.lrs.iter().flatten().count(), 1, "{:?}", vcpu.lrs);
@@ -490,7 +503,7 @@ mod tests {
         enable_edge_spi(&vm);
         fire(&vm, EDGE_SPI);
         let _ = flush_to_lrs(vm.vgic, &mut vcpu);
-        arch::set_lr_state(0, LrState::Active);
+        guest_moves_lr(&mut vcpu, 0, LrState::Active);
         fire(&vm, EDGE_SPI);
         let _ = flush_to_lrs(vm.vgic, &mut vcpu);
         assert_eq!(vcpu.lrs.iter().flatten().count(), 1, "{:?}", vcpu.lrs);

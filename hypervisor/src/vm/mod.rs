@@ -276,6 +276,9 @@ pub struct Vcpu {
     /// over (`irq::flush_to_lrs`); `None` after its list registers changed
     /// hands.
     pub settled_at: Option<u64>,
+    /// Its list registers were retired (`irq::sync_from_lrs`) since the
+    /// guest last ran: nothing in them changed since.
+    pub lrs_retired: bool,
     /// Its exits since it started, counted by its CPU without a lock.
     pub exits: stats::ExitCounts,
 }
@@ -290,6 +293,7 @@ impl Vcpu {
             timers_active: 0,
             saved_lrs: Vec::new(),
             settled_at: None,
+            lrs_retired: false,
             exits: stats::ExitCounts::default(),
         }
     }

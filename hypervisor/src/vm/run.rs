@@ -215,6 +215,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         // without the VM lock (see the module doc).
         let exit = loop {
             let info = arch::run_guest(&mut vcpu.regs.guest);
+            vcpu.lrs_retired = false;
             vcpu.exits.count(&info);
             match info.kind {
                 ExitKind::Irq | ExitKind::Fiq => {
