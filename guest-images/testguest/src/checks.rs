@@ -292,11 +292,7 @@ fn sleep_on_timer(gic: &Gic, intid: u32, ticks: u64) -> Slept {
     let (count_before, _) = arch::irq_stats();
     let start = sysreg::counter();
     sysreg::vtimer_arm(u32::try_from(ticks).unwrap_or(u32::MAX));
-    sysreg::irq_unmask();
-    while arch::irq_stats().0 == count_before {
-        arch::wait_for_interrupt();
-    }
-    sysreg::irq_mask();
+    arch::sleep_until_handled(count_before);
     let elapsed = sysreg::counter().saturating_sub(start);
     sysreg::vtimer_stop();
     gic.disable_private(intid);

@@ -123,7 +123,7 @@ pub fn secondary() -> ! {
             phase::STOP => break,
             phase::SLEEP => {
                 ASLEEP_FOR.store(PINGS_TAKEN.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
-                sleep_until_handled(seen);
+                arch::sleep_until_handled(seen);
             }
             _ => {
                 sysreg::irq_unmask();
@@ -146,18 +146,6 @@ pub fn secondary() -> ! {
     gic.disable_private(SGI_PING);
     arch::smccc_call(conduit(), smccc::PSCI_CPU_OFF, [0; 3]);
     arch::halt()
-}
-
-/// Sleeps in WFI until the IRQ handler has run past `count` interrupts.
-/// IRQs stay masked around each WFI (which wakes on a pending interrupt
-/// all the same) and are let in only after it: an interrupt taken between
-/// the check and the WFI would leave the CPU asleep with nothing to wake it.
-fn sleep_until_handled(count: u32) {
-    while arch::irq_stats().0 == count {
-        arch::wait_for_interrupt();
-        sysreg::irq_unmask();
-        sysreg::irq_mask();
-    }
 }
 
 /// Counter ticks `ops` runs of `op` take, loop included.
@@ -260,7 +248,7 @@ fn timer_latency<W: Write>(
         let deadline = sysreg::counter() + us_to_ticks(TIMER_LEAD_US);
         sysreg::vtimer_arm_at(deadline);
         if asleep {
-            sleep_until_handled(count_before);
+            arch::sleep_until_handled(count_before);
         } else {
             sysreg::irq_unmask();
             while arch::irq_stats().0 == count_before {

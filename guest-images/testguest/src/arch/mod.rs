@@ -311,6 +311,18 @@ pub fn wait_for_interrupt() {
     unsafe { asm!("wfi", options(nostack, preserves_flags)) }
 }
 
+/// Sleeps in WFI until the IRQ handler has run past `count` interrupts.
+/// IRQs stay masked around each WFI (which wakes on a pending interrupt
+/// all the same) and are let in only after it: an interrupt taken between
+/// the check and the WFI would leave the CPU asleep with nothing to wake it.
+pub fn sleep_until_handled(count: u32) {
+    while irq_stats().0 == count {
+        wait_for_interrupt();
+        sysreg::irq_unmask();
+        sysreg::irq_mask();
+    }
+}
+
 /// V0-V31 as 32 128-bit values.
 pub type VectorFile = [u128; 32];
 
