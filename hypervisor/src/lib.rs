@@ -3,7 +3,7 @@
 //! table building, device models, manifest parsing) lives in this library so
 //! `cargo test` exercises it on the host; the hardware layer is `arch`, the
 //! bare-metal binary is `main.rs`.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "fuzzing")), no_std)]
 
 extern crate alloc;
 
@@ -14,6 +14,8 @@ pub mod console;
 pub mod devices;
 pub mod ffa;
 pub mod fixed_vec;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_targets;
 pub mod kmain;
 pub mod layout;
 pub mod machine;

@@ -120,7 +120,7 @@ pub fn region_offset(
     Ok(offset)
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fake {
     //! Guest RAM backed by a `Vec`, for device tests.
     use super::*;

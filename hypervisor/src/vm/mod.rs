@@ -653,7 +653,7 @@ impl Vm {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 impl Vm {
     /// A VM with `vcpus` vCPUs and no RAM behind it, for exit-handling
     /// tests (the host arch backend has no memory to lend).
@@ -717,5 +717,19 @@ impl Vm {
             reports: GuestReports::default(),
             config,
         }
+    }
+
+    /// Back to the state [`Vm::for_tests`] made, so one VM serves many
+    /// fuzz inputs (each `for_tests` VM leaks its vGIC and UART).
+    pub(crate) fn clear_for_tests(&mut self) {
+        self.vgic.reset();
+        *self.uart.lock() = Pl011::new(VmConsole::new(None));
+        self.devices.reset();
+        self.power = boot_power(self.power.len(), self.entry, self.config.dtb.ipa);
+        self.stopped = None;
+        self.uart_line = false;
+        self.lines_rose = 0;
+        self.wake_vms = 0;
+        self.reports = GuestReports::default();
     }
 }

@@ -1,0 +1,3 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hypervisor::fuzz_targets::ffa_descriptors(data));
