@@ -9,7 +9,7 @@ use crate::run::record::ResultWriter;
 use crate::run::{self, Cancel, Lab, RunOptions};
 use crate::scenario::{self, Scenario};
 use crate::sweep::{self, SweepArgs};
-use crate::{bench, debug, doctor, images, qemu, replay, report};
+use crate::{bench, debug, doctor, fuzz, images, qemu, replay, report};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write};
@@ -99,6 +99,10 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Fuzz the hypervisor's and the lab's parsers and device models with
+    /// cargo-fuzz, each target for --time seconds; installs a nightly
+    /// toolchain and cargo-fuzz when missing. Exit 1 if a target crashed.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,6 +234,7 @@ impl Command {
                 verbose,
             } => replay_one(&run_dir, gdb, verbose),
             Command::Doctor => doctor::run(&Lab::discover()?),
+            Command::Fuzz(args) => fuzz::command(&args),
             Command::Bench(Bench::Boot {
                 scenario,
                 baseline,

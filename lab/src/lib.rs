@@ -11,6 +11,9 @@ pub mod debug;
 pub mod disk;
 pub mod doctor;
 pub mod firmware;
+pub mod fuzz;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_targets;
 pub mod images;
 pub mod normalize;
 pub mod qemu;

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 /// Longest line kept whole; a guest printing without newlines still
 /// produces events.
-const MAX_LINE: usize = 4096;
+pub(crate) const MAX_LINE: usize = 4096;
 
 /// The byte (ASCII RS) the hypervisor puts before the line break it inserts
 /// into a VM's unfinished line; terminals show nothing for it.

@@ -6,13 +6,13 @@
 pub mod artifacts;
 mod attach;
 pub mod boot;
-mod console;
+pub(crate) mod console;
 pub mod display;
 pub mod events;
 mod qemu_process;
 pub mod record;
 mod steps;
-mod topology;
+pub(crate) mod topology;
 mod typing;
 
 use crate::build;
