@@ -237,9 +237,11 @@ pub fn virtio_net(data: &[u8]) {
 pub fn virtio_queue(data: &[u8]) {
     let mut input = Input::new(data);
     let mut mem = VecMemory::new(RAM, RAM_LEN);
-    let max_size = input.pick(&[1, 2, 8, 256, 32768]);
+    // Up to the largest size our devices offer (a chain walk costs up to
+    // the queue size in descriptor reads).
+    let max_size = input.pick(&[1, 2, 8, 64, 256]);
     let mut queue = Queue::new(max_size);
-    let size = 1u16 << (input.u8() % 16);
+    let size = 1u16 << (input.u8() % 9);
     if queue.valid_size(size) {
         queue.size = size;
     }
