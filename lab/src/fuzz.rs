@@ -7,8 +7,10 @@
 //! Each target fuzzes from its committed corpus (`<crate>/fuzz/corpus/<t>`)
 //! into a scratch corpus under `target/fuzz/`; crashes land in
 //! `<crate>/fuzz/artifacts/<t>/`, which `cargo test` replays, so a crash
-//! stays a failing test until it is fixed. `--merge` adds to the committed
-//! corpus the scratch inputs that reach new coverage.
+//! stays a failing test until it is fixed. `--minimize` then replaces the
+//! committed corpus with a small set of inputs that cover what it and the
+//! new inputs reach (libFuzzer's set-cover merge), so what is committed
+//! stays small.
 //!
 //! The targets are built without a sanitizer: the code they reach is safe
 //! Rust (the hypervisor's `unsafe` is in its arch layer, not built on the
@@ -33,10 +35,10 @@ pub struct FuzzArgs {
     /// List the targets and exit.
     #[arg(long)]
     list: bool,
-    /// Afterwards, add the inputs that reached new coverage to the
-    /// committed corpus.
+    /// Afterwards, replace each target's committed corpus with a minimal
+    /// set of inputs covering it and the new inputs.
     #[arg(long)]
-    merge: bool,
+    minimize: bool,
 }
 
 /// One fuzz target: its crate's directory and its name.
@@ -197,25 +199,44 @@ fn fuzz_one(target: &Target, seconds: u64, scratch: &Path, log: &Path) -> Result
     Ok(stats)
 }
 
-/// Adds to the committed corpus the scratch inputs that reach coverage it
-/// lacks (libFuzzer's `-merge=1`).
-fn merge(target: &Target, scratch: &Path) -> Result<()> {
+/// Replaces the committed corpus of `target` with a minimal set of inputs
+/// covering it and `scratch` (libFuzzer's `-set_cover_merge=1` into an
+/// empty folder `into`).
+fn minimize(target: &Target, scratch: &Path, into: &Path) -> Result<usize> {
     let committed = target.fuzz_dir().join("corpus").join(&target.name);
+    if into.exists() {
+        std::fs::remove_dir_all(into).with_context(|| format!("emptying {}", into.display()))?;
+    }
+    std::fs::create_dir_all(into).with_context(|| format!("creating {}", into.display()))?;
     let status = Command::new("cargo")
         .args(CARGO_FUZZ)
         .args(["run", "--sanitizer", "none", &target.name])
+        .arg(into)
         .arg(&committed)
         .arg(scratch)
-        .args(["--", "-merge=1"])
+        .args(["--", "-set_cover_merge=1"])
         .current_dir(&target.crate_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .context("starting cargo fuzz run -merge=1")?;
+        .context("starting cargo fuzz run -set_cover_merge=1")?;
     if !status.success() {
-        bail!("merging the corpus of {} failed ({status})", target.name);
+        bail!("minimizing the corpus of {} failed ({status})", target.name);
     }
-    Ok(())
+    let kept: Vec<PathBuf> = std::fs::read_dir(into)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    if kept.is_empty() {
+        bail!("minimizing the corpus of {} kept nothing", target.name);
+    }
+    std::fs::remove_dir_all(&committed)?;
+    std::fs::create_dir_all(&committed)?;
+    for file in &kept {
+        if let Some(name) = file.file_name() {
+            std::fs::copy(file, committed.join(name))?;
+        }
+    }
+    Ok(kept.len())
 }
 
 /// Runs the command; exit 1 if a target crashed.
@@ -257,8 +278,13 @@ pub fn command(args: &FuzzArgs) -> Result<ExitCode> {
                 .collect::<String>()
         );
         crashed |= !stats.crashes.is_empty();
-        if args.merge && stats.crashes.is_empty() {
-            merge(target, &scratch)?;
+        if args.minimize && stats.crashes.is_empty() {
+            let into = work.join("minimized").join(&target.name);
+            let kept = minimize(target, &scratch, &into)?;
+            println!(
+                "fuzz: {}: committed corpus minimized to {kept} inputs",
+                target.name
+            );
         }
     }
     Ok(if crashed {
