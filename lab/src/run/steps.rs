@@ -218,7 +218,7 @@ pub fn run_all(
 /// The regex of an `expect` with the variables known now.
 fn expect_regex(pattern: &str, vars: &TemplateVars) -> Result<Regex, String> {
     let expanded = expand_template(pattern, vars)?;
-    Regex::new(&expanded).map_err(|e| e.to_string())
+    crate::scenario::compile_pattern(&expanded).map_err(|e| e.to_string())
 }
 
 fn run_one(

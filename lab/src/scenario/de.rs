@@ -5,7 +5,6 @@
 //! path (`steps[3]`), not at the enclosing list.
 
 use super::{template, KernelSource, Step, DEFAULT_TIMEOUT_SECS};
-use regex::Regex;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -64,7 +63,7 @@ impl<'de> Visitor<'de> for StepVisitor {
                 // Check the syntax now; `{variables}` expand to escaped text,
                 // so a placeholder stands in for them.
                 let probe = template::placeholder_expansion(&pattern);
-                Regex::new(&probe).map_err(|e| {
+                super::compile_pattern(&probe).map_err(|e| {
                     de::Error::custom(format!("`expect` is not a valid regex: {e}"))
                 })?;
                 Ok(Step::Expect {

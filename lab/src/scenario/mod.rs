@@ -23,6 +23,19 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// (`hypervisor/src/layout.rs`).
 pub const MAX_VCPUS: u32 = 8;
 
+/// How deeply an `expect` pattern may nest groups and repetitions. The
+/// regex parser recurses once per level: at its own limit (250) a pattern
+/// like `1****...` overflows a 2 MiB thread stack in a debug build, and
+/// real patterns nest a few levels.
+const PATTERN_NEST_LIMIT: u32 = 32;
+
+/// Compiles an `expect` pattern (after its variables are expanded).
+pub fn compile_pattern(pattern: &str) -> Result<Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern)
+        .nest_limit(PATTERN_NEST_LIMIT)
+        .build()
+}
+
 /// Seconds an `expect` or `expect-exit` step waits when it names no timeout.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 
@@ -200,7 +213,7 @@ impl Scenario {
         for step in &self.steps {
             if let Step::Expect { pattern, .. } = step {
                 let probe = template::placeholder_expansion(pattern);
-                for name in Regex::new(&probe)
+                for name in compile_pattern(&probe)
                     .map(|regex| template::capture_names(&regex))
                     .unwrap_or_default()
                 {
@@ -209,7 +222,7 @@ impl Scenario {
             }
         }
         let expanded = template::expand(pattern, &vars)?;
-        Regex::new(&expanded).map_err(|e| e.to_string())
+        compile_pattern(&expanded).map_err(|e| e.to_string())
     }
 
     /// Where step `index` starts: the `index`-th `- ` item under `steps:`
@@ -424,7 +437,7 @@ impl Scenario {
             if let Step::Expect { pattern, .. } = step {
                 let field = format!("steps[{i}].expect");
                 let regex = match template::expand(pattern, &vars)
-                    .and_then(|expanded| Regex::new(&expanded).map_err(|e| e.to_string()))
+                    .and_then(|expanded| compile_pattern(&expanded).map_err(|e| e.to_string()))
                 {
                     Ok(regex) => regex,
                     Err(message) => return at("expect", pattern, &field, message),
