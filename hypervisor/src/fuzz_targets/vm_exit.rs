@@ -1,7 +1,7 @@
 //! Fuzz target for the exit handler: a sequence of synchronous exits with
 //! any syndrome, fault address and register contents, taken by the vCPUs
 //! of a test VM (no RAM on the host, the fixed device windows and its
-//! device table), as the run loop takes them: the UART fast path first,
+//! device table), as the run loop takes them: the lock-free fast path first,
 //! then `handle_sync`, then the device lines.
 
 use std::sync::Mutex;
@@ -13,7 +13,7 @@ use crate::layout::{GICD_BASE, GICR_BASE, PL011_BASE, PL031_BASE, RAM_BASE, VIRT
 use crate::mm::frames::FrameAllocator;
 use crate::platform::PsciConduit;
 use crate::smccc::fid;
-use crate::vm::exit::{self, service_devices, uart_fast_path, update_device_lines, FastExit};
+use crate::vm::exit::{self, fast_path, service_devices, update_device_lines, FastExit};
 use crate::vm::{Vcpu, Vm};
 
 const VCPUS: usize = 4;
@@ -121,7 +121,7 @@ pub fn handle_sync(data: &[u8]) {
         }
         let vcpu = &mut vcpus[usize::from(input.u8()) % VCPUS];
         let info = next_exit(&mut input, vcpu);
-        if let FastExit::NotMine = uart_fast_path(vm.uart, vcpu, &info) {
+        if let FastExit::NotMine = fast_path(vm.uart, vm.vgic, VCPUS, vcpu, &info) {
             let _ = exit::handle_sync(vm, vcpu, &info);
         }
         service_devices(vm);
