@@ -216,7 +216,6 @@ fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator, root: Ph
         clock: HostClock {
             epoch_at_zero: now.saturating_sub(uptime),
         },
-        tag_console: manifest.vms.len() > 1,
         stage2_leaf: vm::stage2_largest_leaf(platform.qemu_virt),
         // Lives as long as the machine: the VMs' ports point into it.
         fabric: Box::leak(Box::new(fabric(&manifest.vms))),

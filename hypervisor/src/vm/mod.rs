@@ -133,7 +133,7 @@ impl GuestMemory for GuestRam {
 const CONSOLE_BATCH: usize = 16;
 
 /// A VM's console output: the physical console, each line tagged with the
-/// VM name when more than one VM shares it. The bytes a guest transmits are
+/// VM name. The bytes a guest transmits are
 /// held until its vCPU leaves the VM lock ([`VmConsole::take_output`]):
 /// the physical UART is slow under emulation, and other vCPUs of the VM
 /// must not wait for it.
@@ -221,8 +221,6 @@ pub type VmUart = Mutex<Pl011<VmConsole>>;
 pub struct VmHost {
     /// The PL031's wall clock.
     pub clock: HostClock,
-    /// Prefix each VM's console lines with its name (more than one VM).
-    pub tag_console: bool,
     /// Largest stage-2 leaf mapping guest RAM ([`stage2_largest_leaf`]).
     pub stage2_leaf: u64,
     /// The switches the VMs' network devices plug into.
@@ -596,14 +594,13 @@ impl Vm {
             lines_rose: 0,
             // Lives as long as the machine, like the VM.
             vgic: Box::leak(Box::new(vgic)),
-            // Lives as long as the machine, like the VM.
-            uart: Box::leak(Box::new(Mutex::new(Pl011::new(VmConsole::new(
-                host.tag_console.then(|| {
-                    let tag: &'static str =
-                        Box::leak(format!("[{}] ", config.name).into_boxed_str());
-                    (index, tag)
-                }),
-            ))))),
+            // Lives as long as the machine, like the VM. Every VM's lines
+            // carry its tag, also a single VM's: no guest can print a line
+            // the lab takes for the hypervisor's.
+            uart: Box::leak(Box::new(Mutex::new(Pl011::new(VmConsole::new(Some((
+                index,
+                Box::leak(format!("[{}] ", config.name).into_boxed_str()),
+            ))))))),
             devices,
             wake_vms: 0,
             exits: stats::ExitCounts::default(),
@@ -686,7 +683,6 @@ impl Vm {
         };
         let host = VmHost {
             clock: HostClock { epoch_at_zero: 0 },
-            tag_console: false,
             stage2_leaf: PAGE_SIZE,
             fabric: Box::leak(Box::default()),
         };

@@ -17,7 +17,7 @@
 use super::run_passing;
 use crate::report::timeline::ExitStats;
 use crate::run::events::{Consumer, Event, EventKind};
-use crate::run::{Lab, RunOptions};
+use crate::run::{Lab, RunOptions, MACHINE_CONSOLE};
 use crate::scenario::{self, Scenario};
 use anyhow::{bail, Context, Result};
 use regex::Regex;
@@ -99,7 +99,7 @@ struct FigureTap(Arc<Mutex<Printed>>);
 
 impl Consumer for FigureTap {
     fn on_event(&mut self, event: &Event) {
-        let EventKind::ConsoleLine { line, .. } = &event.kind else {
+        let EventKind::ConsoleLine { line, console } = &event.kind else {
             return;
         };
         let Ok(mut printed) = self.0.lock() else {
@@ -107,7 +107,8 @@ impl Consumer for FigureTap {
         };
         if let Some((name, sample)) = parse_figure(line) {
             printed.figures.insert(name, sample);
-        } else if let Some(exits) = ExitStats::parse(line) {
+        } else if let Some(exits) = ExitStats::parse(line).filter(|_| &**console == MACHINE_CONSOLE)
+        {
             printed.exits.push(exits);
         }
     }

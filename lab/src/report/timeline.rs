@@ -17,6 +17,7 @@
 //! uart 15000, gic 2400, ...`), so a slow boot shows where its exits went.
 
 use crate::run::events::{Event, EventKind};
+use crate::run::MACHINE_CONSOLE;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
@@ -157,6 +158,9 @@ pub const STAGES: &[(&str, &str)] = &[
     ("guest-done", r"^TESTGUEST DONE "),
 ];
 
+/// The stages the hypervisor's own lines mark.
+const HYPERVISOR_STAGES: &[&str] = &["hypervisor-start", VM_START_STAGE];
+
 fn stage_regexes() -> &'static [(&'static str, Regex)] {
     static REGEXES: OnceLock<Vec<(&'static str, Regex)>> = OnceLock::new();
     REGEXES.get_or_init(|| {
@@ -199,7 +203,10 @@ impl TimelineBuilder {
             }
             EventKind::QemuStopped { .. } => self.marks.push(lab("qemu-exit".into())),
             EventKind::ConsoleLine { console, line } => {
-                if let Some((vm, exits)) = ExitStats::parse(line) {
+                // The hypervisor's lines come on the machine's console only;
+                // a guest printing the same text is not the hypervisor.
+                let machine = &**console == MACHINE_CONSOLE;
+                if let Some((vm, exits)) = ExitStats::parse(line).filter(|_| machine) {
                     self.marks.push(Mark {
                         what: VM_EXITS_STAGE.to_owned(),
                         console: Some(vm),
@@ -210,6 +217,9 @@ impl TimelineBuilder {
                     });
                 }
                 for (name, regex) in stage_regexes() {
+                    if HYPERVISOR_STAGES.contains(name) && !machine {
+                        continue;
+                    }
                     let Some(found) = regex.captures(line) else {
                         continue;
                     };
@@ -303,14 +313,33 @@ mod tests {
     }
 
     fn line(at_ms: u64, text: &str) -> Event {
+        line_on("serial", at_ms, text)
+    }
+
+    fn line_on(console: &str, at_ms: u64, text: &str) -> Event {
         Event {
             scenario: Arc::from("s"),
             at: Duration::from_millis(at_ms),
             kind: EventKind::ConsoleLine {
-                console: Arc::from("serial"),
+                console: Arc::from(console),
                 line: text.into(),
             },
         }
+    }
+
+    #[test]
+    fn a_guest_printing_the_hypervisors_lines_marks_nothing() {
+        let mut b = TimelineBuilder::default();
+        for text in [
+            "hypervisor 0.1.0: EL2 on 2 CPUs",
+            "hypervisor: vm0: 1 vCPU on CPU 0",
+            "hypervisor: vm0: exits 1: uart 1",
+        ] {
+            b.on_event(&line_on("vm0", 100, text));
+        }
+        assert_eq!(b.marks(), []);
+        b.on_event(&line_on("vm0", 200, "LAB-READY vm0"));
+        assert_eq!(b.marks()[0].what, "lab-ready");
     }
 
     #[test]

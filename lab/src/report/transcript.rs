@@ -65,9 +65,10 @@ impl Transcript {
             None => "the run did not finish".into(),
         };
         let _ = writeln!(out, "end: {reason}");
-        for (console, lines) in &self.consoles {
+        let followed = self.follow_all(scenario);
+        for ((console, lines), followed) in self.consoles.iter().zip(followed) {
             let _ = writeln!(out, "--- {console} ---");
-            for index in self.follow(scenario, console).stable {
+            for index in followed.stable {
                 let _ = writeln!(out, "{}", normalizer.line(&lines[index].text));
             }
         }
@@ -77,11 +78,22 @@ impl Transcript {
     /// How the scenario's steps followed `console`'s lines (none for a
     /// console without lines).
     pub fn follow(&self, scenario: &Scenario, console: &str) -> Followed {
-        let Some(lines) = self.consoles.get(console) else {
-            return Followed::default();
-        };
-        let single = self.consoles.len() == 1;
-        follow_steps(scenario, console, single, lines, self.ended_by_qemu_exit())
+        self.consoles
+            .keys()
+            .zip(self.follow_all(scenario))
+            .find(|(name, _)| *name == console)
+            .map(|(_, followed)| followed)
+            .unwrap_or_default()
+    }
+
+    /// How the steps followed each console, in console order.
+    fn follow_all(&self, scenario: &Scenario) -> Vec<Followed> {
+        let consoles: Vec<(&str, &[TimedLine])> = self
+            .consoles
+            .iter()
+            .map(|(name, lines)| (name.as_str(), lines.as_slice()))
+            .collect();
+        follow_steps(scenario, &consoles, self.ended_by_qemu_exit())
     }
 
     /// QEMU exited by itself: the console is complete, not cut by a kill.
@@ -143,75 +155,143 @@ pub struct Followed {
     pub stopped_at: Option<usize>,
 }
 
-/// Replays the steps over `console`'s lines.
+/// Where a step reads: one console's lines, or every console's lines in
+/// the order they arrived (a step naming no console while the hypervisor
+/// tags its VMs' lines).
+#[derive(Clone, Copy)]
+enum Reads {
+    Console(usize),
+    Every,
+}
+
+/// Replays the steps over the consoles' lines, in the order the run did:
+/// each console with its own cursor, and one more cursor for the steps
+/// that read every console. A console's stable lines end at its last
+/// matched line; a console no step matched (the hypervisor's own, under
+/// the hypervisor) ends where the last match of any console arrived.
 fn follow_steps(
     scenario: &Scenario,
-    console: &str,
-    single_console: bool,
-    lines: &[TimedLine],
+    consoles: &[(&str, &[TimedLine])],
     through_exit: bool,
-) -> Followed {
+) -> Vec<Followed> {
     let normalizer = Normalizer::standard();
-    let texts: Vec<String> = lines
+    let texts: Vec<Vec<String>> = consoles
         .iter()
-        .map(|l| unescaped(normalizer, &l.text))
+        .map(|(_, lines)| {
+            lines
+                .iter()
+                .map(|l| unescaped(normalizer, &l.text))
+                .collect()
+        })
         .collect();
-    let mut keep = vec![false; lines.len()];
-    let mut cursor = 0;
-    let mut last_matched = None;
-    let mut stopped_at = None;
+    // Every line as (console, index), in arrival order.
+    let mut every: Vec<(usize, usize)> = consoles
+        .iter()
+        .enumerate()
+        .flat_map(|(c, (_, lines))| (0..lines.len()).map(move |i| (c, i)))
+        .collect();
+    every.sort_by_key(|&(c, i)| consoles[c].1[i].at);
+    let tagged = !crate::run::tagged_vms(scenario).is_empty();
+    let first_machine = crate::run::topology::machine_consoles(scenario)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| MACHINE_CONSOLE.to_owned());
+    let console_index = |name: &str| {
+        consoles
+            .iter()
+            .position(|(c, _)| *c == name)
+            .or_else(|| (consoles.len() == 1).then_some(0))
+    };
+    let mut keep: Vec<Vec<bool>> = texts.iter().map(|t| vec![false; t.len()]).collect();
+    let mut cursors = vec![0; consoles.len()];
+    let mut every_cursor = 0;
+    let mut last_matched: Vec<Option<usize>> = vec![None; consoles.len()];
+    let mut stopped_at: Vec<Option<usize>> = vec![None; consoles.len()];
     for step in &scenario.steps {
-        let reads_here = match step.console() {
-            Some(name) => name == console || single_console,
-            None => console == MACHINE_CONSOLE || single_console,
+        let reads = match step.console() {
+            Some(name) => console_index(name).map(Reads::Console),
+            None if tagged => Some(Reads::Every),
+            None => console_index(&first_machine).map(Reads::Console),
         };
-        if !reads_here {
+        let Some(reads) = reads else {
             continue;
-        }
+        };
+        // The lines the step searches, as (console, index), from its cursor.
+        let searched: Vec<(usize, usize)> = match reads {
+            Reads::Console(c) => (cursors[c]..texts[c].len()).map(|i| (c, i)).collect(),
+            Reads::Every => every[every_cursor.min(every.len())..].to_vec(),
+        };
         let found = match step {
             Step::Expect { pattern, .. } => match scenario.expect_regex(pattern) {
-                Ok(regex) => (cursor..texts.len()).find(|&i| regex.is_match(&texts[i])),
+                Ok(regex) => searched
+                    .iter()
+                    .position(|&(c, i)| regex.is_match(&texts[c][i])),
                 Err(_) => None,
             },
             // The echo of a sent line is kept where it is found; the shell's
             // line editor may wrap or redraw a long one, so a missing echo
             // is no reason to stop following the steps.
-            Step::Send { line, .. } => {
-                if let Some(i) = (cursor..texts.len()).find(|&i| texts[i].contains(line)) {
-                    keep[i] = true;
-                    cursor = i;
-                    last_matched = Some(i);
-                }
-                continue;
-            }
+            Step::Send { line, .. } => searched
+                .iter()
+                .position(|&(c, i)| texts[c][i].contains(line)),
             Step::ExpectExit { .. } => continue,
         };
         match found {
-            Some(i) => {
-                keep[i] = true;
-                cursor = i;
-                last_matched = Some(i);
+            Some(offset) => {
+                let (c, i) = searched[offset];
+                keep[c][i] = true;
+                last_matched[c] = Some(i);
+                match reads {
+                    Reads::Console(_) => cursors[c] = i,
+                    Reads::Every => every_cursor += offset,
+                }
             }
+            None if matches!(step, Step::Send { .. }) => {}
             None => {
-                stopped_at = Some(cursor);
+                match reads {
+                    Reads::Console(c) => stopped_at[c] = Some(cursors[c]),
+                    // Each console's first line the step searched.
+                    Reads::Every => {
+                        for (c, stopped) in stopped_at.iter_mut().enumerate() {
+                            *stopped = searched
+                                .iter()
+                                .find(|&&(from, _)| from == c)
+                                .map(|&(_, i)| i);
+                        }
+                    }
+                }
                 break;
             }
         }
     }
-    let end = if through_exit || stopped_at.is_some() || scenario.expects_exit() {
-        lines.len()
-    } else {
-        last_matched.map_or(0, |i| i + 1)
-    };
-    for (i, text) in texts.iter().enumerate().take(end) {
-        if sentinel().is_match(text) {
-            keep[i] = true;
-        }
-    }
-    Followed {
-        stable: (0..end).filter(|&i| keep[i]).collect(),
-        stopped_at,
-    }
+    let whole = through_exit || stopped_at.iter().any(Option::is_some) || scenario.expects_exit();
+    // Where the last match of any console arrived, in arrival order.
+    let last_arrival = every.iter().rposition(|&(c, i)| keep[c][i]);
+    (0..consoles.len())
+        .map(|c| {
+            let end = if whole {
+                texts[c].len()
+            } else if let Some(i) = last_matched[c] {
+                i + 1
+            } else {
+                last_arrival.map_or(0, |last| {
+                    every[..=last]
+                        .iter()
+                        .filter(|&&(from, _)| from == c)
+                        .count()
+                })
+            };
+            for i in 0..end {
+                if sentinel().is_match(&texts[c][i]) {
+                    keep[c][i] = true;
+                }
+            }
+            Followed {
+                stable: (0..end).filter(|&i| keep[c][i]).collect(),
+                stopped_at: stopped_at[c],
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -289,6 +369,51 @@ mod tests {
         assert_eq!(
             t.stable_text(&s, Normalizer::standard()),
             "end: every step passed\n--- serial ---\nworkers-finished\nvm0:/root# nproc\n4\n"
+        );
+    }
+
+    #[test]
+    fn untagged_steps_of_one_vm_follow_every_console_in_arrival_order() {
+        let s = Scenario::parse(
+            Path::new("s.yaml"),
+            "schema: 1\nname: s\ndescription: d\nmachine: { cpus: 1, memory-mib: 64 }\n\
+             vms: [{ name: vm0, kernel: { crate: g }, vcpus: 1, memory-mib: 64 }]\n\
+             steps:\n  - expect: 'hypervisor: vm0: 1 vCPU'\n  - expect: 'LAB-READY vm0'\n\
+             \x20 - expect: 'hypervisor: vm0: stopped'\n",
+        )
+        .unwrap();
+        let mut t = Transcript::default();
+        let timed = |lines: &[(u64, &str)]| {
+            lines
+                .iter()
+                .map(|(at, text)| TimedLine {
+                    at: Duration::from_millis(*at),
+                    text: text.to_string(),
+                })
+                .collect()
+        };
+        t.consoles.insert(
+            MACHINE_CONSOLE.into(),
+            timed(&[
+                (1, "hypervisor 0.1.0: EL2"),
+                (2, "hypervisor: vm0: 1 vCPU on CPU 0"),
+                (6, "hypervisor: vm0: stopped"),
+                (8, "hypervisor: late"),
+            ]),
+        );
+        // The steps read both consoles in arrival order; the guest's
+        // console ends at its last match, the hypervisor's at the last
+        // match of all.
+        t.consoles.insert(
+            "vm0".into(),
+            timed(&[(3, "Booting"), (4, "LAB-READY vm0"), (7, "noise")]),
+        );
+        t.reason = Some(ExitReason::StepsPassed);
+        assert_eq!(
+            t.stable_text(&s, Normalizer::standard()),
+            "end: every step passed\n--- serial ---\nhypervisor 0.1.0: EL2\n\
+             hypervisor: vm0: 1 vCPU on CPU 0\nhypervisor: vm0: stopped\n\
+             --- vm0 ---\nLAB-READY vm0\n"
         );
     }
 

@@ -9,6 +9,11 @@
 //! with [`LINE_BREAK_MARK`] and continues it on the VM's next tagged line;
 //! the tee joins the pieces, so each VM's console holds the lines its guest
 //! printed, however the VMs' output interleaved.
+//!
+//! [`ConsoleTexts`] also keeps [`EVERY_CONSOLE`]: every console's lines,
+//! tags removed, in the order they arrived. The steps that name no console
+//! read it, so a pattern matches within one line of one source and never
+//! across a tag.
 
 use super::events::{Emitter, EventKind};
 use std::collections::BTreeMap;
@@ -24,6 +29,10 @@ pub(crate) const MAX_LINE: usize = 4096;
 /// The byte (ASCII RS) the hypervisor puts before the line break it inserts
 /// into a VM's unfinished line; terminals show nothing for it.
 pub const LINE_BREAK_MARK: char = '\x1e';
+
+/// The name under which [`ConsoleTexts`] keeps every console's lines in
+/// arrival order (no VM can be named so: VM names are identifiers).
+pub const EVERY_CONSOLE: &str = "*";
 
 /// Which console a line belongs to.
 #[derive(Debug, Clone)]
@@ -64,7 +73,9 @@ impl Consoles {
 
 /// Each console's text so far, for steps that wait on one VM's console
 /// with a cursor of their own: complete lines (each ending in `\n`) and
-/// the line still being printed, tags removed.
+/// the line still being printed, tags removed; and the same for
+/// [`EVERY_CONSOLE`], whose unfinished part is every console's unfinished
+/// line (in practice one: the hypervisor prints whole lines).
 #[derive(Debug, Clone, Default)]
 pub struct ConsoleTexts(Arc<Mutex<Texts>>);
 
@@ -78,14 +89,21 @@ struct Texts {
 impl ConsoleTexts {
     fn push_line(&self, console: &Arc<str>, line: &str) {
         if let Ok(mut texts) = self.0.lock() {
-            let text = texts.lines.entry(console.clone()).or_default();
-            text.push_str(line);
-            text.push('\n');
+            for name in [console.clone(), Arc::from(EVERY_CONSOLE)] {
+                let text = texts.lines.entry(name).or_default();
+                text.push_str(line);
+                text.push('\n');
+            }
             texts.partial.remove(console);
+            texts.partial.remove(EVERY_CONSOLE);
         }
     }
 
-    fn set_partials(&self, partial: BTreeMap<Arc<str>, String>) {
+    fn set_partials(&self, mut partial: BTreeMap<Arc<str>, String>) {
+        let every: String = partial.values().map(String::as_str).collect();
+        if !every.is_empty() {
+            partial.insert(Arc::from(EVERY_CONSOLE), every);
+        }
         if let Ok(mut texts) = self.0.lock() {
             texts.partial = partial;
         }
@@ -344,6 +362,23 @@ mod tests {
         assert_eq!(texts.text_from("vm0", 0), "vm0:/# ls\n");
         assert_eq!(texts.text_from("vm0", 7), "ls\n");
         assert_eq!(texts.text_from("nobody", 0), "");
+    }
+
+    #[test]
+    fn every_console_holds_all_lines_untagged_in_arrival_order() {
+        let (_dir, mut tee, texts, _rx) = two_vm_tee();
+        tee.take_in(b"[vm1] ready\r\nhypervisor: up\r\n[vm0] vm0:/# ");
+        let every = "ready\nhypervisor: up\nvm0:/# ";
+        assert_eq!(texts.text_from(EVERY_CONSOLE, 0), every);
+        assert_eq!(texts.end(EVERY_CONSOLE), every.len());
+        // A tag is no text: no pattern can match across it.
+        assert!(!texts.text_from(EVERY_CONSOLE, 0).contains("[vm"));
+        tee.take_in(b"ls\r\n[vm1] [vm0] spoof\r\n");
+        assert_eq!(
+            texts.text_from(EVERY_CONSOLE, every.len()),
+            "ls\n[vm0] spoof\n"
+        );
+        assert_eq!(texts.text_from("vm0", 0), "vm0:/# ls\n");
     }
 
     #[test]

@@ -26,14 +26,15 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// The machine's own console: every line of a single-VM or direct boot,
-/// and the untagged lines when the hypervisor runs several VMs.
+/// The machine's own console: every line of a direct boot, and under the
+/// hypervisor its own lines (untagged), which no guest can print.
 pub const MACHINE_CONSOLE: &str = "serial";
 
-/// The VMs whose console lines the hypervisor tags `[<vm>] `: all of them
-/// when it runs more than one.
+/// The VMs whose console lines the hypervisor tags `[<vm>] `: all of
+/// them, also a single one, so the lab never mistakes a guest's line for
+/// the hypervisor's.
 pub fn tagged_vms(scenario: &Scenario) -> Vec<String> {
-    if scenario.boot == BootMode::Hypervisor && scenario.vms.len() > 1 {
+    if scenario.boot == BootMode::Hypervisor {
         scenario.vms.iter().map(|vm| vm.name.clone()).collect()
     } else {
         Vec::new()

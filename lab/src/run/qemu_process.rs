@@ -3,7 +3,7 @@
 //! it), read through the console tee, killed as a whole group, and always
 //! reaped — also when the run ends early and this value is dropped.
 
-use super::console::{ConsoleTee, ConsoleTexts, Consoles};
+use super::console::{ConsoleTee, ConsoleTexts, Consoles, EVERY_CONSOLE};
 use super::events::{Emitter, QemuStatus};
 use super::typing;
 use super::Cancel;
@@ -66,6 +66,9 @@ pub struct QemuProcess {
     texts: ConsoleTexts,
     /// How far each console's steps have matched.
     cursors: HashMap<String, usize>,
+    /// How far `fail-on` patterns found nothing in [`EVERY_CONSOLE`]
+    /// while steps waited on one VM's console.
+    fail_scanned: usize,
 }
 
 impl QemuProcess {
@@ -116,6 +119,7 @@ impl QemuProcess {
             console_closed,
             texts,
             cursors: HashMap::new(),
+            fail_scanned: 0,
         })
     }
 
@@ -145,7 +149,8 @@ impl QemuProcess {
 
     /// Like [`expect`](Self::expect), on one console's text (tags removed)
     /// with that console's own cursor, so VMs' steps do not consume each
-    /// other's output; returns the text it matched.
+    /// other's output; returns the text it matched. `fail_on` applies to
+    /// every console: a VM's panic fails a step waiting on another VM.
     pub fn expect_on(
         &mut self,
         console: &str,
@@ -157,6 +162,11 @@ impl QemuProcess {
         let deadline = Instant::now() + timeout;
         let mut closed = false;
         loop {
+            if console != EVERY_CONSOLE {
+                if let Some(matched) = self.fail_elsewhere(fail_on) {
+                    return Err(WaitEnd::FailPattern(matched));
+                }
+            }
             let from = self.cursors.get(console).copied().unwrap_or(0);
             let text = self.texts.text_from(console, from);
             match first_match(&text, regex, fail_on) {
@@ -181,6 +191,22 @@ impl QemuProcess {
                 _ => closed = true,
             }
         }
+    }
+
+    /// The first `fail_on` match in every console's complete lines not
+    /// searched before.
+    fn fail_elsewhere(&mut self, fail_on: &[Regex]) -> Option<String> {
+        let text = self.texts.text_from(EVERY_CONSOLE, self.fail_scanned);
+        let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        if let Some(found) = fail_on
+            .iter()
+            .filter_map(|f| f.find(complete))
+            .min_by_key(|m| m.start())
+        {
+            return Some(found.as_str().to_owned());
+        }
+        self.fail_scanned += complete.len();
+        None
     }
 
     /// Sends bytes as they are (no newline).

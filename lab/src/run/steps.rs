@@ -3,6 +3,7 @@
 //! `expect`'s pattern is expanded when the step runs, with the values the
 //! lab computed for the run and the groups earlier steps captured.
 
+use super::console::EVERY_CONSOLE;
 use super::events::{Emitter, EventKind, ExitReason, QemuStatus, StepFailure};
 use super::qemu_process::{QemuProcess, WaitEnd};
 use super::Cancel;
@@ -15,8 +16,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub enum Action {
     /// `pattern` as written (its `{variables}` expand when the step runs).
-    /// `console` is set when the step waits on one VM's console of
-    /// several (its own text and cursor); else it reads the whole stream.
+    /// `console` is set when the hypervisor tags its VMs' lines: the VM's
+    /// console the step names, or [`EVERY_CONSOLE`] (each with its own
+    /// text and cursor); else the step reads the process's whole stream.
     /// `machine` is the QEMU process (one per VM of a direct boot, else 0).
     Expect {
         pattern: String,
@@ -121,7 +123,11 @@ pub fn compile(scenario: &Scenario, run_values: &[(String, String)]) -> Result<S
                 } => Action::Expect {
                     pattern: pattern.clone(),
                     timeout_secs: *timeout_secs,
-                    console: console.clone().filter(|vm| tagged.contains(vm)),
+                    console: match console {
+                        Some(vm) if tagged.contains(vm) => Some(vm.clone()),
+                        None if !tagged.is_empty() => Some(EVERY_CONSOLE.to_owned()),
+                        _ => None,
+                    },
                     machine: machine_of(console),
                 },
                 Step::Send { line, console } => Action::Send {
@@ -356,7 +362,9 @@ mod tests {
         .unwrap();
         let actions = compile(&scenario, &[]).unwrap().actions;
         assert!(matches!(&actions[0], Action::Expect { console: Some(c), .. } if c == "vm1"));
-        assert!(matches!(&actions[1], Action::Expect { console: None, .. }));
+        assert!(
+            matches!(&actions[1], Action::Expect { console: Some(c), .. } if c == EVERY_CONSOLE)
+        );
         assert!(matches!(&actions[2], Action::Send { focus: Some(1), .. }));
         assert!(matches!(&actions[3], Action::Send { focus: None, .. }));
     }
@@ -432,10 +440,10 @@ mod tests {
         .unwrap();
         let script = compile(&scenario, &[]).unwrap();
         let actions = &script.actions;
-        // One VM: its console is the machine's; no focus switching.
+        // One VM has a console of its own too; no focus switching.
         assert!(
-            matches!(&actions[0], Action::Expect { pattern, timeout_secs: 3, console: None, machine: 0 }
-                if expect_regex(pattern, &script.vars).unwrap().as_str() == "2 CPUs")
+            matches!(&actions[0], Action::Expect { pattern, timeout_secs: 3, console: Some(vm), machine: 0 }
+                if vm == "vm0" && expect_regex(pattern, &script.vars).unwrap().as_str() == "2 CPUs")
         );
         assert!(
             matches!(&actions[1], Action::Send { line, focus: None, machine: 0 } if line == "ls")
@@ -469,8 +477,8 @@ mod tests {
             [NO_TIMEOUT_SECS; 2]
         );
         let described: Vec<_> = scenario.steps.iter().map(describe).collect();
-        // One VM: its console is the machine's, patterns stay as written.
-        assert!(super::super::tagged_vms(&scenario).is_empty());
+        // Patterns stay as written.
+        assert_eq!(super::super::tagged_vms(&scenario), ["vm0"]);
         assert_eq!(
             described,
             [

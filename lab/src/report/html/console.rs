@@ -15,7 +15,6 @@ use crate::normalize::Normalizer;
 use crate::report::timeline::{Mark, VM_EXITS_STAGE};
 use crate::report::transcript::{Followed, Transcript};
 use crate::run::events::{ExitReason, StepFailure};
-use crate::run::MACHINE_CONSOLE;
 use crate::scenario::Scenario;
 use std::path::Path;
 
@@ -83,18 +82,16 @@ pub fn consoles(
 ) -> Vec<ConsoleView> {
     let normalizer = Normalizer::standard();
     let failing = failing_step(scenario, reason);
-    let single = transcript.consoles.len() == 1;
     transcript
         .consoles
         .iter()
         .map(|(name, lines)| {
+            // The follower stops the failing step on the consoles it read;
+            // a `fail-on` pattern applies to every console.
             let Followed { stable, stopped_at } = transcript.follow(scenario, name);
-            let step_reads_here = failing.is_some_and(|(step, _)| {
-                single || scenario.steps[step].console().unwrap_or(MACHINE_CONSOLE) == name.as_str()
-            });
-            let position = stopped_at.filter(|_| step_reads_here);
+            let position = stopped_at.filter(|_| failing.is_some());
             let fail_match = match failing {
-                Some((_, StepFailure::FailPattern { matched })) if step_reads_here => {
+                Some((_, StepFailure::FailPattern { matched })) => {
                     let matched = matched.trim();
                     lines
                         .iter()
@@ -207,6 +204,7 @@ pub fn exit_stats(marks: &[Mark]) -> Vec<VmExits> {
 mod tests {
     use super::*;
     use crate::report::transcript::TimedLine;
+    use crate::run::MACHINE_CONSOLE;
     use std::time::Duration;
 
     fn transcript(lines: &[&str]) -> Transcript {
