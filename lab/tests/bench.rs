@@ -67,8 +67,10 @@ fn one_blk_bench_run_reads_the_guests_timing() {
     let read = figures["blk-read"];
     assert!(read > Duration::ZERO, "{read:?}");
     let console = std::fs::read_to_string(run_dir.join("console.log")).unwrap();
+    // The hypervisor tags the VM's lines.
     let line = console
         .lines()
+        .filter_map(|l| l.strip_prefix("[vm0] "))
         .find(|l| l.starts_with("LAB-TIME blk-read "))
         .expect("the run printed its timing");
     let fields: Vec<f64> = line

@@ -135,7 +135,8 @@ pub fn figures_once(
 ) -> Result<(Figures, PathBuf)> {
     // The first VM's console: its own when the VMs have consoles of their
     // own (tagged by the hypervisor, or one QEMU each), else the only one.
-    let first_console = (scenario.vms.len() > 1)
+    let own_consoles = scenario.vms.len() > 1 || !crate::run::tagged_vms(scenario).is_empty();
+    let first_console = own_consoles
         .then(|| scenario.vms.first().map(|vm| vm.name.clone()))
         .flatten();
     let tap = FigureTap {
