@@ -1,7 +1,10 @@
 //! The boot bundle the hypervisor boots from (`-initrd bundle.cpio`): a
 //! newc cpio archive with `manifest.dtb` and, per VM, `<vm>/kernel`,
 //! `<vm>/dtb`, optionally `<vm>/initrd`, and `<vm>/disk<N>` for each disk
-//! that starts filled from an image. The lab writes every device
+//! that starts filled from an image. A kernel, initrd or disk image with
+//! the same bytes as an earlier VM's is not packed again: the manifest
+//! names the earlier VM's member (two VMs of one Debian kernel carry it
+//! once, which halves what QEMU loads and copies). The lab writes every device
 //! tree on the host (`manifest.rs`, `guest_dt.rs`), places the files
 //! (`layout.rs`) and keeps the trees as text next to the run (`dts.rs`).
 
@@ -92,6 +95,7 @@ pub fn pack(scenario: &Scenario, files: &[VmFiles], seed: &str) -> Result<Bundle
         scenario.machine.cpus,
     );
     let mut entries = Vec::new();
+    let mut packed = Packed::default();
     let mut manifest_vms = Vec::new();
     let mut guest_dtbs = Vec::new();
     for ((vm, files), physical_cpus) in scenario.vms.iter().zip(files).zip(cpus) {
@@ -143,12 +147,11 @@ pub fn pack(scenario: &Scenario, files: &[VmFiles], seed: &str) -> Result<Bundle
             BootFormat::Detect => bail!("VM {}: the kernel's format was not resolved", vm.name),
         };
         let member = |file: &str| format!("{}/{file}", vm.name);
-        entries.push(Entry::file(&member("kernel"), files.kernel.clone(), false));
+        let kernel = packed.add(&mut entries, member("kernel"), &files.kernel);
         entries.push(Entry::file(&member("dtb"), dtb.clone(), false));
         let initrd = match (&files.initrd, initrd_at) {
             (Some(data), Some((start, _))) => {
-                entries.push(Entry::file(&member("initrd"), data.clone(), false));
-                Some((member("initrd"), start))
+                Some((packed.add(&mut entries, member("initrd"), data), start))
             }
             _ => None,
         };
@@ -169,10 +172,10 @@ pub fn pack(scenario: &Scenario, files: &[VmFiles], seed: &str) -> Result<Bundle
             .collect();
         for (index, disk) in files.disks.iter().enumerate() {
             let name = disk_name(index);
-            let image = disk.image.as_ref().map(|data| {
-                entries.push(Entry::file(&member(&name), data.clone(), false));
-                member(&name)
-            });
+            let image = disk
+                .image
+                .as_ref()
+                .map(|data| packed.add(&mut entries, member(&name), data));
             devices.push(Device::Blk {
                 slot: (vm.net.len() + index) as u32,
                 size: disk.size,
@@ -185,7 +188,7 @@ pub fn pack(scenario: &Scenario, files: &[VmFiles], seed: &str) -> Result<Bundle
             name: vm.name.clone(),
             vcpus: vm.vcpus,
             memory_size,
-            kernel: member("kernel"),
+            kernel,
             kernel_load,
             dtb: member("dtb"),
             dtb_ipa,
@@ -204,6 +207,25 @@ pub fn pack(scenario: &Scenario, files: &[VmFiles], seed: &str) -> Result<Bundle
         manifest,
         guest_dtbs,
     })
+}
+
+/// The images packed so far, by member name: each distinct content once.
+#[derive(Default)]
+struct Packed<'a> {
+    members: Vec<(String, &'a [u8])>,
+}
+
+impl<'a> Packed<'a> {
+    /// The member holding `data`: an earlier one with the same bytes, else
+    /// `name`, added to `entries`.
+    fn add(&mut self, entries: &mut Vec<Entry>, name: String, data: &'a [u8]) -> String {
+        if let Some((earlier, _)) = self.members.iter().find(|(_, bytes)| *bytes == data) {
+            return earlier.clone();
+        }
+        entries.push(Entry::file(&name, data.to_vec(), false));
+        self.members.push((name.clone(), data));
+        name
+    }
 }
 
 /// The hypervisor holds every VM's RAM and disks in the machine's RAM,

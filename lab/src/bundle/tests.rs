@@ -85,6 +85,39 @@ fn bundle_has_the_contract_members() {
 }
 
 #[test]
+fn identical_images_are_packed_once_and_shared() {
+    let text = SCENARIO.replace(
+        "kernel: { crate: testguest }, vcpus: 2",
+        "kernel: { image: linux-cloud }, initramfs: true, vcpus: 1",
+    );
+    let scenario = Scenario::parse(Path::new("two.yaml"), &text).unwrap();
+    let vm = |initrd: u8| VmFiles {
+        kernel: image(0, 0x4000),
+        format: BootFormat::LinuxImage,
+        initrd: Some(vec![initrd; 0x1000]),
+        disks: Vec::new(),
+    };
+    let bundle = pack(&scenario, &[vm(7), vm(8)], "t").unwrap();
+    let names: Vec<String> = members(&bundle.cpio).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "manifest.dtb",
+            "vm0/kernel",
+            "vm0/dtb",
+            "vm0/initrd",
+            "vm1/dtb",
+            "vm1/initrd"
+        ]
+    );
+    let fdt = fdt::Fdt::new(&bundle.manifest).unwrap();
+    let vm1 = fdt.find_node("/vms/vm@1").unwrap();
+    assert_eq!(vm1.property("kernel").unwrap().as_str(), Some("vm0/kernel"));
+    assert_eq!(vm1.property("initrd").unwrap().as_str(), Some("vm1/initrd"));
+    assert_eq!(vm1.property("dtb").unwrap().as_str(), Some("vm1/dtb"));
+}
+
+#[test]
 fn manifest_names_members_and_places() {
     let bundle = bundle();
     let fdt = fdt::Fdt::new(&bundle.manifest).unwrap();
