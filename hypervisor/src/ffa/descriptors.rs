@@ -131,9 +131,14 @@ impl Range {
             .and_then(|len| self.address.checked_add(len))
     }
 
-    /// The address of every page.
+    /// The address of every page, up to the end of the address space: a
+    /// parsed range never reaches it (parsing checks [`Range::end`]), and
+    /// one built otherwise stops there rather than wrap.
     pub fn page_addresses(&self) -> impl Iterator<Item = u64> + '_ {
-        (0..u64::from(self.pages)).map(move |i| self.address + i * PAGE_SIZE)
+        (0..u64::from(self.pages)).map_while(move |i| {
+            i.checked_mul(PAGE_SIZE)
+                .and_then(|o| self.address.checked_add(o))
+        })
     }
 }
 
@@ -418,6 +423,27 @@ pub fn uuid_from_words(words: [u32; 4]) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_addresses_stop_at_the_end_of_the_address_space() {
+        let near_end = Range {
+            address: u64::MAX - 2 * PAGE_SIZE + 1,
+            pages: 4,
+        };
+        assert_eq!(near_end.end(), None);
+        assert_eq!(
+            near_end.page_addresses().collect::<Vec<_>>(),
+            [u64::MAX - 2 * PAGE_SIZE + 1, u64::MAX - PAGE_SIZE + 1]
+        );
+        let ordinary = Range {
+            address: 0x4000_0000,
+            pages: 2,
+        };
+        assert_eq!(
+            ordinary.page_addresses().collect::<Vec<_>>(),
+            [0x4000_0000, 0x4000_1000]
+        );
+    }
 
     const VM: EndpointId = 1;
     const SP: EndpointId = 0x8001;
