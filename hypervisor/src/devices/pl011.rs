@@ -88,6 +88,10 @@ pub struct Pl011<S: CharSink> {
     dmacr: u32,
     /// Latched interrupt sources (TX, OE); RX and RT follow the buffer.
     latched: u32,
+    /// The interrupt line (MIS != 0), brought up to date by every change
+    /// of what it depends on (`update_line`): an exit that leaves it alone
+    /// (a flag poll, a control register) does not recompute it.
+    line: bool,
 }
 
 impl<S: CharSink> Pl011<S> {
@@ -106,6 +110,7 @@ impl<S: CharSink> Pl011<S> {
             imsc: 0,
             dmacr: 0,
             latched: 0,
+            line: false,
         }
     }
 
@@ -124,9 +129,11 @@ impl<S: CharSink> Pl011<S> {
             self.rx_overrun = true;
             self.rsr |= RSR_OE;
             self.latched |= INT_OE;
+            self.update_line();
             return false;
         }
         self.rx.push_back(byte);
+        self.update_line();
         true
     }
 
@@ -146,7 +153,14 @@ impl<S: CharSink> Pl011<S> {
 
     /// Whether the UART's interrupt line is asserted (RIS & IMSC != 0).
     pub fn interrupt_pending(&self) -> bool {
-        self.mis() != 0
+        debug_assert_eq!(self.line, self.mis() != 0, "stale interrupt line");
+        self.line
+    }
+
+    /// Recomputes the line after a change of the receive buffer, the
+    /// latched sources, the mask or the trigger level.
+    fn update_line(&mut self) {
+        self.line = self.mis() != 0;
     }
 
     fn rx_trigger_level(&self) -> usize {
@@ -196,6 +210,7 @@ impl<S: CharSink> Pl011<S> {
         let Some(byte) = self.rx.pop_front() else {
             return 0;
         };
+        self.update_line();
         let mut value = u32::from(byte);
         if core::mem::take(&mut self.rx_overrun) {
             value |= DR_OE;
@@ -233,16 +248,29 @@ impl<S: CharSink> Pl011<S> {
                 // The byte left the (virtual) FIFO at once: the TX FIFO fell
                 // through its trigger level.
                 self.latched |= INT_TX;
+                self.update_line();
             }
             reg::RSR_ECR => self.rsr = 0,
             reg::ILPR => self.ilpr = value & 0xFF,
             reg::IBRD => self.ibrd = value & 0xFFFF,
             reg::FBRD => self.fbrd = value & 0x3F,
-            reg::LCR_H => self.lcr_h = value & 0xFF,
+            reg::LCR_H => {
+                self.lcr_h = value & 0xFF;
+                self.update_line();
+            }
             reg::CR => self.cr = value & 0xFF87,
-            reg::IFLS => self.ifls = value & 0x3F,
-            reg::IMSC => self.imsc = value & INT_ALL,
-            reg::ICR => self.latched &= !value,
+            reg::IFLS => {
+                self.ifls = value & 0x3F;
+                self.update_line();
+            }
+            reg::IMSC => {
+                self.imsc = value & INT_ALL;
+                self.update_line();
+            }
+            reg::ICR => {
+                self.latched &= !value;
+                self.update_line();
+            }
             reg::DMACR => self.dmacr = value & 0x7,
             reg::FR | reg::RIS | reg::MIS => {}
             _ if amba_id_byte(offset, PERIPH_ID).is_some() => {}

@@ -169,8 +169,8 @@ fn mmio_fast_path(
                 return FastExit::NotMine;
             }
             let line_moved = device.interrupt_pending() != line_before;
-            // Only a write sends anything.
-            if access.direction == Direction::Write {
+            // Only a write to the data register sends anything.
+            if device.sink().has_output() {
                 let output = device.sink_mut().take_output();
                 drop(device);
                 output.write();

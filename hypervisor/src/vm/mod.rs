@@ -151,6 +151,11 @@ impl VmConsole {
         }
     }
 
+    /// Whether it holds bytes to write.
+    pub fn has_output(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// The output held so far, to be written once the VM lock is released.
     pub fn take_output(&mut self) -> VmOutput {
         let output = VmOutput {
