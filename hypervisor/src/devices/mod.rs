@@ -30,12 +30,15 @@ mod robustness;
 use core::fmt;
 
 /// Width of one MMIO access, as the data-abort syndrome gives it (SAS).
+/// Each variant's value is its log2 size, so that sizes and masks are
+/// shifts, not table lookups: every MMIO exit computes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
 pub enum AccessWidth {
-    Byte,
-    Half,
-    Word,
-    Double,
+    Byte = 0,
+    Half = 1,
+    Word = 2,
+    Double = 3,
 }
 
 impl AccessWidth {
@@ -62,12 +65,7 @@ impl AccessWidth {
     }
 
     pub const fn bytes(self) -> u64 {
-        match self {
-            AccessWidth::Byte => 1,
-            AccessWidth::Half => 2,
-            AccessWidth::Word => 4,
-            AccessWidth::Double => 8,
-        }
+        1 << self as u8
     }
 
     pub const fn bits(self) -> u32 {
@@ -76,10 +74,7 @@ impl AccessWidth {
 
     /// The value bits an access of this width carries.
     pub const fn mask(self) -> u64 {
-        match self {
-            AccessWidth::Double => u64::MAX,
-            _ => (1u64 << self.bits()) - 1,
-        }
+        u64::MAX >> (64 - self.bits())
     }
 }
 
