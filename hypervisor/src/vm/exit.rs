@@ -107,7 +107,9 @@ pub enum FastExit {
 ///   the feature queries, ...).
 ///
 /// Only MMIO accesses the syndrome describes (ISV) qualify. `vcpus` is
-/// the VM's vCPU count (the redistributor window's size).
+/// the VM's vCPU count (the redistributor window's size). An exit it
+/// handles is counted in `vcpu.exits` (it knows its kind already); the
+/// caller counts the others.
 pub fn fast_path(
     uart: &VmUart,
     vgic: &Vgic,
@@ -120,7 +122,9 @@ pub fn fast_path(
     }
     let e = Esr(info.esr);
     match e.class() {
-        ExceptionClass::DataAbortLower => mmio_fast_path(uart, vgic, vcpus, vcpu, info),
+        ExceptionClass::DataAbortLower => {
+            mmio_fast_path(uart, vgic, vcpus, vcpu, info.esr, info.far, info.hpfar)
+        }
         // Only immediate 0 is an SMCCC call; the slow path answers the
         // others.
         _ if e.call_immediate() != 0 => FastExit::NotMine,
@@ -132,65 +136,66 @@ pub fn fast_path(
 }
 
 /// Out of line: its frame (the registers an MMIO access needs) would
-/// otherwise be set up for a call too.
+/// otherwise be set up for a call too. The syndrome is decoded first
+/// (a few bit tests), the window found from the IPA next, the UART's
+/// first: most of these exits are its.
 #[inline(never)]
 fn mmio_fast_path(
     uart: &VmUart,
     vgic: &Vgic,
     vcpus: usize,
     vcpu: &mut Vcpu,
-    info: &ExitInfo,
+    esr: u64,
+    far: u64,
+    hpfar: u64,
 ) -> FastExit {
-    let e = Esr(info.esr);
-    if !e.isv() || e.s1ptw() || !e.is_translation_or_access_fault() {
+    let e = Esr(esr);
+    let Ok(access) = mmio_decode::decode_syndrome(esr) else {
+        return FastExit::NotMine;
+    };
+    if !e.is_translation_or_access_fault() {
         return FastExit::NotMine;
     }
-    let ipa = esr::fault_ipa(info.hpfar, info.far);
-    // The UART first: most of these exits are its.
+    let ipa = esr::fault_ipa(hpfar, far);
     let uart_offset = ipa
         .checked_offset_from(PL011_BASE)
         .filter(|offset| *offset < PRIMECELL_SIZE);
-    let Some((window, offset)) = uart_offset
-        .map(|offset| (Fixed::Uart, offset))
-        .or_else(|| fixed_window(vcpus, ipa))
-    else {
-        return FastExit::NotMine;
-    };
-    let Ok(access) = mmio_decode::decode_syndrome(info.esr) else {
-        return FastExit::NotMine;
-    };
     // A refused access changes nothing; the slow path refuses it again and
     // reports it.
-    let line_moved = match window {
-        Fixed::Uart => {
-            let mut device = uart.lock();
-            let line_before = device.interrupt_pending();
-            if perform(&mut *device, &mut vcpu.regs, offset, &access).is_err() {
-                return FastExit::NotMine;
-            }
-            let line_moved = device.interrupt_pending() != line_before;
-            // Only a write to the data register sends anything.
-            if device.sink().has_output() {
-                let output = device.sink_mut().take_output();
-                drop(device);
-                output.write();
-            }
-            line_moved
+    let line_moved = if let Some(offset) = uart_offset {
+        let mut device = uart.lock();
+        let line_before = device.interrupt_pending();
+        if perform(&mut *device, &mut vcpu.regs, offset, &access).is_err() {
+            return FastExit::NotMine;
         }
+        let line_moved = device.interrupt_pending() != line_before;
+        // Only a write to the data register sends anything.
+        if device.sink().has_output() {
+            let output = device.sink_mut().take_output();
+            drop(device);
+            output.write();
+        }
+        vcpu.exits.uart += 1;
+        line_moved
+    } else {
         // A write may pend, route or enable interrupts: the slow path's.
-        _ if access.direction == Direction::Write => return FastExit::NotMine,
-        Fixed::Gicd => {
-            if perform(&mut vgic.distributor(), &mut vcpu.regs, offset, &access).is_err() {
-                return FastExit::NotMine;
-            }
-            false
+        if access.direction == Direction::Write {
+            return FastExit::NotMine;
         }
-        Fixed::Gicr => {
-            if perform(&mut vgic.redistributors(), &mut vcpu.regs, offset, &access).is_err() {
-                return FastExit::NotMine;
+        let result = match fixed_window(vcpus, ipa) {
+            Some((Fixed::Gicd, offset)) => {
+                perform(&mut vgic.distributor(), &mut vcpu.regs, offset, &access)
             }
-            false
+            Some((Fixed::Gicr, offset)) => {
+                perform(&mut vgic.redistributors(), &mut vcpu.regs, offset, &access)
+            }
+            _ => return FastExit::NotMine,
+        };
+        if result.is_err() {
+            return FastExit::NotMine;
         }
+        vcpu.exits.gic += 1;
+        false
     };
     let regs = &mut vcpu.regs.guest;
     regs.pc = regs.pc.wrapping_add(e.instruction_len());
@@ -210,6 +215,7 @@ fn fixed_call(vcpu: &mut Vcpu, skip: u64) -> FastExit {
     };
     // SMCCC returns the signed status in x0 as a 64-bit value.
     vcpu.regs.set_x(0, value as u64);
+    vcpu.exits.call += 1;
     let regs = &mut vcpu.regs.guest;
     regs.pc = regs.pc.wrapping_add(skip);
     FastExit::Done { line_moved: false }
@@ -956,6 +962,8 @@ mod tests {
             );
         }
         assert_eq!(v.regs.guest.pc, pc + 8, "untouched when not handled");
+        assert_eq!(v.exits.uart, 2, "the handled exits are counted, no other");
+        assert_eq!(v.exits.total(), 2);
     }
 
     /// LDR W2, [Xn]: ISV, SAS = word, SRT = 2.
@@ -981,6 +989,7 @@ mod tests {
         }
         assert_eq!(fast.regs.guest.pc, pc + 8);
         assert_eq!(fast.regs.guest.pc, slow.regs.guest.pc);
+        assert_eq!(fast.exits.gic, 2);
         // Past the last redistributor of two vCPUs: the slow path's.
         let beyond = exit(LDR_W2, 0x080a_0000 + 0x4_0008);
         assert_eq!(
@@ -1002,6 +1011,7 @@ mod tests {
         );
         let version = v.regs.x(0);
         assert_eq!(v.regs.guest.pc, pc, "HVC returns past itself already");
+        assert_eq!(v.exits.call, 1);
         // The slow path gives the same answer.
         let mut slow = vcpu(0);
         slow.regs.set_x(0, u64::from(fid::PSCI_VERSION));

@@ -216,16 +216,19 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
         let exit = loop {
             let info = arch::run_guest(&mut vcpu.regs.guest);
             vcpu.lrs_retired = false;
-            vcpu.exits.count(&info);
             match info.kind {
                 ExitKind::Irq | ExitKind::Fiq => {
+                    vcpu.exits.count(&info);
                     sync_from_lrs(vgic, vcpu);
                     let events = handle_physical_irqs(vgic, vm_index, vcpu, host);
                     if events.need_vm(shared) {
                         break Exit::Irqs(events);
                     }
                 }
-                ExitKind::SError => break Exit::SError(info),
+                ExitKind::SError => {
+                    vcpu.exits.count(&info);
+                    break Exit::SError(info);
+                }
                 ExitKind::Sync => match fast_path(uart, vgic, vcpus, vcpu, &info) {
                     FastExit::Done { line_moved } => {
                         if line_moved || console::input_waiting(vm_index) {
@@ -238,11 +241,14 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
                     }
                     // An IPI to a vCPU sharing this CPU, perhaps blocked in
                     // WFI, is the VM's business.
-                    FastExit::NotMine => match sgi_write(vgic, vcpu, &info) {
-                        Some(targets) if !shared => host.interrupt(&pcpus, targets),
-                        Some(targets) => break Exit::Interrupted(targets),
-                        None => break Exit::Sync(info),
-                    },
+                    FastExit::NotMine => {
+                        vcpu.exits.count(&info);
+                        match sgi_write(vgic, vcpu, &info) {
+                            Some(targets) if !shared => host.interrupt(&pcpus, targets),
+                            Some(targets) => break Exit::Interrupted(targets),
+                            None => break Exit::Sync(info),
+                        }
+                    }
                 },
             }
             controls.set_ich_hcr(flush_to_lrs(vgic, vcpu));

@@ -1,7 +1,8 @@
 //! Exit statistics: how often each vCPU left its guest, by kind. A vCPU's
-//! CPU counts its exits without any lock ([`ExitCounts::count`] on every
-//! exit, a few instructions), folds them into the VM's total when the vCPU
-//! stops, and the VM's owner prints one line when the VM stops:
+//! CPU counts its exits without any lock (the exit fast path bumps the
+//! field of the kind it handled; [`ExitCounts::count`] classifies every
+//! other exit), folds them into the VM's total when the vCPU stops, and
+//! the VM's owner prints one line when the VM stops:
 //!
 //! ```text
 //! hypervisor: vm0: exits 27031: uart 15000, gic 2400, device 800, call 12, sysreg 3100, wfx 0, irq 5700, other 19
