@@ -287,6 +287,7 @@ impl<S: CharSink> MmioDevice for Pl011<S> {
 
     /// Byte, halfword and word accesses to the low bits of a register (Linux
     /// uses 16-bit accessors for `arm,pl011`, earlycon 8- or 32-bit ones).
+    #[inline(always)]
     fn read(&mut self, offset: u64, width: AccessWidth) -> Result<u64, MmioError> {
         check_access(offset, width, PL011_SIZE)?;
         if width == AccessWidth::Double || !offset.is_multiple_of(4) {
@@ -295,6 +296,7 @@ impl<S: CharSink> MmioDevice for Pl011<S> {
         Ok(u64::from(self.read32(offset)?) & width.mask())
     }
 
+    #[inline(always)]
     fn write(&mut self, offset: u64, width: AccessWidth, value: u64) -> Result<(), MmioError> {
         check_access(offset, width, PL011_SIZE)?;
         if width == AccessWidth::Double || !offset.is_multiple_of(4) {
