@@ -33,9 +33,11 @@ const GUEST_PC: usize = offset_of!(GuestRegs, pc);
 const GUEST_FP: usize = offset_of!(GuestRegs, fp);
 const GUEST_FP_LIVE: usize = offset_of!(GuestRegs, fp_live);
 const FP_FPSR: usize = offset_of!(FpSimdState, fpsr);
-/// Bytes the entry path pushes: x19-x30 (V8-V15 are declared clobbered
-/// instead, see `run_guest`).
-const HOST_FRAME: usize = 96;
+/// Bytes the entry path pushes: x29 and x19, the callee-saved registers
+/// Rust cannot declare clobbered (x20-x28 and V8-V15 are, see
+/// `run_guest`: the compiler keeps only what it needs across the call),
+/// and x30, the return address.
+const HOST_FRAME: usize = 32;
 /// CPTR_EL2.TFP (non-VHE): FP/SIMD at EL0-EL2 traps to EL2.
 const CPTR_EL2_TFP: u64 = 1 << 10;
 
@@ -45,16 +47,12 @@ global_asm!(
     .global __hv_enter_guest
     // x0: *mut GuestRegs. Returns the exit kind (0 sync, 1 IRQ, 2 FIQ,
     // 3 SError) in x0 and ESR_EL2, FAR_EL2, HPFAR_EL2 in x1-x3, read before
-    // any FP/SIMD trap could overwrite them. V0-V31 are clobbered (the
-    // caller declares them so): they hold the guest's state on return.
+    // any FP/SIMD trap could overwrite them. x20-x28 and V0-V31 are
+    // clobbered (the caller declares them so): they hold the guest's
+    // state on return. Only x19, x29 and x30 are saved here.
 __hv_enter_guest:
-    sub     sp, sp, #{frame}
-    stp     x19, x20, [sp, #0]
-    stp     x21, x22, [sp, #16]
-    stp     x23, x24, [sp, #32]
-    stp     x25, x26, [sp, #48]
-    stp     x27, x28, [sp, #64]
-    stp     x29, x30, [sp, #80]
+    stp     x29, x30, [sp, #-{frame}]!
+    str     x19, [sp, #16]
 
     // The guest may use FP/SIMD: no trap. If its state is still in the
     // registers (live: this CPU ran it last, and nothing used them since;
@@ -149,13 +147,8 @@ __hv_guest_exit:
     mrs     x3, hpfar_el2
     isb
 
-    ldp     x19, x20, [sp, #0]
-    ldp     x21, x22, [sp, #16]
-    ldp     x23, x24, [sp, #32]
-    ldp     x25, x26, [sp, #48]
-    ldp     x27, x28, [sp, #64]
-    ldp     x29, x30, [sp, #80]
-    add     sp, sp, #{frame}
+    ldr     x19, [sp, #16]
+    ldp     x29, x30, [sp], #{frame}
     ret
 
     // From the current-EL synchronous vector on a trapped FP/SIMD access
@@ -227,9 +220,10 @@ extern "C" {
 pub fn run_guest(regs: &mut GuestRegs) -> ExitInfo {
     let (kind, esr, far, hpfar): (u64, u64, u64, u64);
     // SAFETY: `regs` is a valid, exclusively borrowed GuestRegs for the
-    // whole call; the assembly saves and restores x19-x30 and returns on
-    // the same stack, everything else the C ABI lets a callee clobber is
-    // declared so, and V8-V15 (whose low halves the ABI would preserve)
+    // whole call; the assembly saves and restores x19, x29 and x30 and
+    // returns on the same stack, everything else the C ABI lets a callee
+    // clobber is
+    // declared so, and x20-x28 and V8-V15 (which the ABI would preserve)
     // too: they return holding the guest's values. The guest runs under
     // stage 2 and cannot reach hypervisor memory. TPIDR_EL2 keeps naming
     // `regs` after the call, for a later FP/SIMD trap: the caller flushes
@@ -241,6 +235,9 @@ pub fn run_guest(regs: &mut GuestRegs) -> ExitInfo {
             out("x1") esr,
             out("x2") far,
             out("x3") hpfar,
+            out("x20") _, out("x21") _, out("x22") _, out("x23") _,
+            out("x24") _, out("x25") _, out("x26") _, out("x27") _,
+            out("x28") _,
             out("v8") _, out("v9") _, out("v10") _, out("v11") _,
             out("v12") _, out("v13") _, out("v14") _, out("v15") _,
             clobber_abi("C"),
