@@ -218,6 +218,10 @@ impl<S: CharSink> Pl011<S> {
         value
     }
 
+    /// Inlined, as `read32`/`write32` and the `MmioDevice` accesses are,
+    /// into the exit fast path (`vm::exit`): out of line, each access
+    /// returned its result through memory and set up a frame.
+    #[inline(always)]
     fn read32(&mut self, offset: u64) -> Result<u32, MmioError> {
         Ok(match offset {
             reg::DR => self.read_dr(),
@@ -241,6 +245,7 @@ impl<S: CharSink> Pl011<S> {
         })
     }
 
+    #[inline(always)]
     fn write32(&mut self, offset: u64, value: u32) -> Result<(), MmioError> {
         match offset {
             reg::DR => {

@@ -180,11 +180,8 @@ impl Esr {
 
     /// Bytes of the trapped instruction (4, or 2 for a 16-bit T32 one).
     pub fn instruction_len(self) -> u64 {
-        if self.0 & IL != 0 {
-            4
-        } else {
-            2
-        }
+        // IL (bit 25) set adds 2: no branch.
+        2 + ((self.0 >> 24) & 2)
     }
 
     /// The data abort this syndrome describes, if its class is one.
