@@ -50,7 +50,16 @@ pub struct Distributor {
     spis: Vec<IrqState>,
     /// GICD_IROUTER of each SPI.
     routes: Vec<u64>,
-    vcpus: usize,
+    /// GICD_TYPER, fixed by the SPI and vCPU counts: computed once, read
+    /// by every guest that probes the GIC.
+    typer: u32,
+}
+
+/// GICD_TYPER of a distributor with `spis` SPIs and `vcpus` vCPUs.
+fn typer(spis: usize, vcpus: usize) -> u32 {
+    let it_lines = (spis as u32 + FIRST_SPI) / 32 - 1;
+    let cpus = (vcpus.saturating_sub(1)).min(7) as u32;
+    it_lines | (cpus << TYPER_CPUNUMBER_SHIFT) | (TYPER_IDBITS << TYPER_IDBITS_SHIFT) | TYPER_NO1N
 }
 
 /// The [`Distributor::group_enables`] bit of Group 1 (`group1`) or Group 0.
@@ -69,7 +78,7 @@ impl Distributor {
             ctlr: 0,
             spis: alloc::vec![IrqState::default(); spis],
             routes: alloc::vec![0; spis],
-            vcpus,
+            typer: typer(spis, vcpus),
         }
     }
 
@@ -102,15 +111,6 @@ impl Distributor {
     /// SPI INTIDs with their state, for the pending scan.
     pub(super) fn spis(&self) -> impl Iterator<Item = (u32, &IrqState)> {
         (FIRST_SPI..).zip(self.spis.iter())
-    }
-
-    fn typer(&self) -> u32 {
-        let it_lines = (self.spis.len() as u32 + FIRST_SPI) / 32 - 1;
-        let cpus = (self.vcpus.saturating_sub(1)).min(7) as u32;
-        it_lines
-            | (cpus << TYPER_CPUNUMBER_SHIFT)
-            | (TYPER_IDBITS << TYPER_IDBITS_SHIFT)
-            | TYPER_NO1N
     }
 
     /// The SPIs a register word covering INTIDs `first..first + count`
@@ -164,7 +164,7 @@ impl Distributor {
                 word_only(offset, width)?;
                 Ok(u64::from(match offset {
                     reg::CTLR => self.ctlr | CTLR_ARE | CTLR_DS,
-                    reg::TYPER => self.typer(),
+                    reg::TYPER => self.typer,
                     _ => IIDR,
                 }))
             }
