@@ -167,6 +167,12 @@ impl Esr {
         }
     }
 
+    /// `class() == DataAbortLower`, as one comparison (`class` is a
+    /// multi-way branch).
+    pub fn is_data_abort_lower(self) -> bool {
+        (self.0 >> EC_SHIFT) & 0x3f == 0x24
+    }
+
     /// Raw EC.
     pub fn ec(self) -> u8 {
         // Six bits.
