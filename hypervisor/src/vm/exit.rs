@@ -151,13 +151,17 @@ fn mmio_fast_path(
     far: u64,
     hpfar: u64,
 ) -> FastExit {
+    // The caller checked the class: a data abort from the guest.
     let e = Esr(esr);
-    let Ok(access) = mmio_decode::decode_syndrome(esr) else {
-        return FastExit::NotMine;
-    };
-    if !e.is_translation_or_access_fault() {
+    let abort = e.data_abort_iss();
+    if !abort.syndrome_valid
+        || abort.stage1_walk
+        || abort.cache_maintenance
+        || !abort.is_translation_or_access_fault()
+    {
         return FastExit::NotMine;
     }
+    let access = mmio_decode::described_access(&abort);
     let ipa = esr::fault_ipa(hpfar, far);
     let uart_offset = ipa
         .checked_offset_from(PL011_BASE)

@@ -192,13 +192,16 @@ impl Esr {
 
     /// The data abort this syndrome describes, if its class is one.
     pub fn data_abort(self) -> Option<DataAbort> {
-        if !matches!(self.ec(), 0x24 | 0x25) {
-            return None;
-        }
+        matches!(self.ec(), 0x24 | 0x25).then(|| self.data_abort_iss())
+    }
+
+    /// The ISS read as a data abort's, for a caller that knows the class
+    /// is one (the exit fast path: [`Esr::is_data_abort_lower`]).
+    pub fn data_abort_iss(self) -> DataAbort {
         let bit = |mask: u64| self.0 & mask != 0;
         // Each field is masked to its width first.
         let field = |shift: u32, mask: u64| u8::try_from((self.0 >> shift) & mask).unwrap_or(0);
-        Some(DataAbort {
+        DataAbort {
             syndrome_valid: bit(ISS_ISV),
             size_log2: field(ISS_SAS_SHIFT, 0b11),
             sign_extend: bit(ISS_SSE),
@@ -208,7 +211,7 @@ impl Esr {
             stage1_walk: bit(ISS_S1PTW),
             cache_maintenance: bit(ISS_CM),
             fault_status: field(0, ISS_FSC_MASK),
-        })
+        }
     }
 
     /// The system register access this syndrome describes, if its class

@@ -16,7 +16,7 @@
 use core::fmt;
 
 use super::context::SPSR_AARCH32;
-use super::esr::Esr;
+use super::esr::{DataAbort, Esr};
 
 use crate::devices::AccessWidth;
 
@@ -138,7 +138,13 @@ pub fn decode_syndrome(esr: u64) -> Result<MmioAccess, DecodeError> {
     if !abort.syndrome_valid {
         return Err(DecodeError::NeedInstruction);
     }
-    Ok(MmioAccess {
+    Ok(described_access(&abort))
+}
+
+/// The access the syndrome of `abort` describes, when it does (ISV: the
+/// caller checked).
+pub fn described_access(abort: &DataAbort) -> MmioAccess {
+    MmioAccess {
         direction: if abort.write {
             Direction::Write
         } else {
@@ -149,7 +155,7 @@ pub fn decode_syndrome(esr: u64) -> Result<MmioAccess, DecodeError> {
         sign_extend: abort.sign_extend,
         register_64: abort.register_64,
         writeback: None,
-    })
+    }
 }
 
 /// The access a data abort taken with PSTATE `spsr` describes: from the
