@@ -157,6 +157,7 @@ impl Distributor {
         }
     }
 
+    #[inline(always)]
     pub fn read(&mut self, offset: u64, width: AccessWidth) -> Result<u64, MmioError> {
         check_access(offset, width, GICD_SIZE)?;
         match offset {

@@ -177,6 +177,7 @@ impl MmioDevice for DistributorMmio<'_> {
         GICD_SIZE
     }
 
+    #[inline(always)]
     fn read(&mut self, offset: u64, width: AccessWidth) -> Result<u64, MmioError> {
         self.0.distributor.lock().read(offset, width)
     }
