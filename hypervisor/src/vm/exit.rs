@@ -91,10 +91,14 @@ pub enum FastExit {
     /// Not an exit it handles: the exit is the slow path's.
     NotMine,
     /// Done, and the vGIC is as it was: the list registers need no
-    /// refill. When the UART's interrupt line moved, the VM's devices
-    /// must be looked at (`update_device_lines`) before the vCPU runs
-    /// again.
-    Done { line_moved: bool },
+    /// refill.
+    Done,
+    /// A UART access done, the vGIC as it was. When the UART's interrupt
+    /// line moved, the VM's devices must be looked at
+    /// (`update_device_lines`) before the vCPU runs again; and the access
+    /// may have made room for console input a full receive buffer held
+    /// back (any other input comes with a kick, an IRQ exit).
+    UartDone { line_moved: bool },
 }
 
 /// Handles an exit that needs nothing of the VM but its UART or its vGIC,
@@ -168,7 +172,7 @@ fn mmio_fast_path(
         .filter(|offset| *offset < PRIMECELL_SIZE);
     // A refused access changes nothing; the slow path refuses it again and
     // reports it.
-    let line_moved = if let Some(offset) = uart_offset {
+    let done = if let Some(offset) = uart_offset {
         let mut device = uart.lock();
         let line_before = device.interrupt_pending();
         if perform(&mut *device, &mut vcpu.regs, offset, &access).is_err() {
@@ -182,7 +186,7 @@ fn mmio_fast_path(
             output.write();
         }
         vcpu.exits.uart += 1;
-        line_moved
+        FastExit::UartDone { line_moved }
     } else {
         // A write may pend, route or enable interrupts: the slow path's.
         if access.direction == Direction::Write {
@@ -201,11 +205,11 @@ fn mmio_fast_path(
             return FastExit::NotMine;
         }
         vcpu.exits.gic += 1;
-        false
+        FastExit::Done
     };
     let regs = &mut vcpu.regs.guest;
     regs.pc = regs.pc.wrapping_add(e.instruction_len());
-    FastExit::Done { line_moved }
+    done
 }
 
 /// Answers a call whose answer depends on nothing but its arguments
@@ -224,7 +228,7 @@ fn fixed_call(vcpu: &mut Vcpu, skip: u64) -> FastExit {
     vcpu.exits.call += 1;
     let regs = &mut vcpu.regs.guest;
     regs.pc = regs.pc.wrapping_add(skip);
-    FastExit::Done { line_moved: false }
+    FastExit::Done
 }
 
 /// Re-evaluates the emulated devices' interrupt lines. Returns, as a mask,
@@ -943,13 +947,13 @@ mod tests {
         // The flag register, as Linux polls it before each character.
         assert_eq!(
             fast_path(vm.uart, vm.vgic, 1, &mut v, &exit(LDRH_W2, 0x0900_0018)),
-            FastExit::Done { line_moved: false }
+            FastExit::UartDone { line_moved: false }
         );
         assert_eq!(v.regs.guest.pc, pc + 4);
         v.regs.set_x(1, u64::from(b'x'));
         assert_eq!(
             fast_path(vm.uart, vm.vgic, 1, &mut v, &exit(STRH_W1, 0x0900_0000)),
-            FastExit::Done { line_moved: false }
+            FastExit::UartDone { line_moved: false }
         );
         assert_eq!(v.regs.guest.pc, pc + 8);
         let not_mine = [
@@ -987,7 +991,7 @@ mod tests {
             let info = exit(LDR_W2, ipa);
             assert_eq!(
                 fast_path(vm.uart, vm.vgic, 2, &mut fast, &info),
-                FastExit::Done { line_moved: false }
+                FastExit::Done
             );
             handle_sync(&mut vm, &mut slow, &info);
             assert_eq!(fast.regs.x(2), slow.regs.x(2), "IPA {ipa:#x}");
@@ -1011,10 +1015,7 @@ mod tests {
         let pc = v.regs.guest.pc;
         let hvc = exit(EC_HVC64 | IL, 0);
         v.regs.set_x(0, u64::from(fid::PSCI_VERSION));
-        assert_eq!(
-            fast_path(vm.uart, vm.vgic, 2, &mut v, &hvc),
-            FastExit::Done { line_moved: false }
-        );
+        assert_eq!(fast_path(vm.uart, vm.vgic, 2, &mut v, &hvc), FastExit::Done);
         let version = v.regs.x(0);
         assert_eq!(v.regs.guest.pc, pc, "HVC returns past itself already");
         assert_eq!(v.exits.call, 1);
@@ -1027,7 +1028,7 @@ mod tests {
         v.regs.set_x(0, u64::from(fid::SMCCC_VERSION));
         assert_eq!(
             fast_path(vm.uart, vm.vgic, 2, &mut v, &exit(EC_SMC64 | IL, 0)),
-            FastExit::Done { line_moved: false }
+            FastExit::Done
         );
         assert_eq!(v.regs.guest.pc, pc + 4);
         assert_eq!(v.regs.x(0), 0x1_0001, "SMCCC 1.1");
@@ -1057,13 +1058,13 @@ mod tests {
         v.regs.set_x(1, 1 << 5);
         assert_eq!(
             fast_path(vm.uart, vm.vgic, 1, &mut v, &exit(STRH_W1, 0x0900_0038)),
-            FastExit::Done { line_moved: false }
+            FastExit::UartDone { line_moved: false }
         );
         // A byte leaves at once, the transmit interrupt latches.
         v.regs.set_x(1, u64::from(b'x'));
         assert_eq!(
             fast_path(vm.uart, vm.vgic, 1, &mut v, &exit(STRH_W1, 0x0900_0000)),
-            FastExit::Done { line_moved: true }
+            FastExit::UartDone { line_moved: true }
         );
         assert!(vm.uart.lock().interrupt_pending());
     }

@@ -230,13 +230,14 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
                     break Exit::SError(info);
                 }
                 ExitKind::Sync => match fast_path(uart, vgic, vcpus, vcpu, &info) {
-                    FastExit::Done { line_moved } => {
+                    // The vGIC is as it was: the list registers stand.
+                    // Anything another CPU pends for this vCPU comes with a
+                    // kick, an IRQ exit that refills them.
+                    FastExit::Done => continue,
+                    FastExit::UartDone { line_moved } => {
                         if line_moved || console::input_waiting(vm_index) {
                             break Exit::DevicesMoved;
                         }
-                        // The vGIC is as it was: the list registers stand.
-                        // Anything another CPU pends for this vCPU comes
-                        // with a kick, an IRQ exit that refills them.
                         continue;
                     }
                     // An IPI to a vCPU sharing this CPU, perhaps blocked in
