@@ -222,9 +222,8 @@ pub fn run_guest(regs: &mut GuestRegs) -> ExitInfo {
     // SAFETY: `regs` is a valid, exclusively borrowed GuestRegs for the
     // whole call; the assembly saves and restores x19, x29 and x30 and
     // returns on the same stack, everything else the C ABI lets a callee
-    // clobber is
-    // declared so, and x20-x28 and V8-V15 (which the ABI would preserve)
-    // too: they return holding the guest's values. The guest runs under
+    // clobber is declared so, and x20-x28 and V8-V15 (which the ABI would
+    // preserve) too: they return holding the guest's values. The guest runs under
     // stage 2 and cannot reach hypervisor memory. TPIDR_EL2 keeps naming
     // `regs` after the call, for a later FP/SIMD trap: the caller flushes
     // (`fp_flush`) before `regs` moves or goes.
