@@ -77,7 +77,8 @@ impl Transcript {
 
     /// How the scenario's steps followed `console`'s lines (none for a
     /// console without lines).
-    pub fn follow(&self, scenario: &Scenario, console: &str) -> Followed {
+    #[cfg(test)]
+    fn follow(&self, scenario: &Scenario, console: &str) -> Followed {
         self.consoles
             .keys()
             .zip(self.follow_all(scenario))
@@ -86,8 +87,9 @@ impl Transcript {
             .unwrap_or_default()
     }
 
-    /// How the steps followed each console, in console order.
-    fn follow_all(&self, scenario: &Scenario) -> Vec<Followed> {
+    /// How the steps followed each console, in the order of
+    /// [`Transcript::consoles`] (one replay of the steps for all of them).
+    pub fn follow_all(&self, scenario: &Scenario) -> Vec<Followed> {
         let consoles: Vec<(&str, &[TimedLine])> = self
             .consoles
             .iter()

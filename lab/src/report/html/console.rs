@@ -85,10 +85,11 @@ pub fn consoles(
     transcript
         .consoles
         .iter()
-        .map(|(name, lines)| {
+        .zip(transcript.follow_all(scenario))
+        .map(|((name, lines), followed)| {
             // The follower stops the failing step on the consoles it read;
             // a `fail-on` pattern applies to every console.
-            let Followed { stable, stopped_at } = transcript.follow(scenario, name);
+            let Followed { stable, stopped_at } = followed;
             let position = stopped_at.filter(|_| failing.is_some());
             let fail_match = match failing {
                 Some((_, StepFailure::FailPattern { matched })) => {
