@@ -11,9 +11,10 @@
 //! hypervisor: <vm>: <n> vCPU on CPU[s] <c>[,<c>...], <m> MiB at IPA 0x<ipa> (host 0x<pa>), entry 0x<pc>
 //! ```
 //!
-//! With a boot bundle (`-initrd`, a cpio holding `manifest.dtb` and the VMs'
-//! files) it builds the manifest's VMs instead and hands the CPUs to
-//! `machine::run`; a bad manifest prints
+//! With a boot bundle (a cpio holding `manifest.dtb` and the VMs' files, as
+//! the fw_cfg file `opt/org.hvlab/bundle` or `-initrd`) it builds the
+//! manifest's VMs instead and hands the CPUs to `machine::run`; a bad
+//! manifest prints
 //! `hypervisor: manifest: <field>: <problem>` and powers off.
 //!
 //! Fault injection for the lab's failure tests: when the host command line
@@ -23,7 +24,8 @@
 
 use crate::addr::{PhysAddr, PhysRange, BLOCK_2M, PAGE_SIZE};
 use crate::arch::{self, aarch64::pte::El2Stage1, IdentityTables};
-use crate::boot::cpio::Archive;
+use crate::boot::cpio::{self, Archive, CpioError, Span};
+use crate::boot::files::{BootFiles, FwCfgItem};
 use crate::boot::fw_cfg::{self, DmaAccess, FwCfgError};
 use crate::boot::manifest::{self, DeviceKind, ManifestError, VmConfig};
 use crate::console;
@@ -101,25 +103,71 @@ pub fn boot_primary(dtb_addr: PhysAddr, dtb: &'static [u8], image: PhysRange) ->
         }
     }
 
+    let bundle = open_bundle(&mut platform, &mut frames);
+    run_bundle(&platform, &mut frames, root, bundle)
+}
+
+/// Where the bundle's members are when it came from fw_cfg: the item, and
+/// the members left there.
+type LeftInFwCfg = (FwCfgItem, Vec<Span>);
+
+/// The boot bundle: the initrd QEMU loaded, else fw_cfg file
+/// [`fw_cfg::BUNDLE_FILE`] (how the lab passes it). Powers off when there is
+/// none.
+fn open_bundle(
+    platform: &mut PlatformInfo<'static>,
+    frames: &mut FrameAllocator,
+) -> BootFiles<'static> {
+    let mut left = None;
     if let (None, Some(fw_cfg)) = (platform.initrd, platform.fw_cfg) {
-        match fetch_bundle(fw_cfg.start, &mut frames) {
-            Ok(bundle) => platform.initrd = bundle,
+        match fetch_bundle(fw_cfg.start, frames) {
+            Ok(Some((range, in_fw_cfg))) => {
+                platform.initrd = Some(range);
+                left = Some(in_fw_cfg);
+            }
+            Ok(None) => {}
             Err(e) => {
                 println!("hypervisor: boot bundle: {e}, powering off");
                 power::system_off()
             }
         }
     }
-    run_bundle(&platform, &mut frames, root)
+    let bytes = arch::initrd_bytes(platform);
+    if bytes.is_empty() {
+        println!("hypervisor: no VMs to run, powering off");
+        power::system_off()
+    }
+    let archive = Archive::new(bytes);
+    match left {
+        Some((item, spans)) => BootFiles::partly_in_fw_cfg(archive, item, spans),
+        None => BootFiles::in_memory(archive),
+    }
 }
 
-/// The boot bundle from fw_cfg file [`fw_cfg::BUNDLE_FILE`] (how the lab
-/// passes it when firmware boots the hypervisor), copied into pages of its
-/// own that stay allocated; `None` when there is no such file.
+/// Why the bundle could not be read from fw_cfg.
+enum FetchError {
+    FwCfg(FwCfgError),
+    Cpio(CpioError),
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::FwCfg(e) => write!(f, "{e}"),
+            FetchError::Cpio(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The boot bundle in fw_cfg file [`fw_cfg::BUNDLE_FILE`] (`None` when
+/// there is no such file), read as little as it can be: pages for the
+/// whole archive are set aside, but only its headers and the manifest are
+/// read into them. Every other member stays in fw_cfg, copied from there
+/// by DMA when a VM (re)starts, so no host memory holds it twice.
 fn fetch_bundle(
     fw_cfg: PhysAddr,
     frames: &mut FrameAllocator,
-) -> Result<Option<PhysRange>, FwCfgError> {
+) -> Result<Option<(PhysRange, LeftInFwCfg)>, FetchError> {
     let read = |key: u16, len: u64, frames: &mut FrameAllocator| {
         let dest = frames
             .alloc_frames(len.max(1).next_multiple_of(PAGE_SIZE), PAGE_SIZE)
@@ -131,19 +179,44 @@ fn fetch_bundle(
         }
         Ok(dest)
     };
-    let head = read(fw_cfg::KEY_FILE_DIR, 4, frames)?;
-    let count = fw_cfg::dir_count(arch::frames_bytes(&head)).ok_or(FwCfgError::BadDirectory)?;
-    let size = fw_cfg::dir_size(count).ok_or(FwCfgError::BadDirectory)?;
-    let size = u64::try_from(size).map_err(|_| FwCfgError::BadDirectory)?;
-    let dir = read(fw_cfg::KEY_FILE_DIR, size, frames)?;
-    let Some(file) = fw_cfg::find_file(arch::frames_bytes(&dir), fw_cfg::BUNDLE_FILE)? else {
+    let head = read(fw_cfg::KEY_FILE_DIR, 4, frames).map_err(FetchError::FwCfg)?;
+    let count = fw_cfg::dir_count(arch::frames_bytes(&head))
+        .ok_or(FetchError::FwCfg(FwCfgError::BadDirectory))?;
+    let size = fw_cfg::dir_size(count).ok_or(FetchError::FwCfg(FwCfgError::BadDirectory))?;
+    let size = u64::try_from(size).map_err(|_| FetchError::FwCfg(FwCfgError::BadDirectory))?;
+    let dir = read(fw_cfg::KEY_FILE_DIR, size, frames).map_err(FetchError::FwCfg)?;
+    let Some(file) = fw_cfg::find_file(arch::frames_bytes(&dir), fw_cfg::BUNDLE_FILE)
+        .map_err(FetchError::FwCfg)?
+    else {
         return Ok(None);
     };
-    let bundle = read(file.select, u64::from(file.size), frames)?;
-    let start = bundle.range().start;
+    let item = FwCfgItem {
+        base: fw_cfg,
+        select: file.select,
+    };
+    let len = u64::from(file.size);
+    let mut pages = frames
+        .alloc_frames(len.max(1).next_multiple_of(PAGE_SIZE), PAGE_SIZE)
+        .map_err(|_| FetchError::FwCfg(FwCfgError::NoMemory))?;
+    let start = pages.range().start;
+    let archive = arch::frames_bytes_mut(&mut pages)
+        .get_mut(..usize::try_from(len).unwrap_or(usize::MAX))
+        .ok_or(FetchError::FwCfg(FwCfgError::NoMemory))?;
+    let fetch = |at: usize, dest: &mut [u8]| {
+        arch::fw_cfg_read_into(fw_cfg, file.select, at, dest).map_err(|_| CpioError::Unreadable)
+    };
+    let mut spans = cpio::index(archive, fetch).map_err(FetchError::Cpio)?;
+    if let Some(i) = spans.iter().position(|span| span.name == MANIFEST_FILE) {
+        let manifest = spans.swap_remove(i);
+        let end = manifest.offset.saturating_add(manifest.len);
+        let dest = archive
+            .get_mut(manifest.offset..end)
+            .ok_or(FetchError::Cpio(CpioError::Truncated))?;
+        fetch(manifest.offset, dest).map_err(FetchError::Cpio)?;
+    }
     Ok(start
-        .checked_add(u64::from(file.size))
-        .map(|end| PhysRange { start, end }))
+        .checked_add(len)
+        .map(|end| (PhysRange { start, end }, (item, spans))))
 }
 
 /// Prints a manifest problem and powers off.
@@ -152,23 +225,19 @@ fn manifest_error(error: &ManifestError) -> ! {
     power::system_off()
 }
 
-/// Finds the boot bundle, builds the manifest's VMs and runs them.
-fn run_bundle(platform: &PlatformInfo<'_>, frames: &mut FrameAllocator, root: PhysAddr) -> ! {
-    let bytes = arch::initrd_bytes(platform);
-    if bytes.is_empty() {
-        println!("hypervisor: no VMs to run, powering off");
-        power::system_off()
-    }
-    let bundle = Archive::new(bytes);
+/// Builds the manifest's VMs from the boot bundle and runs them.
+fn run_bundle(
+    platform: &PlatformInfo<'_>,
+    frames: &mut FrameAllocator,
+    root: PhysAddr,
+    bundle: BootFiles<'static>,
+) -> ! {
     let blob = match bundle.find(MANIFEST_FILE) {
-        Ok(Some(blob)) => blob,
-        Ok(None) => manifest_error(&ManifestError::new(
-            MANIFEST_FILE,
-            "not in the boot bundle (the initrd)",
-        )),
+        Ok(Some(file)) => file.bytes().unwrap_or_default(),
+        Ok(None) => manifest_error(&ManifestError::new(MANIFEST_FILE, "not in the boot bundle")),
         Err(e) => manifest_error(&ManifestError::new(
             MANIFEST_FILE,
-            alloc::format!("boot bundle (the initrd): {e}"),
+            alloc::format!("boot bundle: {e}"),
         )),
     };
     let manifest = match manifest::parse(blob) {

@@ -17,7 +17,7 @@ use spin::{Mutex, Once};
 
 use crate::addr::PhysAddr;
 use crate::arch::{self, HostGic};
-use crate::boot::cpio::Archive;
+use crate::boot::files::BootFiles;
 use crate::boot::manifest::{ManifestError, VmConfig};
 use crate::ffa;
 use crate::fixed_vec::FixedVec;
@@ -109,7 +109,7 @@ pub struct Machine {
     /// Host interrupt sources and CPU MPIDRs.
     pub host: HostIrqs,
     /// The boot bundle (for resets).
-    pub bundle: Archive<'static>,
+    pub bundle: BootFiles<'static>,
     /// The VMs.
     pub vms: Vec<&'static Mutex<Vm>>,
     /// Which VM each CPU serves.

@@ -117,6 +117,16 @@ pub fn fw_cfg_dma(_base: PhysAddr, access: &mut DmaAccess) -> u32 {
     access.status()
 }
 
+/// Host builds have no fw_cfg: every read fails.
+pub fn fw_cfg_read_into(
+    _base: PhysAddr,
+    _select: u16,
+    _offset: usize,
+    _dest: &mut [u8],
+) -> Result<(), crate::boot::fw_cfg::FwCfgError> {
+    Err(crate::boot::fw_cfg::FwCfgError::DmaFailed)
+}
+
 /// Host builds have no UART.
 pub fn uart_enable_rx_irq(_base: PhysAddr) {}
 

@@ -1,8 +1,12 @@
 //! Reader for the boot bundle: a cpio archive in the "newc" format (magic
 //! `070701`) as the lab packs it. Members are borrowed slices of the
 //! archive; nothing is copied. Malformed archives yield [`CpioError`].
+//! An archive that is not in memory yet is indexed piecewise ([`index`]):
+//! its headers are read into place and its members' data left for later.
 #![forbid(unsafe_code)]
 
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 use core::fmt;
 
 const MAGIC: &[u8; 6] = b"070701";
@@ -21,6 +25,8 @@ pub enum CpioError {
     BadMagic,
     /// A header field that is not 8 hex digits, or a bad name.
     BadHeader,
+    /// A piece of an archive read piecewise could not be read.
+    Unreadable,
 }
 
 impl fmt::Display for CpioError {
@@ -29,6 +35,7 @@ impl fmt::Display for CpioError {
             CpioError::Truncated => "truncated cpio archive",
             CpioError::BadMagic => "not a newc cpio archive",
             CpioError::BadHeader => "malformed cpio header",
+            CpioError::Unreadable => "the cpio archive could not be read",
         })
     }
 }
@@ -142,6 +149,69 @@ impl<'a> Iterator for Entries<'a> {
     }
 }
 
+/// Where a regular file's data lies in an archive.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Span {
+    /// Path inside the archive, without a leading `./`.
+    pub name: String,
+    /// Offset of the data from the start of the archive.
+    pub offset: usize,
+    /// Bytes of data.
+    pub len: usize,
+}
+
+/// Reads the headers and names of an archive of `buf.len()` bytes into
+/// `buf`, at their offsets, with `read(offset, dest)`; leaves the members'
+/// data unread and returns where each regular file's lies. Once the data
+/// wanted is read too, `Archive::new(buf)` reads the archive as usual.
+pub fn index(
+    buf: &mut [u8],
+    mut read: impl FnMut(usize, &mut [u8]) -> Result<(), CpioError>,
+) -> Result<Vec<Span>, CpioError> {
+    let mut spans = Vec::new();
+    let total = buf.len();
+    let mut pos: usize = 0;
+    loop {
+        let header_end = pos.checked_add(HEADER_LEN).ok_or(CpioError::Truncated)?;
+        let header = buf.get_mut(pos..header_end).ok_or(CpioError::Truncated)?;
+        read(pos, header)?;
+        if &header[..6] != MAGIC {
+            return Err(CpioError::BadMagic);
+        }
+        let mode = hex_field(header, 1)?;
+        let file_size = usize_of(hex_field(header, 6)?);
+        let name_size = usize_of(hex_field(header, 11)?);
+        let name_end = header_end
+            .checked_add(name_size)
+            .ok_or(CpioError::Truncated)?;
+        let raw_name = buf
+            .get_mut(header_end..name_end)
+            .ok_or(CpioError::Truncated)?;
+        read(header_end, raw_name)?;
+        let (last, name) = raw_name.split_last().ok_or(CpioError::BadHeader)?;
+        if *last != 0 {
+            return Err(CpioError::BadHeader);
+        }
+        let name = core::str::from_utf8(name).map_err(|_| CpioError::BadHeader)?;
+        let data_start = name_end.next_multiple_of(4);
+        let data_end = data_start
+            .checked_add(file_size)
+            .filter(|&end| end <= total)
+            .ok_or(CpioError::Truncated)?;
+        if name == TRAILER {
+            return Ok(spans);
+        }
+        if mode & MODE_TYPE_MASK == MODE_REGULAR {
+            spans.push(Span {
+                name: name.strip_prefix("./").unwrap_or(name).to_string(),
+                offset: data_start,
+                len: file_size,
+            });
+        }
+        pos = data_end.next_multiple_of(4);
+    }
+}
+
 impl<'a> Archive<'a> {
     /// Wraps the archive bytes (nothing is checked until members are read).
     pub fn new(data: &'a [u8]) -> Self {
@@ -215,6 +285,73 @@ pub(crate) mod tests {
         // The directory "." is not a file.
         assert_eq!(archive.find("."), Ok(None));
         assert_eq!(archive.entries().count(), 3);
+    }
+
+    #[test]
+    fn an_archive_indexed_piecewise_reads_like_one_in_memory() {
+        let a = build(&[
+            (".", 0o40755, b""),
+            ("manifest.dtb", 0o100644, b"MANIFEST"),
+            ("./vm0/kernel", 0o100644, b"kernel bytes"),
+        ]);
+        let mut buf = std::vec![0u8; a.len()];
+        let mut reads = Vec::new();
+        let spans = index(&mut buf, |at, dest| {
+            reads.push((at, dest.len()));
+            dest.copy_from_slice(&a[at..at + dest.len()]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            spans.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["manifest.dtb", "vm0/kernel"]
+        );
+        // Headers and names only: four members, two reads each.
+        assert_eq!(reads.len(), 8);
+        let kernel = &spans[1];
+        assert_eq!(
+            &a[kernel.offset..kernel.offset + kernel.len],
+            b"kernel bytes"
+        );
+        // The data is still to be read; the rest of the archive is in place.
+        assert_eq!(
+            Archive::new(&buf).find("vm0/kernel"),
+            Ok(Some(&[0u8; 12][..]))
+        );
+        let manifest = &spans[0];
+        buf[manifest.offset..manifest.offset + manifest.len].copy_from_slice(b"MANIFEST");
+        assert_eq!(
+            Archive::new(&buf).find("manifest.dtb"),
+            Ok(Some(&b"MANIFEST"[..]))
+        );
+    }
+
+    #[test]
+    fn a_piecewise_index_stops_at_the_first_problem() {
+        let a = build(&[("manifest.dtb", 0o100644, b"MANIFEST")]);
+        let copy = |at: usize, dest: &mut [u8]| {
+            dest.copy_from_slice(&a[at..at + dest.len()]);
+            Ok(())
+        };
+        for len in 0..a.len() - 120 {
+            assert!(index(&mut std::vec![0; len], copy).is_err(), "length {len}");
+        }
+        assert_eq!(
+            index(&mut std::vec![0; a.len()], |_, _| Err(
+                CpioError::Unreadable
+            )),
+            Err(CpioError::Unreadable)
+        );
+        let mut bad = a.clone();
+        bad[0] = b'1';
+        let from_bad = |at: usize, dest: &mut [u8]| {
+            dest.copy_from_slice(&bad[at..at + dest.len()]);
+            Ok(())
+        };
+        assert_eq!(
+            index(&mut std::vec![0; a.len()], from_bad),
+            Err(CpioError::BadMagic)
+        );
     }
 
     #[test]

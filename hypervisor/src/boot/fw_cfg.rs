@@ -3,6 +3,10 @@
 //! enters BL33 with no `/chosen` initrd, so the lab passes the bundle as the
 //! fw_cfg file [`BUNDLE_FILE`] and the hypervisor fetches it by DMA. This
 //! module is the portable half: the DMA descriptor and the file directory.
+//! Members a VM only copies (its kernel, initrd and disk images) are not
+//! fetched at boot: they go from the file straight into the VM's RAM or
+//! disk when it (re)starts (`boot::files`), so the host touches that memory
+//! once, as it does for a machine QEMU boots directly.
 #![forbid(unsafe_code)]
 
 use crate::addr::PhysAddr;
@@ -19,6 +23,7 @@ pub const KEY_FILE_DIR: u16 = 0x0019;
 
 /// DMA control bits.
 pub const DMA_READ: u32 = 1 << 1;
+pub const DMA_SKIP: u32 = 1 << 2;
 pub const DMA_SELECT: u32 = 1 << 3;
 
 /// Bytes of one file directory entry: size (BE u32), select (BE u16),
@@ -47,6 +52,25 @@ impl DmaAccess {
         }
     }
 
+    /// Select item `key` and move its read offset `length` bytes on.
+    pub fn select_skip(key: u16, length: u32) -> DmaAccess {
+        DmaAccess {
+            control: (u32::from(key) << 16 | DMA_SELECT | DMA_SKIP).to_be(),
+            length: length.to_be(),
+            address: 0,
+        }
+    }
+
+    /// Read `length` bytes of the selected item, from its read offset on,
+    /// to `dest`.
+    pub fn read(length: u32, dest: PhysAddr) -> DmaAccess {
+        DmaAccess {
+            control: DMA_READ.to_be(),
+            length: length.to_be(),
+            address: dest.as_u64().to_be(),
+        }
+    }
+
     /// The control word the device left: 0 when the transfer completed.
     pub fn status(&self) -> u32 {
         u32::from_be(self.control)
@@ -63,6 +87,8 @@ pub enum FwCfgError {
     BadDirectory,
     /// No memory for the directory or the file.
     NoMemory,
+    /// A read past the end of the file, or longer than one transfer.
+    OutOfRange,
 }
 
 impl core::fmt::Display for FwCfgError {
@@ -71,6 +97,7 @@ impl core::fmt::Display for FwCfgError {
             FwCfgError::DmaFailed => "fw_cfg DMA transfer failed",
             FwCfgError::BadDirectory => "fw_cfg file directory is truncated",
             FwCfgError::NoMemory => "no memory for the fw_cfg file",
+            FwCfgError::OutOfRange => "read past the end of the fw_cfg file",
         })
     }
 }
@@ -166,5 +193,11 @@ mod tests {
         assert_eq!(u32::from_be(a.length), 0x1000);
         assert_eq!(u64::from_be(a.address), 0x4800_0000);
         assert_eq!(a.status(), 0x0021_000a);
+        let skip = DmaAccess::select_skip(0x21, 0x200);
+        assert_eq!(u32::from_be(skip.control), 0x0021_000c);
+        assert_eq!(u32::from_be(skip.length), 0x200);
+        let read = DmaAccess::read(0x10, PhysAddr::new(0x4900_0000));
+        assert_eq!(u32::from_be(read.control), 0x0000_0002);
+        assert_eq!(u64::from_be(read.address), 0x4900_0000);
     }
 }

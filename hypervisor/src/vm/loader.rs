@@ -8,6 +8,8 @@
 use core::fmt;
 
 use crate::addr::IntermediatePhysAddr;
+use crate::boot::files::BootFile;
+use crate::boot::fw_cfg::FwCfgError;
 use crate::boot::manifest::KernelFormat;
 
 /// arm64 Image header: offset and value of the magic ("ARM\x64").
@@ -41,6 +43,8 @@ pub enum LoadError {
     },
     /// A raw or Image kernel without a load address.
     NoLoadAddress,
+    /// The file could not be copied from where it is.
+    Copy(FwCfgError),
 }
 
 impl fmt::Display for LoadError {
@@ -52,6 +56,7 @@ impl fmt::Display for LoadError {
                 write!(f, "{len:#x} bytes at {ipa:#x} do not fit in the VM's RAM")
             }
             LoadError::NoLoadAddress => f.write_str("no load address"),
+            LoadError::Copy(e) => write!(f, "{e}"),
         }
     }
 }
@@ -81,6 +86,16 @@ impl RamImage<'_> {
         Ok(())
     }
 
+    /// Copies `file` to `ipa`.
+    pub fn place_file(
+        &mut self,
+        ipa: IntermediatePhysAddr,
+        file: &BootFile<'_>,
+    ) -> Result<(), LoadError> {
+        let len = u64::try_from(file.len()).unwrap_or(u64::MAX);
+        file.copy_to(self.span(ipa, len)?).map_err(LoadError::Copy)
+    }
+
     /// Zeroes `len` bytes at `ipa`.
     pub fn zero(&mut self, ipa: IntermediatePhysAddr, len: u64) -> Result<(), LoadError> {
         self.span(ipa, len)?.fill(0);
@@ -105,31 +120,41 @@ fn le64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// Loads a kernel; returns its entry point.
+/// Loads a kernel; returns its entry point. An Image or raw kernel is
+/// copied where it goes, then checked there; an ELF is read in memory
+/// (fetched into the heap first if it is still in fw_cfg).
 pub fn load_kernel(
     ram: &mut RamImage<'_>,
     format: KernelFormat,
-    file: &[u8],
+    file: &BootFile<'_>,
     load_ipa: Option<IntermediatePhysAddr>,
 ) -> Result<IntermediatePhysAddr, LoadError> {
     match format {
         KernelFormat::LinuxImage => {
-            if le32(file, IMAGE_MAGIC_OFFSET) != Some(IMAGE_MAGIC) {
+            let at = load_ipa.ok_or(LoadError::NoLoadAddress)?;
+            let file_len = u64::try_from(file.len()).unwrap_or(u64::MAX);
+            ram.place_file(at, file)?;
+            let header = ram.span(at, file_len)?;
+            if le32(header, IMAGE_MAGIC_OFFSET) != Some(IMAGE_MAGIC) {
                 return Err(LoadError::NotArm64Image);
             }
-            let at = load_ipa.ok_or(LoadError::NoLoadAddress)?;
-            let image_size = le64(file, IMAGE_SIZE_OFFSET).unwrap_or(0);
-            let file_len = u64::try_from(file.len()).unwrap_or(u64::MAX);
+            let image_size = le64(header, IMAGE_SIZE_OFFSET).unwrap_or(0);
             ram.check(at, image_size.max(file_len))?;
-            ram.place(at, file)?;
             Ok(at)
         }
         KernelFormat::Raw => {
             let at = load_ipa.ok_or(LoadError::NoLoadAddress)?;
-            ram.place(at, file)?;
+            ram.place_file(at, file)?;
             Ok(at)
         }
-        KernelFormat::Elf => load_elf(ram, file),
+        KernelFormat::Elf => match file.bytes() {
+            Some(bytes) => load_elf(ram, bytes),
+            None => {
+                let mut bytes = alloc::vec![0; file.len()];
+                file.copy_to(&mut bytes).map_err(LoadError::Copy)?;
+                load_elf(ram, &bytes)
+            }
+        },
     }
 }
 
@@ -218,8 +243,13 @@ mod tests {
         let mut mem = vec![0u8; 0x10_0000];
         let f = image(0x100, 0x1000);
         let at = IntermediatePhysAddr::new(BASE + 0x8_0000);
-        let entry =
-            load_kernel(&mut ram(&mut mem), KernelFormat::LinuxImage, &f, Some(at)).unwrap();
+        let entry = load_kernel(
+            &mut ram(&mut mem),
+            KernelFormat::LinuxImage,
+            &BootFile::Bytes(&f),
+            Some(at),
+        )
+        .unwrap();
         assert_eq!(entry, at);
         assert_eq!(&mem[0x8_0000..0x8_0100], &f[..]);
     }
@@ -231,12 +261,22 @@ mod tests {
         let mut f = image(0x100, 0x1000);
         f[0x38] = 0;
         assert_eq!(
-            load_kernel(&mut ram(&mut mem), KernelFormat::LinuxImage, &f, at),
+            load_kernel(
+                &mut ram(&mut mem),
+                KernelFormat::LinuxImage,
+                &BootFile::Bytes(&f),
+                at
+            ),
             Err(LoadError::NotArm64Image)
         );
         let huge = image(0x100, 0x10_0000);
         assert!(matches!(
-            load_kernel(&mut ram(&mut mem), KernelFormat::LinuxImage, &huge, at),
+            load_kernel(
+                &mut ram(&mut mem),
+                KernelFormat::LinuxImage,
+                &BootFile::Bytes(&huge),
+                at
+            ),
             Err(LoadError::DoesNotFit { .. })
         ));
     }
@@ -285,7 +325,13 @@ mod tests {
             &[(BASE, b"code", 4), (BASE + 0x2000, b"dd", 0x10)],
             BASE + 2,
         );
-        let entry = load_kernel(&mut ram(&mut mem), KernelFormat::Elf, &f, None).unwrap();
+        let entry = load_kernel(
+            &mut ram(&mut mem),
+            KernelFormat::Elf,
+            &BootFile::Bytes(&f),
+            None,
+        )
+        .unwrap();
         assert_eq!(entry, IntermediatePhysAddr::new(BASE + 2));
         assert_eq!(&mem[..4], b"code");
         assert_eq!(&mem[0x2000..0x2002], b"dd");
@@ -298,19 +344,33 @@ mod tests {
         let mut mem = vec![0u8; 0x4000];
         let good = elf(&[(BASE, b"code", 4)], BASE);
         for len in 0..good.len() {
-            assert!(
-                load_kernel(&mut ram(&mut mem), KernelFormat::Elf, &good[..len], None).is_err()
-            );
+            assert!(load_kernel(
+                &mut ram(&mut mem),
+                KernelFormat::Elf,
+                &BootFile::Bytes(&good[..len]),
+                None
+            )
+            .is_err());
         }
         let outside = elf(&[(0x1000, b"code", 4)], 0x1000);
         assert!(matches!(
-            load_kernel(&mut ram(&mut mem), KernelFormat::Elf, &outside, None),
+            load_kernel(
+                &mut ram(&mut mem),
+                KernelFormat::Elf,
+                &BootFile::Bytes(&outside),
+                None
+            ),
             Err(LoadError::DoesNotFit { .. })
         ));
         let mut arm32 = good.clone();
         arm32[18] = 40;
         assert_eq!(
-            load_kernel(&mut ram(&mut mem), KernelFormat::Elf, &arm32, None),
+            load_kernel(
+                &mut ram(&mut mem),
+                KernelFormat::Elf,
+                &BootFile::Bytes(&arm32),
+                None
+            ),
             Err(LoadError::BadElf("not an AArch64 executable"))
         );
     }

@@ -25,7 +25,7 @@ use crate::addr::{IntermediatePhysAddr, PhysAddr, BLOCK_2M, PAGE_SIZE};
 use crate::arch::aarch64::context::VcpuRegs;
 use crate::arch::aarch64::pte::Stage2;
 use crate::arch::{self, IdentityTables};
-use crate::boot::cpio::Archive;
+use crate::boot::files::{BootFile, BootFiles};
 use crate::boot::manifest::{DeviceConfig, DeviceKind, ManifestError, Placement, VmConfig};
 use crate::console;
 use crate::devices::gic::{Affinity, Vgic};
@@ -393,10 +393,10 @@ pub struct Vm {
 }
 
 fn bundle_file<'a>(
-    bundle: &Archive<'a>,
+    bundle: &BootFiles<'a>,
     field: &str,
     path: &str,
-) -> Result<&'a [u8], ManifestError> {
+) -> Result<BootFile<'a>, ManifestError> {
     match bundle.find(path) {
         Ok(Some(data)) => Ok(data),
         Ok(None) => Err(ManifestError::new(
@@ -409,12 +409,12 @@ fn bundle_file<'a>(
 
 fn place(
     ram: &mut RamImage<'_>,
-    bundle: &Archive<'_>,
+    bundle: &BootFiles<'_>,
     field: &str,
     p: &Placement,
 ) -> Result<(), ManifestError> {
-    let data = bundle_file(bundle, field, &p.path)?;
-    ram.place(p.ipa, data)
+    let file = bundle_file(bundle, field, &p.path)?;
+    ram.place_file(p.ipa, &file)
         .map_err(|e| ManifestError::new(field, format!("{}: {e}", p.path)))
 }
 
@@ -444,7 +444,7 @@ fn boot_power(
 fn device_table(
     vm: usize,
     config: &VmConfig,
-    bundle: &Archive<'_>,
+    bundle: &BootFiles<'_>,
     frames: &mut FrameAllocator,
     host: VmHost,
 ) -> Result<DeviceTable, ManifestError> {
@@ -485,7 +485,7 @@ fn device_table(
 fn virtio_device(
     vm: usize,
     device: &DeviceConfig,
-    bundle: &Archive<'_>,
+    bundle: &BootFiles<'_>,
     frames: &mut FrameAllocator,
     host: VmHost,
 ) -> Result<Box<dyn VmDevice>, ManifestError> {
@@ -514,15 +514,16 @@ fn virtio_device(
             let bytes = disk.as_mut();
             let filled = match image {
                 Some(path) => {
-                    let data = bundle_file(bundle, &field("image"), path)?;
-                    let Some(dst) = bytes.get_mut(..data.len()) else {
+                    let file = bundle_file(bundle, &field("image"), path)?;
+                    let Some(dst) = bytes.get_mut(..file.len()) else {
                         return Err(ManifestError::new(
                             field("image"),
-                            format!("{path}: {} bytes do not fit the disk", data.len()),
+                            format!("{path}: {} bytes do not fit the disk", file.len()),
                         ));
                     };
-                    dst.copy_from_slice(data);
-                    data.len()
+                    file.copy_to(dst)
+                        .map_err(|e| ManifestError::new(field("image"), format!("{path}: {e}")))?;
+                    file.len()
                 }
                 None => 0,
             };
@@ -543,7 +544,7 @@ impl Vm {
     pub fn create(
         index: usize,
         config: &VmConfig,
-        bundle: &Archive<'_>,
+        bundle: &BootFiles<'_>,
         frames: &mut FrameAllocator,
         pcpus: Vec<usize>,
         host: VmHost,
@@ -616,7 +617,7 @@ impl Vm {
     fn load_images(
         ram: &mut GuestRam,
         config: &VmConfig,
-        bundle: &Archive<'_>,
+        bundle: &BootFiles<'_>,
     ) -> Result<IntermediatePhysAddr, ManifestError> {
         let field = |name: &str| format!("{}/{}", config.node, name);
         let kernel = bundle_file(bundle, &field("kernel"), &config.kernel)?;
@@ -624,7 +625,7 @@ impl Vm {
             base: RAM_BASE,
             bytes: ram.bytes_mut(),
         };
-        let entry = load_kernel(&mut image, config.kernel_format, kernel, config.kernel_ipa)
+        let entry = load_kernel(&mut image, config.kernel_format, &kernel, config.kernel_ipa)
             .map_err(|e| ManifestError::new(field("kernel"), format!("{}: {e}", config.kernel)))?;
         place(&mut image, bundle, &field("dtb"), &config.dtb)?;
         if let Some(initrd) = &config.initrd {
@@ -635,7 +636,7 @@ impl Vm {
 
     /// Restarts the VM from its images (PSCI SYSTEM_RESET). Call with no
     /// vCPU loaded anywhere (`in_guest == 0`).
-    pub fn reset(&mut self, bundle: &Archive<'_>) -> Result<(), ManifestError> {
+    pub fn reset(&mut self, bundle: &BootFiles<'_>) -> Result<(), ManifestError> {
         // Nothing of the last run is left for the next one to read.
         arch::zero_guest_ram(self.ram.bytes_mut());
         self.entry = Self::load_images(&mut self.ram, &self.config, bundle)?;
@@ -691,7 +692,14 @@ impl Vm {
             stage2_leaf: PAGE_SIZE,
             fabric: Box::leak(Box::default()),
         };
-        let devices = device_table(0, &config, &Archive::new(&[]), &mut frames, host).unwrap();
+        let devices = device_table(
+            0,
+            &config,
+            &BootFiles::in_memory(crate::boot::cpio::Archive::new(&[])),
+            &mut frames,
+            host,
+        )
+        .unwrap();
         let entry = IntermediatePhysAddr::new(0x4008_0000);
         Self {
             name: config.name.clone(),

@@ -1,10 +1,12 @@
-//! The boot bundle the hypervisor boots from (`-initrd bundle.cpio`): a
+//! The boot bundle the hypervisor boots from (the fw_cfg file
+//! `opt/org.hvlab/bundle`, from `bundle.cpio`): a
 //! newc cpio archive with `manifest.dtb` and, per VM, `<vm>/kernel`,
 //! `<vm>/dtb`, optionally `<vm>/initrd`, and `<vm>/disk<N>` for each disk
 //! that starts filled from an image. A kernel, initrd or disk image with
 //! the same bytes as an earlier VM's is not packed again: the manifest
 //! names the earlier VM's member (two VMs of one Debian kernel carry it
-//! once, which halves what QEMU loads and copies). The lab writes every device
+//! once, which halves what QEMU loads and copies; the hypervisor has QEMU
+//! copy each member straight to the VM that needs it). The lab writes every device
 //! tree on the host (`manifest.rs`, `guest_dt.rs`), places the files
 //! (`layout.rs`) and keeps the trees as text next to the run (`dts.rs`).
 
@@ -248,15 +250,14 @@ fn check_memory(scenario: &Scenario, files: &[VmFiles], bundle_len: u64) -> Resu
             bundle_len.div_ceil(MIB)
         );
     }
-    // Each VM's RAM is one contiguous run of host RAM, and QEMU loads the
-    // bundle (-initrd) at RAM + min(RAM / 2, 128 MiB), with its DTB in the
-    // next 2 MiB: below that the hypervisor's own pages come first, above
-    // it the rest. The biggest VM must fit in one of the two.
-    let initrd_start = (have / 2).min(128 * MIB);
-    let below = initrd_start.saturating_sub(HYPERVISOR_RESERVE_MIB * MIB);
-    let above = have.saturating_sub(
-        (initrd_start + bundle_len).next_multiple_of(layout::ALIGN_2M) + layout::DTB_MAX,
-    );
+    // Each VM's RAM is one contiguous run of host RAM, and QEMU puts the
+    // hypervisor's device tree at RAM + min(RAM / 2, 128 MiB) (where it
+    // would load an initrd; the bundle comes by fw_cfg): below it the
+    // hypervisor's own pages come first, above it the rest. The biggest VM
+    // must fit in one of the two.
+    let dtb_start = (have / 2).min(128 * MIB);
+    let below = dtb_start.saturating_sub(HYPERVISOR_RESERVE_MIB * MIB);
+    let above = have.saturating_sub(dtb_start + layout::DTB_MAX);
     if let Some(vm) = scenario
         .vms
         .iter()
@@ -264,12 +265,12 @@ fn check_memory(scenario: &Scenario, files: &[VmFiles], bundle_len: u64) -> Resu
         .filter(|vm| vm.memory_mib * MIB > below.max(above))
     {
         bail!(
-            "VM {} needs {} MiB of contiguous host RAM, but QEMU loads the bundle at +{} MiB of \
-             the machine's {} MiB, leaving {} MiB below it and {} MiB above it: give the machine \
-             more memory or the VM less",
+            "VM {} needs {} MiB of contiguous host RAM, but QEMU puts the hypervisor's device \
+             tree at +{} MiB of the machine's {} MiB, leaving {} MiB below it and {} MiB above \
+             it: give the machine more memory or the VM less",
             vm.name,
             vm.memory_mib,
-            initrd_start / MIB,
+            dtb_start / MIB,
             scenario.machine.memory_mib,
             below / MIB,
             above / MIB

@@ -265,8 +265,8 @@ fn the_machine_must_hold_ram_disks_and_bundle() {
 
 #[test]
 fn each_vm_must_fit_beside_the_bundle() {
-    // 256 MiB: the bundle at +128 MiB leaves no 128 MiB run (the hypervisor
-    // said "no host memory" for such a VM); 512 MiB does.
+    // 256 MiB: the device tree at +128 MiB leaves no 128 MiB run (the
+    // hypervisor said "no host memory" for such a VM); 512 MiB does.
     let one_vm = |machine: u64| {
         let text = format!(
             "schema: 1\nname: u\ndescription: d\nmachine: {{ cpus: 1, memory-mib: {machine} }}\nvms:\n  - {{ name: vm0, kernel: {{ crate: testguest }}, vcpus: 1, memory-mib: 128 }}\nsteps: []\n"
@@ -282,7 +282,7 @@ fn each_vm_must_fit_beside_the_bundle() {
     };
     let err = format!("{:#}", one_vm(256).unwrap_err());
     assert!(
-        err.starts_with("VM vm0 needs 128 MiB of contiguous host RAM, but QEMU loads the bundle at +128 MiB of the machine's 256 MiB, leaving 112 MiB below it and 124 MiB above it"),
+        err.starts_with("VM vm0 needs 128 MiB of contiguous host RAM, but QEMU puts the hypervisor's device tree at +128 MiB of the machine's 256 MiB, leaving 112 MiB below it and 126 MiB above it"),
         "{err}"
     );
     assert!(one_vm(512).is_ok());

@@ -280,8 +280,15 @@ pub fn qemu_command_of(
         (Some(firmware), _) => args.extend(secure_world_args(files, firmware)),
         (None, None) => {
             args.extend([text("-kernel"), QemuArg::File(files.kernel.clone())]);
-            if let Some(initrd) = &files.initrd {
-                args.extend([text("-initrd"), QemuArg::File(initrd.clone())]);
+            match (&files.initrd, scenario.boot) {
+                // The hypervisor reads the bundle from fw_cfg: it fetches the
+                // manifest and has QEMU copy each VM's files straight into
+                // the VM (an initrd would sit in the machine's RAM as well).
+                (Some(bundle), BootMode::Hypervisor) => args.extend(bundle_fw_cfg(bundle)),
+                (Some(initrd), BootMode::Direct) => {
+                    args.extend([text("-initrd"), QemuArg::File(initrd.clone())]);
+                }
+                (None, _) => {}
             }
         }
         (None, Some(at)) => args.extend([
@@ -359,13 +366,8 @@ fn secure_world_args(files: &BootFiles, firmware: &SecureWorldFiles) -> Vec<Qemu
             after: format!(",addr={:#x},force-raw=on", crate::firmware::BL33_BASE),
         },
     ];
-    if let Some(initrd) = &files.initrd {
-        args.push(text("-fw_cfg"));
-        args.push(QemuArg::FileOption {
-            before: format!("name={BUNDLE_FW_CFG_FILE},file="),
-            file: initrd.clone(),
-            after: String::new(),
-        });
+    if let Some(bundle) = &files.initrd {
+        args.extend(bundle_fw_cfg(bundle));
     }
     args.extend([
         text("-serial"),
@@ -380,9 +382,21 @@ fn secure_world_args(files: &BootFiles, firmware: &SecureWorldFiles) -> Vec<Qemu
     args
 }
 
-/// The fw_cfg file the hypervisor reads its bundle from when firmware boots
-/// it (`hypervisor/src/boot/fw_cfg.rs`).
+/// The fw_cfg file the hypervisor reads its bundle from
+/// (`hypervisor/src/boot/fw_cfg.rs`).
 pub const BUNDLE_FW_CFG_FILE: &str = "opt/org.hvlab/bundle";
+
+/// The arguments that pass the boot bundle as [`BUNDLE_FW_CFG_FILE`].
+fn bundle_fw_cfg(bundle: &LabeledPath) -> [QemuArg; 2] {
+    [
+        QemuArg::Text("-fw_cfg".to_owned()),
+        QemuArg::FileOption {
+            before: format!("name={BUNDLE_FW_CFG_FILE},file="),
+            file: bundle.clone(),
+            after: String::new(),
+        },
+    ]
+}
 
 /// Quotes a word for a POSIX shell when it needs it.
 pub fn shell_quote(word: &str) -> String {
@@ -467,7 +481,13 @@ mod tests {
         );
         let argv = cmd.argv();
         assert!(argv.contains(&OsString::from("/t/hypervisor.bin")));
-        assert!(cmd.shell_line().contains("-initrd '/t/b c.cpio'"));
+        // The hypervisor's bundle goes by fw_cfg, never as an initrd.
+        let line = cmd.shell_line();
+        assert!(
+            line.contains("-fw_cfg 'name=opt/org.hvlab/bundle,file=/t/b c.cpio'"),
+            "{line}"
+        );
+        assert!(!line.contains("-initrd"), "{line}");
         assert!(cmd
             .shell_line()
             .starts_with("/usr/bin/qemu-system-aarch64 -M "));

@@ -119,6 +119,59 @@ pub fn fw_cfg_dma(base: PhysAddr, access: &mut DmaAccess) -> u32 {
     u32::from_be(unsafe { core::ptr::read_volatile(&raw const access.control) })
 }
 
+/// Copies `dest.len()` bytes of fw_cfg item `select`, from byte `offset`
+/// on, into `dest` by DMA: QEMU copies on the host's side, and the CPU
+/// never touches the bytes. `dest` is cleaned and invalidated to the point
+/// of coherency before the transfer (no dirty line can land on the new
+/// bytes) and invalidated after it (no stale line hides them).
+pub fn fw_cfg_read_into(
+    base: PhysAddr,
+    select: u16,
+    offset: usize,
+    dest: &mut [u8],
+) -> Result<(), fw_cfg::FwCfgError> {
+    let range = |n: usize| u32::try_from(n).map_err(|_| fw_cfg::FwCfgError::OutOfRange);
+    let mut skip = DmaAccess::select_skip(select, range(offset)?);
+    if fw_cfg_dma(base, &mut skip) != 0 {
+        return Err(fw_cfg::FwCfgError::DmaFailed);
+    }
+    if dest.is_empty() {
+        return Ok(());
+    }
+    let length = range(dest.len())?;
+    // The hypervisor runs on an identity map: the slice's address is its
+    // physical address.
+    let at = PhysAddr::new(u64::try_from(dest.as_mut_ptr().addr()).unwrap_or(u64::MAX));
+    dcache_clean_invalidate(dest);
+    let mut read = DmaAccess::read(length, at);
+    let status = fw_cfg_dma(base, &mut read);
+    dcache_clean_invalidate(dest);
+    if status != 0 {
+        return Err(fw_cfg::FwCfgError::DmaFailed);
+    }
+    Ok(())
+}
+
+/// Cleans and invalidates the data cache lines holding `bytes` to the point
+/// of coherency.
+fn dcache_clean_invalidate(bytes: &[u8]) {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {0}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    // CTR_EL0.DminLine [19:16]: log2 of the smallest line, in words.
+    let line = 4usize << ((ctr >> 16) & 0xf);
+    let start = bytes.as_ptr().addr() & !(line - 1);
+    let end = bytes.as_ptr().addr() + bytes.len();
+    for address in (start..end).step_by(line) {
+        // SAFETY: the lines hold memory the caller owns (and the rest of
+        // those lines); clean-and-invalidate writes dirty data back and
+        // changes no value anyone reads.
+        unsafe { asm!("dc civac, {0}", in(reg) address, options(nostack)) };
+    }
+    // SAFETY: a barrier only.
+    unsafe { asm!("dsb sy", options(nostack)) };
+}
+
 /// Seconds since the Unix epoch from the PL031 at `base`.
 pub fn rtc_read_seconds(base: PhysAddr) -> u32 {
     mmio_read32(base, RTCDR)
