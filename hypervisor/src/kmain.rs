@@ -24,7 +24,7 @@
 
 use crate::addr::{PhysAddr, PhysRange, BLOCK_2M, PAGE_SIZE};
 use crate::arch::{self, aarch64::pte::El2Stage1, IdentityTables};
-use crate::boot::cpio::{self, Archive, CpioError, Span};
+use crate::boot::cpio::{self, Archive, CpioError};
 use crate::boot::files::{BootFiles, FwCfgItem};
 use crate::boot::fw_cfg::{self, DmaAccess, FwCfgError};
 use crate::boot::manifest::{self, DeviceKind, ManifestError, VmConfig};
@@ -58,7 +58,7 @@ const HEAP_SIZE: u64 = 16 * 1024 * 1024;
 pub fn boot_primary(dtb_addr: PhysAddr, dtb: &'static [u8], image: PhysRange) -> ! {
     // No console yet: without a platform description there is nothing to
     // print on, so power off through the conduit QEMU uses.
-    let Ok(mut platform) = PlatformInfo::from_dtb(dtb) else {
+    let Ok(platform) = PlatformInfo::from_dtb(dtb) else {
         power::system_off()
     };
     let dtb_len = u64::try_from(dtb.len()).unwrap_or(u64::MAX);
@@ -103,28 +103,19 @@ pub fn boot_primary(dtb_addr: PhysAddr, dtb: &'static [u8], image: PhysRange) ->
         }
     }
 
-    let bundle = open_bundle(&mut platform, &mut frames);
+    let bundle = open_bundle(&platform, &mut frames);
     run_bundle(&platform, &mut frames, root, bundle)
 }
 
-/// Where the bundle's members are when it came from fw_cfg: the item, and
-/// the members left there.
-type LeftInFwCfg = (FwCfgItem, Vec<Span>);
-
-/// The boot bundle: the initrd QEMU loaded, else fw_cfg file
-/// [`fw_cfg::BUNDLE_FILE`] (how the lab passes it). Powers off when there is
-/// none.
+/// The boot bundle: fw_cfg file [`fw_cfg::BUNDLE_FILE`] (how the lab
+/// passes it), else the initrd QEMU loaded. Powers off when there is none.
 fn open_bundle(
-    platform: &mut PlatformInfo<'static>,
+    platform: &PlatformInfo<'static>,
     frames: &mut FrameAllocator,
 ) -> BootFiles<'static> {
-    let mut left = None;
     if let (None, Some(fw_cfg)) = (platform.initrd, platform.fw_cfg) {
-        match fetch_bundle(fw_cfg.start, frames) {
-            Ok(Some((range, in_fw_cfg))) => {
-                platform.initrd = Some(range);
-                left = Some(in_fw_cfg);
-            }
+        match bundle_in_fw_cfg(fw_cfg.start, frames) {
+            Ok(Some(bundle)) => return bundle,
             Ok(None) => {}
             Err(e) => {
                 println!("hypervisor: boot bundle: {e}, powering off");
@@ -137,11 +128,7 @@ fn open_bundle(
         println!("hypervisor: no VMs to run, powering off");
         power::system_off()
     }
-    let archive = Archive::new(bytes);
-    match left {
-        Some((item, spans)) => BootFiles::partly_in_fw_cfg(archive, item, spans),
-        None => BootFiles::in_memory(archive),
-    }
+    BootFiles::InMemory(Archive::new(bytes))
 }
 
 /// Why the bundle could not be read from fw_cfg.
@@ -160,14 +147,13 @@ impl fmt::Display for FetchError {
 }
 
 /// The boot bundle in fw_cfg file [`fw_cfg::BUNDLE_FILE`] (`None` when
-/// there is no such file), read as little as it can be: pages for the
-/// whole archive are set aside, but only its headers and the manifest are
-/// read into them. Every other member stays in fw_cfg, copied from there
-/// by DMA when a VM (re)starts, so no host memory holds it twice.
-fn fetch_bundle(
+/// there is no such file), read as little as it can be: its headers, and
+/// the manifest into the heap. Every other member stays in fw_cfg, copied
+/// from there by DMA when a VM (re)starts.
+fn bundle_in_fw_cfg(
     fw_cfg: PhysAddr,
     frames: &mut FrameAllocator,
-) -> Result<Option<(PhysRange, LeftInFwCfg)>, FetchError> {
+) -> Result<Option<BootFiles<'static>>, FetchError> {
     let read = |key: u16, len: u64, frames: &mut FrameAllocator| {
         let dest = frames
             .alloc_frames(len.max(1).next_multiple_of(PAGE_SIZE), PAGE_SIZE)
@@ -194,29 +180,23 @@ fn fetch_bundle(
         base: fw_cfg,
         select: file.select,
     };
-    let len = u64::from(file.size);
-    let mut pages = frames
-        .alloc_frames(len.max(1).next_multiple_of(PAGE_SIZE), PAGE_SIZE)
-        .map_err(|_| FetchError::FwCfg(FwCfgError::NoMemory))?;
-    let start = pages.range().start;
-    let archive = arch::frames_bytes_mut(&mut pages)
-        .get_mut(..usize::try_from(len).unwrap_or(usize::MAX))
-        .ok_or(FetchError::FwCfg(FwCfgError::NoMemory))?;
     let fetch = |at: usize, dest: &mut [u8]| {
         arch::fw_cfg_read_into(fw_cfg, file.select, at, dest).map_err(|_| CpioError::Unreadable)
     };
-    let mut spans = cpio::index(archive, fetch).map_err(FetchError::Cpio)?;
-    if let Some(i) = spans.iter().position(|span| span.name == MANIFEST_FILE) {
-        let manifest = spans.swap_remove(i);
-        let end = manifest.offset.saturating_add(manifest.len);
-        let dest = archive
-            .get_mut(manifest.offset..end)
-            .ok_or(FetchError::Cpio(CpioError::Truncated))?;
-        fetch(manifest.offset, dest).map_err(FetchError::Cpio)?;
+    let len = usize::try_from(file.size).unwrap_or(usize::MAX);
+    let members = cpio::index(len, fetch).map_err(FetchError::Cpio)?;
+    let mut fetched = Vec::new();
+    if let Some(manifest) = members.iter().find(|span| span.name == MANIFEST_FILE) {
+        let mut bytes = alloc::vec![0; manifest.len];
+        fetch(manifest.offset, &mut bytes).map_err(FetchError::Cpio)?;
+        // Lives as long as the machine, like the rest of the bundle.
+        fetched.push((MANIFEST_FILE, &*Box::leak(bytes.into_boxed_slice())));
     }
-    Ok(start
-        .checked_add(len)
-        .map(|end| (PhysRange { start, end }, (item, spans))))
+    Ok(Some(BootFiles::InFwCfg {
+        item,
+        members,
+        fetched,
+    }))
 }
 
 /// Prints a manifest problem and powers off.

@@ -1,9 +1,9 @@
 //! The boot bundle's files, wherever they are: in memory (a bundle QEMU
-//! loaded as the initrd, or members fetched from fw_cfg), or still in
-//! QEMU's fw_cfg file. A member the hypervisor only copies (a VM's kernel
-//! image, initrd or disk image) stays in fw_cfg and is copied by DMA
-//! straight to where it goes, each time the VM (re)starts: QEMU copies on
-//! the host's side, and the host memory behind the bundle is never touched.
+//! loaded as the initrd), or in QEMU's fw_cfg file. From fw_cfg the
+//! hypervisor fetches only what it reads itself (the manifest); every other
+//! member (a VM's kernel, device tree, initrd, disk images) is copied by
+//! DMA straight to where it goes, each time the VM (re)starts: QEMU copies
+//! on the host's side, and no host memory holds the bundle a second time.
 #![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
@@ -22,12 +22,18 @@ pub struct FwCfgItem {
     pub select: u16,
 }
 
-/// The bundle: an archive in memory, and the members of it that were
-/// left in its fw_cfg item.
+/// The bundle.
 #[derive(Clone, Debug)]
-pub struct BootFiles<'a> {
-    archive: Archive<'a>,
-    left: Option<(FwCfgItem, Vec<Span>)>,
+pub enum BootFiles<'a> {
+    /// An archive in memory.
+    InMemory(Archive<'a>),
+    /// An archive in a fw_cfg item: where its members lie, and the ones
+    /// fetched into memory.
+    InFwCfg {
+        item: FwCfgItem,
+        members: Vec<Span>,
+        fetched: Vec<(&'a str, &'a [u8])>,
+    },
 }
 
 /// One member, found by name.
@@ -44,36 +50,29 @@ pub enum BootFile<'a> {
 }
 
 impl<'a> BootFiles<'a> {
-    /// A bundle wholly in memory.
-    pub fn in_memory(archive: Archive<'a>) -> Self {
-        Self {
-            archive,
-            left: None,
-        }
-    }
-
-    /// A bundle whose members `left` are still in fw_cfg `item` (their data
-    /// in `archive` is not theirs); the rest are in memory.
-    pub fn partly_in_fw_cfg(archive: Archive<'a>, item: FwCfgItem, left: Vec<Span>) -> Self {
-        Self {
-            archive,
-            left: Some((item, left)),
-        }
-    }
-
     /// The regular file called `name` (`Ok(None)` if there is none).
     pub fn find(&self, name: &str) -> Result<Option<BootFile<'a>>, CpioError> {
         let wanted = name.strip_prefix("./").unwrap_or(name);
-        if let Some((item, left)) = &self.left {
-            if let Some(span) = left.iter().find(|span| span.name == wanted) {
-                return Ok(Some(BootFile::FwCfg {
-                    item: *item,
-                    offset: span.offset,
-                    len: span.len,
-                }));
+        match self {
+            BootFiles::InMemory(archive) => Ok(archive.find(wanted)?.map(BootFile::Bytes)),
+            BootFiles::InFwCfg {
+                item,
+                members,
+                fetched,
+            } => {
+                if let Some((_, bytes)) = fetched.iter().find(|(name, _)| *name == wanted) {
+                    return Ok(Some(BootFile::Bytes(bytes)));
+                }
+                Ok(members
+                    .iter()
+                    .find(|span| span.name == wanted)
+                    .map(|span| BootFile::FwCfg {
+                        item: *item,
+                        offset: span.offset,
+                        len: span.len,
+                    }))
             }
         }
-        Ok(self.archive.find(wanted)?.map(BootFile::Bytes))
     }
 }
 
@@ -124,21 +123,21 @@ mod tests {
     use alloc::string::ToString;
 
     #[test]
-    fn members_left_in_fw_cfg_are_found_there() {
-        let a = build(&[
-            ("manifest.dtb", 0o100644, b"MANIFEST"),
-            ("vm0/kernel", 0o100644, &[0; 12]),
-        ]);
+    fn members_in_fw_cfg_are_found_there_unless_fetched() {
         let item = FwCfgItem {
             base: PhysAddr::new(0x902_0000),
             select: 0x21,
         };
-        let left = alloc::vec![Span {
-            name: "vm0/kernel".to_string(),
-            offset: 0x100,
+        let span = |name: &str, offset| Span {
+            name: name.to_string(),
+            offset,
             len: 12,
-        }];
-        let files = BootFiles::partly_in_fw_cfg(Archive::new(&a), item, left);
+        };
+        let files = BootFiles::InFwCfg {
+            item,
+            members: alloc::vec![span("manifest.dtb", 0x70), span("vm0/kernel", 0x100)],
+            fetched: alloc::vec![("manifest.dtb", &b"MANIFEST"[..])],
+        };
         assert_eq!(
             files.find("manifest.dtb"),
             Ok(Some(BootFile::Bytes(b"MANIFEST")))
@@ -163,7 +162,7 @@ mod tests {
     #[test]
     fn members_in_memory_are_copied() {
         let a = build(&[("vm0/initrd", 0o100644, b"initrd")]);
-        let files = BootFiles::in_memory(Archive::new(&a));
+        let files = BootFiles::InMemory(Archive::new(&a));
         let initrd = files.find("vm0/initrd").unwrap().unwrap();
         assert_eq!(initrd.bytes(), Some(&b"initrd"[..]));
         let mut ram = [0xffu8; 8];

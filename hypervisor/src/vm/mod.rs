@@ -695,7 +695,7 @@ impl Vm {
         let devices = device_table(
             0,
             &config,
-            &BootFiles::in_memory(crate::boot::cpio::Archive::new(&[])),
+            &BootFiles::InMemory(crate::boot::cpio::Archive::new(&[])),
             &mut frames,
             host,
         )

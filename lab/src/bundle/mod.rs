@@ -40,7 +40,7 @@ pub struct VmFiles {
     pub disks: Vec<DiskContents>,
 }
 
-/// Host RAM the hypervisor needs beyond the VMs' RAM, disks and bundle:
+/// Host RAM the hypervisor needs beyond the VMs' RAM and disks:
 /// its own image, stacks, page tables and queues.
 pub const HYPERVISOR_RESERVE_MIB: u64 = 16;
 
@@ -203,7 +203,7 @@ pub fn pack(scenario: &Scenario, files: &[VmFiles], seed: &str) -> Result<Bundle
     let manifest = manifest_dtb(&manifest_vms)?;
     entries.insert(0, Entry::file("manifest.dtb", manifest.clone(), false));
     let cpio = write_cpio(&entries)?;
-    check_memory(scenario, files, cpio.len() as u64)?;
+    check_memory(scenario, files)?;
     Ok(Bundle {
         cpio,
         manifest,
@@ -230,24 +230,23 @@ impl<'a> Packed<'a> {
     }
 }
 
-/// The hypervisor holds every VM's RAM and disks in the machine's RAM,
-/// next to the bundle QEMU loaded: refuse a machine too small for them,
-/// rather than let the hypervisor run out.
-fn check_memory(scenario: &Scenario, files: &[VmFiles], bundle_len: u64) -> Result<()> {
+/// The hypervisor holds every VM's RAM and disks in the machine's RAM
+/// (the bundle stays in fw_cfg, outside it): refuse a machine too small
+/// for them, rather than let the hypervisor run out.
+fn check_memory(scenario: &Scenario, files: &[VmFiles]) -> Result<()> {
     const MIB: u64 = 1 << 20;
     let ram: u64 = scenario.vms.iter().map(|vm| vm.memory_mib * MIB).sum();
     let disks: u64 = files.iter().flat_map(|f| &f.disks).map(|d| d.size).sum();
-    let needed = ram + disks + bundle_len + HYPERVISOR_RESERVE_MIB * MIB;
+    let needed = ram + disks + HYPERVISOR_RESERVE_MIB * MIB;
     let have = scenario.machine.memory_mib * MIB;
     if needed > have {
         bail!(
             "machine.memory-mib is {} but the hypervisor needs {} MiB: {} MiB of VM RAM, {} MiB \
-             of disks, a {} MiB bundle and {HYPERVISOR_RESERVE_MIB} MiB for itself",
+             of disks and {HYPERVISOR_RESERVE_MIB} MiB for itself",
             scenario.machine.memory_mib,
             needed.div_ceil(MIB),
             ram / MIB,
             disks.div_ceil(MIB),
-            bundle_len.div_ceil(MIB)
         );
     }
     // Each VM's RAM is one contiguous run of host RAM, and QEMU puts the

@@ -255,10 +255,10 @@ fn devices_follow_the_contract() {
 }
 
 #[test]
-fn the_machine_must_hold_ram_disks_and_bundle() {
+fn the_machine_must_hold_ram_and_disks() {
     let err = format!("{:#}", net_bundle(528).unwrap_err());
     assert!(
-        err.starts_with("machine.memory-mib is 528 but the hypervisor needs 537 MiB: 512 MiB of VM RAM, 9 MiB of disks, a 1 MiB bundle"),
+        err.starts_with("machine.memory-mib is 528 but the hypervisor needs 537 MiB: 512 MiB of VM RAM, 9 MiB of disks and 16 MiB for itself"),
         "{err}"
     );
 }
