@@ -11,6 +11,13 @@
 //! among the ports that can send to it), so a VM flooding the switch
 //! cannot crowd out its neighbours' traffic to the same port.
 //!
+//! A frame travels with its offload header (the `virtio_net_hdr` fields a
+//! checksum or segmentation offload needs, [`OFFLOAD_HEADER`] bytes): the
+//! switch passes it on untouched and the receiving device completes what
+//! its guest cannot take. A segmented frame (TCP segmentation offload) may
+//! be up to [`MAX_GSO_FRAME`] bytes; a port holds at most
+//! [`PORT_BIG_BYTES`] of such frames.
+//!
 //! The sender learns which VMs need waking ([`Switch::send`] returns their
 //! mask: those whose queue was empty, since a VM drains its queue once
 //! woken) and wakes their CPUs; the receiving VM takes frames from its port
@@ -31,13 +38,18 @@ use spin::Mutex;
 
 use crate::devices::virtio::net::NetBackend;
 
-pub use crate::devices::virtio::net::MAX_FRAME;
-/// Frames a port holds for its VM before it drops.
+pub use crate::devices::virtio::net::{MAX_FRAME, MAX_GSO_FRAME, MAX_PACKET, OFFLOAD_HEADER};
+/// Packets a port holds for its VM before it drops.
 pub const PORT_QUEUE_FRAMES: usize = 256;
+/// Bytes of packets bigger than a plain frame (segmentation offload) a
+/// port holds before it drops.
+pub const PORT_BIG_BYTES: usize = 512 * 1024;
 /// Learned MACs per switch; when full, the oldest entry is forgotten.
 const MAC_TABLE_SIZE: usize = 64;
 /// Ethernet header: destination, source, EtherType.
 const ETHERNET_HEADER: usize = 14;
+/// Offset of `gso_type` in the offload header (0: not segmented).
+const GSO_TYPE: usize = 1;
 
 /// A MAC address.
 pub type Mac = [u8; 6];
@@ -57,34 +69,40 @@ pub struct PortStats {
     pub dropped_malformed: u64,
 }
 
-/// One received frame and the port it came from.
+/// One received packet (offload header and frame) and the port it came
+/// from.
 struct Frame {
-    len: usize,
     source: usize,
-    bytes: [u8; MAX_FRAME],
+    packet: Vec<u8>,
 }
 
-/// A ring of frames with a fixed capacity, allocated once, counting the
-/// frames of each source port it holds.
+/// What a queue slot keeps allocated: room for a packet without offloads.
+/// A bigger (segmentation offload) packet gets room of its own, freed when
+/// it leaves the queue.
+const SLOT_BYTES: usize = OFFLOAD_HEADER + MAX_FRAME;
+
+/// A ring of packets with a fixed number of slots, counting the packets
+/// of each source port it holds and the bytes of the big ones.
 struct FrameQueue {
     frames: Box<[Frame]>,
     head: usize,
     len: usize,
-    /// Frames held per source port.
+    /// Packets held per source port.
     held: Vec<usize>,
-    /// Most frames one source may hold.
+    /// Most packets one source may hold.
     share: usize,
+    /// Bytes of the packets bigger than a slot that it holds.
+    big_bytes: usize,
 }
 
 impl FrameQueue {
-    /// A queue of `capacity` frames for a port that `senders` other ports
+    /// A queue of `capacity` packets for a port that `senders` other ports
     /// can send to, on a switch of `ports` ports.
     fn new(capacity: usize, ports: usize) -> Self {
         let frames = (0..capacity)
             .map(|_| Frame {
-                len: 0,
                 source: 0,
-                bytes: [0; MAX_FRAME],
+                packet: Vec::with_capacity(SLOT_BYTES),
             })
             .collect();
         let senders = ports.saturating_sub(1).max(1);
@@ -94,12 +112,14 @@ impl FrameQueue {
             len: 0,
             held: alloc::vec![0; ports],
             share: (capacity / senders).max(1),
+            big_bytes: 0,
         }
     }
 
-    /// Copies `frame` from port `source` in, or returns false when the
-    /// queue is full or `source` holds its share of it.
-    fn push(&mut self, source: usize, frame: &[u8]) -> bool {
+    /// Copies `packet` from port `source` in, or returns false when the
+    /// queue is full, `source` holds its share of it, or a big packet finds
+    /// no room ([`PORT_BIG_BYTES`], or the heap).
+    fn push(&mut self, source: usize, packet: &[u8]) -> bool {
         let capacity = self.frames.len();
         let Some(held) = self.held.get_mut(source) else {
             return false;
@@ -107,28 +127,47 @@ impl FrameQueue {
         if self.len == capacity || *held >= self.share {
             return false;
         }
-        *held += 1;
+        let big = packet.len() > SLOT_BYTES;
+        if big && self.big_bytes + packet.len() > PORT_BIG_BYTES {
+            return false;
+        }
         let slot = &mut self.frames[(self.head + self.len) % capacity];
-        slot.bytes[..frame.len()].copy_from_slice(frame);
-        slot.len = frame.len();
+        slot.packet.clear();
+        if slot.packet.try_reserve_exact(packet.len()).is_err() {
+            return false;
+        }
+        slot.packet.extend_from_slice(packet);
         slot.source = source;
+        *held += 1;
+        if big {
+            self.big_bytes += packet.len();
+        }
         self.len += 1;
         true
     }
 
-    /// Copies the oldest frame into `buf` and returns its length.
-    fn pop(&mut self, buf: &mut [u8; MAX_FRAME]) -> Option<usize> {
+    /// Copies the oldest packet into `buf` (at least [`MAX_PACKET`] bytes)
+    /// and returns its length.
+    fn pop(&mut self, buf: &mut [u8]) -> Option<usize> {
         if self.len == 0 {
             return None;
         }
-        let frame = &self.frames[self.head];
-        buf[..frame.len].copy_from_slice(&frame.bytes[..frame.len]);
+        let frame = &mut self.frames[self.head];
+        let len = frame.packet.len();
+        buf.get_mut(..len)?.copy_from_slice(&frame.packet);
         if let Some(held) = self.held.get_mut(frame.source) {
             *held = held.saturating_sub(1);
         }
+        if len > SLOT_BYTES {
+            self.big_bytes -= len;
+            frame.packet = Vec::new();
+            // Back to a slot's size; without the memory it stays empty
+            // and a later push reserves what it needs.
+            let _ = frame.packet.try_reserve_exact(SLOT_BYTES);
+        }
         self.head = (self.head + 1) % self.frames.len();
         self.len -= 1;
-        Some(frame.len)
+        Some(len)
     }
 }
 
@@ -167,8 +206,9 @@ impl Port {
         self.waiting.load(Ordering::Acquire) != 0
     }
 
-    /// Takes the oldest waiting frame into `buf`; returns its length.
-    pub fn pop(&self, buf: &mut [u8; MAX_FRAME]) -> Option<usize> {
+    /// Takes the oldest waiting packet into `buf` (at least [`MAX_PACKET`]
+    /// bytes); returns its length.
+    pub fn pop(&self, buf: &mut [u8]) -> Option<usize> {
         let mut queue = self.queue.lock();
         let len = queue.pop(buf)?;
         self.waiting.store(queue.len, Ordering::Release);
@@ -179,9 +219,9 @@ impl Port {
     /// must be woken for it: the queue was empty (a VM drains its queue
     /// once woken, so frames behind the first need no wake-up of their
     /// own). A frame the queue has no room for is dropped and counted.
-    fn deliver(&self, source: usize, frame: &[u8]) -> bool {
+    fn deliver(&self, source: usize, packet: &[u8]) -> bool {
         let mut queue = self.queue.lock();
-        if !queue.push(source, frame) {
+        if !queue.push(source, packet) {
             self.dropped_full.fetch_add(1, Ordering::Relaxed);
             return false;
         }
@@ -257,13 +297,17 @@ impl Switch {
         self.ports.get(index)
     }
 
-    /// Sends `frame` in through port `from`. Returns the VMs (a mask of
-    /// owner indices below 64) to wake up for it.
-    pub fn send(&self, from: usize, frame: &[u8]) -> u64 {
+    /// Sends `packet` (offload header, then the frame) in through port
+    /// `from`. Returns the VMs (a mask of owner indices below 64) to wake
+    /// up for it.
+    pub fn send(&self, from: usize, packet: &[u8]) -> u64 {
         let Some(source_port) = self.ports.get(from) else {
             return 0;
         };
-        if frame.len() < ETHERNET_HEADER || frame.len() > MAX_FRAME {
+        let frame = packet.get(OFFLOAD_HEADER..).unwrap_or_default();
+        let segmented = packet.get(GSO_TYPE).is_some_and(|&gso| gso != 0);
+        let largest = if segmented { MAX_GSO_FRAME } else { MAX_FRAME };
+        if frame.len() < ETHERNET_HEADER || frame.len() > largest {
             source_port
                 .dropped_malformed
                 .fetch_add(1, Ordering::Relaxed);
@@ -286,7 +330,7 @@ impl Switch {
         };
         let mut woken = 0u64;
         let mut deliver = |index: usize, port: &Port| {
-            if index != from && port.deliver(from, frame) && port.owner.vm < 64 {
+            if index != from && port.deliver(from, packet) && port.owner.vm < 64 {
                 woken |= 1 << port.owner.vm;
             }
         };
@@ -363,11 +407,11 @@ impl SwitchPort {
 }
 
 impl NetBackend for SwitchPort {
-    fn transmit(&mut self, frame: &[u8]) {
-        self.wake |= self.switch.send(self.port, frame);
+    fn transmit(&mut self, packet: &[u8]) {
+        self.wake |= self.switch.send(self.port, packet);
     }
 
-    fn receive(&mut self, buf: &mut [u8; MAX_FRAME]) -> Option<usize> {
+    fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
         self.own()?.pop(buf)
     }
 
@@ -400,8 +444,16 @@ mod tests {
     const C: Mac = [0x02, 0, 0, 0, 0, 0xc];
     const BROADCAST: Mac = [0xff; 6];
 
+    /// `frame` behind an offload header that asks for nothing.
+    fn packet(frame: &[u8]) -> Vec<u8> {
+        let mut p = alloc::vec![0; OFFLOAD_HEADER];
+        p.extend_from_slice(frame);
+        p
+    }
+
+    /// A packet of a 60-byte frame.
     fn frame(to: Mac, from: Mac, payload: u8) -> Vec<u8> {
-        let mut f = Vec::new();
+        let mut f = alloc::vec![0; OFFLOAD_HEADER];
         f.extend_from_slice(&to);
         f.extend_from_slice(&from);
         f.extend_from_slice(&[0x08, 0x00]);
@@ -409,9 +461,11 @@ mod tests {
         f
     }
 
+    /// The frame of the next packet waiting at `port`.
     fn take(port: &Port) -> Option<Vec<u8>> {
-        let mut buf = [0u8; MAX_FRAME];
-        port.pop(&mut buf).map(|len| buf[..len].to_vec())
+        let mut buf = alloc::vec![0u8; MAX_PACKET];
+        port.pop(&mut buf)
+            .map(|len| buf[OFFLOAD_HEADER..len].to_vec())
     }
 
     fn owners(vms: &[usize]) -> Vec<Owner> {
@@ -512,11 +566,45 @@ mod tests {
     #[test]
     fn runts_and_giants_are_refused_and_counted() {
         let s = three();
-        assert_eq!(s.send(0, &[0u8; 13]), 0);
-        assert_eq!(s.send(0, &[0xffu8; MAX_FRAME + 1]), 0);
-        assert_eq!(s.send(0, &[0xffu8; MAX_FRAME]), 0b110, "the largest fits");
-        assert_eq!(s.port(0).unwrap().stats().dropped_malformed, 2);
+        assert_eq!(s.send(0, &packet(&[0u8; 13])), 0);
+        assert_eq!(s.send(0, &[0u8; OFFLOAD_HEADER - 1]), 0);
+        assert_eq!(s.send(0, &packet(&[0xffu8; MAX_FRAME + 1])), 0);
+        assert_eq!(
+            s.send(0, &packet(&[0xffu8; MAX_FRAME])),
+            0b110,
+            "the largest fits"
+        );
+        assert_eq!(s.port(0).unwrap().stats().dropped_malformed, 3);
+        // A segmented frame may be bigger, up to a 64 KiB IP packet.
+        let mut segmented = packet(&[0xffu8; MAX_GSO_FRAME]);
+        segmented[GSO_TYPE] = 1;
+        assert_eq!(s.send(0, &segmented), 0, "queued behind the first");
+        segmented.push(0);
+        assert_eq!(s.send(0, &segmented), 0);
+        assert_eq!(s.port(0).unwrap().stats().dropped_malformed, 4);
+        assert_eq!(s.port(1).unwrap().stats().received, 2);
         assert_eq!(s.send(7, &frame(BROADCAST, A, 0)), 0, "no such port");
+    }
+
+    #[test]
+    fn big_packets_are_held_up_to_a_byte_budget() {
+        let s = Switch::new("lan0", &owners(&[0, 1]), 64);
+        let mut big = frame(BROADCAST, A, 0);
+        big.resize(OFFLOAD_HEADER + MAX_GSO_FRAME, 0);
+        big[GSO_TYPE] = 1;
+        let fit = PORT_BIG_BYTES / big.len();
+        for _ in 0..fit + 2 {
+            s.send(0, &big);
+        }
+        let port = s.port(1).unwrap();
+        assert_eq!(port.stats().received, fit as u64);
+        assert_eq!(port.stats().dropped_full, 2);
+        // Small frames still get in, and a drained port takes big ones.
+        s.send(0, &frame(BROADCAST, A, 5));
+        assert_eq!(port.stats().received, fit as u64 + 1);
+        while take(port).is_some() {}
+        s.send(0, &big);
+        assert_eq!(take(port).map(|f| f.len()), Some(MAX_GSO_FRAME));
     }
 
     #[test]
@@ -553,7 +641,7 @@ mod tests {
         let mut a = fabric.port("lan0", Owner { vm: 0, slot: 0 }).unwrap();
         let b = fabric.port("lan0", Owner { vm: 1, slot: 0 }).unwrap();
         a.transmit(&frame(BROADCAST, A, 1));
-        a.transmit(&[0; 3]);
+        a.transmit(&packet(&[0; 3]));
         assert_eq!(
             b.report().as_deref(),
             Some("switch lan0: 1 frames in, 0 dropped for a full queue, 0 refused")
@@ -585,8 +673,8 @@ mod tests {
         assert_eq!(from_a.take_wakeups(), 0);
         assert!(at_b.has_pending());
         assert!(!on_wan.has_pending(), "another switch");
-        let mut buf = [0u8; MAX_FRAME];
-        assert_eq!(at_b.receive(&mut buf), Some(60));
+        let mut buf = alloc::vec![0u8; MAX_PACKET];
+        assert_eq!(at_b.receive(&mut buf), Some(OFFLOAD_HEADER + 60));
         assert_eq!(on_wan.receive(&mut buf), None);
     }
 }

@@ -10,7 +10,7 @@ use super::pl011::{CharSink, Pl011};
 use super::pl031::{Pl031, TimeSource};
 use super::virtio::blk::{MemDisk, VirtioBlk};
 use super::virtio::mmio::{reg, EmptySlot, VirtioMmio};
-use super::virtio::net::{NetBackend, VirtioNet, MAX_FRAME};
+use super::virtio::net::{NetBackend, VirtioNet, OFFLOAD_HEADER};
 use super::virtio::queue::{Queue, QueueError};
 use super::virtio::VirtioDevice;
 use super::{AccessWidth, MmioDevice};
@@ -181,13 +181,14 @@ fn scribble_on_live_rings<D: VirtioDevice>(mut slot: VirtioMmio<D>, seed: u64) {
     }
 }
 
-/// Always has a frame for the guest.
+/// Always has a packet for the guest: a broadcast frame of 60 bytes.
 struct Inbox;
 impl NetBackend for Inbox {
-    fn transmit(&mut self, _frame: &[u8]) {}
-    fn receive(&mut self, buf: &mut [u8; MAX_FRAME]) -> Option<usize> {
-        buf[..14].fill(0xFF);
-        Some(60)
+    fn transmit(&mut self, _packet: &[u8]) {}
+    fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
+        buf[..OFFLOAD_HEADER].fill(0);
+        buf[OFFLOAD_HEADER..OFFLOAD_HEADER + 14].fill(0xFF);
+        Some(OFFLOAD_HEADER + 60)
     }
     fn has_pending(&self) -> bool {
         true

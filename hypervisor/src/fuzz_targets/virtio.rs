@@ -16,7 +16,9 @@ use crate::devices::memory::fake::VecMemory;
 use crate::devices::memory::GuestMemory;
 use crate::devices::virtio::blk::{MemDisk, VirtioBlk};
 use crate::devices::virtio::mmio::{reg, VirtioMmio};
-use crate::devices::virtio::net::{NetBackend, VirtioNet, MAX_FRAME};
+use crate::devices::virtio::net::{
+    NetBackend, VirtioNet, MAX_GSO_FRAME, MAX_PACKET, OFFLOAD_HEADER,
+};
 use crate::devices::virtio::queue::{Queue, QueueError, VIRTIO_F_EVENT_IDX};
 use crate::devices::virtio::{status, VirtioDevice};
 use crate::devices::{AccessWidth, MmioDevice, VmDevice};
@@ -204,13 +206,14 @@ impl Inbox {
 }
 
 impl NetBackend for Inbox {
-    fn transmit(&mut self, frame: &[u8]) {
-        assert!(frame.len() <= MAX_FRAME, "a {}-byte frame", frame.len());
+    fn transmit(&mut self, packet: &[u8]) {
+        assert!(packet.len() <= MAX_PACKET, "a {}-byte packet", packet.len());
+        assert!(packet.len() > OFFLOAD_HEADER, "a packet without a frame");
     }
-    fn receive(&mut self, buf: &mut [u8; MAX_FRAME]) -> Option<usize> {
-        let frame = self.frames().pop_front()?;
-        let len = frame.len().min(MAX_FRAME);
-        buf[..len].copy_from_slice(&frame[..len]);
+    fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let packet = self.frames().pop_front()?;
+        let len = packet.len().min(MAX_PACKET);
+        buf[..len].copy_from_slice(&packet[..len]);
         Some(len)
     }
     fn has_pending(&self) -> bool {
@@ -224,10 +227,11 @@ pub fn virtio_net(data: &[u8]) {
     let inbox = Inbox::default();
     let net = VirtioNet::new(inbox.clone(), [2, 0, 0, 0, 0, 1]);
     drive(VirtioMmio::new(net), &mut input, |slot, input| {
-        let len = usize::from(input.u16()) % (MAX_FRAME + 64);
-        let mut frame = input.bytes(len.min(64)).to_vec();
-        frame.resize(len, 0);
-        inbox.frames().push_back(frame);
+        // Offload header and frame: any header, frames up to a segment's.
+        let len = usize::from(input.u16()) % (MAX_GSO_FRAME + 64);
+        let mut packet = input.bytes(OFFLOAD_HEADER + len.min(64)).to_vec();
+        packet.resize(OFFLOAD_HEADER + len, 0);
+        inbox.frames().push_back(packet);
         slot.notify(0);
     });
 }
@@ -300,7 +304,7 @@ pub fn vswitch(data: &[u8]) {
         })
         .collect();
     let switch = Switch::new("fuzz", &owners, usize::from(input.u8() % 8));
-    let mut buf = [0u8; MAX_FRAME];
+    let mut buf = vec![0u8; MAX_PACKET];
     // A few MAC addresses, so frames find the ones learnt before.
     let macs: [[u8; 6]; 4] = [
         [0xff; 6],
@@ -314,17 +318,19 @@ pub fn vswitch(data: &[u8]) {
         }
         let port = usize::from(input.u8()) % (ports + 1);
         if input.bool() {
-            let len = usize::from(input.u16()) % (MAX_FRAME + 64);
-            let mut frame = Vec::with_capacity(len);
+            let len = usize::from(input.u16()) % (MAX_GSO_FRAME + 64);
+            let mut frame = Vec::with_capacity(OFFLOAD_HEADER + len);
+            frame.extend_from_slice(input.bytes(OFFLOAD_HEADER));
+            frame.resize(OFFLOAD_HEADER, 0);
             frame.extend_from_slice(&input.pick(&macs));
             frame.extend_from_slice(&input.pick(&macs));
             frame.extend_from_slice(input.bytes(len.min(32)));
-            frame.resize(len, 0);
+            frame.resize(OFFLOAD_HEADER + len, 0);
             let _ = switch.send(port, &frame);
         } else if let Some(p) = switch.port(port) {
             let _ = p.has_frames();
             if let Some(len) = p.pop(&mut buf) {
-                assert!(len <= MAX_FRAME);
+                assert!(len <= MAX_PACKET);
             }
             let _ = p.stats();
         }

@@ -1,8 +1,15 @@
 //! virtio-net (virtio 1.2, 5.1) over a `NetBackend` (a vswitch port):
-//! queue 0 receives, queue 1 transmits. No offloads are offered, so every
-//! frame is a plain Ethernet frame of at most MAX_FRAME bytes behind the
-//! 12-byte `virtio_net_hdr`; larger or truncated frames are dropped and
+//! queue 0 receives, queue 1 transmits. Checksum and TCP segmentation
+//! offloads are offered both ways: a frame travels with its offload header
+//! (`virtio_net_hdr` without `num_buffers`), so a 64 KiB TCP segment one
+//! guest hands over reaches another guest as one frame, neither of them
+//! cutting it up or summing it. What a receiving guest did not negotiate
+//! the device completes (a checksum) or drops and counts (a segmented
+//! frame: there is no software segmentation). Frames too large, truncated
+//! or with offloads their sender did not negotiate are dropped and
 //! counted, never an error that stops the device.
+
+use alloc::boxed::Box;
 
 use super::queue::{DescriptorChain, Queue, QueueError};
 use super::VirtioDevice;
@@ -12,9 +19,23 @@ use crate::devices::memory::GuestMemory;
 pub const DEVICE_ID_NET: u32 = 1;
 /// Largest frame without offloads: 1514 bytes plus a VLAN tag.
 pub const MAX_FRAME: usize = 1518;
+/// Largest segmented frame: a 64 KiB IP packet behind an Ethernet header
+/// with a VLAN tag.
+pub const MAX_GSO_FRAME: usize = 65_535 + 18;
+/// Bytes of the offload header a frame travels with: `flags`, `gso_type`,
+/// `hdr_len`, `gso_size`, `csum_start`, `csum_offset`.
+pub const OFFLOAD_HEADER: usize = 10;
+/// Largest packet a backend carries: offload header and frame.
+pub const MAX_PACKET: usize = OFFLOAD_HEADER + MAX_GSO_FRAME;
 
 /// Feature bits (virtio 1.2, 5.1.3).
+const VIRTIO_NET_F_CSUM: u64 = 1 << 0;
+const VIRTIO_NET_F_GUEST_CSUM: u64 = 1 << 1;
 const VIRTIO_NET_F_MAC: u64 = 1 << 5;
+const VIRTIO_NET_F_GUEST_TSO4: u64 = 1 << 7;
+const VIRTIO_NET_F_GUEST_TSO6: u64 = 1 << 8;
+const VIRTIO_NET_F_HOST_TSO4: u64 = 1 << 11;
+const VIRTIO_NET_F_HOST_TSO6: u64 = 1 << 12;
 const VIRTIO_NET_F_STATUS: u64 = 1 << 16;
 /// Config `status`: the link is up.
 const VIRTIO_NET_S_LINK_UP: u16 = 1;
@@ -22,19 +43,31 @@ const VIRTIO_NET_S_LINK_UP: u16 = 1;
 const HEADER_SIZE: usize = 12;
 /// Offset of `num_buffers` in the header.
 const NUM_BUFFERS: usize = 10;
+/// Header `flags`: the checksum from `csum_start` on is still to be made.
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+/// Header `gso_type`s.
+const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
+const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
+const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
+/// Offsets in the header.
+const FLAGS: usize = 0;
+const GSO_TYPE: usize = 1;
+const CSUM_START: usize = 6;
+const CSUM_OFFSET: usize = 8;
 const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;
 const QUEUE_SIZES: [u16; 2] = [256, 256];
 
-/// Where frames go and come from.
+/// Where packets (offload header, then the frame) go and come from.
 pub trait NetBackend {
-    /// Sends one Ethernet frame out of the device.
-    fn transmit(&mut self, frame: &[u8]);
-    /// Copies the next frame waiting for the guest into `buf` and returns
-    /// its length, or `None` if none waits. Only called with a receive
-    /// buffer at hand, so nothing is lost for lack of one.
-    fn receive(&mut self, buf: &mut [u8; MAX_FRAME]) -> Option<usize>;
-    /// Whether a frame waits for the guest.
+    /// Sends one packet out of the device.
+    fn transmit(&mut self, packet: &[u8]);
+    /// Copies the next packet waiting for the guest into `buf` (at least
+    /// [`MAX_PACKET`] bytes) and returns its length, or `None` if none
+    /// waits. Only called with a receive buffer at hand, so nothing is lost
+    /// for lack of one.
+    fn receive(&mut self, buf: &mut [u8]) -> Option<usize>;
+    /// Whether a packet waits for the guest.
     fn has_pending(&self) -> bool;
     /// The VMs (a mask of manifest indices) that frames went to since the
     /// last call, to be woken.
@@ -50,10 +83,14 @@ pub trait NetBackend {
 /// Frames the device dropped, by cause.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Drops {
-    /// A transmit chain too short for the header, too long, or unreadable.
+    /// A transmit chain too short for the header, too long, unreadable, or
+    /// asking for an offload its driver did not negotiate.
     pub tx_malformed: u64,
     /// A receive buffer too small or not writable.
     pub rx_malformed: u64,
+    /// A frame the guest could not take: segmented, without the matching
+    /// GUEST_TSO feature, or with a checksum to make outside the frame.
+    pub rx_offload: u64,
 }
 
 /// A virtio network device.
@@ -61,6 +98,13 @@ pub struct VirtioNet<B: NetBackend> {
     backend: B,
     mac: [u8; 6],
     drops: Drops,
+    /// What the driver negotiated (0 until it does).
+    features: u64,
+    /// A transmit chain gathered: header, then frame.
+    tx_packet: Box<[u8]>,
+    /// A received packet, two bytes in: room to turn its offload header
+    /// into the guest's header in place.
+    rx_packet: Box<[u8]>,
 }
 
 impl<B: NetBackend> VirtioNet<B> {
@@ -69,6 +113,9 @@ impl<B: NetBackend> VirtioNet<B> {
             backend,
             mac,
             drops: Drops::default(),
+            features: 0,
+            tx_packet: alloc::vec![0; HEADER_SIZE + MAX_GSO_FRAME].into_boxed_slice(),
+            rx_packet: alloc::vec![0; HEADER_SIZE - OFFLOAD_HEADER + MAX_PACKET].into_boxed_slice(),
         }
     }
 
@@ -87,31 +134,85 @@ impl<B: NetBackend> VirtioNet<B> {
         config
     }
 
+    /// The largest frame a header with these offloads may carry, or `None`
+    /// when it asks for one the driver did not negotiate.
+    fn sendable(&self, header: &[u8]) -> Option<usize> {
+        let flags = header[FLAGS];
+        if flags & !VIRTIO_NET_HDR_F_NEEDS_CSUM != 0
+            || (flags != 0 && self.features & VIRTIO_NET_F_CSUM == 0)
+        {
+            return None;
+        }
+        let needs = match header[GSO_TYPE] {
+            VIRTIO_NET_HDR_GSO_NONE => return Some(MAX_FRAME),
+            VIRTIO_NET_HDR_GSO_TCPV4 => VIRTIO_NET_F_HOST_TSO4,
+            VIRTIO_NET_HDR_GSO_TCPV6 => VIRTIO_NET_F_HOST_TSO6,
+            _ => return None,
+        };
+        (self.features & needs != 0 && flags != 0).then_some(MAX_GSO_FRAME)
+    }
+
     /// Gathers a transmit chain (header + frame, all driver-readable).
     fn transmit(&mut self, chain: &DescriptorChain, mem: &dyn GuestMemory) {
-        let mut packet = [0u8; HEADER_SIZE + MAX_FRAME];
         let mut len = 0usize;
         for descriptor in &chain.descriptors {
             let n = descriptor.len as usize;
-            let end = len.checked_add(n).filter(|end| *end <= packet.len());
+            let end = len
+                .checked_add(n)
+                .filter(|end| *end <= self.tx_packet.len());
             let Some(end) = end.filter(|_| !descriptor.device_writable) else {
                 self.drops.tx_malformed += 1;
                 return;
             };
-            if mem.read(descriptor.address, &mut packet[len..end]).is_err() {
+            if mem
+                .read(descriptor.address, &mut self.tx_packet[len..end])
+                .is_err()
+            {
                 self.drops.tx_malformed += 1;
                 return;
             }
             len = end;
         }
-        if len <= HEADER_SIZE {
+        let largest = self.sendable(&self.tx_packet[..HEADER_SIZE]);
+        if len <= HEADER_SIZE || largest.is_none_or(|max| len - HEADER_SIZE > max) {
             self.drops.tx_malformed += 1;
             return;
         }
-        self.backend.transmit(&packet[HEADER_SIZE..len]);
+        // The offload header goes right before the frame (num_buffers,
+        // between them, means nothing on the way out).
+        let skip = HEADER_SIZE - OFFLOAD_HEADER;
+        self.tx_packet.copy_within(..OFFLOAD_HEADER, skip);
+        self.backend.transmit(&self.tx_packet[skip..len]);
     }
 
-    /// Scatters one waiting frame into a receive chain; returns the used
+    /// Makes `packet` (offload header, frame) one a driver that negotiated
+    /// `features` takes: a checksum it cannot take is made here; a
+    /// segmented frame it cannot take is refused (false).
+    fn deliverable(features: u64, packet: &mut [u8]) -> bool {
+        let (header, frame) = packet.split_at_mut(OFFLOAD_HEADER);
+        let needs = match header[GSO_TYPE] {
+            VIRTIO_NET_HDR_GSO_NONE => 0,
+            VIRTIO_NET_HDR_GSO_TCPV4 => VIRTIO_NET_F_GUEST_TSO4,
+            VIRTIO_NET_HDR_GSO_TCPV6 => VIRTIO_NET_F_GUEST_TSO6,
+            _ => return false,
+        };
+        if features & needs != needs {
+            return false;
+        }
+        if header[FLAGS] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0
+            && features & VIRTIO_NET_F_GUEST_CSUM == 0
+        {
+            let field = |at: usize| usize::from(u16::from_le_bytes([header[at], header[at + 1]]));
+            let (start, offset) = (field(CSUM_START), field(CSUM_OFFSET));
+            if !complete_checksum(frame, start, offset) {
+                return false;
+            }
+            header[FLAGS] = 0;
+        }
+        true
+    }
+
+    /// Scatters one waiting packet into a receive chain; returns the used
     /// length (0 when the buffer could not take it).
     fn receive(&mut self, chain: &DescriptorChain, mem: &mut dyn GuestMemory) -> u32 {
         let capacity: u64 = chain.descriptors.iter().map(|d| u64::from(d.len)).sum();
@@ -122,15 +223,24 @@ impl<B: NetBackend> VirtioNet<B> {
             self.drops.rx_malformed += 1;
             return 0;
         }
-        let mut packet = [0u8; HEADER_SIZE + MAX_FRAME];
-        let mut frame = [0u8; MAX_FRAME];
-        let Some(frame_len) = self.backend.receive(&mut frame) else {
+        let skip = HEADER_SIZE - OFFLOAD_HEADER;
+        let Some(len) = self.backend.receive(&mut self.rx_packet[skip..]) else {
             return 0;
         };
-        let frame_len = frame_len.min(MAX_FRAME);
-        packet[NUM_BUFFERS..HEADER_SIZE].copy_from_slice(&1u16.to_le_bytes());
-        packet[HEADER_SIZE..HEADER_SIZE + frame_len].copy_from_slice(&frame[..frame_len]);
-        let total = HEADER_SIZE + frame_len;
+        let total = skip + len;
+        let deliverable = len > OFFLOAD_HEADER
+            && Self::deliverable(self.features, &mut self.rx_packet[skip..total]);
+        if !deliverable {
+            self.drops.rx_offload += 1;
+            return 0;
+        }
+        if capacity < total as u64 {
+            self.drops.rx_malformed += 1;
+            return 0;
+        }
+        // The guest's header: the offload header, then num_buffers.
+        self.rx_packet.copy_within(skip..skip + OFFLOAD_HEADER, 0);
+        self.rx_packet[NUM_BUFFERS..HEADER_SIZE].copy_from_slice(&1u16.to_le_bytes());
         let mut copied = 0usize;
         for descriptor in &chain.descriptors {
             if copied == total {
@@ -138,7 +248,7 @@ impl<B: NetBackend> VirtioNet<B> {
             }
             let n = (descriptor.len as usize).min(total - copied);
             if mem
-                .write(descriptor.address, &packet[copied..copied + n])
+                .write(descriptor.address, &self.rx_packet[copied..copied + n])
                 .is_err()
             {
                 self.drops.rx_malformed += 1;
@@ -179,13 +289,46 @@ impl<B: NetBackend> VirtioNet<B> {
     }
 }
 
+/// Makes the Internet checksum of `frame` from `start` on and stores it at
+/// `start + offset` (the field holds the pseudo-header's sum, as the sender
+/// left it); false when that lies outside the frame.
+fn complete_checksum(frame: &mut [u8], start: usize, offset: usize) -> bool {
+    let Some(at) = start.checked_add(offset).filter(|at| at + 2 <= frame.len()) else {
+        return false;
+    };
+    if start >= frame.len() {
+        return false;
+    }
+    let mut sum: u64 = 0;
+    let mut words = frame[start..].chunks_exact(2);
+    for word in &mut words {
+        sum += u64::from(u16::from_be_bytes([word[0], word[1]]));
+    }
+    if let [last] = words.remainder() {
+        sum += u64::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let checksum = !u16::try_from(sum).unwrap_or(0xffff);
+    frame[at..at + 2].copy_from_slice(&checksum.to_be_bytes());
+    true
+}
+
 impl<B: NetBackend> VirtioDevice for VirtioNet<B> {
     fn device_id(&self) -> u32 {
         DEVICE_ID_NET
     }
 
     fn features(&self) -> u64 {
-        VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS
+        VIRTIO_NET_F_MAC
+            | VIRTIO_NET_F_STATUS
+            | VIRTIO_NET_F_CSUM
+            | VIRTIO_NET_F_GUEST_CSUM
+            | VIRTIO_NET_F_HOST_TSO4
+            | VIRTIO_NET_F_HOST_TSO6
+            | VIRTIO_NET_F_GUEST_TSO4
+            | VIRTIO_NET_F_GUEST_TSO6
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
@@ -206,9 +349,13 @@ impl<B: NetBackend> VirtioDevice for VirtioNet<B> {
     /// `mac` is read-only without VIRTIO_NET_F_CTRL_MAC_ADDR.
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
-    fn activate(&mut self, _features: u64) {}
+    fn activate(&mut self, features: u64) {
+        self.features = features;
+    }
 
-    fn reset(&mut self) {}
+    fn reset(&mut self) {
+        self.features = 0;
+    }
 
     fn input_waiting(&self) -> Option<usize> {
         self.backend.has_pending().then_some(RX_QUEUE)
@@ -225,9 +372,10 @@ impl<B: NetBackend> VirtioDevice for VirtioNet<B> {
             .map(|r| alloc::format!(", {r}"))
             .unwrap_or_default();
         Some(alloc::format!(
-            "net: {} malformed sent, {} receive buffers refused{port}",
+            "net: {} malformed sent, {} receive buffers refused, {} offloaded frames refused{port}",
             self.drops.tx_malformed,
-            self.drops.rx_malformed
+            self.drops.rx_malformed,
+            self.drops.rx_offload
         ))
     }
 

@@ -13,6 +13,8 @@ const BUFFER: u64 = RAM + 0x8000;
 const NEXT: u16 = 1;
 const WRITE: u16 = 2;
 
+/// A backend that keeps the packets (offload header, frame) sent and
+/// hands out the ones queued.
 #[derive(Default)]
 struct Port {
     sent: Vec<Vec<u8>>,
@@ -20,13 +22,13 @@ struct Port {
 }
 
 impl NetBackend for Port {
-    fn transmit(&mut self, frame: &[u8]) {
-        self.sent.push(frame.to_vec());
+    fn transmit(&mut self, packet: &[u8]) {
+        self.sent.push(packet.to_vec());
     }
-    fn receive(&mut self, buf: &mut [u8; MAX_FRAME]) -> Option<usize> {
-        let frame = self.inbox.pop_front()?;
-        buf[..frame.len()].copy_from_slice(&frame);
-        Some(frame.len())
+    fn receive(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let packet = self.inbox.pop_front()?;
+        buf[..packet.len()].copy_from_slice(&packet);
+        Some(packet.len())
     }
     fn has_pending(&self) -> bool {
         !self.inbox.is_empty()
@@ -36,6 +38,20 @@ impl NetBackend for Port {
 fn frame(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 3) as u8).collect()
 }
+
+/// `frame` behind an offload header of `offload` (flags, gso_type,
+/// hdr_len, gso_size, csum_start, csum_offset).
+fn packet(offload: [u16; 6], frame: &[u8]) -> Vec<u8> {
+    let [flags, gso_type, rest @ ..] = offload;
+    let mut p = alloc::vec![flags as u8, gso_type as u8];
+    for field in rest {
+        p.extend_from_slice(&field.to_le_bytes());
+    }
+    p.extend_from_slice(frame);
+    p
+}
+
+const PLAIN: [u16; 6] = [0; 6];
 
 fn ipa(raw: u64) -> IntermediatePhysAddr {
     IntermediatePhysAddr::new(raw)
@@ -55,7 +71,7 @@ fn transmit_strips_the_header() {
     Driver::descriptor(&mut mem, 1, BUFFER + HEADER_SIZE as u64, 60, 0, 0);
     driver.offer(&mut mem, 0);
     assert_eq!(net.process_queue(TX_QUEUE, &mut queue, &mut mem), Ok(true));
-    assert_eq!(net.backend().sent, [payload]);
+    assert_eq!(net.backend().sent, [packet(PLAIN, &payload)]);
     assert_eq!(Driver::used(&mem, 0), (0, 0));
 }
 
@@ -104,9 +120,11 @@ fn receive_fills_posted_buffers_in_order() {
         Ok(false),
         "nothing to receive"
     );
-    net.backend()
-        .inbox
-        .extend([frame(64), frame(MAX_FRAME), frame(100)]);
+    net.backend().inbox.extend([
+        packet(PLAIN, &frame(64)),
+        packet(PLAIN, &frame(MAX_FRAME)),
+        packet(PLAIN, &frame(100)),
+    ]);
     assert_eq!(net.process_queue(RX_QUEUE, &mut queue, &mut mem), Ok(true));
     assert_eq!(Driver::used(&mem, 0), (0, (HEADER_SIZE + 64) as u32));
     assert_eq!(Driver::used(&mem, 1), (1, size));
@@ -131,7 +149,7 @@ fn small_receive_buffers_do_not_lose_frames() {
     let mut net = VirtioNet::new(Port::default(), MAC);
     Driver::descriptor(&mut mem, 0, BUFFER, 64, WRITE, 0);
     driver.offer(&mut mem, 0);
-    net.backend().inbox.push_back(frame(60));
+    net.backend().inbox.push_back(packet(PLAIN, &frame(60)));
     assert_eq!(net.process_queue(RX_QUEUE, &mut queue, &mut mem), Ok(true));
     assert_eq!(Driver::used(&mem, 0), (0, 0));
     assert_eq!(net.drops().rx_malformed, 1);
@@ -154,4 +172,131 @@ fn config_has_the_mac_and_link_up() {
         VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS
     );
     assert_eq!(net.device_id(), DEVICE_ID_NET);
+}
+
+/// A TCP segment of `len` frame bytes handed over whole (TSO): checksum
+/// from byte 34 on, its field 16 bytes further.
+const TSO4: [u16; 6] = [1, 1, 54, 1448, 34, 16];
+
+#[test]
+fn a_segmentation_offload_passes_through_with_its_header() {
+    let mut mem = VecMemory::new(RAM, 0x20000);
+    let mut driver = Driver::new(4);
+    let mut queue = driver.queue(256);
+    let mut net = VirtioNet::new(Port::default(), MAC);
+    net.activate(VIRTIO_NET_F_CSUM | VIRTIO_NET_F_HOST_TSO4);
+    let big = frame(8000);
+    let sent = packet(TSO4, &big);
+    let mut header = sent[..OFFLOAD_HEADER].to_vec();
+    header.extend_from_slice(&[0, 0]);
+    mem.write(ipa(BUFFER), &header).unwrap();
+    mem.write(ipa(BUFFER + 0x1000), &big).unwrap();
+    Driver::descriptor(&mut mem, 0, BUFFER, HEADER_SIZE as u32, NEXT, 1);
+    Driver::descriptor(&mut mem, 1, BUFFER + 0x1000, 8000, 0, 0);
+    driver.offer(&mut mem, 0);
+    assert_eq!(net.process_queue(TX_QUEUE, &mut queue, &mut mem), Ok(true));
+    assert_eq!(net.backend().sent, [sent]);
+
+    // Without the features, the same chain is refused.
+    let mut plain = VirtioNet::new(Port::default(), MAC);
+    plain.activate(VIRTIO_NET_F_CSUM);
+    driver.offer(&mut mem, 0);
+    assert_eq!(
+        plain.process_queue(TX_QUEUE, &mut queue, &mut mem),
+        Ok(true)
+    );
+    assert!(plain.backend().sent.is_empty());
+    assert_eq!(plain.drops().tx_malformed, 1);
+}
+
+#[test]
+fn a_segmented_frame_reaches_a_guest_that_takes_it_whole() {
+    let mut mem = VecMemory::new(RAM, 0x30000);
+    let mut driver = Driver::new(4);
+    let mut queue = driver.queue(256);
+    let mut net = VirtioNet::new(Port::default(), MAC);
+    net.activate(VIRTIO_NET_F_GUEST_CSUM | VIRTIO_NET_F_GUEST_TSO4);
+    // One buffer big enough, as Linux posts them with GUEST_TSO4.
+    Driver::descriptor(&mut mem, 0, BUFFER, 0x11000, WRITE, 0);
+    driver.offer(&mut mem, 0);
+    let big = frame(8000);
+    net.backend().inbox.push_back(packet(TSO4, &big));
+    assert_eq!(net.process_queue(RX_QUEUE, &mut queue, &mut mem), Ok(true));
+    assert_eq!(Driver::used(&mem, 0), (0, (HEADER_SIZE + 8000) as u32));
+    let header = &mem.bytes[0x8000..0x8000 + HEADER_SIZE];
+    assert_eq!(header[..OFFLOAD_HEADER], packet(TSO4, &[])[..]);
+    assert_eq!(header[NUM_BUFFERS..], [1, 0]);
+    assert_eq!(
+        mem.bytes[0x8000 + HEADER_SIZE..0x8000 + HEADER_SIZE + 8000],
+        big[..]
+    );
+}
+
+#[test]
+fn a_guest_without_the_offload_gets_no_segmented_frame() {
+    let mut mem = VecMemory::new(RAM, 0x10000);
+    let mut driver = Driver::new(4);
+    let mut queue = driver.queue(256);
+    let mut net = VirtioNet::new(Port::default(), MAC);
+    net.activate(VIRTIO_NET_F_GUEST_CSUM);
+    Driver::descriptor(
+        &mut mem,
+        0,
+        BUFFER,
+        (HEADER_SIZE + MAX_FRAME) as u32,
+        WRITE,
+        0,
+    );
+    driver.offer(&mut mem, 0);
+    net.backend().inbox.push_back(packet(TSO4, &frame(3000)));
+    assert_eq!(net.process_queue(RX_QUEUE, &mut queue, &mut mem), Ok(true));
+    assert_eq!(Driver::used(&mem, 0), (0, 0));
+    assert_eq!(net.drops().rx_offload, 1);
+    assert!(net.backend().inbox.is_empty(), "dropped, not kept");
+}
+
+/// The Internet checksum's property: summing a frame with its checksum in
+/// place (and a zero pseudo-header) folds to all ones.
+fn folds_to_ones(data: &[u8]) -> bool {
+    let mut sum: u64 = data
+        .chunks(2)
+        .map(|w| u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
+}
+
+#[test]
+fn a_checksum_the_guest_cannot_take_is_made_for_it() {
+    let mut mem = VecMemory::new(RAM, 0x10000);
+    let mut driver = Driver::new(4);
+    let mut queue = driver.queue(256);
+    let mut net = VirtioNet::new(Port::default(), MAC);
+    net.activate(0);
+    let size = (HEADER_SIZE + MAX_FRAME) as u32;
+    Driver::descriptor(&mut mem, 0, BUFFER, size, WRITE, 0);
+    Driver::descriptor(&mut mem, 1, BUFFER + 0x1000, size, WRITE, 0);
+    driver.offer(&mut mem, 0);
+    driver.offer(&mut mem, 1);
+    // An odd length, and a zero pseudo-header sum in the field.
+    let mut tcp = frame(1001);
+    tcp[50..52].copy_from_slice(&[0, 0]);
+    net.backend()
+        .inbox
+        .push_back(packet([1, 0, 0, 0, 34, 16], &tcp));
+    // A field outside the frame: refused.
+    net.backend()
+        .inbox
+        .push_back(packet([1, 0, 0, 0, 34, 2000], &tcp));
+    assert_eq!(net.process_queue(RX_QUEUE, &mut queue, &mut mem), Ok(true));
+    let header = &mem.bytes[0x8000..0x8000 + HEADER_SIZE];
+    assert_eq!(header[FLAGS], 0, "nothing left to do for the guest");
+    let got = &mem.bytes[0x8000 + HEADER_SIZE..0x8000 + HEADER_SIZE + 1001];
+    assert_ne!(got[50..52], [0, 0]);
+    assert!(folds_to_ones(&got[34..]));
+    assert_eq!(got[..34], tcp[..34]);
+    assert_eq!(Driver::used(&mem, 1), (1, 0));
+    assert_eq!(net.drops().rx_offload, 1);
 }
