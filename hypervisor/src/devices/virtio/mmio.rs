@@ -259,10 +259,17 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             self.raise(raise);
         }
         // Input is waiting and its queue has no buffer for it: it waits
-        // for the driver to add some (and notify). Input that arrived
-        // while the round ran, with buffers at hand, is served next round.
+        // for the driver to add some and notify, which it is asked to do
+        // (the round may have ended with the ring emptied by its last
+        // chain, before input arrived: without asking, a driver using
+        // EVENT_IDX would add buffers silently and the input would wait
+        // for ever). Input that arrived while the round ran, with buffers
+        // at hand, is served next round.
         if let Some(index) = self.device.input_waiting().filter(|q| *q < 64) {
-            let no_buffers = self.queues.get(index).is_none_or(|q| !q.has_available(mem));
+            let no_buffers = self
+                .queues
+                .get_mut(index)
+                .is_none_or(|q| q.empty_until_notified(mem));
             if no_buffers {
                 self.input_stalled |= 1 << index;
             }

@@ -261,6 +261,28 @@ impl Queue {
         Ok(Wrapping(mem.read_u16(Self::at(self.avail_ring, 2)?)?))
     }
 
+    /// Whether the ring is empty, having asked the driver to notify when it
+    /// adds a chain (EVENT_IDX: `avail_event`): a device that stops for want
+    /// of buffers must hear of the next one. Looks again after asking, so a
+    /// chain added meanwhile is not missed. An unreadable ring counts as
+    /// empty.
+    pub fn empty_until_notified(&mut self, mem: &mut dyn GuestMemory) -> bool {
+        if !self.ready {
+            return true;
+        }
+        if self.event_idx {
+            let avail_event = u64::from(self.size) * USED_ELEMENT + RING_HEADER;
+            let Ok(at) = Self::at(self.used_ring, avail_event) else {
+                return true;
+            };
+            if mem.write_u16(at, self.next_avail.0).is_err() {
+                return true;
+            }
+            mem.publish();
+        }
+        !self.has_available(mem)
+    }
+
     /// Whether the driver has made chains available that `pop` has not
     /// taken yet (an unreadable ring counts as none).
     pub fn has_available(&self, mem: &dyn GuestMemory) -> bool {
@@ -542,5 +564,31 @@ pub(crate) mod tests {
         assert!(q.pop(&mut mem).unwrap().is_some());
         q.add_used(&mut mem, 2, 8).unwrap();
         assert_eq!(q.wants_interrupt(&mem), Ok(true));
+    }
+
+    #[test]
+    fn a_device_that_stops_for_want_of_buffers_asks_to_hear_of_the_next() {
+        let mut mem = VecMemory::new(RAM, 0x4000);
+        let mut driver = Driver::new(4);
+        let mut q = driver.queue(4);
+        q.event_idx = true;
+        let avail_event = ipa(USED + 4 + 8 * 4);
+        for head in 0..2 {
+            Driver::descriptor(&mut mem, head, RAM + 0x3800, 8, 0, 0);
+            driver.offer(&mut mem, head);
+        }
+        // The device takes exactly the chains there are and stops (its
+        // input ran out), without looking at the empty ring: the driver's
+        // `avail_event` still says chain 0.
+        assert!(q.pop(&mut mem).unwrap().is_some());
+        assert!(q.pop(&mut mem).unwrap().is_some());
+        assert_eq!(mem.read_u16(avail_event), Ok(0));
+        // New input, no buffer: before it waits, it asks for chain 2.
+        assert!(q.empty_until_notified(&mut mem));
+        assert_eq!(mem.read_u16(avail_event), Ok(2));
+        // A chain published meanwhile is seen: no waiting.
+        Driver::descriptor(&mut mem, 2, RAM + 0x3800, 8, 0, 0);
+        driver.offer(&mut mem, 2);
+        assert!(!q.empty_until_notified(&mut mem));
     }
 }
