@@ -10,7 +10,8 @@
 //!   the guest kernel and initramfs), copied, since `target/` is rebuilt;
 //! - `<crate>.elf`: the symbols of what QEMU booted (for `replay --gdb`);
 //! - `<scenario>.yaml`: the scenario file as it was;
-//! - `recording.json`: which file is `-kernel` and which `-initrd`.
+//! - `recording.json`: which file is `-kernel` and which the initrd (the
+//!   hypervisor's bundle, passed by fw_cfg).
 //!
 //! While recording, the recorder takes console input without flow
 //! control, so the lab types each `send` echo-paced (`run::typing`).

@@ -29,7 +29,8 @@ impl LabeledPath {
     }
 }
 
-/// What QEMU loads: `-kernel`, optionally `-initrd`, and for a direct
+/// What QEMU loads: `-kernel`, optionally an initrd (a direct boot's
+/// `-initrd`, or the hypervisor's bundle as a fw_cfg file), and for a direct
 /// boot the raw files of the VM's disks (in its `disks` order) and its
 /// network interfaces (in its `net` order).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,8 +353,8 @@ pub fn qemu_command_of(
 }
 
 /// TF-A boots from the flash and jumps to BL33 where QEMU's loader put the
-/// hypervisor; the bundle travels as a fw_cfg file (firmware gets no
-/// `-initrd`); the second UART, the secure one, writes to a file.
+/// hypervisor; the bundle travels as a fw_cfg file, as in a direct boot;
+/// the second UART, the secure one, writes to a file.
 fn secure_world_args(files: &BootFiles, firmware: &SecureWorldFiles) -> Vec<QemuArg> {
     let text = |s: &str| QemuArg::Text(s.to_owned());
     let mut args = vec![

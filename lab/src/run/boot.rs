@@ -59,8 +59,8 @@ impl Artifact {
 /// The secure UART's transcript in a run directory (OP-TEE's console).
 pub const SECURE_CONSOLE_LOG: &str = "secure-console.log";
 
-/// What one QEMU process boots: `-kernel`, `-initrd`, and for a direct
-/// boot its VM's disk files and network ports.
+/// What one QEMU process boots: `-kernel`, an initrd (or the hypervisor's
+/// bundle), and for a direct boot its VM's disk files and network ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootPlan {
     pub kernel: Artifact,
