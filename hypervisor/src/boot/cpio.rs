@@ -75,6 +75,36 @@ fn usize_of(v: u32) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
 
+/// The fields of a header the reader uses.
+struct Header {
+    mode: u32,
+    file_size: usize,
+    name_size: usize,
+}
+
+impl Header {
+    /// Reads the fields of `bytes`, a whole header.
+    fn parse(bytes: &[u8]) -> Result<Self, CpioError> {
+        if bytes.get(..6) != Some(MAGIC.as_slice()) {
+            return Err(CpioError::BadMagic);
+        }
+        Ok(Header {
+            mode: hex_field(bytes, 1)?,
+            file_size: usize_of(hex_field(bytes, 6)?),
+            name_size: usize_of(hex_field(bytes, 11)?),
+        })
+    }
+}
+
+/// A member's name from its NUL-terminated bytes.
+fn member_name(raw: &[u8]) -> Result<&str, CpioError> {
+    let (last, name) = raw.split_last().ok_or(CpioError::BadHeader)?;
+    if *last != 0 {
+        return Err(CpioError::BadHeader);
+    }
+    core::str::from_utf8(name).map_err(|_| CpioError::BadHeader)
+}
+
 /// Iterator over an archive's members, up to the trailer.
 pub struct Entries<'a> {
     data: &'a [u8],
@@ -89,12 +119,11 @@ impl<'a> Entries<'a> {
             .get(self.pos..)
             .and_then(|rest| rest.get(..HEADER_LEN))
             .ok_or(CpioError::Truncated)?;
-        if &header[..6] != MAGIC {
-            return Err(CpioError::BadMagic);
-        }
-        let mode = hex_field(header, 1)?;
-        let file_size = usize_of(hex_field(header, 6)?);
-        let name_size = usize_of(hex_field(header, 11)?);
+        let Header {
+            mode,
+            file_size,
+            name_size,
+        } = Header::parse(header)?;
         let name_start = self.pos + HEADER_LEN;
         let name_end = name_start
             .checked_add(name_size)
@@ -103,11 +132,7 @@ impl<'a> Entries<'a> {
             .data
             .get(name_start..name_end)
             .ok_or(CpioError::Truncated)?;
-        let (last, name) = raw_name.split_last().ok_or(CpioError::BadHeader)?;
-        if *last != 0 {
-            return Err(CpioError::BadHeader);
-        }
-        let name = core::str::from_utf8(name).map_err(|_| CpioError::BadHeader)?;
+        let name = member_name(raw_name)?;
         let data_start = name_end.next_multiple_of(4);
         let data_end = data_start
             .checked_add(file_size)
@@ -179,12 +204,11 @@ pub fn index(
             .filter(|&end| end <= len)
             .ok_or(CpioError::Truncated)?;
         read(pos, &mut header)?;
-        if &header[..6] != MAGIC {
-            return Err(CpioError::BadMagic);
-        }
-        let mode = hex_field(&header, 1)?;
-        let file_size = usize_of(hex_field(&header, 6)?);
-        let name_size = usize_of(hex_field(&header, 11)?);
+        let Header {
+            mode,
+            file_size,
+            name_size,
+        } = Header::parse(&header)?;
         let name_end = header_end
             .checked_add(name_size)
             .filter(|&end| end <= len)
@@ -192,11 +216,7 @@ pub fn index(
         raw_name.clear();
         raw_name.resize(name_size, 0);
         read(header_end, &mut raw_name)?;
-        let (last, name) = raw_name.split_last().ok_or(CpioError::BadHeader)?;
-        if *last != 0 {
-            return Err(CpioError::BadHeader);
-        }
-        let name = core::str::from_utf8(name).map_err(|_| CpioError::BadHeader)?;
+        let name = member_name(&raw_name)?;
         let data_start = name_end.next_multiple_of(4);
         let data_end = data_start
             .checked_add(file_size)
@@ -275,13 +295,18 @@ pub(crate) mod tests {
         out
     }
 
-    #[test]
-    fn finds_members_by_name() {
-        let a = build(&[
+    /// A directory, then two files, one named with a leading `./`.
+    fn sample() -> Vec<u8> {
+        build(&[
             (".", 0o40755, b""),
             ("manifest.dtb", 0o100644, b"MANIFEST"),
             ("./vm0/kernel", 0o100644, b"kernel bytes"),
-        ]);
+        ])
+    }
+
+    #[test]
+    fn finds_members_by_name() {
+        let a = sample();
         let archive = Archive::new(&a);
         assert_eq!(archive.find("manifest.dtb"), Ok(Some(&b"MANIFEST"[..])));
         assert_eq!(archive.find("vm0/kernel"), Ok(Some(&b"kernel bytes"[..])));
@@ -293,11 +318,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_archive_indexed_piecewise_finds_what_one_in_memory_does() {
-        let a = build(&[
-            (".", 0o40755, b""),
-            ("manifest.dtb", 0o100644, b"MANIFEST"),
-            ("./vm0/kernel", 0o100644, b"kernel bytes"),
-        ]);
+        let a = sample();
         let mut reads = Vec::new();
         let spans = index(a.len(), |at, dest| {
             reads.push((at, dest.len()));
