@@ -4,12 +4,17 @@
 //! (`virtio_net_hdr` without `num_buffers`), so a 64 KiB TCP segment one
 //! guest hands over reaches another guest as one frame, neither of them
 //! cutting it up or summing it. What a receiving guest did not negotiate
-//! the device completes (a checksum) or drops and counts (a segmented
-//! frame: there is no software segmentation). Frames too large, truncated
-//! or with offloads their sender did not negotiate are dropped and
-//! counted, never an error that stops the device.
+//! the device does for it ([`offload`]): it makes the checksum, or cuts
+//! the segment into frames of the sender's MSS. Frames too large,
+//! truncated, not TCP where the header says so, or with offloads their
+//! sender did not negotiate are dropped and counted, never an error that
+//! stops the device.
+
+mod offload;
 
 use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 
 use super::queue::{DescriptorChain, Queue, QueueError};
 use super::VirtioDevice;
@@ -52,6 +57,7 @@ const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
 /// Offsets in the header.
 const FLAGS: usize = 0;
 const GSO_TYPE: usize = 1;
+const GSO_SIZE: usize = 4;
 const CSUM_START: usize = 6;
 const CSUM_OFFSET: usize = 8;
 const RX_QUEUE: usize = 0;
@@ -88,8 +94,8 @@ pub struct Drops {
     pub tx_malformed: u64,
     /// A receive buffer too small or not writable.
     pub rx_malformed: u64,
-    /// A frame the guest could not take: segmented, without the matching
-    /// GUEST_TSO feature, or with a checksum to make outside the frame.
+    /// A frame whose offload could not be done for a guest without it: a
+    /// checksum to make outside the frame, or a segment that is not TCP.
     pub rx_offload: u64,
 }
 
@@ -105,6 +111,18 @@ pub struct VirtioNet<B: NetBackend> {
     /// A received packet, two bytes in: room to turn its offload header
     /// into the guest's header in place.
     rx_packet: Box<[u8]>,
+    /// Segments cut from a received packet, waiting for receive buffers.
+    rx_segments: VecDeque<Vec<u8>>,
+}
+
+/// What a received packet needs before a guest can take it.
+enum Delivery {
+    /// Nothing more.
+    AsItIs,
+    /// Cutting into segments of this much payload.
+    Segmented(usize),
+    /// It cannot be made fit (counted and dropped).
+    Refused,
 }
 
 impl<B: NetBackend> VirtioNet<B> {
@@ -116,6 +134,7 @@ impl<B: NetBackend> VirtioNet<B> {
             features: 0,
             tx_packet: alloc::vec![0; HEADER_SIZE + MAX_GSO_FRAME].into_boxed_slice(),
             rx_packet: alloc::vec![0; HEADER_SIZE - OFFLOAD_HEADER + MAX_PACKET].into_boxed_slice(),
+            rx_segments: VecDeque::new(),
         }
     }
 
@@ -185,31 +204,65 @@ impl<B: NetBackend> VirtioNet<B> {
         self.backend.transmit(&self.tx_packet[skip..len]);
     }
 
-    /// Makes `packet` (offload header, frame) one a driver that negotiated
-    /// `features` takes: a checksum it cannot take is made here; a
-    /// segmented frame it cannot take is refused (false).
-    fn deliverable(features: u64, packet: &mut [u8]) -> bool {
+    /// What `packet` (offload header, frame) needs before a driver that
+    /// negotiated `features` takes it; a checksum it cannot take is made
+    /// here, in place.
+    fn delivery(features: u64, packet: &mut [u8]) -> Delivery {
         let (header, frame) = packet.split_at_mut(OFFLOAD_HEADER);
+        let field = |at: usize| usize::from(u16::from_le_bytes([header[at], header[at + 1]]));
         let needs = match header[GSO_TYPE] {
             VIRTIO_NET_HDR_GSO_NONE => 0,
             VIRTIO_NET_HDR_GSO_TCPV4 => VIRTIO_NET_F_GUEST_TSO4,
             VIRTIO_NET_HDR_GSO_TCPV6 => VIRTIO_NET_F_GUEST_TSO6,
-            _ => return false,
+            _ => return Delivery::Refused,
         };
         if features & needs != needs {
-            return false;
+            // Cut here: each segment gets checksums of its own.
+            return Delivery::Segmented(field(GSO_SIZE));
         }
         if header[FLAGS] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0
             && features & VIRTIO_NET_F_GUEST_CSUM == 0
         {
-            let field = |at: usize| usize::from(u16::from_le_bytes([header[at], header[at + 1]]));
             let (start, offset) = (field(CSUM_START), field(CSUM_OFFSET));
-            if !complete_checksum(frame, start, offset) {
-                return false;
+            if !offload::complete_checksum(frame, start, offset) {
+                return Delivery::Refused;
             }
             header[FLAGS] = 0;
         }
-        true
+        Delivery::AsItIs
+    }
+
+    /// Takes the next packet for the guest into `rx_packet` (two bytes in)
+    /// as the guest can take it: a segment cut earlier, else one from the
+    /// backend (cut first if it must be). Returns its length; `None` when
+    /// nothing waits, `Some(0)` for a packet refused (and counted).
+    fn next_packet(&mut self) -> Option<usize> {
+        let skip = HEADER_SIZE - OFFLOAD_HEADER;
+        if let Some(segment) = self.rx_segments.pop_front() {
+            self.rx_packet[skip..skip + segment.len()].copy_from_slice(&segment);
+            return Some(segment.len());
+        }
+        let len = self.backend.receive(&mut self.rx_packet[skip..])?;
+        if len <= OFFLOAD_HEADER {
+            self.drops.rx_offload += 1;
+            return Some(0);
+        }
+        let packet = &mut self.rx_packet[skip..skip + len];
+        match Self::delivery(self.features, packet) {
+            Delivery::AsItIs => Some(len),
+            Delivery::Segmented(mss) if offload::segment(packet, mss, &mut self.rx_segments) => {
+                self.next_packet()
+            }
+            Delivery::Segmented(_) | Delivery::Refused => {
+                self.drops.rx_offload += 1;
+                Some(0)
+            }
+        }
+    }
+
+    /// Whether a packet waits for the guest.
+    fn has_input(&self) -> bool {
+        !self.rx_segments.is_empty() || self.backend.has_pending()
     }
 
     /// Scatters one waiting packet into a receive chain; returns the used
@@ -224,16 +277,11 @@ impl<B: NetBackend> VirtioNet<B> {
             return 0;
         }
         let skip = HEADER_SIZE - OFFLOAD_HEADER;
-        let Some(len) = self.backend.receive(&mut self.rx_packet[skip..]) else {
-            return 0;
+        let len = match self.next_packet() {
+            None | Some(0) => return 0,
+            Some(len) => len,
         };
         let total = skip + len;
-        let deliverable = len > OFFLOAD_HEADER
-            && Self::deliverable(self.features, &mut self.rx_packet[skip..total]);
-        if !deliverable {
-            self.drops.rx_offload += 1;
-            return 0;
-        }
         if capacity < total as u64 {
             self.drops.rx_malformed += 1;
             return 0;
@@ -265,7 +313,7 @@ impl<B: NetBackend> VirtioNet<B> {
         mem: &mut dyn GuestMemory,
     ) -> Result<bool, QueueError> {
         let mut used = false;
-        while self.backend.has_pending() {
+        while self.has_input() {
             let Some(chain) = queue.pop(mem)? else { break };
             let len = self.receive(&chain, mem);
             queue.add_used(mem, chain.head, len)?;
@@ -287,32 +335,6 @@ impl<B: NetBackend> VirtioNet<B> {
         }
         Ok(used)
     }
-}
-
-/// Makes the Internet checksum of `frame` from `start` on and stores it at
-/// `start + offset` (the field holds the pseudo-header's sum, as the sender
-/// left it); false when that lies outside the frame.
-fn complete_checksum(frame: &mut [u8], start: usize, offset: usize) -> bool {
-    let Some(at) = start.checked_add(offset).filter(|at| at + 2 <= frame.len()) else {
-        return false;
-    };
-    if start >= frame.len() {
-        return false;
-    }
-    let mut sum: u64 = 0;
-    let mut words = frame[start..].chunks_exact(2);
-    for word in &mut words {
-        sum += u64::from(u16::from_be_bytes([word[0], word[1]]));
-    }
-    if let [last] = words.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let checksum = !u16::try_from(sum).unwrap_or(0xffff);
-    frame[at..at + 2].copy_from_slice(&checksum.to_be_bytes());
-    true
 }
 
 impl<B: NetBackend> VirtioDevice for VirtioNet<B> {
@@ -355,10 +377,11 @@ impl<B: NetBackend> VirtioDevice for VirtioNet<B> {
 
     fn reset(&mut self) {
         self.features = 0;
+        self.rx_segments.clear();
     }
 
     fn input_waiting(&self) -> Option<usize> {
-        self.backend.has_pending().then_some(RX_QUEUE)
+        self.has_input().then_some(RX_QUEUE)
     }
 
     fn take_wakeups(&mut self) -> u64 {

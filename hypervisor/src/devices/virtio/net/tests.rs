@@ -232,8 +232,62 @@ fn a_segmented_frame_reaches_a_guest_that_takes_it_whole() {
     );
 }
 
+/// An Ethernet frame of TCP over IPv4 with `payload` bytes.
+fn tcp4_frame(payload: usize) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&u16::try_from(40 + payload).unwrap().to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1]);
+    f.extend_from_slice(&[
+        0x13, 0x88, 0xc0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18, 0x10, 0,
+    ]);
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend(frame(payload));
+    f
+}
+
 #[test]
-fn a_guest_without_the_offload_gets_no_segmented_frame() {
+fn a_guest_without_the_offload_gets_the_segments_cut_for_it() {
+    let mut mem = VecMemory::new(RAM, 0x10000);
+    let mut driver = Driver::new(4);
+    let mut queue = driver.queue(256);
+    let mut net = VirtioNet::new(Port::default(), MAC);
+    net.activate(VIRTIO_NET_F_GUEST_CSUM);
+    let size = (HEADER_SIZE + MAX_FRAME) as u32;
+    for head in 0..2u16 {
+        Driver::descriptor(
+            &mut mem,
+            head,
+            BUFFER + 0x1000 * u64::from(head),
+            size,
+            WRITE,
+            0,
+        );
+        driver.offer(&mut mem, head);
+    }
+    net.backend()
+        .inbox
+        .push_back(packet(TSO4, &tcp4_frame(3000)));
+    assert_eq!(net.process_queue(RX_QUEUE, &mut queue, &mut mem), Ok(true));
+    // Two buffers, three segments: the third waits for the next buffer.
+    assert_eq!(Driver::used(&mem, 0), (0, (HEADER_SIZE + 54 + 1448) as u32));
+    assert_eq!(Driver::used(&mem, 1), (1, (HEADER_SIZE + 54 + 1448) as u32));
+    assert_eq!(net.input_waiting(), Some(RX_QUEUE));
+    Driver::descriptor(&mut mem, 2, BUFFER + 0x2000, size, WRITE, 0);
+    driver.offer(&mut mem, 2);
+    assert_eq!(net.process_queue(RX_QUEUE, &mut queue, &mut mem), Ok(true));
+    assert_eq!(Driver::used(&mem, 2), (2, (HEADER_SIZE + 54 + 104) as u32));
+    assert_eq!(net.input_waiting(), None);
+    // Each went as a plain frame: no offload asked of the guest.
+    for at in [0x8000, 0x9000, 0xa000] {
+        assert_eq!(mem.bytes[at..at + OFFLOAD_HEADER], [0; OFFLOAD_HEADER]);
+    }
+    assert_eq!(net.drops().rx_offload, 0);
+}
+
+#[test]
+fn a_segment_that_is_not_tcp_is_refused_and_counted() {
     let mut mem = VecMemory::new(RAM, 0x10000);
     let mut driver = Driver::new(4);
     let mut queue = driver.queue(256);
