@@ -8,7 +8,7 @@ use crate::addr::PhysAddr;
 use crate::arch;
 use crate::arch::aarch64::gic_lr::{ListRegister, LrState};
 use crate::console::{self, Routed};
-use crate::devices::gic::{Group, Vgic};
+use crate::devices::gic::{Activated, Group, Vgic};
 use crate::fixed_vec::FixedVec;
 use crate::layout::HYP_TIMER_INTID;
 use crate::platform::MAX_CPUS;
@@ -267,7 +267,7 @@ pub fn flush_to_lrs(vgic: &Vgic, vcpu: &mut Vcpu) -> u64 {
             vcpu.settled_at = Some(generation);
             break;
         };
-        let Ok(Some(next)) = vgic.activate_highest(vcpu.index) else {
+        let Ok(Some(Activated { irq: next, more })) = vgic.activate_highest(vcpu.index) else {
             vcpu.settled_at = Some(generation);
             break;
         };
@@ -286,6 +286,13 @@ pub fn flush_to_lrs(vgic: &Vgic, vcpu: &mut Vcpu) -> u64 {
         }
         arch::gic_write_lr(free, lr.encode());
         vcpu.lrs[free] = Some(next.intid);
+        if !more {
+            // Its scan saw nothing else to list, and handing `next` over
+            // moved this vCPU's generation on by one: if nothing else has
+            // moved it since, the next entry need not scan at all.
+            vcpu.settled_at = Some(generation.wrapping_add(1));
+            break;
+        }
     }
     ICH_HCR_EN
 }

@@ -168,6 +168,15 @@ pub struct PendingIrq {
     pub edge: bool,
 }
 
+/// What [`Vgic::activate_highest`] handed to a vCPU, and whether its scan
+/// saw another deliverable interrupt (when not, the caller need not scan
+/// again to know there is nothing more to list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Activated {
+    pub irq: PendingIrq,
+    pub more: bool,
+}
+
 /// The GICD window as an [`MmioDevice`]: each access under the
 /// distributor's lock.
 pub struct DistributorMmio<'a>(&'a Vgic);
@@ -487,17 +496,17 @@ impl Vgic {
     /// interrupt for `vcpu`: its SGIs and PPIs, and the SPIs routed to it.
     /// Priority masking (PMR, running priority) is the CPU interface's.
     pub fn highest_pending(&self, vcpu: usize) -> Result<Option<PendingIrq>, VgicError> {
-        self.scan(vcpu, false)
+        Ok(self.scan(vcpu, false)?.map(|found| found.irq))
     }
 
     /// Like [`Vgic::highest_pending`], and hands the interrupt found to the
     /// vCPU ([`Vgic::activate`]) under the same locks, so no other CPU can
     /// change it in between.
-    pub fn activate_highest(&self, vcpu: usize) -> Result<Option<PendingIrq>, VgicError> {
+    pub fn activate_highest(&self, vcpu: usize) -> Result<Option<Activated>, VgicError> {
         self.scan(vcpu, true)
     }
 
-    fn scan(&self, vcpu: usize, activate: bool) -> Result<Option<PendingIrq>, VgicError> {
+    fn scan(&self, vcpu: usize, activate: bool) -> Result<Option<Activated>, VgicError> {
         // GICR_WAKER does not gate delivery, as on QEMU's GICv3 and KVM's:
         // a guest that never wakes its redistributor still gets interrupts.
         let mut redistributor = self.redistributor(vcpu)?.lock();
@@ -513,9 +522,11 @@ impl Vgic {
                 && groups & group_enable_bit(irq.group1) != 0
         };
         let mut best: Option<PendingIrq> = None;
+        let mut candidates = 0u32;
         // INTIDs ascend, so a strictly better priority wins ties to the
         // lower INTID.
         let mut consider = |intid: u32, irq: &IrqState| {
+            candidates += 1;
             if best.is_none_or(|b| irq.priority < b.priority) {
                 best = Some(PendingIrq {
                     intid,
@@ -562,6 +573,7 @@ impl Vgic {
         let Some(found) = best else {
             return Ok(None);
         };
+        let more = candidates > 1;
         if activate {
             let irq = match usize::try_from(found.intid)
                 .ok()
@@ -583,7 +595,7 @@ impl Vgic {
                 self.touch_all();
             }
         }
-        Ok(Some(found))
+        Ok(Some(Activated { irq: found, more }))
     }
 
     /// The hypervisor handed `intid` to `vcpu` (list register): it stops

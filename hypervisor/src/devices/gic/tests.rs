@@ -461,9 +461,28 @@ fn activate_highest_hands_over_what_highest_pending_names() {
     gic.set_ppi_level(0, VTIMER_PPI, true).unwrap();
     let named = gic.highest_pending(0).unwrap();
     assert_eq!(named.map(|p| p.intid), Some(VTIMER_PPI));
-    assert_eq!(gic.activate_highest(0), Ok(named));
+    assert_eq!(
+        gic.activate_highest(0),
+        Ok(named.map(|irq| Activated { irq, more: false }))
+    );
     assert!(gic.irq(0, VTIMER_PPI).unwrap().active);
     assert_eq!(gic.activate_highest(0), Ok(None), "active: not again");
+}
+
+#[test]
+fn activate_highest_says_whether_another_interrupt_waits() {
+    const PTIMER_PPI: u32 = 30;
+    let gic = &mut vgic(1);
+    gicd_write(gic, 0x0, CTLR_LINUX);
+    wake_and_enable_ppi(gic, 0, VTIMER_PPI, 0xa0);
+    wake_and_enable_ppi(gic, 0, PTIMER_PPI, 0x80);
+    gic.set_ppi_level(0, VTIMER_PPI, true).unwrap();
+    gic.set_ppi_level(0, PTIMER_PPI, true).unwrap();
+    let first = gic.activate_highest(0).unwrap().unwrap();
+    assert_eq!((first.irq.intid, first.more), (PTIMER_PPI, true));
+    let second = gic.activate_highest(0).unwrap().unwrap();
+    assert_eq!((second.irq.intid, second.more), (VTIMER_PPI, false));
+    assert_eq!(gic.activate_highest(0), Ok(None));
 }
 
 #[test]
