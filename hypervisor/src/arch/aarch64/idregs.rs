@@ -1,6 +1,8 @@
 //! The CPU features a guest is told about. ID registers (op0 3, op1 0,
 //! CRn 0, CRm 1-7) trap to EL2 (HCR_EL2.TID3) and read as the host's values
-//! with the features the hypervisor does not virtualize hidden: SVE and SME
+//! with the features the hypervisor does not virtualize hidden: RAS (its
+//! error records are the physical CPU's: HCR_EL2.TERR traps them,
+//! UNDEFINED; and VDISR_EL2 is not switched between vCPUs), SVE and SME
 //! (their register state is not switched, and EL2's own NEON use would
 //! clobber the upper bits), MTE, AMU, MPAM, SPE, the trace buffer, the PMU
 //! (MDCR_EL2.TPM traps it: UNDEFINED, as under KVM without a PMU) and
@@ -14,11 +16,12 @@ const fn field(shift: u32) -> u64 {
     0xf << shift
 }
 
-/// ID_AA64PFR0_EL1 (CRm 4, op2 0): SVE [35:32], MPAM [43:40], AMU [47:44].
-const PFR0_HIDDEN: u64 = field(32) | field(40) | field(44);
-/// ID_AA64PFR1_EL1 (CRm 4, op2 1): MTE [11:8], MPAM_frac [19:16],
-/// SME [27:24], NMI [39:36], GCS [47:44].
-const PFR1_HIDDEN: u64 = field(8) | field(16) | field(24) | field(36) | field(44);
+/// ID_AA64PFR0_EL1 (CRm 4, op2 0): RAS [31:28], SVE [35:32], MPAM [43:40],
+/// AMU [47:44].
+const PFR0_HIDDEN: u64 = field(28) | field(32) | field(40) | field(44);
+/// ID_AA64PFR1_EL1 (CRm 4, op2 1): MTE [11:8], RAS_frac [15:12],
+/// MPAM_frac [19:16], SME [27:24], NMI [39:36], GCS [47:44].
+const PFR1_HIDDEN: u64 = field(8) | field(12) | field(16) | field(24) | field(36) | field(44);
 /// ID_AA64DFR0_EL1 (CRm 5, op2 0): PMUVer [11:8], PMSVer (SPE) [35:32],
 /// TraceBuffer [47:44], BRBE [55:52].
 const DFR0_HIDDEN: u64 = field(8) | field(32) | field(44) | field(52);
@@ -52,11 +55,14 @@ mod tests {
 
     #[test]
     fn hides_sve_sme_mte() {
-        // A `-cpu max`-like PFR0 with SVE = 1 and FP/AdvSIMD/EL fields set.
+        // A `-cpu max`-like PFR0 with SVE = 1, RAS = 1 and FP/AdvSIMD/EL
+        // fields set.
         let pfr0 = 0x1_0000_0000 | 0x1111_0022;
-        assert_eq!(guest_view(4, 0, pfr0), 0x1111_0022);
-        let pfr1 = (2 << 8) | (1 << 24) | 0x1;
+        assert_eq!(guest_view(4, 0, pfr0), 0x0111_0022);
+        let pfr1 = (2 << 8) | (1 << 12) | (1 << 24) | 0x1;
         assert_eq!(guest_view(4, 1, pfr1), 0x1);
+        // RAS (v1p1) hidden, GIC [27:24] kept.
+        assert_eq!(guest_view(4, 0, 0x2100_0022), 0x0100_0022);
         assert_eq!(guest_view(4, 4, 0x1234), 0);
         // Cortex-A72's ID_AA64DFR0_EL1: PMUv3 hidden, debug kept.
         assert_eq!(guest_view(5, 0, 0x1012_4106), 0x1012_4006);

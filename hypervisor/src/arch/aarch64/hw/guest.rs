@@ -276,8 +276,10 @@ pub fn fp_flush() {
 /// UNDEFINED), TACR (ACTLR_EL1, which can change how the core behaves for
 /// every VM on it: RAZ/WI), TSW (data cache set/way operations, which act
 /// on the physical caches: an invalidate would drop other VMs' dirty
-/// lines; done as clean and invalidate), RW (EL1 is AArch64). These are
-/// the traps KVM sets; `exit::handle_sysreg` emulates them. API and APK
+/// lines; done as clean and invalidate), TERR (the RAS error record
+/// registers, which hold the physical CPU's errors: UNDEFINED, and RAS
+/// hidden from the ID registers), RW (EL1 is AArch64). These are the traps
+/// KVM sets; `exit::handle_sysreg` emulates them. API and APK
 /// stay clear: pointer-authentication keys are not switched between
 /// vCPUs, so its instructions and key registers trap (UNDEFINED) and the
 /// ID registers say it is absent (`idregs`), as KVM does for a guest
@@ -294,6 +296,7 @@ pub const HCR_EL2_GUEST: u64 = HCR_EL2::VM::SET.value
     | HCR_EL2::TIDCP::SET.value
     | HCR_EL2::TACR::SET.value
     | HCR_EL2::TSW::SET.value
+    | HCR_EL2::TERR::SET.value
     | HCR_EL2::RW::EL1IsAarch64.value;
 /// MDCR_EL2 traps: TPMCR (5) and TPM (6), the PMU, whose counters and
 /// configuration are not switched between vCPUs (UNDEFINED, and hidden
