@@ -26,7 +26,7 @@ use crate::addr::{PhysAddr, PhysRange, BLOCK_2M, PAGE_SIZE};
 use crate::arch::{self, aarch64::pte::El2Stage1, IdentityTables};
 use crate::boot::cpio::{self, Archive, CpioError};
 use crate::boot::files::{BootFiles, FwCfgItem};
-use crate::boot::fw_cfg::{self, DmaAccess, FwCfgError};
+use crate::boot::fw_cfg::{self, FwCfgError};
 use crate::boot::manifest::{self, DeviceKind, ManifestError, VmConfig};
 use crate::console;
 use crate::ffa;
@@ -103,18 +103,15 @@ pub fn boot_primary(dtb_addr: PhysAddr, dtb: &'static [u8], image: PhysRange) ->
         }
     }
 
-    let bundle = open_bundle(&platform, &mut frames);
+    let bundle = open_bundle(&platform);
     run_bundle(&platform, &mut frames, root, bundle)
 }
 
 /// The boot bundle: fw_cfg file [`fw_cfg::BUNDLE_FILE`] (how the lab
 /// passes it), else the initrd QEMU loaded. Powers off when there is none.
-fn open_bundle(
-    platform: &PlatformInfo<'static>,
-    frames: &mut FrameAllocator,
-) -> BootFiles<'static> {
+fn open_bundle(platform: &PlatformInfo<'static>) -> BootFiles<'static> {
     if let (None, Some(fw_cfg)) = (platform.initrd, platform.fw_cfg) {
-        match bundle_in_fw_cfg(fw_cfg.start, frames) {
+        match bundle_in_fw_cfg(fw_cfg.start) {
             Ok(Some(bundle)) => return bundle,
             Ok(None) => {}
             Err(e) => {
@@ -137,6 +134,18 @@ enum FetchError {
     Cpio(CpioError),
 }
 
+impl From<FwCfgError> for FetchError {
+    fn from(e: FwCfgError) -> Self {
+        FetchError::FwCfg(e)
+    }
+}
+
+impl From<CpioError> for FetchError {
+    fn from(e: CpioError) -> Self {
+        FetchError::Cpio(e)
+    }
+}
+
 impl fmt::Display for FetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -147,33 +156,17 @@ impl fmt::Display for FetchError {
 }
 
 /// The boot bundle in fw_cfg file [`fw_cfg::BUNDLE_FILE`] (`None` when
-/// there is no such file), read as little as it can be: its headers, and
-/// the manifest into the heap. Every other member stays in fw_cfg, copied
-/// from there by DMA when a VM (re)starts.
-fn bundle_in_fw_cfg(
-    fw_cfg: PhysAddr,
-    frames: &mut FrameAllocator,
-) -> Result<Option<BootFiles<'static>>, FetchError> {
-    let read = |key: u16, len: u64, frames: &mut FrameAllocator| {
-        let dest = frames
-            .alloc_frames(len.max(1).next_multiple_of(PAGE_SIZE), PAGE_SIZE)
-            .map_err(|_| FwCfgError::NoMemory)?;
-        let length = u32::try_from(len).map_err(|_| FwCfgError::NoMemory)?;
-        let mut access = DmaAccess::select_read(key, length, dest.range().start);
-        if arch::fw_cfg_dma(fw_cfg, &mut access) != 0 {
-            return Err(FwCfgError::DmaFailed);
-        }
-        Ok(dest)
-    };
-    let head = read(fw_cfg::KEY_FILE_DIR, 4, frames).map_err(FetchError::FwCfg)?;
-    let count = fw_cfg::dir_count(arch::frames_bytes(&head))
-        .ok_or(FetchError::FwCfg(FwCfgError::BadDirectory))?;
-    let size = fw_cfg::dir_size(count).ok_or(FetchError::FwCfg(FwCfgError::BadDirectory))?;
-    let size = u64::try_from(size).map_err(|_| FetchError::FwCfg(FwCfgError::BadDirectory))?;
-    let dir = read(fw_cfg::KEY_FILE_DIR, size, frames).map_err(FetchError::FwCfg)?;
-    let Some(file) = fw_cfg::find_file(arch::frames_bytes(&dir), fw_cfg::BUNDLE_FILE)
-        .map_err(FetchError::FwCfg)?
-    else {
+/// there is no such file), read as little as it can be: the file
+/// directory, the bundle's headers, and its manifest, into the heap. Every
+/// other member stays in fw_cfg, copied from there by DMA when a VM
+/// (re)starts.
+fn bundle_in_fw_cfg(fw_cfg: PhysAddr) -> Result<Option<BootFiles<'static>>, FetchError> {
+    let mut head = [0u8; 4];
+    arch::fw_cfg_read_into(fw_cfg, fw_cfg::KEY_FILE_DIR, 0, &mut head)?;
+    let count = fw_cfg::dir_count(&head).ok_or(FwCfgError::BadDirectory)?;
+    let mut dir = alloc::vec![0; fw_cfg::dir_size(count).ok_or(FwCfgError::BadDirectory)?];
+    arch::fw_cfg_read_into(fw_cfg, fw_cfg::KEY_FILE_DIR, 0, &mut dir)?;
+    let Some(file) = fw_cfg::find_file(&dir, fw_cfg::BUNDLE_FILE)? else {
         return Ok(None);
     };
     let item = FwCfgItem {
@@ -184,11 +177,11 @@ fn bundle_in_fw_cfg(
         arch::fw_cfg_read_into(fw_cfg, file.select, at, dest).map_err(|_| CpioError::Unreadable)
     };
     let len = usize::try_from(file.size).unwrap_or(usize::MAX);
-    let members = cpio::index(len, fetch).map_err(FetchError::Cpio)?;
+    let members = cpio::index(len, fetch)?;
     let mut fetched = Vec::new();
     if let Some(manifest) = members.iter().find(|span| span.name == MANIFEST_FILE) {
         let mut bytes = alloc::vec![0; manifest.len];
-        fetch(manifest.offset, &mut bytes).map_err(FetchError::Cpio)?;
+        fetch(manifest.offset, &mut bytes)?;
         // Lives as long as the machine, like the rest of the bundle.
         fetched.push((MANIFEST_FILE, &*Box::leak(bytes.into_boxed_slice())));
     }

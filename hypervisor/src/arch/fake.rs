@@ -6,7 +6,6 @@
 
 use super::aarch64::context::{El1SysRegs, ExitInfo, GuestRegs};
 use crate::addr::{IntermediatePhysAddr, PhysAddr, PhysRange};
-use crate::boot::fw_cfg::DmaAccess;
 use crate::mm::frames::{FrameAllocator, Frames};
 use crate::mm::pagetable::{TableMemory, TableRead};
 use crate::platform::{PlatformInfo, PsciConduit};
@@ -109,12 +108,6 @@ pub fn frames_bytes_mut(_frames: &mut Frames) -> &mut [u8] {
 /// Host builds have no boot bundle in memory.
 pub fn initrd_bytes(_platform: &PlatformInfo<'_>) -> &'static [u8] {
     &[]
-}
-
-/// Host builds have no fw_cfg: the descriptor comes back untouched, which
-/// callers read as a failed transfer.
-pub fn fw_cfg_dma(_base: PhysAddr, access: &mut DmaAccess) -> u32 {
-    access.status()
 }
 
 /// Host builds have no fw_cfg: every read fails.

@@ -1,7 +1,7 @@
 //! Architecture layer: the one place that chooses an implementation by
 //! target (Hubris-style). Portable code calls the names re-exported here:
 //!
-//! - platform: `uart_*`, `rtc_read_seconds`, `fw_cfg_dma`, `fw_cfg_read_into`, `counter*`, `psci_call`,
+//! - platform: `uart_*`, `rtc_read_seconds`, `fw_cfg_read_into`, `counter*`, `psci_call`,
 //!   `smc_call`, `has_el3`, `current_el`, `halt`, events/interrupt waits,
 //!   `secondary_entry_point`, `memory_barrier`/`read_barrier` (ordering
 //!   against guest CPUs);

@@ -64,6 +64,19 @@ const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;
 const QUEUE_SIZES: [u16; 2] = [256, 256];
 
+/// The features a frame of `gso_type` needs: `Some(None)` for a frame that
+/// is not segmented, `Some(Some((sender's, receiver's)))` for a TCP segment
+/// (HOST_TSO and GUEST_TSO of its IP version), `None` for a type not
+/// offered.
+fn segmentation_features(gso_type: u8) -> Option<Option<(u64, u64)>> {
+    match gso_type {
+        VIRTIO_NET_HDR_GSO_NONE => Some(None),
+        VIRTIO_NET_HDR_GSO_TCPV4 => Some(Some((VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_GUEST_TSO4))),
+        VIRTIO_NET_HDR_GSO_TCPV6 => Some(Some((VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_GUEST_TSO6))),
+        _ => None,
+    }
+}
+
 /// Where packets (offload header, then the frame) go and come from.
 pub trait NetBackend {
     /// Sends one packet out of the device.
@@ -162,13 +175,10 @@ impl<B: NetBackend> VirtioNet<B> {
         {
             return None;
         }
-        let needs = match header[GSO_TYPE] {
-            VIRTIO_NET_HDR_GSO_NONE => return Some(MAX_FRAME),
-            VIRTIO_NET_HDR_GSO_TCPV4 => VIRTIO_NET_F_HOST_TSO4,
-            VIRTIO_NET_HDR_GSO_TCPV6 => VIRTIO_NET_F_HOST_TSO6,
-            _ => return None,
-        };
-        (self.features & needs != 0 && flags != 0).then_some(MAX_GSO_FRAME)
+        match segmentation_features(header[GSO_TYPE])? {
+            None => Some(MAX_FRAME),
+            Some((host, _)) => (self.features & host != 0 && flags != 0).then_some(MAX_GSO_FRAME),
+        }
     }
 
     /// Gathers a transmit chain (header + frame, all driver-readable).
@@ -210,15 +220,13 @@ impl<B: NetBackend> VirtioNet<B> {
     fn delivery(features: u64, packet: &mut [u8]) -> Delivery {
         let (header, frame) = packet.split_at_mut(OFFLOAD_HEADER);
         let field = |at: usize| usize::from(u16::from_le_bytes([header[at], header[at + 1]]));
-        let needs = match header[GSO_TYPE] {
-            VIRTIO_NET_HDR_GSO_NONE => 0,
-            VIRTIO_NET_HDR_GSO_TCPV4 => VIRTIO_NET_F_GUEST_TSO4,
-            VIRTIO_NET_HDR_GSO_TCPV6 => VIRTIO_NET_F_GUEST_TSO6,
-            _ => return Delivery::Refused,
-        };
-        if features & needs != needs {
+        match segmentation_features(header[GSO_TYPE]) {
+            None => return Delivery::Refused,
             // Cut here: each segment gets checksums of its own.
-            return Delivery::Segmented(field(GSO_SIZE));
+            Some(Some((_, guest))) if features & guest == 0 => {
+                return Delivery::Segmented(field(GSO_SIZE))
+            }
+            Some(_) => {}
         }
         if header[FLAGS] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0
             && features & VIRTIO_NET_F_GUEST_CSUM == 0

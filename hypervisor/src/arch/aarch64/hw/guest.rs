@@ -482,22 +482,42 @@ pub fn zero_guest_ram(dst: &mut [u8]) {
 /// CTR_EL0.DminLine: log2 of the smallest data cache line, in words.
 const CTR_DMINLINE_SHIFT: u64 = 16;
 
-/// Cleans the data cache lines holding `bytes` to the point of coherency.
-fn clean_to_poc(bytes: &[u8]) {
-    if bytes.is_empty() {
-        return;
-    }
+/// The addresses of the data cache lines holding `bytes` (the smallest
+/// line size, CTR_EL0.DminLine), for a maintenance instruction each.
+fn dcache_lines(bytes: &[u8]) -> impl Iterator<Item = usize> {
     let ctr: u64;
     // SAFETY: reading CTR_EL0 has no side effects.
     unsafe { asm!("mrs {0}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
     let line = 4usize << ((ctr >> CTR_DMINLINE_SHIFT) & 0xf);
-    let start = bytes.as_ptr() as usize & !(line - 1);
-    let end = bytes.as_ptr() as usize + bytes.len();
-    for address in (start..end).step_by(line) {
+    let end = bytes.as_ptr().addr() + bytes.len();
+    // No line at all for no bytes.
+    let start = if bytes.is_empty() {
+        end
+    } else {
+        bytes.as_ptr().addr() & !(line - 1)
+    };
+    (start..end).step_by(line)
+}
+
+/// Cleans the data cache lines holding `bytes` to the point of coherency.
+fn clean_to_poc(bytes: &[u8]) {
+    for address in dcache_lines(bytes) {
         // SAFETY: cleaning a line of memory the caller owns (and the
         // rest of that line) only writes dirty data back; it changes no
         // value anyone reads.
         unsafe { asm!("dc cvac, {0}", in(reg) address, options(nostack)) };
+    }
+    // SAFETY: a barrier only.
+    unsafe { asm!("dsb sy", options(nostack)) };
+}
+
+/// Cleans and invalidates the data cache lines holding `bytes` to the
+/// point of coherency (around a device's write to them).
+pub(super) fn clean_invalidate_to_poc(bytes: &[u8]) {
+    for address in dcache_lines(bytes) {
+        // SAFETY: as in `clean_to_poc`; invalidating a line just cleaned
+        // loses nothing, and the next read fetches what memory holds.
+        unsafe { asm!("dc civac, {0}", in(reg) address, options(nostack)) };
     }
     // SAFETY: a barrier only.
     unsafe { asm!("dsb sy", options(nostack)) };

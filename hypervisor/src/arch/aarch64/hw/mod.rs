@@ -101,7 +101,7 @@ pub fn uart_read_byte(base: PhysAddr) -> Option<u8> {
 /// Runs one DMA transfer of QEMU's fw_cfg at `base` (`docs/specs/fw_cfg.rst`)
 /// and returns the control word the device left in `access` (0: done). The
 /// device finishes the transfer before the write that starts it returns.
-pub fn fw_cfg_dma(base: PhysAddr, access: &mut DmaAccess) -> u32 {
+fn fw_cfg_dma(base: PhysAddr, access: &mut DmaAccess) -> u32 {
     // The hypervisor runs on an identity map: the descriptor's address is
     // its physical address.
     let addr = u64::try_from((&raw mut *access).addr()).unwrap_or(u64::MAX);
@@ -142,34 +142,14 @@ pub fn fw_cfg_read_into(
     // The hypervisor runs on an identity map: the slice's address is its
     // physical address.
     let at = PhysAddr::new(u64::try_from(dest.as_mut_ptr().addr()).unwrap_or(u64::MAX));
-    dcache_clean_invalidate(dest);
+    guest::clean_invalidate_to_poc(dest);
     let mut read = DmaAccess::read(length, at);
     let status = fw_cfg_dma(base, &mut read);
-    dcache_clean_invalidate(dest);
+    guest::clean_invalidate_to_poc(dest);
     if status != 0 {
         return Err(fw_cfg::FwCfgError::DmaFailed);
     }
     Ok(())
-}
-
-/// Cleans and invalidates the data cache lines holding `bytes` to the point
-/// of coherency.
-fn dcache_clean_invalidate(bytes: &[u8]) {
-    let ctr: u64;
-    // SAFETY: reading CTR_EL0 has no side effects.
-    unsafe { asm!("mrs {0}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
-    // CTR_EL0.DminLine [19:16]: log2 of the smallest line, in words.
-    let line = 4usize << ((ctr >> 16) & 0xf);
-    let start = bytes.as_ptr().addr() & !(line - 1);
-    let end = bytes.as_ptr().addr() + bytes.len();
-    for address in (start..end).step_by(line) {
-        // SAFETY: the lines hold memory the caller owns (and the rest of
-        // those lines); clean-and-invalidate writes dirty data back and
-        // changes no value anyone reads.
-        unsafe { asm!("dc civac, {0}", in(reg) address, options(nostack)) };
-    }
-    // SAFETY: a barrier only.
-    unsafe { asm!("dsb sy", options(nostack)) };
 }
 
 /// Seconds since the Unix epoch from the PL031 at `base`.
