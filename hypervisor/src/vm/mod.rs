@@ -9,6 +9,7 @@
 //! - [`stats`]: exit counts per vCPU and VM.
 pub mod exit;
 pub mod irq;
+pub mod listed;
 pub mod loader;
 pub mod reports;
 pub mod run;
@@ -268,8 +269,8 @@ pub struct Vcpu {
     pub index: usize,
     /// Register state.
     pub regs: VcpuRegs,
-    /// INTID held in each list register (None: free).
-    pub lrs: Vec<Option<u32>>,
+    /// The INTIDs it has in its CPU's list registers.
+    pub lrs: listed::Listed,
     /// The timers ([`timers::GuestTimer::bit`]) whose physical PPI is
     /// active and owned by this vCPU.
     pub timers_active: u8,
@@ -292,7 +293,7 @@ impl Vcpu {
         Self {
             index,
             regs: VcpuRegs::boot(entry, context, vcpu_mpidr(index)),
-            lrs: alloc::vec![None; arch::gic_lr_count()],
+            lrs: listed::Listed::new(arch::gic_lr_count()),
             timers_active: 0,
             saved_lrs: Vec::new(),
             settled_at: None,

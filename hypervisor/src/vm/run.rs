@@ -26,7 +26,7 @@ use crate::arch;
 use crate::arch::aarch64::context::{El1SysRegs, ExitInfo, ExitKind};
 use crate::arch::aarch64::esr::{Esr, ExceptionClass};
 use crate::console::{self, Routed};
-use crate::layout::{PTIMER_INTID, VTIMER_INTID};
+use crate::layout::{MAINTENANCE_INTID, PTIMER_INTID, VTIMER_INTID};
 use crate::println;
 
 use super::exit::{
@@ -53,6 +53,9 @@ struct CpuControls {
     hyp_deadline: Option<Option<u64>>,
     /// ICH_HCR_EL2 as last written.
     ich_hcr: Option<u64>,
+    /// The maintenance interrupt was taken and is held active until the
+    /// list registers are next refilled (`IrqEvents::maintenance`).
+    maintenance_held: bool,
 }
 
 impl CpuControls {
@@ -72,11 +75,22 @@ impl CpuControls {
         self.hyp_deadline = None;
     }
 
+    /// Called once the list registers are refilled for an entry (or
+    /// emptied): what raised the maintenance interrupt is dealt with, so a
+    /// maintenance interrupt held active may go.
     fn set_ich_hcr(&mut self, value: u64) {
         if self.ich_hcr != Some(value) {
             arch::gic_set_ich_hcr(value);
             self.ich_hcr = Some(value);
         }
+        if core::mem::take(&mut self.maintenance_held) {
+            arch::gic_deactivate(MAINTENANCE_INTID);
+        }
+    }
+
+    /// After serving physical interrupts.
+    fn note(&mut self, events: &IrqEvents) {
+        self.maintenance_held |= events.maintenance;
     }
 }
 
@@ -175,7 +189,7 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             // kick, console input) is looked at at the top of the loop.
             match loaded.and_then(|i| schedule.slots[i].vcpu.as_mut()) {
                 Some(vcpu) => {
-                    let _ = handle_physical_irqs(vgic, vm_index, vcpu, host);
+                    controls.note(&handle_physical_irqs(vgic, vm_index, vcpu, host));
                 }
                 None => drain_irqs(host),
             }
@@ -219,11 +233,18 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
             match info.kind {
                 ExitKind::Irq | ExitKind::Fiq => {
                     vcpu.exits.count(&info);
-                    sync_from_lrs(vgic, vcpu);
+                    // The interrupts first: a guest timer's that fired
+                    // again re-lists its finished list register in place,
+                    // and then there is nothing else to do.
                     let events = handle_physical_irqs(vgic, vm_index, vcpu, host);
+                    controls.note(&events);
                     if events.need_vm(shared) {
                         break Exit::Irqs(events);
                     }
+                    if !events.refill {
+                        continue;
+                    }
+                    sync_from_lrs(vgic, vcpu);
                 }
                 ExitKind::SError => {
                     vcpu.exits.count(&info);
@@ -284,8 +305,8 @@ pub fn run_cpu(vm: &Mutex<Vm>, indices: &[usize], host: &HostIrqs) -> VmStop {
                 regs.pc = regs.pc.wrapping_add(Esr(info.esr).instruction_len());
                 // WFI (ISS bit 0 clear) waits for an interrupt; WFE yields.
                 let is_wfi = info.esr & 1 == 0;
-                let pending = matches!(v.vgic.highest_pending(index), Ok(Some(_)))
-                    || vcpu.lrs.iter().any(Option::is_some);
+                let pending =
+                    matches!(v.vgic.highest_pending(index), Ok(Some(_))) || !vcpu.lrs.is_empty();
                 block = is_wfi && !pending;
                 end_turn = true;
                 ExitOutcome::Continue

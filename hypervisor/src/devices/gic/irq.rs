@@ -27,6 +27,10 @@ pub struct IrqState {
     /// guest's ICACTIVER/ISACTIVER writes change `active`, not this: an
     /// interrupt is never listed twice (UNPREDICTABLE), nor on two vCPUs.
     pub listed: bool,
+    /// Listed while latched: its pending state went into the list register
+    /// with it, and comes back if it is withdrawn from there unacknowledged
+    /// ([`super::Vgic::withdraw_undeliverable`]). Cleared by ICPENDR.
+    pub pending_listed: bool,
     pub priority: u8,
     pub group1: bool,
     /// Edge-triggered (ICFGR bit 2n+1); otherwise level-sensitive.
@@ -37,6 +41,15 @@ impl IrqState {
     /// Pending: latched, or a level interrupt whose line is high.
     pub fn pending(&self) -> bool {
         self.pending_latch || (!self.edge && self.line)
+    }
+
+    /// Handed to a list register: no longer pending here (its pending
+    /// state goes with it), active until the guest is done with it.
+    pub fn list(&mut self) {
+        self.pending_listed = self.pending_latch;
+        self.pending_latch = false;
+        self.active = true;
+        self.listed = true;
     }
 
     pub fn group(&self) -> Group {
@@ -100,7 +113,10 @@ impl BitRegister {
                 BitRegister::SetEnable if bit => irq.enabled = true,
                 BitRegister::ClearEnable if bit => irq.enabled = false,
                 BitRegister::SetPending if bit => irq.pending_latch = true,
-                BitRegister::ClearPending if bit => irq.pending_latch = false,
+                BitRegister::ClearPending if bit => {
+                    irq.pending_latch = false;
+                    irq.pending_listed = false;
+                }
                 BitRegister::SetActive if bit => irq.active = true,
                 BitRegister::ClearActive if bit => irq.active = false,
                 _ => {}

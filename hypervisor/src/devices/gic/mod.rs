@@ -583,9 +583,7 @@ impl Vgic {
                 None => distributor.as_mut().and_then(|d| d.spi_mut(found.intid)),
             };
             if let Some(irq) = irq {
-                irq.pending_latch = false;
-                irq.active = true;
-                irq.listed = true;
+                irq.list();
             }
             drop(distributor);
             drop(redistributor);
@@ -601,11 +599,7 @@ impl Vgic {
     /// The hypervisor handed `intid` to `vcpu` (list register): it stops
     /// being pending (an edge is consumed) and becomes active.
     pub fn activate(&self, vcpu: usize, intid: u32) -> Result<(), VgicError> {
-        self.change_irq(vcpu, intid, |irq| {
-            irq.pending_latch = false;
-            irq.active = true;
-            irq.listed = true;
-        })
+        self.change_irq(vcpu, intid, IrqState::list)
     }
 
     /// An edge-triggered `intid`, listed for `vcpu`, that fired again while
@@ -631,6 +625,36 @@ impl Vgic {
         self.change_irq(vcpu, intid, |irq| {
             irq.active = false;
             irq.listed = false;
+            irq.pending_listed = false;
+        })
+    }
+
+    /// `intid`, listed for `vcpu` and not yet acknowledged there, is taken
+    /// back if it should no longer reach the guest: the guest disabled it
+    /// or its group, cleared its pending state (ICPENDR), or, level-
+    /// sensitive and not latched, its line dropped; a GIC would no longer
+    /// present it. It is then pending again as before it was listed. Returns
+    /// whether it was taken back (the caller empties its list register).
+    pub fn withdraw_undeliverable(&self, vcpu: usize, intid: u32) -> Result<bool, VgicError> {
+        let groups = self.group_enables.load(Ordering::Acquire);
+        let undeliverable = |irq: &IrqState| {
+            irq.listed
+                && (!irq.enabled
+                    || groups & group_enable_bit(irq.group1) == 0
+                    || !(irq.pending_listed || (!irq.edge && irq.line)))
+        };
+        if !undeliverable(&self.irq(vcpu, intid)?) {
+            return Ok(false);
+        }
+        self.change_irq(vcpu, intid, |irq| {
+            let withdrawn = undeliverable(irq);
+            if withdrawn {
+                irq.pending_latch |= irq.pending_listed;
+                irq.pending_listed = false;
+                irq.active = false;
+                irq.listed = false;
+            }
+            withdrawn
         })
     }
 }

@@ -211,6 +211,26 @@ pub fn gic_send_sgi(intid: u32, mpidr: u64) {
     unsafe { asm!("msr icc_sgi1r_el1, {0}", "isb", in(reg) value, options(nomem, nostack)) };
 }
 
+/// The list registers whose interrupt the guest is done with, as a mask:
+/// invalid and HW = 1 or without an EOI maintenance request
+/// (ICH_ELRSR_EL2), or invalid with one (ICH_EISR_EL2). Registers never
+/// written read as done too.
+pub fn gic_finished_lrs() -> u64 {
+    let (empty, eoied): (u64, u64);
+    // SAFETY: reading the status registers of the virtual CPU interface
+    // has no side effects.
+    unsafe {
+        asm!(
+            "mrs {0}, ich_elrsr_el2",
+            "mrs {1}, ich_eisr_el2",
+            out(reg) empty,
+            out(reg) eoied,
+            options(nomem, nostack)
+        )
+    };
+    empty | eoied
+}
+
 /// Number of list registers.
 pub fn gic_lr_count() -> usize {
     let vtr: u64;

@@ -11,8 +11,8 @@ mod mmu;
 mod panic;
 
 pub use gic::{
-    gic_ack, gic_deactivate, gic_eoi, gic_lr_count, gic_read_lr, gic_send_sgi, gic_set_ich_hcr,
-    gic_write_lr, HostGic, SPURIOUS_INTID,
+    gic_ack, gic_deactivate, gic_eoi, gic_finished_lrs, gic_lr_count, gic_read_lr, gic_send_sgi,
+    gic_set_ich_hcr, gic_write_lr, HostGic, SPURIOUS_INTID,
 };
 pub use guest::{
     copy_to_guest_ram, dc_clean_invalidate_set_way, fp_flush, guest_timer_ctls,
