@@ -192,6 +192,8 @@ mod guest {
         checks::ptimer(&mut report, &platform, gic.as_ref());
         checks::wfi(&mut report, &platform, gic.as_ref());
         checks::spi(&mut report, &platform, gic.as_ref());
+        checks::sgi_burst(&mut report, gic.as_ref());
+        checks::sgi_disabled(&mut report, gic.as_ref());
         checks::uart_irq(&mut report, &platform, gic.as_ref(), uart);
         checks::spi_level(&mut report, &platform, gic.as_ref(), uart);
         smp::checks(&mut report, &platform, gic.as_ref());
