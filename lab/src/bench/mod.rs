@@ -25,7 +25,7 @@ pub mod exits;
 pub mod io;
 
 use crate::report::timeline::{Mark, TimelineBuilder, LAB_CLOCK_STAGE};
-use crate::run::events::{Consumer, Event, Verdict};
+use crate::run::events::{Consumer, Event, EventKind, Verdict};
 use crate::run::record::ResultWriter;
 use crate::run::{run_scenario, Lab, RunOptions, RunSummary};
 use crate::scenario::{self, Scenario};
@@ -71,14 +71,67 @@ impl Clock {
     }
 }
 
-/// Collects the run's boot timeline.
+/// QEMU's CPU time up to a moment of its run: in user mode (the emulation
+/// itself) and in the host kernel on its behalf (mostly page faults on the
+/// first touch of guest RAM, whose cost varies from run to run on a host
+/// that hands freed memory back to its own hypervisor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostCpu {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl HostCpu {
+    /// From the text of `/proc/<pid>/stat`: utime and stime, fields 14 and
+    /// 15, in clock ticks of `ticks_per_second`, counted after the command
+    /// name in parentheses (which may hold spaces and parentheses).
+    pub fn parse_stat(stat: &str, ticks_per_second: u64) -> Option<HostCpu> {
+        if ticks_per_second == 0 {
+            return None;
+        }
+        let (_, after_name) = stat.rsplit_once(')')?;
+        // Field 3 (state) is the first after the name.
+        let mut fields = after_name.split_ascii_whitespace().skip(11);
+        let mut ticks = || fields.next()?.parse::<u64>().ok();
+        let (user, system) = (ticks()?, ticks()?);
+        let duration = |t: u64| Duration::from_micros(t * 1_000_000 / ticks_per_second);
+        Some(HostCpu {
+            user: duration(user),
+            system: duration(system),
+        })
+    }
+
+    /// Process `pid`'s CPU time so far; `None` if it is gone.
+    pub fn of_process(pid: i32) -> Option<HostCpu> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+        Self::parse_stat(&stat, u64::try_from(ticks).ok()?)
+    }
+}
+
+/// Collects the run's boot timeline, and QEMU's CPU time when its first
+/// boot-complete line arrives (sampled live, as the line is seen).
 #[derive(Clone, Default)]
-struct TimelineTap(Arc<Mutex<TimelineBuilder>>);
+struct TimelineTap(Arc<Mutex<TapState>>);
+
+#[derive(Default)]
+struct TapState {
+    timeline: TimelineBuilder,
+    qemu: Option<i32>,
+    cpu_at_boot: Option<HostCpu>,
+}
 
 impl Consumer for TimelineTap {
     fn on_event(&mut self, event: &Event) {
-        if let Ok(mut timeline) = self.0.lock() {
-            timeline.on_event(event);
+        let Ok(mut state) = self.0.lock() else {
+            return;
+        };
+        if let EventKind::QemuStarted { pid, .. } = &event.kind {
+            state.qemu = *pid;
+        }
+        state.timeline.on_event(event);
+        if state.cpu_at_boot.is_none() && boot_done(state.timeline.marks()).is_some() {
+            state.cpu_at_boot = state.qemu.and_then(HostCpu::of_process);
         }
     }
 }
@@ -124,6 +177,8 @@ pub struct Boot {
     pub stage: String,
     pub wall: Duration,
     pub virtual_time: Option<Duration>,
+    /// QEMU's CPU time at the sentinel, when it could be read.
+    pub host_cpu: Option<HostCpu>,
 }
 
 impl Boot {
@@ -134,6 +189,7 @@ impl Boot {
             stage: stage.to_owned(),
             wall,
             virtual_time: virtual_boot_time(marks),
+            host_cpu: None,
         })
     }
 
@@ -156,12 +212,18 @@ pub fn boot_once(
 ) -> Result<(Boot, PathBuf)> {
     let tap = TimelineTap::default();
     let summary = run_passing(lab, scenario, qemu, options, Box::new(tap.clone()))?;
-    let timeline = tap
+    let state = tap
         .0
         .lock()
         .map_err(|_| anyhow::anyhow!("timeline poisoned"))?;
-    match Boot::from_marks(timeline.marks()) {
-        Some(boot) => Ok((boot, summary.run_dir)),
+    match Boot::from_marks(state.timeline.marks()) {
+        Some(boot) => Ok((
+            Boot {
+                host_cpu: state.cpu_at_boot,
+                ..boot
+            },
+            summary.run_dir,
+        )),
         None => bail!(
             "{} printed no boot-complete sentinel (LAB-READY or TESTGUEST DONE); see {}",
             scenario.name,
@@ -241,6 +303,7 @@ pub fn boot(lab: &Lab, qemu: &Path, names: [&str; 2], how: BootBench) -> Result<
     };
     println!("measuring {}", clock.describe());
     let mut times = vec![Vec::new(), Vec::new()];
+    let mut cpu_times: [Vec<HostCpu>; 2] = [Vec::new(), Vec::new()];
     let mut sentinels: [Option<String>; 2] = [None, None];
     for run in 1..=runs {
         // Alternate, so drift on the machine hits both alike.
@@ -271,13 +334,21 @@ pub fn boot(lab: &Lab, qemu: &Path, names: [&str; 2], how: BootBench) -> Result<
                 Clock::Virtual => format!(" (host wall {:.3}s)", boot.wall.as_secs_f64()),
                 Clock::Wall => String::new(),
             };
+            let cpu = boot.host_cpu.map_or(String::new(), |cpu| {
+                format!(
+                    " (QEMU CPU: user {:.3}s, system {:.3}s)",
+                    cpu.user.as_secs_f64(),
+                    cpu.system.as_secs_f64()
+                )
+            });
             println!(
-                "{:<20} run {run}: {:.3}s {} to {stage}{wall}",
+                "{:<20} run {run}: {:.3}s {} to {stage}{wall}{cpu}",
                 scenario.name,
                 took.as_secs_f64(),
                 clock.word()
             );
             times[which].push(took);
+            cpu_times[which].extend(boot.host_cpu);
         }
     }
     if sentinels[0] != sentinels[1] {
@@ -307,7 +378,41 @@ pub fn boot(lab: &Lab, qemu: &Path, names: [&str; 2], how: BootBench) -> Result<
         names[1],
         ratio(medians[0], medians[1])
     );
+    print_cpu_split(&scenarios, &cpu_times, runs);
     Ok(())
+}
+
+/// QEMU's CPU time at the sentinel, split: the user-mode median (the
+/// emulation) and its ratio, and the system-mode median (the host kernel,
+/// mostly first touches of memory), which is where this kind of host's
+/// run-to-run noise goes. Printed only when every run could be sampled.
+fn print_cpu_split(scenarios: &[Scenario], cpu_times: &[Vec<HostCpu>; 2], runs: usize) {
+    if cpu_times.iter().any(|c| c.len() != runs) {
+        return;
+    }
+    let user: Vec<Duration> = cpu_times
+        .iter()
+        .map(|c| median(c.iter().map(|t| t.user).collect()).unwrap_or_default())
+        .collect();
+    let system: Vec<Duration> = cpu_times
+        .iter()
+        .map(|c| median(c.iter().map(|t| t.system).collect()).unwrap_or_default())
+        .collect();
+    for (i, scenario) in scenarios.iter().enumerate() {
+        println!(
+            "{:<20} QEMU CPU at the sentinel, median of {runs}: user {:.3}s, system {:.3}s",
+            scenario.name,
+            user[i].as_secs_f64(),
+            system[i].as_secs_f64()
+        );
+    }
+    println!(
+        "ratio {} / {}: {:.3} (QEMU user-mode CPU time: the emulation, without the host \
+         kernel's page-fault time)",
+        scenarios[0].name,
+        scenarios[1].name,
+        ratio(user[0], user[1])
+    );
 }
 
 #[cfg(test)]
@@ -461,6 +566,28 @@ mod tests {
     fn no_boot_time_without_a_sentinel_or_a_qemu() {
         assert_eq!(boot_time(&[mark("qemu-start", None, 1)]), None);
         assert_eq!(boot_time(&[mark("lab-ready", Some("serial"), 5)]), None);
+    }
+
+    #[test]
+    fn host_cpu_reads_utime_and_stime_after_the_command_name() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt
+        // majflt cmajflt utime stime ...; the name may hold ") ".
+        let stat = "4242 (qemu (x) y) S 1 4242 4242 0 -1 4194560 14397 0 1 0 183 46 0 0 20 0 3";
+        assert_eq!(
+            HostCpu::parse_stat(stat, 100),
+            Some(HostCpu {
+                user: Duration::from_millis(1830),
+                system: Duration::from_millis(460),
+            })
+        );
+        assert_eq!(HostCpu::parse_stat(stat, 0), None);
+        assert_eq!(HostCpu::parse_stat("4242 (qemu) S 1 2", 100), None);
+    }
+
+    #[test]
+    fn host_cpu_of_this_process() {
+        let own = HostCpu::of_process(std::process::id() as i32);
+        assert!(own.is_some(), "/proc/self/stat readable");
     }
 
     #[test]
