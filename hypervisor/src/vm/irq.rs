@@ -206,11 +206,10 @@ fn forward_timer(vgic: &Vgic, vcpu: &mut Vcpu, timer: GuestTimer) -> bool {
     let intid = timer.intid();
     if vcpu.timers_active & timer.bit() != 0 {
         if let Some(n) = vcpu.lrs.find(intid) {
-            let mut lr = ListRegister::decode(arch::gic_read_lr(n));
-            if lr.state == LrState::Invalid {
+            let raw = arch::gic_read_lr(n);
+            if LrState::of(raw) == LrState::Invalid {
                 if vcpu.settled_at == Some(vgic.generation(vcpu.index)) {
-                    lr.state = LrState::Pending;
-                    arch::gic_write_lr(n, lr.encode());
+                    arch::gic_write_lr(n, LrState::Pending.set_in(raw));
                     return true;
                 }
                 retire(vgic, vcpu, n, intid);
@@ -286,7 +285,7 @@ fn retire(vgic: &Vgic, vcpu: &mut Vcpu, n: usize, intid: u32) {
 fn drop_stale_timer(vgic: &Vgic, vcpu: &mut Vcpu, timer: GuestTimer) {
     let intid = timer.intid();
     if let Some(n) = vcpu.lrs.find(intid) {
-        if ListRegister::decode(arch::gic_read_lr(n)).state != LrState::Pending {
+        if LrState::of(arch::gic_read_lr(n)) != LrState::Pending {
             return;
         }
         arch::gic_write_lr(n, 0);
@@ -422,7 +421,7 @@ fn retract_undeliverable(vgic: &Vgic, vcpu: &mut Vcpu) {
         let Some(intid) = vcpu.lrs.get(n) else {
             continue;
         };
-        if ListRegister::decode(arch::gic_read_lr(n)).state == LrState::Pending
+        if LrState::of(arch::gic_read_lr(n)) == LrState::Pending
             && vgic
                 .withdraw_undeliverable(vcpu.index, intid)
                 .unwrap_or(false)

@@ -43,6 +43,32 @@ pub struct ListRegister {
     pub eoi_maintenance: bool,
 }
 
+impl LrState {
+    /// The state of an `ICH_LR<n>_EL2` value.
+    pub fn of(raw: u64) -> Self {
+        match raw >> STATE_SHIFT {
+            0 => LrState::Invalid,
+            1 => LrState::Pending,
+            2 => LrState::Active,
+            _ => LrState::PendingActive,
+        }
+    }
+
+    fn bits(self) -> u64 {
+        match self {
+            LrState::Invalid => 0,
+            LrState::Pending => 1,
+            LrState::Active => 2,
+            LrState::PendingActive => 3,
+        }
+    }
+
+    /// `raw` in this state, every other field kept.
+    pub fn set_in(self, raw: u64) -> u64 {
+        raw & !(3 << STATE_SHIFT) | self.bits() << STATE_SHIFT
+    }
+}
+
 impl ListRegister {
     /// A pending group-1 interrupt.
     pub fn pending(vintid: u32, priority: u8) -> Self {
@@ -58,12 +84,7 @@ impl ListRegister {
 
     /// The `ICH_LR<n>_EL2` value.
     pub fn encode(&self) -> u64 {
-        let state = match self.state {
-            LrState::Invalid => 0,
-            LrState::Pending => 1,
-            LrState::Active => 2,
-            LrState::PendingActive => 3,
-        };
+        let state = self.state.bits();
         let mut v = u64::from(self.vintid)
             | (u64::from(self.priority) << PRIORITY_SHIFT)
             | (state << STATE_SHIFT);
@@ -80,12 +101,7 @@ impl ListRegister {
 
     /// Decodes an `ICH_LR<n>_EL2` value.
     pub fn decode(raw: u64) -> Self {
-        let state = match raw >> STATE_SHIFT {
-            0 => LrState::Invalid,
-            1 => LrState::Pending,
-            2 => LrState::Active,
-            _ => LrState::PendingActive,
-        };
+        let state = LrState::of(raw);
         let hw = raw & HW != 0;
         Self {
             vintid: u32::try_from(raw & 0xffff_ffff).unwrap_or(0),
@@ -114,6 +130,9 @@ mod tests {
             (1 << 62) | (1 << 61) | (1 << 60) | (0xa0 << 48) | (27 << 32) | 27
         );
         assert_eq!(ListRegister::decode(raw), lr);
+        let done = LrState::Invalid.set_in(raw);
+        assert_eq!(LrState::of(done), LrState::Invalid);
+        assert_eq!(LrState::Pending.set_in(done), raw, "only the state moves");
     }
 
     #[test]
