@@ -25,7 +25,10 @@ pub fn gic_finished_lrs() -> u64 {
         lrs.borrow()
             .iter()
             .enumerate()
-            .filter(|(_, lr)| *lr >> 62 == 0)
+            .filter(|(_, lr)| {
+                super::aarch64::gic_lr::LrState::of(**lr)
+                    == super::aarch64::gic_lr::LrState::Invalid
+            })
             .fold(0, |mask, (n, _)| mask | 1 << n)
     });
     #[cfg(not(test))]

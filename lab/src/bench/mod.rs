@@ -390,14 +390,13 @@ fn print_cpu_split(scenarios: &[Scenario], cpu_times: &[Vec<HostCpu>; 2], runs: 
     if cpu_times.iter().any(|c| c.len() != runs) {
         return;
     }
-    let user: Vec<Duration> = cpu_times
-        .iter()
-        .map(|c| median(c.iter().map(|t| t.user).collect()).unwrap_or_default())
-        .collect();
-    let system: Vec<Duration> = cpu_times
-        .iter()
-        .map(|c| median(c.iter().map(|t| t.system).collect()).unwrap_or_default())
-        .collect();
+    let medians = |part: fn(&HostCpu) -> Duration| -> Vec<Duration> {
+        cpu_times
+            .iter()
+            .map(|c| median(c.iter().map(part).collect()).unwrap_or_default())
+            .collect()
+    };
+    let (user, system) = (medians(|t| t.user), medians(|t| t.system));
     for (i, scenario) in scenarios.iter().enumerate() {
         println!(
             "{:<20} QEMU CPU at the sentinel, median of {runs}: user {:.3}s, system {:.3}s",
